@@ -1,0 +1,20 @@
+// The CUDA backend of a build without CUDA (binding.gyp, MEDLLAVA_CUDA=off, or no nvcc).
+#include "backend.h"
+
+#include "../core/error.h"
+
+namespace medllava {
+namespace cuda_backend {
+
+Info info() {
+  Info i;
+  i.reason = "this build of medllava has no CUDA backend (built without nvcc or with MEDLLAVA_CUDA=off)";
+  return i;
+}
+
+void disable(const std::string&) {}
+
+void matmul(const MatmulArgs&) { throw Error(ErrorCode::Unsupported, info().reason); }
+
+}  // namespace cuda_backend
+}  // namespace medllava

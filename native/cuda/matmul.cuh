@@ -1,0 +1,181 @@
+// CUDA matmul kernels: out(M,N) = act(a(M,K) · w(N,K)ᵀ + bias(N)). No host code beyond the
+// launch choice, so the SIMT emulator can include this file and run the same kernels.
+//
+//   matmul_tiled_kernel<TW>  fp32 FMA on 64×64 tiles, any weight type (converted on load)
+//   matmul_wmma_kernel<TW>   tensor cores (nvcuda::wmma 16×16×16) for f16/bf16 weights; the f32
+//                            activations are rounded to TW when staged in shared memory, products
+//                            accumulate in fp32
+#pragma once
+#include <cstdint>
+
+#include "../ops/activation.h"
+#include "compat.cuh"
+
+namespace medllava {
+namespace cuda {
+
+template <class T>
+__device__ __forceinline__ float to_f32(T v);
+template <>
+__device__ __forceinline__ float to_f32<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(v); }
+template <>
+__device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class T>
+__device__ __forceinline__ T from_f32(float v);
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+
+// ---- fp32 tiled kernel ---------------------------------------------------------------------------
+// 256 threads as 16×16; each computes a 4×4 grid of outputs strided by 16 so that the shared-memory
+// reads of a warp hit 16 consecutive words (no bank conflicts). Tiles are stored k-major with a
+// +4 pad, so the transposing store from global memory spreads over banks too.
+constexpr int kTiledBM = 64, kTiledBN = 64, kTiledBK = 16, kTiledThreads = 256;
+
+template <class TW>
+__global__ void __launch_bounds__(kTiledThreads)
+    matmul_tiled_kernel(const float* __restrict__ a, const TW* __restrict__ w, const float* __restrict__ bias,
+                        float* __restrict__ out, int M, int N, int K, int act) {
+  __shared__ float As[kTiledBK][kTiledBM + 4];  // (BK, BM) slice of a, transposed
+  __shared__ float Ws[kTiledBK][kTiledBN + 4];  // (BK, BN) slice of w, transposed
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  const int m0 = blockIdx.y * kTiledBM, n0 = blockIdx.x * kTiledBN;
+  float acc[4][4] = {};
+  for (int k0 = 0; k0 < K; k0 += kTiledBK) {
+    // 64 rows × 16 k per tile, 4 elements per thread, consecutive threads along k (coalesced)
+    for (int i = 0; i < 4; ++i) {
+      const int r = ty + 16 * i, k = tx;
+      const int gm = m0 + r, gn = n0 + r, gk = k0 + k;
+      As[k][r] = (gm < M && gk < K) ? a[(int64_t)gm * K + gk] : 0.0f;
+      Ws[k][r] = (gn < N && gk < K) ? to_f32(w[(int64_t)gn * K + gk]) : 0.0f;
+    }
+    __syncthreads();  // the tile is complete before anyone reads it
+#pragma unroll
+    for (int k = 0; k < kTiledBK; ++k) {
+      float av[4], wv[4];
+      for (int i = 0; i < 4; ++i) av[i] = As[k][ty + 16 * i];
+      for (int j = 0; j < 4; ++j) wv[j] = Ws[k][tx + 16 * j];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * wv[j];
+    }
+    __syncthreads();  // everyone is done reading before the next tile overwrites it
+  }
+  for (int i = 0; i < 4; ++i) {
+    const int gm = m0 + ty + 16 * i;
+    if (gm >= M) continue;
+    for (int j = 0; j < 4; ++j) {
+      const int gn = n0 + tx + 16 * j;
+      if (gn >= N) continue;
+      float v = acc[i][j] + (bias ? bias[gn] : 0.0f);
+      out[(int64_t)gm * N + gn] = apply_activation(v, (Activation)act);
+    }
+  }
+}
+
+// ---- tensor-core kernel --------------------------------------------------------------------------
+// 128 threads = 4 warps in a 2×2 grid; each warp owns a 32×32 output tile (2×2 wmma fragments).
+// Pads: +8 halves keeps ldm a multiple of 8 elements and rows 16-byte aligned while shifting
+// banks; the fp32 staging tile uses +4 floats for the same reasons.
+constexpr int kWmmaBM = 64, kWmmaBN = 64, kWmmaBK = 32, kWmmaThreads = 128;
+constexpr int kWmmaLdAB = kWmmaBK + 8, kWmmaLdC = kWmmaBN + 4;
+
+template <class TW>
+__global__ void __launch_bounds__(kWmmaThreads)
+    matmul_wmma_kernel(const float* __restrict__ a, const TW* __restrict__ w, const float* __restrict__ bias,
+                       float* __restrict__ out, int M, int N, int K, int act) {
+  using namespace nvcuda;
+  __shared__ __align__(32) TW As[kWmmaBM * kWmmaLdAB];     // (BM, BK) of a, rounded to TW
+  __shared__ __align__(32) TW Ws[kWmmaBN * kWmmaLdAB];     // (BN, BK) of w
+  __shared__ __align__(32) float Cs[kWmmaBM * kWmmaLdC];   // (BM, BN) accumulators for the epilogue
+  const int warp = threadIdx.x / 32;
+  const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+  const int m0 = blockIdx.y * kWmmaBM, n0 = blockIdx.x * kWmmaBN;
+
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+
+  for (int k0 = 0; k0 < K; k0 += kWmmaBK) {
+    // 64 × 32 elements of each operand, 16 per thread, consecutive threads along k
+    for (int e = threadIdx.x; e < kWmmaBM * kWmmaBK; e += kWmmaThreads) {
+      const int r = e / kWmmaBK, k = e % kWmmaBK;
+      const int gm = m0 + r, gn = n0 + r, gk = k0 + k;
+      As[r * kWmmaLdAB + k] = from_f32<TW>((gm < M && gk < K) ? a[(int64_t)gm * K + gk] : 0.0f);
+      Ws[r * kWmmaLdAB + k] = (gn < N && gk < K) ? w[(int64_t)gn * K + gk] : from_f32<TW>(0.0f);
+    }
+    __syncthreads();  // tiles complete before the tensor cores read them
+    for (int kk = 0; kk < kWmmaBK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, TW, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, TW, wmma::col_major> fb[2];
+      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], As + (wm + 16 * i) * kWmmaLdAB + kk, kWmmaLdAB);
+      // w is (N, K) row-major, i.e. the K × N operand in column-major order
+      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], Ws + (wn + 16 * j) * kWmmaLdAB + kk, kWmmaLdAB);
+      for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+    __syncthreads();  // all warps are done with the tiles before they are overwritten
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(Cs + (wm + 16 * i) * kWmmaLdC + wn + 16 * j, acc[i][j], kWmmaLdC, wmma::mem_row_major);
+  __syncthreads();  // the epilogue reads accumulators stored by other warps
+  for (int e = threadIdx.x; e < kWmmaBM * kWmmaBN; e += kWmmaThreads) {
+    const int r = e / kWmmaBN, c = e % kWmmaBN;
+    const int gm = m0 + r, gn = n0 + c;
+    if (gm < M && gn < N) {
+      const float v = Cs[r * kWmmaLdC + c] + (bias ? bias[gn] : 0.0f);
+      out[(int64_t)gm * N + gn] = apply_activation(v, (Activation)act);
+    }
+  }
+}
+
+// ---- launch choice -------------------------------------------------------------------------------
+enum class MatmulKernel { Auto, Tiled, TensorCore };
+enum class WeightType { F32 = 0, F16 = 1, BF16 = 2 };
+
+// All pointers are device pointers (host pointers under the emulator).
+inline void matmul_launch(const float* a, const void* w, WeightType wt, const float* bias, float* out, int M, int N,
+                          int K, Activation act, MatmulKernel which, medllava_stream_t stream) {
+  const bool tensor = wt != WeightType::F32 && which != MatmulKernel::Tiled;
+  if (tensor) {
+    const dim3 grid((unsigned)((N + kWmmaBN - 1) / kWmmaBN), (unsigned)((M + kWmmaBM - 1) / kWmmaBM));
+    if (wt == WeightType::F16) {
+      auto kernel = matmul_wmma_kernel<__half>;
+      MEDLLAVA_LAUNCH(kernel, grid, dim3(kWmmaThreads), 0, stream, a, static_cast<const __half*>(w), bias, out, M, N, K,
+                      (int)act);
+    } else {
+      auto kernel = matmul_wmma_kernel<__nv_bfloat16>;
+      MEDLLAVA_LAUNCH(kernel, grid, dim3(kWmmaThreads), 0, stream, a, static_cast<const __nv_bfloat16*>(w), bias, out,
+                      M, N, K, (int)act);
+    }
+    return;
+  }
+  const dim3 grid((unsigned)((N + kTiledBN - 1) / kTiledBN), (unsigned)((M + kTiledBM - 1) / kTiledBM));
+  switch (wt) {
+    case WeightType::F32: {
+      auto kernel = matmul_tiled_kernel<float>;
+      MEDLLAVA_LAUNCH(kernel, grid, dim3(kTiledThreads), 0, stream, a, static_cast<const float*>(w), bias, out, M, N, K,
+                      (int)act);
+      break;
+    }
+    case WeightType::F16: {
+      auto kernel = matmul_tiled_kernel<__half>;
+      MEDLLAVA_LAUNCH(kernel, grid, dim3(kTiledThreads), 0, stream, a, static_cast<const __half*>(w), bias, out, M, N,
+                      K, (int)act);
+      break;
+    }
+    case WeightType::BF16: {
+      auto kernel = matmul_tiled_kernel<__nv_bfloat16>;
+      MEDLLAVA_LAUNCH(kernel, grid, dim3(kTiledThreads), 0, stream, a, static_cast<const __nv_bfloat16*>(w), bias, out,
+                      M, N, K, (int)act);
+      break;
+    }
+  }
+}
+
+}  // namespace cuda
+}  // namespace medllava

@@ -1,0 +1,106 @@
+// The addon's module: free functions and classes, exactly as lib/native.ts declares them.
+#include <napi.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "../core/cpu_features.h"
+#include "../core/thread_pool.h"
+#include "../cuda/backend.h"
+#include "../ops/ops.h"
+#include "js_error.h"
+#include "linear_wrap.h"
+
+namespace medllava {
+namespace napi {
+namespace {
+
+Napi::Object cuda_info_object(Napi::Env env, const cuda_backend::Info& ci) {
+  Napi::Object cuda = Napi::Object::New(env);
+  cuda.Set("compiled", ci.compiled);
+  cuda.Set("available", ci.available);
+  if (!ci.available) cuda.Set("reason", ci.reason);
+  Napi::Array devices = Napi::Array::New(env, ci.devices.size());
+  for (size_t i = 0; i < ci.devices.size(); ++i) {
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("name", ci.devices[i].name);
+    d.Set("memoryBytes", (double)ci.devices[i].memory_bytes);
+    d.Set("computeCapability", ci.devices[i].compute_capability);
+    devices.Set((uint32_t)i, d);
+  }
+  cuda.Set("devices", devices);
+  return cuda;
+}
+
+Napi::Value GetBackendInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  Napi::Object cpu = Napi::Object::New(env);
+  cpu.Set("threads", ThreadPool::instance().threads());
+  auto names = cpu_feature_names();
+  Napi::Array features = Napi::Array::New(env, names.size());
+  for (size_t i = 0; i < names.size(); ++i) features.Set((uint32_t)i, names[i]);
+  cpu.Set("features", features);
+  cpu.Set("dispatch", use_avx2() ? "avx2" : "scalar");
+  out.Set("cpu", cpu);
+  out.Set("cuda", cuda_info_object(env, cuda_backend::info()));
+  return out;
+}
+
+// Whether CUDA code is compiled in, without touching the driver.
+Napi::Value CudaCompiled(const Napi::CallbackInfo& info) {
+#if defined(MEDLLAVA_WITH_CUDA)
+  return Napi::Boolean::New(info.Env(), true);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
+}
+
+Napi::Value CudaDisable(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsString()) throw_js(info.Env(), ErrorCode::Argument, "cudaDisable(reason: string)");
+  cuda_backend::disable(info[0].As<Napi::String>().Utf8Value());
+  return info.Env().Undefined();
+}
+
+Napi::Value SetCpuDispatch(const Napi::CallbackInfo& info) {
+  const std::string mode = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (mode == "auto") set_cpu_dispatch(CpuDispatch::Auto);
+  else if (mode == "scalar") set_cpu_dispatch(CpuDispatch::Scalar);
+  else throw_js(info.Env(), ErrorCode::Argument, "setCpuDispatch(mode): mode must be 'auto' or 'scalar', got '" + mode + "'");
+  return info.Env().Undefined();
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  const int64_t n = get_int(info.Env(), info.Length() ? info[0] : info.Env().Undefined(), "threads", 1, 1024);
+  ThreadPool::instance().set_threads((int)n);
+  return info.Env().Undefined();
+}
+
+Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int threads = (int)get_int(env, info.Length() > 0 ? info[0] : env.Undefined(), "threads", 1, 1024);
+  const int ms = (int)get_int(env, info.Length() > 1 ? info[1] : env.Undefined(), "ms", 1, 60000);
+  auto result = std::make_shared<double>(0);
+  return PromiseWorker::Queue(
+      env, [=] { *result = measure_fma_peak(threads, ms); },
+      [result](Napi::Env e) { return Napi::Number::New(e, *result); });
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  const char* env_cuda = std::getenv("MEDLLAVA_CUDA");
+  if (env_cuda && std::strcmp(env_cuda, "off") == 0) cuda_backend::disable("disabled by MEDLLAVA_CUDA=off");
+  exports.Set("getBackendInfo", Napi::Function::New<GetBackendInfo>(env, "getBackendInfo"));
+  exports.Set("cudaCompiled", Napi::Function::New<CudaCompiled>(env, "cudaCompiled"));
+  exports.Set("cudaDisable", Napi::Function::New<CudaDisable>(env, "cudaDisable"));
+  exports.Set("setCpuDispatch", Napi::Function::New<SetCpuDispatch>(env, "setCpuDispatch"));
+  exports.Set("setThreads", Napi::Function::New<SetThreads>(env, "setThreads"));
+  exports.Set("measureFmaPeak", Napi::Function::New<MeasureFmaPeak>(env, "measureFmaPeak"));
+  exports.Set("NativeLinear", LinearWrap::Define(env));
+  return exports;
+}
+
+}  // namespace
+}  // namespace napi
+}  // namespace medllava
+
+NODE_API_MODULE(medllava, medllava::napi::Init)

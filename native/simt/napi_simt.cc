@@ -1,0 +1,172 @@
+// medllava_simt.node: the test-only addon that runs native/cuda kernels under the SIMT emulator.
+// Never shipped (prebuilds hold medllava.node only); test/ loads it from build/test/.
+#include <napi.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "../../test/native/simt_selftest.cuh"
+#include "../cuda/matmul.cuh"  // defines: matmul_tiled_kernel, matmul_wmma_kernel, matmul_launch
+#include "../napi/js_error.h"
+#include "simt.h"
+
+namespace medllava {
+namespace napi {
+namespace {
+
+using SelfTest = void (*)(const float*, void*, int, int);
+const std::map<std::string, SelfTest>& self_tests() {
+  namespace st = cuda::simt_selftest;
+  static const std::map<std::string, SelfTest> m = {
+      {"warp_sum", st::warp_sum},
+      {"shfl_variants", st::shfl_variants},
+      {"votes", st::votes},
+      {"atomics", st::atomics},
+      {"reverse_dynamic", st::reverse_dynamic},
+      {"read_before_write", st::read_before_write},
+      {"block_sum", st::block_sum},
+      {"wmma_tile", st::wmma_tile},
+      {"bad_exited_lane", st::bad_exited_lane},
+      {"bad_divergent_barrier", st::bad_divergent_barrier},
+      {"bad_barrier_sites", st::bad_barrier_sites},
+      {"bad_deadlock", st::bad_deadlock},
+      {"bad_missing_lanes", st::bad_missing_lanes},
+      {"bad_wmma_divergent", st::bad_wmma_divergent},
+  };
+  return m;
+}
+
+dim3 get_dim3(Napi::Env env, const Napi::Value& v, const char* what) {
+  if (!v.IsArray()) throw_js(env, ErrorCode::Argument, std::string(what) + " must be [x, y, z]");
+  Napi::Array a = v.As<Napi::Array>();
+  unsigned d[3] = {1, 1, 1};
+  for (uint32_t i = 0; i < a.Length() && i < 3; ++i) d[i] = (unsigned)get_int(env, a.Get(i), what, 0, 0xffffffffLL);
+  return dim3(d[0], d[1], d[2]);
+}
+
+Napi::Float32Array float32_arg(Napi::Env env, const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw_js(env, ErrorCode::Argument, std::string(what) + " must be a Float32Array, got " + js_type_name(v));
+  return v.As<Napi::Float32Array>();
+}
+
+struct Pins {
+  std::vector<Napi::ObjectReference> refs;
+  void pin(const Napi::Value& v) { refs.push_back(Napi::Persistent(v.As<Napi::Object>())); }
+};
+
+// run(name, input: Float32Array, outWords, grid, block, smemBytes, p0, p1, init: 'nan' | 'zero')
+Napi::Value Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 9 || !info[0].IsString()) throw_js(env, ErrorCode::Argument, "run(name, input, outWords, grid, block, smem, p0, p1, init)");
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  auto it = self_tests().find(name);
+  if (it == self_tests().end()) throw_js(env, ErrorCode::Argument, "no self-test kernel named '" + name + "'");
+  Napi::Float32Array input = float32_arg(env, info[1], "input");
+  const int64_t words = get_int(env, info[2], "outWords", 1, 1 << 24);
+  const dim3 grid = get_dim3(env, info[3], "grid"), block = get_dim3(env, info[4], "block");
+  const size_t smem = (size_t)get_int(env, info[5], "smem", 0, 1 << 20);
+  const int p0 = (int)get_int(env, info[6], "p0", -(1LL << 31), (1LL << 31) - 1);
+  const int p1 = (int)get_int(env, info[7], "p1", -(1LL << 31), (1LL << 31) - 1);
+  const bool zero = info[8].IsString() && info[8].As<Napi::String>().Utf8Value() == "zero";
+  Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)words);
+  std::memset(out.Data(), zero ? 0 : 0xff, (size_t)words * 4);  // 0xff bytes: NaN, unwritten shows
+  auto pins = std::make_shared<Pins>();
+  pins->pin(input);
+  pins->pin(out);
+  const float* in = input.Data();
+  void* o = out.Data();
+  SelfTest kernel = it->second;
+  return PromiseWorker::Queue(
+      env, [=] { simt::launch(grid, block, smem, kernel, in, o, p0, p1); },
+      [pins](Napi::Env) { return pins->refs[1].Value(); });
+}
+
+// matmul(a, w, wType, bias | null, M, N, K, activation, kernel: 'auto' | 'tiled' | 'tensor')
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 9) throw_js(env, ErrorCode::Argument, "matmul(a, w, wType, bias, M, N, K, activation, kernel)");
+  Napi::Float32Array a = float32_arg(env, info[0], "a");
+  const DType wt = parse_dtype(info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "");
+  if (!info[1].IsTypedArray()) throw_js(env, ErrorCode::Argument, "w must be a TypedArray");
+  Napi::TypedArray w = info[1].As<Napi::TypedArray>();
+  const int64_t M = get_int(env, info[4], "M", 0, 1 << 24), N = get_int(env, info[5], "N", 1, 1 << 24),
+                K = get_int(env, info[6], "K", 1, 1 << 24);
+  if ((int64_t)a.ElementLength() != M * K || (int64_t)w.ElementLength() != N * K ||
+      w.ElementSize() != dtype_size(wt))
+    throw_js(env, ErrorCode::Shape, "matmul: a must hold M×K and w N×K elements of the stated type");
+  const float* bias = nullptr;
+  auto pins = std::make_shared<Pins>();
+  if (!info[3].IsNull()) {
+    Napi::Float32Array b = float32_arg(env, info[3], "bias");
+    if ((int64_t)b.ElementLength() != N) throw_js(env, ErrorCode::Shape, "bias must hold N elements");
+    bias = b.Data();
+    pins->pin(b);
+  }
+  const std::string act_s = info[7].IsString() ? info[7].As<Napi::String>().Utf8Value() : "";
+  const Activation act = act_s == "gelu" ? Activation::Gelu : act_s == "quick_gelu" ? Activation::QuickGelu : Activation::None;
+  const std::string k = info[8].IsString() ? info[8].As<Napi::String>().Utf8Value() : "auto";
+  const cuda::MatmulKernel which = k == "tiled" ? cuda::MatmulKernel::Tiled
+                                   : k == "tensor" ? cuda::MatmulKernel::TensorCore
+                                                   : cuda::MatmulKernel::Auto;
+  const cuda::WeightType cwt = wt == DType::F32 ? cuda::WeightType::F32
+                               : wt == DType::F16 ? cuda::WeightType::F16
+                                                  : cuda::WeightType::BF16;
+  Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)(M * N));
+  std::memset(out.Data(), 0xff, (size_t)(M * N) * 4);  // poison: an unwritten element stays NaN
+  pins->pin(a);
+  pins->pin(w);
+  pins->pin(out);
+  const float* ap = a.Data();
+  const void* wp = static_cast<const uint8_t*>(w.ArrayBuffer().Data()) + w.ByteOffset();
+  float* op = out.Data();
+  return PromiseWorker::Queue(
+      env, [=] { cuda::matmul_launch(ap, wp, cwt, bias, op, (int)M, (int)N, (int)K, act, which, nullptr); },
+      [pins](Napi::Env) { return pins->refs.back().Value(); });
+}
+
+// setOptions({ blockOrder: 'forward' | 'reverse' | 'shuffle', seed, reverseThreads, poisonShared })
+Napi::Value SetOptions(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw_js(env, ErrorCode::Argument, "setOptions(options)");
+  Napi::Object o = info[0].As<Napi::Object>();
+  simt::Options opt;
+  const std::string order = o.Get("blockOrder").IsString() ? o.Get("blockOrder").As<Napi::String>().Utf8Value() : "forward";
+  if (order == "forward") opt.block_order = simt::BlockOrder::Forward;
+  else if (order == "reverse") opt.block_order = simt::BlockOrder::Reverse;
+  else if (order == "shuffle") opt.block_order = simt::BlockOrder::Shuffle;
+  else throw_js(env, ErrorCode::Argument, "blockOrder must be 'forward', 'reverse' or 'shuffle'");
+  if (o.Has("seed")) opt.seed = (uint64_t)get_int(env, o.Get("seed"), "seed", 0, 1LL << 53);
+  opt.reverse_threads = o.Get("reverseThreads").ToBoolean();
+  opt.poison_shared = !o.Has("poisonShared") || o.Get("poisonShared").ToBoolean();
+  simt::set_options(opt);
+  return env.Undefined();
+}
+
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const simt::Stats s = simt::stats();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("launches", (double)s.launches);
+  o.Set("blocks", (double)s.blocks);
+  o.Set("threads", (double)s.threads);
+  o.Set("switches", (double)s.switches);
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("run", Napi::Function::New<Run>(env, "run"));
+  exports.Set("matmul", Napi::Function::New<Matmul>(env, "matmul"));
+  exports.Set("setOptions", Napi::Function::New<SetOptions>(env, "setOptions"));
+  exports.Set("stats", Napi::Function::New<Stats>(env, "stats"));
+  return exports;
+}
+
+}  // namespace
+}  // namespace napi
+}  // namespace medllava
+
+NODE_API_MODULE(medllava_simt, medllava::napi::Init)
