@@ -81,7 +81,7 @@ Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
   const int threads = (int)get_int(env, info.Length() > 0 ? info[0] : env.Undefined(), "threads", 1, 1024);
   const int ms = (int)get_int(env, info.Length() > 1 ? info[1] : env.Undefined(), "ms", 1, 60000);
   auto result = std::make_shared<double>(0);
-  return PromiseWorker::Queue(
+  return PromiseWorker::Start(
       env, [=] { *result = measure_fma_peak(threads, ms); },
       [result](Napi::Env e) { return Napi::Number::New(e, *result); });
 }
@@ -103,4 +103,5 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 }  // namespace napi
 }  // namespace medllava
 
-NODE_API_MODULE(medllava, medllava::napi::Init)
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return medllava::napi::Init(env, exports); }
+NODE_API_MODULE(medllava, InitModule)

@@ -28,7 +28,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   using Result = std::function<Napi::Value(Napi::Env)>;
   using Done = std::function<void()>;  // runs on the JS thread after resolve/reject
 
-  static Napi::Promise Queue(Napi::Env env, Work work, Result result, Done done = nullptr) {
+  static Napi::Promise Start(Napi::Env env, Work work, Result result, Done done = nullptr) {
     auto* w = new PromiseWorker(env, std::move(work), std::move(result), std::move(done));
     Napi::Promise p = w->deferred_.Promise();
     w->Queue();

@@ -108,7 +108,7 @@ Napi::Value LinearWrap::Forward(const Napi::CallbackInfo& info) {
   pins->self = Napi::Persistent(Value());
   ++inflight_;
   const bool cuda = device == "cuda";
-  return PromiseWorker::Queue(
+  return PromiseWorker::Start(
       env, [args, cuda] { cuda ? cuda_backend::matmul(args) : matmul_cpu(args); },
       [pins](Napi::Env) { return pins->output.Value(); },
       [this, pins] {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../../test/native/simt_selftest.cuh"
+#include "../core/dtype.h"
 #include "../cuda/matmul.cuh"  // defines: matmul_tiled_kernel, matmul_wmma_kernel, matmul_launch
 #include "../napi/js_error.h"
 #include "simt.h"
@@ -80,7 +81,7 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   const float* in = input.Data();
   void* o = out.Data();
   SelfTest kernel = it->second;
-  return PromiseWorker::Queue(
+  return PromiseWorker::Start(
       env, [=] { simt::launch(grid, block, smem, kernel, in, o, p0, p1); },
       [pins](Napi::Env) { return pins->refs[1].Value(); });
 }
@@ -123,7 +124,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const float* ap = a.Data();
   const void* wp = static_cast<const uint8_t*>(w.ArrayBuffer().Data()) + w.ByteOffset();
   float* op = out.Data();
-  return PromiseWorker::Queue(
+  return PromiseWorker::Start(
       env, [=] { cuda::matmul_launch(ap, wp, cwt, bias, op, (int)M, (int)N, (int)K, act, which, nullptr); },
       [pins](Napi::Env) { return pins->refs.back().Value(); });
 }
@@ -169,4 +170,5 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 }  // namespace napi
 }  // namespace medllava
 
-NODE_API_MODULE(medllava_simt, medllava::napi::Init)
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return medllava::napi::Init(env, exports); }
+NODE_API_MODULE(medllava_simt, InitModule)

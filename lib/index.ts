@@ -1,0 +1,8 @@
+/**
+ * medllava — LLaVA-Med and LLaVA-Rad for Node.js. The public API (see shared/API.md); nothing
+ * else is public. Model loading, chat, training and evaluation join as their issues land.
+ */
+export { getBackendInfo } from './backend.js';
+export type { BackendInfo, CudaDeviceInfo } from './backend.js';
+export { ERROR_CODES, isMedllavaError } from './errors.js';
+export type { ErrorCode, MedllavaError } from './errors.js';

@@ -1,0 +1,107 @@
+/**
+ * Loads the addon and declares its exact types. Internal: the public surface is lib/index.ts.
+ *
+ * CUDA safety (node-llama-cpp's testBindingBinary habit): before this process loads the binary,
+ * a child process loads it and initialises CUDA. Only if that child exits cleanly may this process
+ * touch CUDA; if it crashes (a driver mismatch can segfault inside the CUDA runtime) the binary is
+ * loaded with CUDA disabled and getBackendInfo() reports why.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeCudaDevice {
+  name: string;
+  memoryBytes: number;
+  computeCapability: string;
+}
+
+export interface NativeBackendInfo {
+  cpu: { threads: number; features: string[]; dispatch: 'avx2' | 'scalar' };
+  cuda: { compiled: boolean; available: boolean; reason?: string; devices: NativeCudaDevice[] };
+}
+
+export type NativeActivation = 'none' | 'gelu' | 'quick_gelu';
+export type NativeDType = 'f32' | 'f16' | 'bf16';
+
+/** A (outFeatures × inFeatures) weight, stored as PyTorch's Linear stores it, plus an optional bias. */
+export interface NativeLinear {
+  /** out[rows × outFeatures] = activation(input[rows × inFeatures] · weightᵀ + bias) */
+  forward(input: Float32Array, rows: number,
+    options: { activation?: NativeActivation; device?: 'cpu' | 'cuda' }): Promise<Float32Array>;
+  /** Releases the weight references; later calls reject with E_ARGUMENT. Idempotent. */
+  dispose(): void;
+  readonly disposed: boolean;
+}
+
+export interface NativeAddon {
+  getBackendInfo(): NativeBackendInfo;
+  cudaCompiled(): boolean;
+  cudaDisable(reason: string): void;
+  setCpuDispatch(mode: 'auto' | 'scalar'): void;
+  setThreads(threads: number): void;
+  /** GFLOP/s of independent fp32 FMA chains on `threads` threads for about `ms` ms. */
+  measureFmaPeak(threads: number, ms: number): Promise<number>;
+  NativeLinear: new (weight: Float32Array | Uint16Array, dtype: NativeDType, outFeatures: number,
+    inFeatures: number, bias: Float32Array | null) => NativeLinear;
+}
+
+/** The package root: the nearest directory above this file whose package.json is medllava's. */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'medllava') return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error('medllava: cannot find the package root');
+    dir = up;
+  }
+}
+
+const require = createRequire(import.meta.url);
+
+// The child loads the binary and initialises CUDA; exit 0 means it is safe in this process too.
+const PROBE = `
+const m = require(process.env.MEDLLAVA_PROBE_BINARY);
+const info = m.getBackendInfo();
+process.stdout.write(JSON.stringify(info.cuda));
+`;
+
+let addon: NativeAddon | undefined;
+let probeNote: string | undefined;
+
+function describeChildFailure(r: ReturnType<typeof spawnSync>): string {
+  if (r.error) return `the CUDA probe process could not run (${r.error.message})`;
+  if (r.signal) return `the CUDA probe process was killed by ${r.signal} while initialising CUDA`;
+  const err = String(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ');
+  return `the CUDA probe process exited with status ${r.status} while initialising CUDA${err ? `: ${err}` : ''}`;
+}
+
+/** The addon, loaded once per process (after the CUDA probe). */
+export function native(): NativeAddon {
+  if (addon) return addon;
+  const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
+  const binary = nodeGypBuild.resolve(packageRoot());
+  let disableReason: string | undefined;
+  if (process.env.MEDLLAVA_CUDA !== 'off') {
+    const r = spawnSync(process.execPath, ['-e', PROBE], {
+      env: { ...process.env, MEDLLAVA_PROBE_BINARY: binary },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    if (r.status !== 0 || r.signal || r.error) disableReason = describeChildFailure(r);
+    probeNote = disableReason;
+  }
+  const loaded = require(binary) as NativeAddon;
+  if (disableReason) loaded.cudaDisable(`CUDA disabled: ${disableReason}`);
+  addon = loaded;
+  return addon;
+}
+
+/** Why the load-time CUDA probe disabled CUDA, if it did. */
+export function cudaProbeNote(): string | undefined {
+  native();
+  return probeNote;
+}

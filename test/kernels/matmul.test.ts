@@ -1,0 +1,124 @@
+/**
+ * matmul: CPU (AVX2 and scalar) against a float64 reference; the CUDA kernels (tiled fp32 and
+ * wmma tensor-core) executed under the SIMT emulator against the same reference. Shapes are
+ * fresh each run (seeded from the clock, printed on failure) and include ragged edges.
+ *
+ * Tolerance (ARCHITECTURE.md): the plain scalar fp32 path must be within 1e-5 relative norm error
+ * of float64 (fp32 accumulation over K ≤ 1024 gives ~1e-7 · √K); every fast path must be within 2×
+ * the scalar path's error, plus 1e-7 of slack because at tiny K both errors are ~1e-8 and a
+ * different summation order alone can double them.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { addon, simt } from '../support/addons.js';
+import {
+  matmulReference, randomNormal, randomWeights, relativeError, roundTo, type Activation, type DType,
+} from '../support/reference.js';
+
+const RAGGED = [1, 2, 7, 33, 129];
+const seedBase = Number(process.env.MEDLLAVA_TEST_SEED ?? Date.now() % 100000);
+
+function pick<T>(xs: T[], i: number): T {
+  return xs[i % xs.length]!;
+}
+
+interface Case { M: number; N: number; K: number; dtype: DType; act: Activation; bias: boolean; seed: number }
+
+function cases(): Case[] {
+  const out: Case[] = [];
+  const dtypes: DType[] = ['f32', 'f16', 'bf16'];
+  const acts: Activation[] = ['none', 'gelu', 'quick_gelu'];
+  let i = 0;
+  for (const M of RAGGED) {
+    for (const N of [1, 7, 33, 65]) {
+      const seed = seedBase + i;
+      const K = pick([7, 33, 64, 129, 257], seed);
+      out.push({ M, N, K, dtype: pick(dtypes, i), act: pick(acts, Math.floor(i / 3)), bias: i % 2 === 0, seed });
+      i++;
+    }
+  }
+  // beyond one tile in every direction, and beyond the CPU's KC = 256 / MC = 96 blocks
+  out.push({ M: 130, N: 131, K: 300, dtype: 'f32', act: 'gelu', bias: true, seed: seedBase + 1000 });
+  out.push({ M: 97, N: 70, K: 513, dtype: 'f16', act: 'none', bias: false, seed: seedBase + 1001 });
+  out.push({ M: 100, N: 66, K: 260, dtype: 'bf16', act: 'quick_gelu', bias: true, seed: seedBase + 1002 });
+  return out;
+}
+
+function makeInputs(c: Case) {
+  const a = randomNormal(c.M * c.K, c.seed);
+  const w = randomWeights(c.N * c.K, 1 / Math.sqrt(c.K), c.dtype, c.seed + 7);
+  const bias = c.bias ? randomNormal(c.N, c.seed + 13) : null;
+  return { a, w, bias, ref: matmulReference(a, w.values, bias, c.M, c.N, c.K, c.act) };
+}
+
+const name = (c: Case) => `${c.M}x${c.N}x${c.K} ${c.dtype} ${c.act}${c.bias ? ' +bias' : ''} (seed ${c.seed})`;
+
+async function cpu(c: Case, inputs: ReturnType<typeof makeInputs>, dispatch: 'auto' | 'scalar') {
+  const n = addon();
+  n.setCpuDispatch(dispatch);
+  const lin = new n.NativeLinear(inputs.w.raw, c.dtype, c.N, c.K, inputs.bias);
+  try {
+    return await lin.forward(inputs.a, c.M, { activation: c.act });
+  } finally {
+    lin.dispose();
+    n.setCpuDispatch('auto');
+  }
+}
+
+describe('matmul on the CPU', () => {
+  for (const c of cases()) {
+    it(name(c), async () => {
+      const inputs = makeInputs(c);
+      const scalar = relativeError(await cpu(c, inputs, 'scalar'), inputs.ref);
+      expect(scalar).toBeLessThan(1e-5);
+      const fast = relativeError(await cpu(c, inputs, 'auto'), inputs.ref);
+      expect(fast).toBeLessThanOrEqual(2 * scalar + 1e-7);
+    });
+  }
+
+  it('uses the AVX2 kernels on this machine (the fast path above is not the scalar one)', () => {
+    const info = addon().getBackendInfo();
+    if (info.cpu.features.includes('avx2') && info.cpu.features.includes('fma') && info.cpu.features.includes('f16c'))
+      expect(info.cpu.dispatch).toBe('avx2');
+    else expect(info.cpu.dispatch).toBe('scalar');
+  });
+});
+
+describe('matmul CUDA kernels under the SIMT emulator', () => {
+  const orders = ['forward', 'reverse', 'shuffle'] as const;
+  afterAll(() => simt().setOptions({ blockOrder: 'forward' }));
+  beforeAll(() => simt().setOptions({ blockOrder: 'forward' }));
+
+  cases().forEach((c, i) => {
+    const order = pick([...orders], i);
+    it(`${name(c)}, ${order} block order`, async () => {
+      const s = simt();
+      s.setOptions({ blockOrder: order, seed: c.seed, reverseThreads: i % 4 === 3 });
+      const inputs = makeInputs(c);
+      const scalar = relativeError(await cpu(c, inputs, 'scalar'), inputs.ref);
+      // the output starts as NaN in the emulator: an element the kernel never writes fails here
+      const tiled = await s.matmul(inputs.a, inputs.w.raw, c.dtype, inputs.bias, c.M, c.N, c.K, c.act, 'tiled');
+      expect(relativeError(tiled, inputs.ref)).toBeLessThanOrEqual(2 * scalar + 1e-7);
+      if (c.dtype !== 'f32') {
+        // Tensor cores take 16-bit operands: the activations are rounded to the weight type. Judge the
+        // kernel against the float64 product of exactly those operands…
+        const rounded = matmulReference(roundTo(inputs.a, c.dtype), inputs.w.values, inputs.bias, c.M, c.N, c.K, c.act);
+        const wmma = await s.matmul(inputs.a, inputs.w.raw, c.dtype, inputs.bias, c.M, c.N, c.K, c.act, 'tensor');
+        expect(relativeError(wmma, rounded)).toBeLessThanOrEqual(2 * scalar + 1e-7);
+        // …and bound the cost of that rounding against the unrounded reference (f16: 2^-11, bf16: 2^-8 per operand)
+        expect(relativeError(wmma, inputs.ref)).toBeLessThan(c.dtype === 'f16' ? 2e-3 : 1.6e-2);
+      }
+    });
+  });
+
+  it('picks the tensor-core kernel for 16-bit weights by default', async () => {
+    const c: Case = { M: 17, N: 20, K: 40, dtype: 'f16', act: 'none', bias: false, seed: seedBase };
+    const inputs = makeInputs(c);
+    const s = simt();
+    const auto = await s.matmul(inputs.a, inputs.w.raw, 'f16', null, c.M, c.N, c.K, 'none', 'auto');
+    const tensor = await s.matmul(inputs.a, inputs.w.raw, 'f16', null, c.M, c.N, c.K, 'none', 'tensor');
+    const tiled = await s.matmul(inputs.a, inputs.w.raw, 'f16', null, c.M, c.N, c.K, 'none', 'tiled');
+    expect(Array.from(auto)).toEqual(Array.from(tensor));
+    expect(Array.from(auto)).not.toEqual(Array.from(tiled));
+  });
+});

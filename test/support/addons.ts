@@ -1,0 +1,26 @@
+/** Typed access to the two addons for tests: the product addon and the SIMT-emulator test addon. */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+
+import { native, packageRoot, type NativeAddon, type NativeDType } from '../../lib/native.js';
+
+export interface SimtAddon {
+  run(name: string, input: Float32Array, outWords: number, grid: number[], block: number[], smem: number,
+    p0: number, p1: number, init: 'nan' | 'zero'): Promise<Float32Array>;
+  matmul(a: Float32Array, w: Float32Array | Uint16Array, wType: NativeDType, bias: Float32Array | null,
+    M: number, N: number, K: number, activation: string, kernel: 'auto' | 'tiled' | 'tensor'): Promise<Float32Array>;
+  setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
+    poisonShared?: boolean }): void;
+  stats(): { launches: number; blocks: number; threads: number; switches: number };
+}
+
+export function addon(): NativeAddon {
+  return native();
+}
+
+export function simt(): SimtAddon {
+  const path = join(packageRoot(), 'build', 'test', 'medllava_simt.node');
+  if (!existsSync(path)) throw new Error(`${path} is missing: run \`npm run build:native:test\` first`);
+  return createRequire(import.meta.url)(path) as SimtAddon;
+}

@@ -1,0 +1,164 @@
+/**
+ * Independent references for kernel tests: float64 math and IEEE half/bfloat16 encoders written
+ * here in TypeScript, separately from the C++ conversions they check.
+ */
+
+/** Deterministic normal(0,1) samples (xorshift128+ and Box–Muller) so failures reproduce by seed. */
+export function randomNormal(n: number, seed: number): Float32Array {
+  let s0 = BigInt(seed) * 0x9e3779b97f4a7c15n + 1n;
+  let s1 = (BigInt(seed) + 0x632be59bd9b4e019n) * 0xbf58476d1ce4e5b9n;
+  const mask = (1n << 64n) - 1n;
+  s0 &= mask;
+  s1 &= mask;
+  const uniform = (): number => {
+    let x = s0;
+    const y = s1;
+    s0 = y;
+    x ^= (x << 23n) & mask;
+    s1 = x ^ y ^ (x >> 17n) ^ (y >> 26n);
+    return Number(((s1 + y) & mask) >> 11n) / 2 ** 53;
+  };
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = Math.max(uniform(), 1e-300);
+    out[i] = Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform());
+  }
+  return out;
+}
+
+/** float → IEEE binary16 bits, round to nearest even (via exact float64 arithmetic). */
+export function toHalfBits(x: number): number {
+  if (Number.isNaN(x)) return 0x7e00;
+  const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
+  const a = Math.abs(x);
+  if (a >= 65520) return sign | 0x7c00;
+  if (a < 2 ** -14) {
+    // subnormal: units of 2^-24
+    return sign | roundEven(a / 2 ** -24);
+  }
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  if (2 ** (e + 1) <= a) e++;
+  let m = roundEven((a / 2 ** e - 1) * 1024);
+  if (m === 1024) { m = 0; e++; }
+  if (e > 15) return sign | 0x7c00;
+  return sign | ((e + 15) << 10) | m;
+}
+
+export function fromHalfBits(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 31) return m ? NaN : sign * Infinity;
+  return sign * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** float32 → bfloat16 bits, round to nearest even. */
+export function toBf16Bits(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0]!;
+  if ((u & 0x7fffffff) > 0x7f800000) return (u >>> 16) | 0x40;
+  const lower = u & 0xffff;
+  let upper = u >>> 16;
+  if (lower > 0x8000 || (lower === 0x8000 && (upper & 1))) upper = (upper + 1) & 0xffff;
+  return upper;
+}
+
+export function fromBf16Bits(h: number): number {
+  return new Float32Array(new Uint32Array([h << 16]).buffer)[0]!;
+}
+
+function roundEven(v: number): number {
+  const f = Math.floor(v);
+  const d = v - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/** erf to ~1e-15: Taylor series near 0, continued fraction for erfc beyond. */
+export function erf(x: number): number {
+  const ax = Math.abs(x);
+  if (ax < 2.5) {
+    let term = ax;
+    let sum = ax;
+    for (let n = 1; n < 100; n++) {
+      term *= (-ax * ax) / n;
+      const add = term / (2 * n + 1);
+      sum += add;
+      if (Math.abs(add) < 1e-17 * Math.abs(sum)) break;
+    }
+    return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
+  }
+  // erfc(x) = exp(-x²)/√π · 1/(x + 1/2/(x + 1/(x + 3/2/(x + …))))
+  let f = ax;
+  for (let n = 60; n >= 1; n--) f = ax + n / 2 / f;
+  const erfc = Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f;
+  return Math.sign(x) * (1 - erfc);
+}
+
+export type Activation = 'none' | 'gelu' | 'quick_gelu';
+
+export function activate(x: number, act: Activation): number {
+  if (act === 'gelu') return 0.5 * x * (1 + erf(x / Math.SQRT2));
+  if (act === 'quick_gelu') return x / (1 + Math.exp(-1.702 * x));
+  return x;
+}
+
+/** out = act(a · wᵀ + bias) in float64. a (M,K), w (N,K) given as float values. */
+export function matmulReference(a: ArrayLike<number>, w: ArrayLike<number>, bias: ArrayLike<number> | null,
+  M: number, N: number, K: number, act: Activation): Float64Array {
+  const out = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let s = bias ? bias[n]! : 0;
+      for (let k = 0; k < K; k++) s += a[m * K + k]! * w[n * K + k]!;
+      out[m * N + n] = activate(s, act);
+    }
+  }
+  return out;
+}
+
+/** ‖got − ref‖ / ‖ref‖ — the error measure ARCHITECTURE.md prescribes. NaN anywhere gives Infinity. */
+export function relativeError(got: ArrayLike<number>, ref: ArrayLike<number>): number {
+  if (got.length !== ref.length) throw new Error(`length ${got.length} vs ${ref.length}`);
+  let e = 0;
+  let n = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const g = got[i]!;
+    if (!Number.isFinite(g)) return Infinity;
+    e += (g - ref[i]!) ** 2;
+    n += ref[i]! ** 2;
+  }
+  return Math.sqrt(e / (n || 1));
+}
+
+export type DType = 'f32' | 'f16' | 'bf16';
+
+/** Random weights in a dtype: the raw array the addon takes and the exact float values it holds. */
+export function randomWeights(n: number, scale: number, dtype: DType, seed: number):
+  { raw: Float32Array | Uint16Array; values: Float64Array } {
+  const f = randomNormal(n, seed);
+  const values = new Float64Array(n);
+  if (dtype === 'f32') {
+    for (let i = 0; i < n; i++) { f[i] = f[i]! * scale; values[i] = f[i]!; }
+    return { raw: f, values };
+  }
+  const raw = new Uint16Array(n);
+  for (let i = 0; i < n; i++) {
+    const x = Math.fround(f[i]! * scale);
+    raw[i] = dtype === 'f16' ? toHalfBits(x) : toBf16Bits(x);
+    values[i] = dtype === 'f16' ? fromHalfBits(raw[i]!) : fromBf16Bits(raw[i]!);
+  }
+  return { raw, values };
+}
+
+/** The activations as the tensor-core path sees them: rounded to the weight's 16-bit type. */
+export function roundTo(a: Float32Array, dtype: DType): Float64Array {
+  const out = new Float64Array(a.length);
+  for (let i = 0; i < a.length; i++) {
+    out[i] = dtype === 'f16' ? fromHalfBits(toHalfBits(a[i]!)) : dtype === 'bf16' ? fromBf16Bits(toBf16Bits(a[i]!)) : a[i]!;
+  }
+  return out;
+}
