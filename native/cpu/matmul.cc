@@ -35,7 +35,7 @@ static float load_weight(const void* w, DType t, int64_t i) {
 
 static void check_args(const MatmulArgs& p) {
   if (p.M < 0 || p.N <= 0 || p.K <= 0) throw Error(ErrorCode::Shape, "matmul: M, N, K must be positive");
-  if (!p.a || !p.w || !p.out) throw Error(ErrorCode::Argument, "matmul: null buffer");
+  if (!p.w || (p.M > 0 && (!p.a || !p.out))) throw Error(ErrorCode::Argument, "matmul: null buffer");
 }
 
 void matmul_cpu_scalar(const MatmulArgs& p) {

@@ -85,6 +85,7 @@ void disable(const std::string& reason) {
 
 void matmul(const MatmulArgs& p) {
   if (!info().available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + info().reason);
+  if (p.M == 0) return;
   if (p.M > INT32_MAX || p.N > INT32_MAX || p.K > INT32_MAX)
     throw Error(ErrorCode::Shape, "matmul: dimensions beyond 2^31 are not supported on CUDA");
   const size_t a_bytes = (size_t)(p.M * p.K) * 4, w_bytes = (size_t)(p.N * p.K) * dtype_size(p.w_type);

@@ -89,12 +89,12 @@ Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   const char* env_cuda = std::getenv("MEDLLAVA_CUDA");
   if (env_cuda && std::strcmp(env_cuda, "off") == 0) cuda_backend::disable("disabled by MEDLLAVA_CUDA=off");
-  exports.Set("getBackendInfo", Napi::Function::New<GetBackendInfo>(env, "getBackendInfo"));
-  exports.Set("cudaCompiled", Napi::Function::New<CudaCompiled>(env, "cudaCompiled"));
-  exports.Set("cudaDisable", Napi::Function::New<CudaDisable>(env, "cudaDisable"));
-  exports.Set("setCpuDispatch", Napi::Function::New<SetCpuDispatch>(env, "setCpuDispatch"));
-  exports.Set("setThreads", Napi::Function::New<SetThreads>(env, "setThreads"));
-  exports.Set("measureFmaPeak", Napi::Function::New<MeasureFmaPeak>(env, "measureFmaPeak"));
+  exports.Set("getBackendInfo", Napi::Function::New<guarded<GetBackendInfo>>(env, "getBackendInfo"));
+  exports.Set("cudaCompiled", Napi::Function::New<guarded<CudaCompiled>>(env, "cudaCompiled"));
+  exports.Set("cudaDisable", Napi::Function::New<guarded<CudaDisable>>(env, "cudaDisable"));
+  exports.Set("setCpuDispatch", Napi::Function::New<guarded<SetCpuDispatch>>(env, "setCpuDispatch"));
+  exports.Set("setThreads", Napi::Function::New<guarded<SetThreads>>(env, "setThreads"));
+  exports.Set("measureFmaPeak", Napi::Function::New<guarded<MeasureFmaPeak>>(env, "measureFmaPeak"));
   exports.Set("NativeLinear", LinearWrap::Define(env));
   return exports;
 }

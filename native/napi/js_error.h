@@ -21,6 +21,29 @@ inline Napi::Error make_error(Napi::Env env, const char* code, const std::string
   throw make_error(env, error_code_name(code), message);
 }
 
+// Runs f() and turns any C++ exception into a JS Error with .code. node-addon-api only converts
+// Napi::Error; anything else escaping a callback would std::terminate the process.
+template <class F>
+decltype(auto) guard(Napi::Env env, F&& f) {
+  try {
+    return f();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const Error& e) {
+    throw make_error(env, e.code_name(), e.what());
+  } catch (const std::bad_alloc&) {
+    throw make_error(env, "E_OOM", "out of memory");
+  } catch (const std::exception& e) {
+    throw make_error(env, "E_ARGUMENT", e.what());
+  }
+}
+
+// A free function registered through guarded<F> never lets a C++ exception escape.
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value guarded(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] { return F(info); });
+}
+
 // Runs `work` on libuv's pool; resolves with `result(env)` or rejects with the error's code.
 class PromiseWorker : public Napi::AsyncWorker {
  public:

@@ -16,6 +16,10 @@ Napi::Function LinearWrap::Define(Napi::Env env) {
 
 // new NativeLinear(weight: Float32Array | Uint16Array, dtype, outFeatures, inFeatures, bias: Float32Array | null)
 LinearWrap::LinearWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LinearWrap>(info) {
+  guard(info.Env(), [&] { Construct(info); });
+}
+
+void LinearWrap::Construct(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 5) throw_js(env, ErrorCode::Argument, "NativeLinear(weight, dtype, outFeatures, inFeatures, bias)");
   if (!info[1].IsString()) throw_js(env, ErrorCode::Argument, "dtype must be a string, got " + js_type_name(info[1]));
@@ -63,6 +67,10 @@ Napi::Value LinearWrap::Dispose(const Napi::CallbackInfo& info) {
 
 // forward(input: Float32Array, rows, { activation: 'none'|'gelu'|'quick_gelu', device: 'cpu'|'cuda' })
 Napi::Value LinearWrap::Forward(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&] { return DoForward(info); });
+}
+
+Napi::Value LinearWrap::DoForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (disposed_) throw_js(env, ErrorCode::Argument, "this Linear has been disposed; create a new one");
   if (info.Length() < 3 || !info[2].IsObject()) throw_js(env, ErrorCode::Argument, "forward(input, rows, options)");

@@ -14,7 +14,9 @@ class LinearWrap : public Napi::ObjectWrap<LinearWrap> {
   explicit LinearWrap(const Napi::CallbackInfo& info);
 
  private:
+  void Construct(const Napi::CallbackInfo& info);
   Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value DoForward(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value GetDisposed(const Napi::CallbackInfo& info);
   void Release();

@@ -159,10 +159,10 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("run", Napi::Function::New<Run>(env, "run"));
-  exports.Set("matmul", Napi::Function::New<Matmul>(env, "matmul"));
-  exports.Set("setOptions", Napi::Function::New<SetOptions>(env, "setOptions"));
-  exports.Set("stats", Napi::Function::New<Stats>(env, "stats"));
+  exports.Set("run", Napi::Function::New<guarded<Run>>(env, "run"));
+  exports.Set("matmul", Napi::Function::New<guarded<Matmul>>(env, "matmul"));
+  exports.Set("setOptions", Napi::Function::New<guarded<SetOptions>>(env, "setOptions"));
+  exports.Set("stats", Napi::Function::New<guarded<Stats>>(env, "stats"));
   return exports;
 }
 

@@ -120,8 +120,13 @@ export function matmulReference(a: ArrayLike<number>, w: ArrayLike<number>, bias
   return out;
 }
 
-/** ‖got − ref‖ / ‖ref‖ — the error measure ARCHITECTURE.md prescribes. NaN anywhere gives Infinity. */
-export function relativeError(got: ArrayLike<number>, ref: ArrayLike<number>): number {
+/**
+ * ‖got − ref‖ / ‖ref‖ — the error measure ARCHITECTURE.md prescribes. NaN anywhere gives Infinity.
+ * `scale`, when given, replaces ‖ref‖ if larger: for a matmul pass the norm of |a|·|w|ᵀ + |bias|,
+ * the quantity floating-point accumulation error is proportional to, so that an output that
+ * happens to cancel to nearly zero (one output, few terms) does not make the measure blow up.
+ */
+export function relativeError(got: ArrayLike<number>, ref: ArrayLike<number>, scale?: ArrayLike<number>): number {
   if (got.length !== ref.length) throw new Error(`length ${got.length} vs ${ref.length}`);
   let e = 0;
   let n = 0;
@@ -131,7 +136,19 @@ export function relativeError(got: ArrayLike<number>, ref: ArrayLike<number>): n
     e += (g - ref[i]!) ** 2;
     n += ref[i]! ** 2;
   }
+  if (scale) {
+    let sn = 0;
+    for (let i = 0; i < scale.length; i++) sn += scale[i]! ** 2;
+    n = Math.max(n, sn);
+  }
   return Math.sqrt(e / (n || 1));
+}
+
+/** |a| · |w|ᵀ + |bias|: the error scale of a matmul (see relativeError). */
+export function matmulErrorScale(a: ArrayLike<number>, w: ArrayLike<number>, bias: ArrayLike<number> | null,
+  M: number, N: number, K: number): Float64Array {
+  const abs = (x: ArrayLike<number>) => Float64Array.from({ length: x.length }, (_, i) => Math.abs(x[i]!));
+  return matmulReference(abs(a), abs(w), bias ? abs(bias) : null, M, N, K, 'none');
 }
 
 export type DType = 'f32' | 'f16' | 'bf16';
