@@ -63,8 +63,10 @@ export function packageRoot(): string {
 const require = createRequire(import.meta.url);
 
 // The child loads the binary and initialises CUDA; exit 0 means it is safe in this process too.
+// MEDLLAVA_PROBE_SIMULATE_CRASH lets the tests check the crash path without a broken driver.
 const PROBE = `
 const m = require(process.env.MEDLLAVA_PROBE_BINARY);
+if (process.env.MEDLLAVA_PROBE_SIMULATE_CRASH === '1') process.kill(process.pid, 'SIGSEGV');
 const info = m.getBackendInfo();
 process.stdout.write(JSON.stringify(info.cuda));
 `;
@@ -88,6 +90,7 @@ export function native(): NativeAddon {
   if (process.env.MEDLLAVA_CUDA !== 'off') {
     const r = spawnSync(process.execPath, ['-e', PROBE], {
       env: { ...process.env, MEDLLAVA_PROBE_BINARY: binary },
+      stdio: ['ignore', 'pipe', 'pipe'],
       encoding: 'utf8',
       timeout: 60_000,
     });

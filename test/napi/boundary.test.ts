@@ -44,6 +44,16 @@ describe('getBackendInfo', () => {
     expect(JSON.parse(out)).toEqual(getBackendInfo());
   });
 
+  it('a CUDA probe child that crashes leaves this process running, with CUDA disabled and the reason given', () => {
+    const out = execFileSync(process.execPath, [join(packageRoot(), 'dist/lib/cli/main.js'), 'info', '--json'], {
+      encoding: 'utf8', env: { ...process.env, MEDLLAVA_PROBE_SIMULATE_CRASH: '1' },
+    });
+    const info = JSON.parse(out) as ReturnType<typeof getBackendInfo>;
+    expect(info.cuda.available).toBe(false);
+    expect(info.cuda.devices).toEqual([]);
+    if (info.cuda.compiled) expect(info.cuda.reason).toMatch(/CUDA disabled: the CUDA probe process was killed by SIGSEGV/);
+  });
+
   it('MEDLLAVA_CUDA=off keeps CUDA untouched and says so', () => {
     const out = execFileSync(process.execPath, [join(packageRoot(), 'dist/lib/cli/main.js'), 'info', '--json'], {
       encoding: 'utf8', env: { ...process.env, MEDLLAVA_CUDA: 'off' },
