@@ -14,6 +14,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
 import { native, packageRoot, type NativeDType } from '../../lib/native.js';
+import { activate, randomNormal, randomWeights } from '../../test/support/reference.js';
 
 interface Shape { name: string; M: number; N: number; K: number; act: 'gelu' | 'none' }
 const SHAPES: Shape[] = [
@@ -21,50 +22,6 @@ const SHAPES: Shape[] = [
   { name: 'projector fc2  576×4096 · (4096×4096)ᵀ', M: 576, N: 4096, K: 4096, act: 'none' },
 ];
 const DTYPES: NativeDType[] = ['f32', 'f16', 'bf16'];
-
-function random(n: number, scale: number, seed: number): Float32Array {
-  let s = seed >>> 0 || 1;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    out[i] = ((s / 2 ** 32) * 2 - 1) * scale;
-  }
-  return out;
-}
-
-function toHalf(x: number): number {
-  // round-to-nearest-even binary16 (normal range is all the bench needs: |x| in [1e-4, 1])
-  const f = new Float32Array([x]);
-  const u = new Uint32Array(f.buffer)[0]!;
-  const sign = (u >>> 16) & 0x8000;
-  const abs = u & 0x7fffffff;
-  if (abs < 0x38800000) return sign;
-  const r = abs + 0xfff + ((abs >>> 13) & 1) - (112 << 23);
-  return sign | (r >>> 13);
-}
-const fromHalf = (h: number) => {
-  const e = (h >> 10) & 0x1f;
-  const v = e === 0 ? (h & 0x3ff) * 2 ** -24 : (1 + (h & 0x3ff) / 1024) * 2 ** (e - 15);
-  return h & 0x8000 ? -v : v;
-};
-const toBf16 = (x: number) => {
-  const u = new Uint32Array(new Float32Array([x]).buffer)[0]!;
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
-};
-const fromBf16 = (h: number) => new Float32Array(new Uint32Array([h << 16]).buffer)[0]!;
-
-function weights(n: number, scale: number, dtype: NativeDType) {
-  const f = random(n, scale, 7);
-  if (dtype === 'f32') return { raw: f, value: (i: number) => f[i]! };
-  const raw = Uint16Array.from(f, (x) => (dtype === 'f16' ? toHalf(x) : toBf16(x)));
-  return { raw, value: (i: number) => (dtype === 'f16' ? fromHalf(raw[i]!) : fromBf16(raw[i]!)) };
-}
-
-function erf(x: number): number {
-  let t = x, s = x;
-  for (let n = 1; n < 80; n++) { t *= (-x * x) / n; s += t / (2 * n + 1); }
-  return (2 / Math.sqrt(Math.PI)) * s;
-}
 
 async function time(fn: () => Promise<unknown>, reps: number): Promise<number> {
   const t: number[] = [];
@@ -93,18 +50,18 @@ async function main() {
   console.log('|---|---|---|---|---|---|');
   const results: { shape: string; dtype: string; ratio: number }[] = [];
   for (const s of SHAPES) {
-    const a = random(s.M * s.K, 1, 3);
-    const bias = random(s.N, 0.1, 5);
+    const a = randomNormal(s.M * s.K, 3);
+    const bias = randomNormal(s.N, 5).map((x) => 0.1 * x);
     for (const dtype of DTYPES) {
-      const w = weights(s.N * s.K, 1 / Math.sqrt(s.K), dtype);
+      const w = randomWeights(s.N * s.K, 1 / Math.sqrt(s.K), dtype, 7);
       const lin = new n.NativeLinear(w.raw, dtype, s.N, s.K, bias);
       const out = await lin.forward(a, s.M, { activation: s.act });
       let worst = 0;
       for (let i = 0; i < 16; i++) {
         const m = (i * 131) % s.M, c = (i * 2477) % s.N;
         let acc = bias[c]!;
-        for (let k = 0; k < s.K; k++) acc += a[m * s.K + k]! * w.value(c * s.K + k);
-        const ref = s.act === 'gelu' ? 0.5 * acc * (1 + erf(acc / Math.SQRT2)) : acc;
+        for (let k = 0; k < s.K; k++) acc += a[m * s.K + k]! * w.values[c * s.K + k]!;
+        const ref = activate(acc, s.act);
         worst = Math.max(worst, Math.abs(out[m * s.N + c]! - ref) / Math.max(Math.abs(ref), 1e-3));
       }
       if (!(worst < 1e-4)) throw new Error(`validation failed: ${s.name} ${dtype} relative error ${worst}`);
@@ -127,9 +84,9 @@ async function main() {
     console.log('|---|---|---|---|---|');
     for (const s of SHAPES) {
       const tiles = Math.ceil(s.M / 64) * Math.ceil(s.N / 64);
-      const a = random(64 * s.K, 1, 3);
+      const a = randomNormal(64 * s.K, 3);
       for (const [kernel, dtype] of [['tiled', 'f32'], ['tensor', 'f16']] as const) {
-        const w = weights(64 * s.K, 1 / Math.sqrt(s.K), dtype);
+        const w = randomWeights(64 * s.K, 1 / Math.sqrt(s.K), dtype, 7);
         const before = simt.stats().switches;
         const secs = await time(() => simt.matmul(a, w.raw, dtype, null, 64, 64, s.K, 'none', kernel), 1);
         const switches = simt.stats().switches - before;

@@ -100,10 +100,7 @@ void matmul(const MatmulArgs& p) {
   check(cudaMemcpy(a.ptr, p.a, a_bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
   check(cudaMemcpy(w.ptr, p.w, w_bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
   if (p.bias) check(cudaMemcpy(bias.ptr, p.bias, b_bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
-  const cuda::WeightType wt = p.w_type == DType::F32   ? cuda::WeightType::F32
-                              : p.w_type == DType::F16 ? cuda::WeightType::F16
-                                                       : cuda::WeightType::BF16;
-  cuda::matmul_launch(static_cast<const float*>(a.ptr), w.ptr, wt, p.bias ? static_cast<const float*>(bias.ptr) : nullptr,
+  cuda::matmul_launch(static_cast<const float*>(a.ptr), w.ptr, p.w_type, p.bias ? static_cast<const float*>(bias.ptr) : nullptr,
                       static_cast<float*>(out.ptr), (int)p.M, (int)p.N, (int)p.K, p.act, cuda::MatmulKernel::Auto, nullptr);
   check(cudaGetLastError(), "matmul kernel launch");
   check(cudaDeviceSynchronize(), "matmul kernel");

@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 
+#include "../core/dtype.h"
 #include "../ops/activation.h"
 #include "compat.cuh"
 
@@ -135,15 +136,14 @@ __global__ void __launch_bounds__(kWmmaThreads)
 
 // ---- launch choice -------------------------------------------------------------------------------
 enum class MatmulKernel { Auto, Tiled, TensorCore };
-enum class WeightType { F32 = 0, F16 = 1, BF16 = 2 };
 
 // All pointers are device pointers (host pointers under the emulator).
-inline void matmul_launch(const float* a, const void* w, WeightType wt, const float* bias, float* out, int M, int N,
+inline void matmul_launch(const float* a, const void* w, DType wt, const float* bias, float* out, int M, int N,
                           int K, Activation act, MatmulKernel which, medllava_stream_t stream) {
-  const bool tensor = wt != WeightType::F32 && which != MatmulKernel::Tiled;
+  const bool tensor = wt != DType::F32 && which != MatmulKernel::Tiled;
   if (tensor) {
     const dim3 grid((unsigned)((N + kWmmaBN - 1) / kWmmaBN), (unsigned)((M + kWmmaBM - 1) / kWmmaBM));
-    if (wt == WeightType::F16) {
+    if (wt == DType::F16) {
       auto kernel = matmul_wmma_kernel<__half>;
       MEDLLAVA_LAUNCH(kernel, grid, dim3(kWmmaThreads), 0, stream, a, static_cast<const __half*>(w), bias, out, M, N, K,
                       (int)act);
@@ -156,19 +156,19 @@ inline void matmul_launch(const float* a, const void* w, WeightType wt, const fl
   }
   const dim3 grid((unsigned)((N + kTiledBN - 1) / kTiledBN), (unsigned)((M + kTiledBM - 1) / kTiledBM));
   switch (wt) {
-    case WeightType::F32: {
+    case DType::F32: {
       auto kernel = matmul_tiled_kernel<float>;
       MEDLLAVA_LAUNCH(kernel, grid, dim3(kTiledThreads), 0, stream, a, static_cast<const float*>(w), bias, out, M, N, K,
                       (int)act);
       break;
     }
-    case WeightType::F16: {
+    case DType::F16: {
       auto kernel = matmul_tiled_kernel<__half>;
       MEDLLAVA_LAUNCH(kernel, grid, dim3(kTiledThreads), 0, stream, a, static_cast<const __half*>(w), bias, out, M, N,
                       K, (int)act);
       break;
     }
-    case WeightType::BF16: {
+    case DType::BF16: {
       auto kernel = matmul_tiled_kernel<__nv_bfloat16>;
       MEDLLAVA_LAUNCH(kernel, grid, dim3(kTiledThreads), 0, stream, a, static_cast<const __nv_bfloat16*>(w), bias, out,
                       M, N, K, (int)act);

@@ -113,9 +113,6 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const cuda::MatmulKernel which = k == "tiled" ? cuda::MatmulKernel::Tiled
                                    : k == "tensor" ? cuda::MatmulKernel::TensorCore
                                                    : cuda::MatmulKernel::Auto;
-  const cuda::WeightType cwt = wt == DType::F32 ? cuda::WeightType::F32
-                               : wt == DType::F16 ? cuda::WeightType::F16
-                                                  : cuda::WeightType::BF16;
   Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)(M * N));
   std::memset(out.Data(), 0xff, (size_t)(M * N) * 4);  // poison: an unwritten element stays NaN
   pins->pin(a);
@@ -125,7 +122,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const void* wp = static_cast<const uint8_t*>(w.ArrayBuffer().Data()) + w.ByteOffset();
   float* op = out.Data();
   return PromiseWorker::Start(
-      env, [=] { cuda::matmul_launch(ap, wp, cwt, bias, op, (int)M, (int)N, (int)K, act, which, nullptr); },
+      env, [=] { cuda::matmul_launch(ap, wp, wt, bias, op, (int)M, (int)N, (int)K, act, which, nullptr); },
       [pins](Napi::Env) { return pins->refs.back().Value(); });
 }
 

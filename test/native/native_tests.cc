@@ -70,11 +70,10 @@ static void matmul_case(int M, int N, int K, DType wt, Activation act, std::mt19
     check(rel_err(out, ref) < 1e-5, "cpu " + name + (disp == CpuDispatch::Scalar ? " scalar" : " auto"));
   }
   set_cpu_dispatch(CpuDispatch::Auto);
-  const cuda::WeightType cwt = wt == DType::F32 ? cuda::WeightType::F32 : wt == DType::F16 ? cuda::WeightType::F16 : cuda::WeightType::BF16;
   for (cuda::MatmulKernel which : {cuda::MatmulKernel::Tiled, cuda::MatmulKernel::TensorCore}) {
     if (which == cuda::MatmulKernel::TensorCore && wt == DType::F32) continue;
     std::fill(out.begin(), out.end(), NAN);
-    cuda::matmul_launch(a.data(), w, cwt, bias.data(), out.data(), M, N, K, act, which, nullptr);
+    cuda::matmul_launch(a.data(), w, wt, bias.data(), out.data(), M, N, K, act, which, nullptr);
     const auto& r = which == cuda::MatmulKernel::TensorCore ? ref_rounded : ref;
     check(rel_err(out, r) < 1e-5, "simt " + name + (which == cuda::MatmulKernel::Tiled ? " tiled" : " wmma"));
   }

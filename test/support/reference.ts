@@ -3,25 +3,22 @@
  * here in TypeScript, separately from the C++ conversions they check.
  */
 
-/** Deterministic normal(0,1) samples (xorshift128+ and Box–Muller) so failures reproduce by seed. */
+/** Deterministic normal(0,1) samples (mulberry32 and Box–Muller) so failures reproduce by seed. */
 export function randomNormal(n: number, seed: number): Float32Array {
-  let s0 = BigInt(seed) * 0x9e3779b97f4a7c15n + 1n;
-  let s1 = (BigInt(seed) + 0x632be59bd9b4e019n) * 0xbf58476d1ce4e5b9n;
-  const mask = (1n << 64n) - 1n;
-  s0 &= mask;
-  s1 &= mask;
+  let state = (seed * 0x9e3779b1) >>> 0;
   const uniform = (): number => {
-    let x = s0;
-    const y = s1;
-    s0 = y;
-    x ^= (x << 23n) & mask;
-    s1 = x ^ y ^ (x >> 17n) ^ (y >> 26n);
-    return Number(((s1 + y) & mask) >> 11n) / 2 ** 53;
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 2 ** 32;
   };
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    const u = Math.max(uniform(), 1e-300);
-    out[i] = Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform());
+  for (let i = 0; i < n; i += 2) {
+    const r = Math.sqrt(-2 * Math.log(uniform()));
+    const th = 2 * Math.PI * uniform();
+    out[i] = r * Math.cos(th);
+    if (i + 1 < n) out[i + 1] = r * Math.sin(th);
   }
   return out;
 }
