@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { addon, simt } from '../support/addons.js';
 import {
-  matmulErrorScale, matmulReference, randomNormal, randomWeights, relativeError, roundTo, type Activation, type DType,
+  activate, matmulErrorScale, matmulReference, randomNormal, randomWeights, relativeError, roundTo, type Activation, type DType,
 } from '../support/reference.js';
 
 const RAGGED = [1, 2, 7, 33, 129];
@@ -78,6 +78,36 @@ describe('matmul on the CPU', () => {
       expect(scalar).toBeLessThan(1e-5);
       const fast = relativeError(await cpu(c, inputs, 'auto'), inputs.ref, inputs.scale);
       expect(fast).toBeLessThanOrEqual(2 * scalar + 1e-7);
+    });
+  }
+
+  for (const act of ['gelu', 'quick_gelu'] as const) {
+    it(`the ${act} epilogue is accurate element by element over [-12, 12], in both CPU paths`, async () => {
+      // out[m, n] = act(x[m] · 1 + bias[n]): 16 outputs per row so full register tiles (the vector epilogue) run
+      const M = 601;
+      const N = 16;
+      const x = Float32Array.from({ length: M }, (_, i) => -12 + (24 * i) / (M - 1));
+      const bias = Float32Array.from({ length: N }, (_, n) => Math.fround((n - 8) / 64));
+      const lin = new (addon().NativeLinear)(new Float32Array(N).fill(1), 'f32', N, 1, bias);
+      for (const dispatch of ['auto', 'scalar'] as const) {
+        addon().setCpuDispatch(dispatch);
+        const out = await lin.forward(x, M, { activation: act });
+        addon().setCpuDispatch('auto');
+        for (let m = 0; m < M; m++) {
+          for (let n = 0; n < N; n++) {
+            const v = Math.fround(x[m]! + bias[n]!);
+            const ref = activate(v, act);
+            // erf's absolute error (≤ ~1.5e-7) enters GELU scaled by |x|/2; for quick_gelu, rounding the
+            // argument 1.702·x to float already costs |1.702·x|·2^-24 relative in exp — in any fp32 code
+            const tol = act === 'gelu'
+              ? 3e-7 * Math.abs(ref) + 1e-7 * Math.abs(v)
+              : (3e-7 + 1.702 * Math.abs(v) * 2 ** -24) * Math.abs(ref) + 1e-30;
+            if (!(Math.abs(out[m * N + n]! - ref) <= tol))
+              throw new Error(`${dispatch} ${act}(${v}) = ${out[m * N + n]}, float64 says ${ref}`);
+          }
+        }
+      }
+      lin.dispose();
     });
   }
 
