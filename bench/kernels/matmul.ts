@@ -65,7 +65,7 @@ async function main() {
         worst = Math.max(worst, Math.abs(out[m * s.N + c]! - ref) / Math.max(Math.abs(ref), 1e-3));
       }
       if (!(worst < 1e-4)) throw new Error(`validation failed: ${s.name} ${dtype} relative error ${worst}`);
-      const secs = await time(() => lin.forward(a, s.M, { activation: s.act }), 5);
+      const secs = await time(() => lin.forward(a, s.M, { activation: s.act }), 7);
       const gflops = (2 * s.M * s.N * s.K) / secs / 1e9;
       results.push({ shape: s.name, dtype, ratio: gflops / peak });
       console.log(`| ${s.name} | ${dtype} | ${worst.toExponential(1)} | ${(secs * 1e3).toFixed(1)} ms | ${gflops.toFixed(1)} | ${pct(gflops / peak)} |`);

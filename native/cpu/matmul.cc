@@ -1,11 +1,12 @@
 // CPU matmul: out(M,N) = act(a(M,K) · w(N,K)ᵀ + bias(N)), fp32 accumulation.
 //
-// Fast path (AVX2+FMA+F16C, chosen at run time): BLIS-style blocking. w is packed per
-// (KC × NC) block into 16-wide column panels (converted to f32 once per call), a into 6-row
-// panels, and a 6×16 register-tile micro-kernel (12 ymm accumulators; 2 loads + 6 broadcasts
-// feed 12 FMAs per k) does the work. KC = 256 keeps a 16-column panel of w (16 KiB) in L1 and an
-// MC×KC panel of a (96 KiB) in L2; NC = 2048 keeps the packed w block (2 MiB) in L3 while every
-// row block of a streams past it. Row blocks of a are the parallel tasks.
+// Fast path (AVX2+FMA+F16C, chosen at run time): BLIS-style packing and register tiling. a is
+// packed once per call into 6-row panels; w, one block of NC = 512 columns at a time over all of
+// K, into 16-column panels (converted to f32 as it is packed); a 6×16 register-tile micro-kernel
+// (12 ymm accumulators; 2 loads + 6 broadcasts feed 12 FMAs per k) does the work. KC = 256 keeps
+// a 16-column panel of w (16 KiB) in L1 and a 96-row panel block of a (96 KiB) in L2; each task
+// owns a 96 × 128 output tile across all of K, so partial sums stay in L2; the packed w block
+// (≤ 8 MiB at K = 4096) is read from L3 by every task. Output tiles are the parallel tasks.
 // Tiny M (decode): a GEMV reads w rows directly, no packing, parallel over output columns.
 #include <immintrin.h>
 
@@ -54,7 +55,7 @@ void matmul_cpu_scalar(const MatmulArgs& p) {
 namespace {
 
 constexpr int MR = 6, NR = 16;
-constexpr int64_t KC = 256, MC = 96, NC = 2048;
+constexpr int64_t KC = 256, MC = 96, NC = 512, NT_PANELS = 8;
 
 // Eight consecutive weights of row `row` from column k, as f32.
 __attribute__((target("avx2,fma,f16c"))) inline __m256 load8(const void* w, DType t, int64_t off) {
@@ -274,39 +275,53 @@ void gemv_avx2(const MatmulArgs& p) {
 
 void gemm_avx2(const MatmulArgs& p) {
   ThreadPool& pool = ThreadPool::instance();
-  const int64_t kc_max = std::min(KC, p.K);
+  const int64_t m_panels = (p.M + MR - 1) / MR, m_pad = m_panels * MR;
   const int64_t nc_max = std::min(NC, (p.N + NR - 1) / NR * NR);
-  AlignedBuffer bp = aligned_floats((size_t)(kc_max * nc_max));
-  std::vector<AlignedBuffer> ap;
-  for (int t = 0; t < pool.threads(); ++t) ap.push_back(aligned_floats((size_t)(kc_max * MC)));
-  const int64_t m_blocks = (p.M + MC - 1) / MC;
+  // a is packed once for the whole call: [k block][row panel][k][MR]
+  AlignedBuffer ap = aligned_floats((size_t)(m_pad * p.K));
+  // one column block of w over all of K: [k block][column panel][k][NR]
+  AlignedBuffer bp = aligned_floats((size_t)(nc_max * p.K));
+  const int64_t k_blocks = (p.K + KC - 1) / KC;
 
+  pool.parallel_for((size_t)(k_blocks * m_panels), [&](size_t task, int) {
+    const int64_t pc = (int64_t)task / m_panels * KC, panel = (int64_t)task % m_panels;
+    const int64_t kc = std::min(KC, p.K - pc);
+    pack_a_panel(p, panel * MR, pc, kc, ap.get() + pc * m_pad + panel * MR * kc);
+  });
+
+  const int64_t m_blocks = (p.M + MC - 1) / MC;
   for (int64_t jc = 0; jc < p.N; jc += NC) {
     const int64_t nc = std::min(NC, p.N - jc);
-    const int64_t panels = (nc + NR - 1) / NR;
-    for (int64_t pc = 0; pc < p.K; pc += KC) {
+    const int64_t n_panels = (nc + NR - 1) / NR, nc_pad = n_panels * NR;
+    pool.parallel_for((size_t)(k_blocks * n_panels), [&](size_t task, int) {
+      const int64_t pc = (int64_t)task / n_panels * KC, panel = (int64_t)task % n_panels;
       const int64_t kc = std::min(KC, p.K - pc);
-      const bool first = pc == 0, last = pc + kc == p.K;
-      pool.parallel_for((size_t)panels, [&](size_t panel, int) {
-        pack_w_panel(p, jc + (int64_t)panel * NR, pc, kc, bp.get() + panel * NR * kc);
-      });
-      pool.parallel_for((size_t)m_blocks, [&](size_t block, int worker) {
-        const int64_t ic = (int64_t)block * MC;
-        const int64_t mc = std::min(MC, p.M - ic);
-        float* a_pack = ap[(size_t)worker].get();
-        for (int64_t ir = 0; ir < mc; ir += MR) pack_a_panel(p, ic + ir, pc, kc, a_pack + ir * kc);
-        for (int64_t jr = 0; jr < nc; jr += NR) {
+      pack_w_panel(p, jc + panel * NR, pc, kc, bp.get() + pc * nc_pad + panel * NR * kc);
+    });
+    // Tasks: MC rows × NT columns of the output. Their C tile (96 × 128 floats, 48 KiB) stays in L2
+    // while all of K streams past it, so partial sums never travel to memory between k blocks.
+    const int64_t col_groups = (n_panels + NT_PANELS - 1) / NT_PANELS;
+    pool.parallel_for((size_t)(m_blocks * col_groups), [&](size_t task, int) {
+      const int64_t ic = (int64_t)task / col_groups * MC, group = (int64_t)task % col_groups;
+      const int64_t mc = std::min(MC, p.M - ic);
+      const int64_t panel_end = std::min(n_panels, (group + 1) * NT_PANELS);
+      for (int64_t pc = 0; pc < p.K; pc += KC) {
+        const int64_t kc = std::min(KC, p.K - pc);
+        const bool first = pc == 0, last = pc + kc == p.K;
+        for (int64_t panel = group * NT_PANELS; panel < panel_end; ++panel) {
+          const int64_t jr = panel * NR;
           const int nr = (int)std::min<int64_t>(NR, nc - jr);
-          const float* b_panel = bp.get() + (jr / NR) * NR * kc;
+          const float* b_panel = bp.get() + pc * nc_pad + panel * NR * kc;
           const float* bias = p.bias ? p.bias + jc + jr : nullptr;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int mr = (int)std::min<int64_t>(MR, mc - ir);
-            micro_kernel(kc, a_pack + ir * kc, b_panel, p.out + (ic + ir) * p.N + jc + jr, p.N, mr, nr, !first,
-                         bias, p.act, last);
+            const float* a_panel = ap.get() + pc * m_pad + (ic + ir) / MR * MR * kc;
+            micro_kernel(kc, a_panel, b_panel, p.out + (ic + ir) * p.N + jc + jr, p.N, mr, nr, !first, bias, p.act,
+                         last);
           }
         }
-      });
-    }
+      }
+    });
   }
 }
 
