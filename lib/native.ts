@@ -36,6 +36,54 @@ export interface NativeLinear {
   readonly disposed: boolean;
 }
 
+export interface SafetensorsTensorInfo {
+  name: string;
+  /** 'F32', 'F16', 'BF16', 'I64', … */
+  dtype: string;
+  shape: number[];
+  /** file offset of the tensor's first byte */
+  offset: number;
+  byteLength: number;
+}
+
+export interface SafetensorsHeader {
+  tensors: SafetensorsTensorInfo[];
+  metadata: Record<string, string>;
+  dataStart: number;
+}
+
+export type GgufValueType = 'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32' | 'f32' | 'bool' | 'string' | 'array' | 'u64'
+  | 'i64' | 'f64';
+
+/** A GGUF metadata entry. Integers beyond 2^53 are BigInts; numeric arrays are TypedArrays. */
+export interface GgufKeyValue {
+  key: string;
+  type: GgufValueType;
+  /** for arrays */
+  elementType?: GgufValueType;
+  value: unknown;
+}
+
+export interface GgufTensorInfo {
+  name: string;
+  /** ne[0] (the fastest-varying dimension) first, as GGUF stores them */
+  dims: number[];
+  /** 'F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_K', 'Q6_K', … */
+  type: string;
+  typeId: number;
+  /** offset within the data section */
+  offset: number;
+  byteLength: number;
+}
+
+export interface GgufHeader {
+  version: number;
+  alignment: number;
+  dataStart: number;
+  metadata: GgufKeyValue[];
+  tensors: GgufTensorInfo[];
+}
+
 export interface NativeAddon {
   getBackendInfo(): NativeBackendInfo;
   cudaCompiled(): boolean;
@@ -46,6 +94,21 @@ export interface NativeAddon {
   measureFmaPeak(threads: number, ms: number): Promise<number>;
   NativeLinear: new (weight: Float32Array | Uint16Array, dtype: NativeDType, outFeatures: number,
     inFeatures: number, bias: Float32Array | null) => NativeLinear;
+
+  /** Validates the whole file layout (E_FORMAT with the reason otherwise). */
+  readSafetensorsHeader(path: string): Promise<SafetensorsHeader>;
+  readSafetensorsTensor(path: string, name: string): Promise<Uint8Array>;
+  /** Atomic: temp file, fsync, rename. */
+  writeSafetensors(path: string, tensors: { name: string; dtype: string; shape: number[]; data: ArrayBufferView }[],
+    metadata: Record<string, string>): Promise<void>;
+  readGguf(path: string): Promise<GgufHeader>;
+  /** Raw bytes, or with `dequantize` the values as f32. */
+  readGgufTensor(path: string, name: string, dequantize: boolean): Promise<Uint8Array | Float32Array>;
+  /** GGUF v3, atomic. A Float32Array `data` is quantized to `type` (F32 F16 BF16 Q8_0 Q4_0); a Uint8Array is taken as is. */
+  writeGguf(path: string, metadata: GgufKeyValue[],
+    tensors: { name: string; dims: number[]; type: string; data: Float32Array | Uint8Array }[], alignment: number): Promise<void>;
+  ggmlQuantize(type: string, values: Float32Array): Uint8Array;
+  ggmlDequantize(type: string, data: Uint8Array, n: number): Float32Array;
 }
 
 /** The package root: the nearest directory above this file whose package.json is medllava's. */

@@ -8,6 +8,7 @@
 #include "../core/thread_pool.h"
 #include "../cuda/backend.h"
 #include "../ops/ops.h"
+#include "formats.h"
 #include "js_error.h"
 #include "linear_wrap.h"
 
@@ -96,6 +97,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New<guarded<SetThreads>>(env, "setThreads"));
   exports.Set("measureFmaPeak", Napi::Function::New<guarded<MeasureFmaPeak>>(env, "measureFmaPeak"));
   exports.Set("NativeLinear", LinearWrap::Define(env));
+  register_formats(env, exports);
   return exports;
 }
 
