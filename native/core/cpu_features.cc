@@ -2,6 +2,10 @@
 
 #include <atomic>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 namespace medllava {
 
 const CpuFeatures& cpu_features() {
@@ -11,7 +15,10 @@ const CpuFeatures& cpu_features() {
     __builtin_cpu_init();
     r.avx2 = __builtin_cpu_supports("avx2");
     r.fma = __builtin_cpu_supports("fma");
-    r.f16c = __builtin_cpu_supports("f16c");
+    // F16C: CPUID.1:ECX bit 29 (clang's __builtin_cpu_supports has no "f16c"); usable when AVX is
+    r.f16c = false;
+    unsigned eax, ebx, ecx, edx;
+    if (__get_cpuid(1, &eax, &ebx, &ecx, &edx)) r.f16c = (ecx & (1u << 29)) && __builtin_cpu_supports("avx");
     r.avx512f = __builtin_cpu_supports("avx512f");
 #endif
     return r;
