@@ -1,0 +1,171 @@
+/**
+ * Conversation templates, rendered exactly as LLaVA's conversation.py renders them (LLaVA-Med
+ * v1.5 and LLaVA-Rad build on that file), and the training label mask computed the way LLaVA's
+ * train.py does it (preprocess_v1 / preprocess_llama_2 / preprocess_plain), so that only the
+ * assistant's answers are trained on.
+ */
+import { medllavaError } from '../errors.js';
+import { IMAGE_TOKEN_INDEX, type Tokenizer } from './tokenizer.js';
+
+export const IGNORE_INDEX = -100;
+
+export interface Message {
+  role: 'user' | 'assistant';
+  text: string;
+  /** this message carries the image (LLaVA puts '<image>\n' before the first user message's text) */
+  image?: boolean;
+}
+
+type SeparatorStyle = 'single' | 'two' | 'llama_2' | 'plain';
+
+export interface TemplateDefinition {
+  name: string;
+  system: string;
+  roles: [string, string];
+  style: SeparatorStyle;
+  sep: string;
+  sep2?: string;
+  /** fixed example turns rendered before the conversation (LLaVA-Med v1.0's template has one) */
+  preamble?: [string, string][];
+}
+
+export const TEMPLATES: Record<string, TemplateDefinition> = {
+  // LLaVA-Med v1.5 (Mistral-7B-Instruct): conv_mistral_instruct
+  mistral_instruct: { name: 'mistral_instruct', system: '', roles: ['USER', 'ASSISTANT'], style: 'llama_2', sep: '', sep2: '</s>' },
+  // Vicuna v1.1 / v1.5: conv_vicuna_v1
+  vicuna_v1: {
+    name: 'vicuna_v1',
+    system: "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.",
+    roles: ['USER', 'ASSISTANT'], style: 'two', sep: ' ', sep2: '</s>',
+  },
+  // LLaVA-1.5 and LLaVA-Rad: conv_llava_v1
+  llava_v1: {
+    name: 'llava_v1',
+    system: "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the human's questions.",
+    roles: ['USER', 'ASSISTANT'], style: 'two', sep: ' ', sep2: '</s>',
+  },
+  // LLaVA-Med v1.0: its conv_multimodal (the sentences are joined without spaces, as upstream has them)
+  llava_med_v1: {
+    name: 'llava_med_v1',
+    system: 'You are LLaVA-Med, a large language and vision assistant trained by a group of researchers at Microsoft, based on the general domain LLaVA architecture.' +
+      'You are able to understand the visual content that the user provides, and assist the user with a variety of medical and clinical research tasks using natural language.' +
+      'Follow the instructions carefully and explain your answers in detail.',
+    roles: ['Human', 'Assistant'], style: 'single', sep: '###',
+    preamble: [['Human', 'Hi!'], ['Assistant', 'Hi there!  How can I help you today?\n']],
+  },
+  // stage-1 alignment: image + caption + '\n'
+  plain: { name: 'plain', system: '', roles: ['', ''], style: 'plain', sep: '\n' },
+};
+
+export function getTemplate(name: string): TemplateDefinition {
+  const t = TEMPLATES[name];
+  if (!t) throw medllavaError('E_ARGUMENT', `unknown template '${name}'; known: ${Object.keys(TEMPLATES).join(', ')}`);
+  return t;
+}
+
+/** (role, message | null) pairs as conversation.py keeps them; null = the turn to be generated. */
+function turns(t: TemplateDefinition, messages: Message[], addGenerationPrompt: boolean): [string, string | null][] {
+  const out: [string, string | null][] = [...(t.preamble ?? [])];
+  messages.forEach((m, i) => {
+    const expected = i % 2 === 0 ? 'user' : 'assistant';
+    if (m.role !== expected) throw medllavaError('E_ARGUMENT', `message ${i} must be from the ${expected}, got ${m.role}`);
+    let text = m.text;
+    // conversation.py: the image message becomes '<image>\n' + its text with any '<image>' removed, stripped
+    if (m.image) text = `<image>\n${text.replaceAll('<image>', '').trim()}`;
+    out.push([t.roles[i % 2]!, text]);
+  });
+  if (addGenerationPrompt) {
+    if (messages.length % 2 === 0) throw medllavaError('E_ARGUMENT', 'the last message must be the user\'s to generate a reply');
+    out.push([t.roles[1], null]);
+  }
+  return out;
+}
+
+/** conversation.py's get_prompt(). */
+export function renderPrompt(template: string | TemplateDefinition, messages: Message[],
+  options: { systemPrompt?: string; addGenerationPrompt?: boolean } = {}): string {
+  const t = typeof template === 'string' ? getTemplate(template) : template;
+  const system = options.systemPrompt ?? t.system;
+  const all = turns(t, messages, options.addGenerationPrompt ?? true);
+  switch (t.style) {
+    case 'single': {
+      let ret = system + t.sep;
+      for (const [role, msg] of all) ret += msg !== null ? `${role}: ${msg}${t.sep}` : `${role}:`;
+      return ret;
+    }
+    case 'two': {
+      const seps = [t.sep, t.sep2!];
+      let ret = system + seps[0];
+      all.forEach(([role, msg], i) => { ret += msg !== null ? `${role}: ${msg}${seps[i % 2]}` : `${role}:`; });
+      return ret;
+    }
+    case 'llama_2': {
+      const wrapSys = (s: string) => (s.length > 0 ? `<<SYS>>\n${s}\n<</SYS>>\n\n` : s);
+      let ret = '';
+      all.forEach(([, msg], i) => {
+        if (msg === null) return;
+        let m = msg;
+        if (i === 0) m = wrapSys(system) + m;
+        if (i % 2 === 0) ret += `${t.sep}[INST] ${m} [/INST]`;
+        else ret += ` ${m} ${t.sep2}`;
+      });
+      return t.sep ? ret.replace(new RegExp(`^(${t.sep.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')})+`), '') : ret;
+    }
+    case 'plain': {
+      // stage-1 alignment data is '<image>' + caption + '\n' (train.py's preprocess_plain; conversation.py's
+      // own PLAIN rendering would append sep2 = None), so a prompt is '<image>' followed by captions so far
+      let ret = system;
+      messages.forEach((m) => { ret += m.role === 'user' ? '<image>' : m.text + t.sep; });
+      return ret;
+    }
+  }
+}
+
+/**
+ * Token ids and training labels for a whole conversation, as LLaVA's train.py builds them:
+ * every position except the assistant's answers (and their closing separator) is IGNORE_INDEX.
+ */
+export function trainingExample(tokenizer: Tokenizer, template: string | TemplateDefinition, messages: Message[],
+  options: { systemPrompt?: string } = {}): { inputIds: number[]; labels: number[] } {
+  const t = typeof template === 'string' ? getTemplate(template) : template;
+  const len = (s: string) => tokenizer.encodePrompt(s).length;
+  if (t.style === 'plain') {
+    // preprocess_plain: '<image>' + caption + '\n', the image part masked
+    const caption = messages.find((m) => m.role === 'assistant')?.text ?? '';
+    const inputIds = tokenizer.encodePrompt(`<image>${caption}${t.sep}`);
+    const labels = [...inputIds];
+    const masked = len('<image>');
+    for (let i = 0; i < masked; i++) labels[i] = IGNORE_INDEX;
+    return { inputIds, labels };
+  }
+  if (messages.length % 2 !== 0) throw medllavaError('E_ARGUMENT', 'a training conversation ends with an assistant answer');
+  const prompt = renderPrompt(t, messages, { ...options, addGenerationPrompt: false });
+  const inputIds = tokenizer.encodePrompt(prompt);
+  const labels = [...inputIds];
+  if (t.style === 'single') {
+    throw medllavaError('E_UNSUPPORTED', `training labels for the '${t.name}' template (LLaVA v0 style) are not supported`);
+  }
+  // split into rounds at sep2 and mask each round's instruction part (preprocess_v1 / _llama_2)
+  const sep = t.style === 'llama_2' ? '[/INST]' : t.sep + t.roles[1] + ': ';
+  const rounds = prompt.split(t.sep2!);
+  let cur = 1; // BOS
+  labels[0] = IGNORE_INDEX;
+  for (const rou of rounds) {
+    if (rou === '') break;
+    const parts = rou.split(sep);
+    if (parts.length !== 2) break;
+    parts[0] += sep;
+    // len() counts a BOS: it stands for the '</s>' the split removed; "- 2" drops BOS and the
+    // token that ends the instruction, exactly as upstream does
+    const roundLen = len(rou);
+    const instructionLen = len(parts[0]) - 2;
+    for (let i = cur; i < Math.min(labels.length, cur + instructionLen); i++) labels[i] = IGNORE_INDEX;
+    cur += roundLen;
+  }
+  for (let i = cur; i < labels.length; i++) labels[i] = IGNORE_INDEX;
+  if (cur !== inputIds.length) {
+    // upstream prints "tokenization mismatch" and ignores the whole example; we do the same
+    labels.fill(IGNORE_INDEX);
+  }
+  return { inputIds, labels };
+}
