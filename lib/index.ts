@@ -6,3 +6,8 @@ export { getBackendInfo } from './backend.js';
 export type { BackendInfo, CudaDeviceInfo } from './backend.js';
 export { ERROR_CODES, isMedllavaError } from './errors.js';
 export type { ErrorCode, MedllavaError } from './errors.js';
+export { loadTokenizer } from './tokenizer/load.js';
+export type { Tokenizer } from './tokenizer/tokenizer.js';
+export { IMAGE_TOKEN_INDEX } from './tokenizer/tokenizer.js';
+export { IGNORE_INDEX, TEMPLATES, renderPrompt, trainingExample } from './tokenizer/templates.js';
+export type { Message, TemplateDefinition } from './tokenizer/templates.js';

@@ -5,7 +5,7 @@
  * assistant's answers are trained on.
  */
 import { medllavaError } from '../errors.js';
-import { IMAGE_TOKEN_INDEX, type Tokenizer } from './tokenizer.js';
+import type { Tokenizer } from './tokenizer.js';
 
 export const IGNORE_INDEX = -100;
 
@@ -154,11 +154,11 @@ export function trainingExample(tokenizer: Tokenizer, template: string | Templat
     if (rou === '') break;
     const parts = rou.split(sep);
     if (parts.length !== 2) break;
-    parts[0] += sep;
+    const instruction = parts[0]! + sep;
     // len() counts a BOS: it stands for the '</s>' the split removed; "- 2" drops BOS and the
     // token that ends the instruction, exactly as upstream does
     const roundLen = len(rou);
-    const instructionLen = len(parts[0]) - 2;
+    const instructionLen = len(instruction) - 2;
     for (let i = cur; i < Math.min(labels.length, cur + instructionLen); i++) labels[i] = IGNORE_INDEX;
     cur += roundLen;
   }

@@ -93,25 +93,42 @@ export class SentencePieceTokenizer implements Tokenizer {
   /** control pieces the HF tokenizer recognises inside prompt text ('<s>', '</s>', …), longest first */
   private readonly specialStrings: [string, number][] = [];
 
-  constructor(model: SpModel) {
-    this.model = model;
+  /**
+   * `addedTokens` are HF "added tokens" beyond the SentencePiece vocabulary (LLaVA-Med v1.0's
+   * <im_start> <im_patch> <im_end>, for example): encodePrompt() matches them in text, as the HF
+   * tokenizer does; encode() (plain SentencePiece) does not.
+   */
+  constructor(model: SpModel, addedTokens: { id: number; content: string; special: boolean }[] = []) {
+    const spSize = model.pieces.length; // ids the SentencePiece model itself can produce
+    const pieces = [...model.pieces];
+    for (const t of addedTokens) {
+      if (t.id < spSize) continue; // already a piece of the model (e.g. '<s>')
+      pieces[t.id] = { piece: t.content, score: 0, type: t.special ? PieceType.CONTROL : PieceType.USER_DEFINED };
+    }
+    for (let i = 0; i < pieces.length; i++) {
+      if (!pieces[i]) throw medllavaError('E_FORMAT', `added tokens leave id ${i} without a piece`);
+    }
+    this.model = { ...model, pieces };
     this.bosId = model.bosId;
     this.eosId = model.eosId;
-    this.vocabSize = model.pieces.length;
-    model.pieces.forEach((p: Piece, id: number) => {
-      if (p.type === PieceType.NORMAL || p.type === PieceType.USER_DEFINED) {
+    this.vocabSize = pieces.length;
+    pieces.forEach((p: Piece, id: number) => {
+      if (id < spSize && (p.type === PieceType.NORMAL || p.type === PieceType.USER_DEFINED)) {
         if (!this.vocab.has(p.piece)) this.vocab.set(p.piece, id);
       }
-      if (p.type === PieceType.USER_DEFINED) this.userDefined.push(p.piece);
+      if (id < spSize && p.type === PieceType.USER_DEFINED) this.userDefined.push(p.piece);
       if (p.type === PieceType.BYTE) {
         const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(p.piece);
         if (m) this.byteIds[parseInt(m[1]!, 16)] = id;
       }
-      if ((p.type === PieceType.CONTROL || p.type === PieceType.UNKNOWN) && p.piece) this.specialStrings.push([p.piece, id]);
+      // HF splits prompt text on special tokens and added tokens before SentencePiece sees it
+      if ((p.type === PieceType.CONTROL || p.type === PieceType.UNKNOWN || id >= spSize) && p.piece) {
+        this.specialStrings.push([p.piece, id]);
+      }
     });
     this.userDefined.sort((a, b) => b.length - a.length);
     this.specialStrings.sort((a, b) => b[0].length - a[0].length);
-    if (model.unkId < 0 || model.unkId >= this.vocabSize) throw medllavaError('E_FORMAT', `unk id ${model.unkId} is outside the vocabulary`);
+    if (model.unkId < 0 || model.unkId >= spSize) throw medllavaError('E_FORMAT', `unk id ${model.unkId} is outside the vocabulary`);
   }
 
   piece(id: number): string {
