@@ -11,3 +11,5 @@ export type { Tokenizer } from './tokenizer/tokenizer.js';
 export { IMAGE_TOKEN_INDEX } from './tokenizer/tokenizer.js';
 export { IGNORE_INDEX, TEMPLATES, renderPrompt, trainingExample } from './tokenizer/templates.js';
 export type { Message, TemplateDefinition } from './tokenizer/templates.js';
+export { loadModelSpec } from './model/spec.js';
+export type { ModelFamily, ModelSpec } from './model/spec.js';

@@ -4,6 +4,7 @@ import { Command } from 'commander';
 
 import { getBackendInfo } from '../backend.js';
 import { isMedllavaError } from '../errors.js';
+import { FIXTURE_LAYOUTS, FIXTURE_SIZES, generateFixture, type FixtureLayout, type FixtureSize } from '../fixtures/generate.js';
 
 function formatBytes(n: number): string {
   return `${(n / 2 ** 30).toFixed(1)} GiB`;
@@ -29,6 +30,24 @@ program
   .action((opts: { json?: boolean }) => {
     const info = getBackendInfo();
     process.stdout.write(opts.json ? `${JSON.stringify(info, null, 2)}\n` : `${formatBackendInfo(info)}\n`);
+  });
+
+program
+  .command('fixture')
+  .description('write a random-weight checkpoint in a real layout (for tests and benchmarks)')
+  .requiredOption('--layout <layout>', `one of ${FIXTURE_LAYOUTS.join(', ')}`)
+  .option('--size <size>', `one of ${FIXTURE_SIZES.join(', ')}`, 'tiny')
+  .requiredOption('--out <dir>', 'output directory')
+  .option('--gguf-type <type>', 'GGUF LLM tensor type: F16, F32, BF16, Q8_0, Q4_0', 'F16')
+  .option('--seed <n>', 'weights seed', (v) => Number.parseInt(v, 10), 1234)
+  .action(async (opts: { layout: string; size: string; out: string; ggufType: string; seed: number }) => {
+    const started = Date.now();
+    const paths = await generateFixture({
+      layout: opts.layout as FixtureLayout, size: opts.size as FixtureSize, out: opts.out, ggufType: opts.ggufType,
+      seed: opts.seed, onProgress: (m) => process.stderr.write(`${m}\n`),
+    });
+    for (const [k, v] of Object.entries(paths)) process.stdout.write(`${k}: ${v}\n`);
+    process.stderr.write(`done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   });
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -50,3 +50,39 @@ export function* fields(buf: Uint8Array, what: string): Generator<Field> {
     yield field;
   }
 }
+
+/** A protobuf wire-format writer for the same subset. */
+export class ProtoWriter {
+  private chunks: number[] = [];
+  private varint(v: number | bigint) {
+    let x = BigInt.asUintN(64, BigInt(v));
+    do {
+      let b = Number(x & 0x7fn);
+      x >>= 7n;
+      if (x) b |= 0x80;
+      this.chunks.push(b);
+    } while (x);
+  }
+  uint(field: number, v: number | bigint | boolean) {
+    this.varint((field << 3) | 0);
+    this.varint(typeof v === 'boolean' ? (v ? 1 : 0) : v);
+    return this;
+  }
+  float(field: number, v: number) {
+    this.varint((field << 3) | 5);
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setFloat32(0, v, true);
+    this.chunks.push(...b);
+    return this;
+  }
+  bytes(field: number, data: Uint8Array | string) {
+    const b = typeof data === 'string' ? new TextEncoder().encode(data) : data;
+    this.varint((field << 3) | 2);
+    this.varint(b.length);
+    for (const x of b) this.chunks.push(x);
+    return this;
+  }
+  finish(): Uint8Array {
+    return Uint8Array.from(this.chunks);
+  }
+}

@@ -3,7 +3,7 @@
  * normalizer and trainer settings that encoding depends on.
  */
 import { medllavaError } from '../errors.js';
-import { fields } from './protobuf.js';
+import { fields, ProtoWriter } from './protobuf.js';
 
 /** SentencePiece piece types (sentencepiece_model.proto). */
 export const PieceType = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
@@ -79,4 +79,20 @@ export function parseSentencePieceModel(buf: Uint8Array, what: string): SpModel 
       '(LLaMA, Vicuna and Mistral use the identity normalizer)');
   if (m.treatWhitespaceAsSuffix) throw medllavaError('E_UNSUPPORTED', `${what}: treat_whitespace_as_suffix is not supported`);
   return m;
+}
+
+/** Serialises a BPE SentencePiece model in tokenizer.model's format (ModelProto), as spm_train
+ * writes LLaMA-style models: identity normalizer, dummy prefix, byte fallback. */
+export function writeSentencePieceModel(model: Pick<SpModel, 'pieces' | 'unkId' | 'bosId' | 'eosId' | 'padId'>): Uint8Array {
+  const w = new ProtoWriter();
+  for (const p of model.pieces) {
+    const piece = new ProtoWriter().bytes(1, p.piece).float(2, p.score).uint(3, p.type).finish();
+    w.bytes(1, piece);
+  }
+  const trainer = new ProtoWriter().uint(3, 2).uint(4, model.pieces.length).uint(25, true).uint(35, true)
+    .uint(40, model.unkId).uint(41, model.bosId).uint(42, model.eosId).uint(43, model.padId).finish();
+  w.bytes(2, trainer);
+  const normalizer = new ProtoWriter().bytes(1, 'identity').uint(3, true).uint(4, false).uint(5, true).finish();
+  w.bytes(3, normalizer);
+  return w.finish();
 }

@@ -1,0 +1,315 @@
+/**
+ * Checkpoint discovery: a source path (an HF LLaVA directory, a .gguf file, or a directory of
+ * *.gguf + mmproj*.gguf) → ModelSpec: family, vision tower, projector, LLM hyper-parameters,
+ * tokenizer, default template, and the files that hold each part. Every hyper-parameter read from
+ * a config is checked against the tensor shapes it must agree with. Nothing touches the network.
+ */
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+
+import { medllavaError } from '../errors.js';
+import { native, type GgufHeader, type SafetensorsHeader } from '../native.js';
+
+export type ModelFamily = 'llava-med-v1.5' | 'llava-med-v1' | 'llava-rad' | 'llava-1.5';
+
+export interface ModelSpec {
+  family: ModelFamily;
+  format: 'hf' | 'gguf';
+  vision: {
+    kind: 'clip';
+    imageSize: number; patchSize: number; hidden: number; layers: number; heads: number; ffn: number;
+    /** LLaVA's mm_vision_select_layer: -2 = the second-to-last layer's output */
+    selectLayer: number;
+    /** 'patch' drops the class token, 'cls_patch' keeps it */
+    selectFeature: 'patch' | 'cls_patch';
+    layerNormEps: number;
+    activation: 'quick_gelu' | 'gelu';
+    imageMean: number[]; imageStd: number[];
+  };
+  projector: { type: 'linear' | 'mlp2x_gelu'; inDim: number; outDim: number };
+  llm: {
+    arch: 'llama' | 'mistral';
+    hidden: number; layers: number; heads: number; kvHeads: number; ffn: number; vocab: number;
+    ropeTheta: number; rmsEps: number; contextLength: number; tieEmbeddings: boolean;
+  };
+  template: string;
+  imageAspectRatio: 'pad' | 'square' | 'anyres';
+  mmUseImStartEnd: boolean;
+  files: {
+    /** tensor name → file, for every LLM + projector tensor (HF names, or GGUF names for gguf) */
+    weights: Record<string, string>;
+    visionTower: string;
+    tokenizer: string;
+  };
+}
+
+const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073];
+const CLIP_STD = [0.26862954, 0.26130258, 0.27577711];
+
+async function readJson(path: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw medllavaError('E_IO', `cannot read ${path}: ${(e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    throw medllavaError('E_FORMAT', `${path} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+function num(cfg: Record<string, unknown>, key: string, where: string, dflt?: number): number {
+  const v = cfg[key];
+  if (typeof v === 'number' && Number.isFinite(v)) return v;
+  if (v === undefined && dflt !== undefined) return dflt;
+  throw medllavaError('E_FORMAT', `${where}: '${key}' must be a number${v === undefined ? ' (missing)' : `, got ${JSON.stringify(v)}`}`);
+}
+
+type Shapes = Map<string, { shape: number[]; file: string }>;
+
+async function safetensorsShapes(dir: string): Promise<Shapes> {
+  const shapes: Shapes = new Map();
+  const add = (h: SafetensorsHeader, file: string) => {
+    for (const t of h.tensors) shapes.set(t.name, { shape: t.shape, file });
+  };
+  const index = join(dir, 'model.safetensors.index.json');
+  if (existsSync(index)) {
+    const idx = await readJson(index);
+    const map = idx['weight_map'] as Record<string, string> | undefined;
+    if (!map || typeof map !== 'object') throw medllavaError('E_FORMAT', `${index}: no weight_map`);
+    for (const file of new Set(Object.values(map))) {
+      const path = join(dir, file);
+      if (!existsSync(path)) throw medllavaError('E_IO', `${index} names ${file}, which is missing`);
+      add(await native().readSafetensorsHeader(path), path);
+    }
+    for (const name of Object.keys(map)) {
+      if (!shapes.has(name)) throw medllavaError('E_FORMAT', `${index} maps ${name} to ${map[name]}, which does not hold it`);
+    }
+    return shapes;
+  }
+  const single = join(dir, 'model.safetensors');
+  if (existsSync(single)) {
+    add(await native().readSafetensorsHeader(single), single);
+    return shapes;
+  }
+  if (readdirSync(dir).some((f) => /^pytorch_model.*\.bin$/.test(f))) {
+    throw medllavaError('E_UNSUPPORTED', `${dir} holds PyTorch pickle weights (pytorch_model*.bin); this version reads ` +
+      'safetensors and GGUF checkpoints only (convert with save_pretrained(..., safe_serialization=True))');
+  }
+  throw medllavaError('E_IO', `${dir} has no model.safetensors, model.safetensors.index.json or pytorch_model*.bin`);
+}
+
+function expectShape(shapes: Shapes, name: string, want: number[], where: string) {
+  const t = shapes.get(name);
+  if (!t) throw medllavaError('E_FORMAT', `${where}: tensor ${name} is missing`);
+  if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) {
+    throw medllavaError('E_SHAPE', `${where}: ${name} has shape [${t.shape}], the config implies [${want}]`);
+  }
+}
+
+/** Where an HF vision tower named like 'openai/clip-vit-large-patch14-336' can be found locally. */
+function hfCacheCandidates(repo: string): string[] {
+  const roots = [process.env['HF_HUB_CACHE'], process.env['HF_HOME'] && join(process.env['HF_HOME'], 'hub'),
+    join(homedir(), '.cache', 'huggingface', 'hub')].filter((x): x is string => !!x);
+  const out: string[] = [];
+  for (const root of roots) {
+    const snaps = join(root, `models--${repo.replace('/', '--')}`, 'snapshots');
+    out.push(snaps);
+  }
+  return out;
+}
+
+function findVisionTower(name: string, explicit: string | undefined, checkpoint: string): string {
+  const looked: string[] = [];
+  const ok = (d: string) => existsSync(join(d, 'config.json'));
+  if (explicit) {
+    if (ok(explicit)) return explicit;
+    throw medllavaError('E_IO', `visionTower ${explicit} has no config.json`);
+  }
+  for (const d of [name, join(checkpoint, name), join(dirname(checkpoint), basename(name))]) {
+    looked.push(d);
+    if (existsSync(d) && statSync(d).isDirectory() && ok(d)) return d;
+  }
+  for (const snaps of hfCacheCandidates(name)) {
+    looked.push(`${snaps}/*`);
+    if (!existsSync(snaps)) continue;
+    for (const s of readdirSync(snaps)) if (ok(join(snaps, s))) return join(snaps, s);
+  }
+  throw medllavaError('E_IO', `the vision tower '${name}' was not found locally (medllava never downloads); looked in: ` +
+    `${looked.join(', ')}. Pass { visionTower: '<dir of the CLIP checkpoint>' }`);
+}
+
+async function clipVision(dir: string) {
+  const cfgPath = join(dir, 'config.json');
+  const cfg = await readJson(cfgPath);
+  const v = (cfg['vision_config'] as Record<string, unknown> | undefined) ?? cfg;
+  const where = `${cfgPath} vision_config`;
+  const pre = join(dir, 'preprocessor_config.json');
+  const pp = existsSync(pre) ? await readJson(pre) : {};
+  const act = (v['hidden_act'] as string | undefined) ?? 'quick_gelu';
+  if (act !== 'quick_gelu' && act !== 'gelu') throw medllavaError('E_UNSUPPORTED', `${where}: hidden_act '${act}'`);
+  return {
+    imageSize: num(v, 'image_size', where), patchSize: num(v, 'patch_size', where), hidden: num(v, 'hidden_size', where),
+    layers: num(v, 'num_hidden_layers', where), heads: num(v, 'num_attention_heads', where),
+    ffn: num(v, 'intermediate_size', where), layerNormEps: num(v, 'layer_norm_eps', where, 1e-5),
+    activation: act as 'quick_gelu' | 'gelu',
+    imageMean: (pp['image_mean'] as number[] | undefined) ?? CLIP_MEAN,
+    imageStd: (pp['image_std'] as number[] | undefined) ?? CLIP_STD,
+  };
+}
+
+async function hfSpec(dir: string, options: { visionTower?: string }): Promise<ModelSpec> {
+  const cfgPath = join(dir, 'config.json');
+  const cfg = await readJson(cfgPath);
+  const modelType = cfg['model_type'];
+  if (modelType !== 'llava_mistral' && modelType !== 'llava_llama' && modelType !== 'llava') {
+    throw medllavaError('E_UNSUPPORTED', `${cfgPath}: model_type '${String(modelType)}' is not a LLaVA model ` +
+      '(expected llava_mistral, llava_llama or llava)');
+  }
+  const shapes = await safetensorsShapes(dir);
+  const arch = modelType === 'llava_mistral' ? 'mistral' : 'llama';
+  const llm = {
+    arch: arch as 'llama' | 'mistral',
+    hidden: num(cfg, 'hidden_size', cfgPath), layers: num(cfg, 'num_hidden_layers', cfgPath),
+    heads: num(cfg, 'num_attention_heads', cfgPath), kvHeads: num(cfg, 'num_key_value_heads', cfgPath, num(cfg, 'num_attention_heads', cfgPath)),
+    ffn: num(cfg, 'intermediate_size', cfgPath), vocab: num(cfg, 'vocab_size', cfgPath),
+    ropeTheta: num(cfg, 'rope_theta', cfgPath, 10000), rmsEps: num(cfg, 'rms_norm_eps', cfgPath, 1e-6),
+    contextLength: num(cfg, 'max_position_embeddings', cfgPath, 2048), tieEmbeddings: cfg['tie_word_embeddings'] === true,
+  };
+  const hd = llm.hidden / llm.heads;
+  if (!Number.isInteger(hd) || llm.heads % llm.kvHeads) throw medllavaError('E_FORMAT', `${cfgPath}: heads / kv heads do not divide`);
+  expectShape(shapes, 'model.embed_tokens.weight', [llm.vocab, llm.hidden], dir);
+  for (let l = 0; l < llm.layers; l++) {
+    const p = `model.layers.${l}`;
+    expectShape(shapes, `${p}.self_attn.q_proj.weight`, [llm.heads * hd, llm.hidden], dir);
+    expectShape(shapes, `${p}.self_attn.k_proj.weight`, [llm.kvHeads * hd, llm.hidden], dir);
+    expectShape(shapes, `${p}.self_attn.v_proj.weight`, [llm.kvHeads * hd, llm.hidden], dir);
+    expectShape(shapes, `${p}.self_attn.o_proj.weight`, [llm.hidden, llm.heads * hd], dir);
+    expectShape(shapes, `${p}.mlp.gate_proj.weight`, [llm.ffn, llm.hidden], dir);
+    expectShape(shapes, `${p}.mlp.up_proj.weight`, [llm.ffn, llm.hidden], dir);
+    expectShape(shapes, `${p}.mlp.down_proj.weight`, [llm.hidden, llm.ffn], dir);
+    expectShape(shapes, `${p}.input_layernorm.weight`, [llm.hidden], dir);
+    expectShape(shapes, `${p}.post_attention_layernorm.weight`, [llm.hidden], dir);
+  }
+  expectShape(shapes, 'model.norm.weight', [llm.hidden], dir);
+  if (!llm.tieEmbeddings) expectShape(shapes, 'lm_head.weight', [llm.vocab, llm.hidden], dir);
+
+  const mmHidden = num(cfg, 'mm_hidden_size', cfgPath);
+  const ptype = (cfg['mm_projector_type'] as string | undefined) ?? 'linear';
+  if (ptype !== 'linear' && ptype !== 'mlp2x_gelu') throw medllavaError('E_UNSUPPORTED', `${cfgPath}: mm_projector_type '${ptype}'`);
+  if (ptype === 'linear') expectShape(shapes, 'model.mm_projector.weight', [llm.hidden, mmHidden], dir);
+  else {
+    expectShape(shapes, 'model.mm_projector.0.weight', [llm.hidden, mmHidden], dir);
+    expectShape(shapes, 'model.mm_projector.2.weight', [llm.hidden, llm.hidden], dir);
+  }
+
+  const towerName = (cfg['mm_vision_tower'] as string | undefined) ?? (cfg['vision_tower'] as string | undefined);
+  if (!towerName) throw medllavaError('E_FORMAT', `${cfgPath}: no mm_vision_tower`);
+  const embedded = shapes.has('model.vision_tower.vision_tower.vision_model.embeddings.class_embedding');
+  const tower = embedded ? dir : findVisionTower(towerName, options.visionTower, dir);
+  const vis = await clipVision(tower);
+  if (vis.hidden !== mmHidden) {
+    throw medllavaError('E_SHAPE', `${tower}: the vision tower is ${vis.hidden} wide; ${cfgPath} says mm_hidden_size ${mmHidden}`);
+  }
+  const sel = (cfg['mm_vision_select_feature'] as string | undefined) ?? 'patch';
+  if (sel !== 'patch' && sel !== 'cls_patch') throw medllavaError('E_UNSUPPORTED', `${cfgPath}: mm_vision_select_feature '${sel}'`);
+  const aspect = (cfg['image_aspect_ratio'] as string | undefined) ?? 'square';
+  const family: ModelFamily = modelType === 'llava_mistral' ? 'llava-med-v1.5'
+    : cfg['mm_use_im_start_end'] === true && ptype === 'linear' ? 'llava-med-v1' : 'llava-1.5';
+  const template = family === 'llava-med-v1.5' ? 'mistral_instruct' : family === 'llava-med-v1' ? 'llava_med_v1' : 'llava_v1';
+  const weights: Record<string, string> = {};
+  for (const [name, t] of shapes) weights[name] = t.file;
+  return {
+    family, format: 'hf',
+    vision: { kind: 'clip', ...vis, selectLayer: num(cfg, 'mm_vision_select_layer', cfgPath, -2), selectFeature: sel },
+    projector: { type: ptype, inDim: mmHidden, outDim: llm.hidden },
+    llm, template,
+    imageAspectRatio: aspect === 'pad' || aspect === 'anyres' ? aspect : 'square',
+    mmUseImStartEnd: cfg['mm_use_im_start_end'] === true,
+    files: { weights, visionTower: tower, tokenizer: dir },
+  };
+}
+
+function meta(h: GgufHeader, key: string, where: string, dflt?: unknown): unknown {
+  const m = h.metadata.find((x) => x.key === key);
+  if (m) return m.value;
+  if (dflt !== undefined) return dflt;
+  throw medllavaError('E_FORMAT', `${where}: metadata '${key}' is missing`);
+}
+
+async function ggufSpec(llmPath: string, mmprojPath: string | undefined): Promise<ModelSpec> {
+  const h = await native().readGguf(llmPath);
+  const arch = meta(h, 'general.architecture', llmPath);
+  if (arch !== 'llama') throw medllavaError('E_UNSUPPORTED', `${llmPath}: general.architecture '${String(arch)}' (LLaVA LLMs are 'llama')`);
+  if (!mmprojPath) {
+    const dir = dirname(llmPath);
+    const cands = readdirSync(dir).filter((f) => /^mmproj.*\.gguf$/i.test(f));
+    if (cands.length !== 1) {
+      throw medllavaError('E_IO', `${llmPath} needs its mmproj file: pass { mmproj } (found ${cands.length} mmproj*.gguf beside it)`);
+    }
+    mmprojPath = join(dir, cands[0]!);
+  }
+  const m = await native().readGguf(mmprojPath);
+  if (meta(m, 'general.architecture', mmprojPath) !== 'clip') throw medllavaError('E_FORMAT', `${mmprojPath} is not a CLIP mmproj file`);
+  const n = (hh: GgufHeader, k: string, w: string, d?: number) => {
+    const v = meta(hh, k, w, d);
+    if (typeof v !== 'number') throw medllavaError('E_FORMAT', `${w}: metadata '${k}' must be a number`);
+    return v;
+  };
+  const llm = {
+    arch: 'llama' as const,
+    hidden: n(h, 'llama.embedding_length', llmPath), layers: n(h, 'llama.block_count', llmPath),
+    heads: n(h, 'llama.attention.head_count', llmPath), kvHeads: n(h, 'llama.attention.head_count_kv', llmPath, n(h, 'llama.attention.head_count', llmPath)),
+    ffn: n(h, 'llama.feed_forward_length', llmPath), vocab: 0,
+    ropeTheta: n(h, 'llama.rope.freq_base', llmPath, 10000), rmsEps: n(h, 'llama.attention.layer_norm_rms_epsilon', llmPath),
+    contextLength: n(h, 'llama.context_length', llmPath), tieEmbeddings: !h.tensors.some((t) => t.name === 'output.weight'),
+  };
+  const embd = h.tensors.find((t) => t.name === 'token_embd.weight');
+  if (!embd || embd.dims[0] !== llm.hidden) throw medllavaError('E_FORMAT', `${llmPath}: token_embd.weight missing or not ${llm.hidden} wide`);
+  llm.vocab = embd.dims[1]!;
+  const vis = {
+    imageSize: n(m, 'clip.vision.image_size', mmprojPath), patchSize: n(m, 'clip.vision.patch_size', mmprojPath),
+    hidden: n(m, 'clip.vision.embedding_length', mmprojPath), layers: n(m, 'clip.vision.block_count', mmprojPath),
+    heads: n(m, 'clip.vision.attention.head_count', mmprojPath), ffn: n(m, 'clip.vision.feed_forward_length', mmprojPath),
+    layerNormEps: n(m, 'clip.vision.attention.layer_norm_epsilon', mmprojPath, 1e-5),
+    activation: meta(m, 'clip.use_gelu', mmprojPath, false) === true ? 'gelu' as const : 'quick_gelu' as const,
+    imageMean: Array.from(meta(m, 'clip.vision.image_mean', mmprojPath, CLIP_MEAN) as ArrayLike<number>),
+    imageStd: Array.from(meta(m, 'clip.vision.image_std', mmprojPath, CLIP_STD) as ArrayLike<number>),
+  };
+  // the projector: mm.0 (vision → llm) and mm.2 (llm → llm) for LLaVA's mlp2x_gelu; mm.0 alone for linear
+  const mm0 = m.tensors.find((t) => t.name === 'mm.0.weight');
+  const mm2 = m.tensors.find((t) => t.name === 'mm.2.weight');
+  if (!mm0) throw medllavaError('E_FORMAT', `${mmprojPath}: no mm.0.weight projector`);
+  if (mm0.dims[0] !== vis.hidden || mm0.dims[1] !== llm.hidden) {
+    throw medllavaError('E_SHAPE', `${mmprojPath}: mm.0.weight is [${mm0.dims}], expected [${vis.hidden}, ${llm.hidden}] (GGUF order)`);
+  }
+  const weights: Record<string, string> = {};
+  for (const t of h.tensors) weights[t.name] = llmPath;
+  return {
+    family: 'llava-med-v1.5', format: 'gguf',
+    // an mmproj for today's llama.cpp stores all N blocks and runs N - 1: LLaVA's select layer -2
+    vision: { kind: 'clip', ...vis, selectLayer: -2, selectFeature: 'patch' },
+    projector: { type: mm2 ? 'mlp2x_gelu' : 'linear', inDim: vis.hidden, outDim: llm.hidden },
+    llm, template: 'mistral_instruct', imageAspectRatio: 'pad', mmUseImStartEnd: false,
+    files: { weights, visionTower: mmprojPath, tokenizer: llmPath },
+  };
+}
+
+/** Reads a checkpoint's layout and hyper-parameters (no weights are loaded). */
+export async function loadModelSpec(source: string, options: { visionTower?: string; mmproj?: string } = {}): Promise<ModelSpec> {
+  if (typeof source !== 'string' || !source) throw medllavaError('E_ARGUMENT', 'loadModelSpec(source): source must be a path');
+  if (!existsSync(source)) throw medllavaError('E_IO', `${source} does not exist`);
+  if (statSync(source).isDirectory()) {
+    if (existsSync(join(source, 'config.json'))) return hfSpec(source, options);
+    const ggufs = readdirSync(source).filter((f) => f.endsWith('.gguf') && !/^mmproj/i.test(f));
+    if (ggufs.length === 1) return ggufSpec(join(source, ggufs[0]!), options.mmproj);
+    throw medllavaError('E_IO', `${source}: neither an HF checkpoint (config.json) nor a directory with one LLM .gguf ` +
+      `(found ${ggufs.length})`);
+  }
+  if (source.endsWith('.gguf')) return ggufSpec(source, options.mmproj);
+  throw medllavaError('E_UNSUPPORTED', `${source}: give an HF checkpoint directory, a .gguf file, or a directory of .gguf files`);
+}
