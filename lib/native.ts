@@ -107,6 +107,9 @@ export interface NativeAddon {
   /** GGUF v3, atomic. A Float32Array `data` is quantized to `type` (F32 F16 BF16 Q8_0 Q4_0); a Uint8Array is taken as is. */
   writeGguf(path: string, metadata: GgufKeyValue[],
     tensors: { name: string; dims: number[]; type: string; data: Float32Array | Uint8Array }[], alignment: number): Promise<void>;
+  /** A PyTorch zip checkpoint (.bin / .pt) through the restricted unpickler: its flattened state dict. */
+  readTorchCheckpoint(path: string): Promise<{ tensors: SafetensorsTensorInfo[] }>;
+  readTorchTensor(path: string, name: string): Promise<Uint8Array>;
   ggmlQuantize(type: string, values: Float32Array): Uint8Array;
   ggmlDequantize(type: string, data: Uint8Array, n: number): Float32Array;
 }

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const addon = createRequire(import.meta.url)(join(root, 'build', 'Release', 'medllava.node'));
-const [stDir, ggufDir] = process.argv.slice(2);
+const [stDir, ggufDir, pickleDir] = process.argv.slice(2);
 const f = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i));
 await addon.writeSafetensors(join(stDir, 'a.safetensors'), [
   { name: 'w', dtype: 'F32', shape: [8, 8], data: f },
@@ -28,3 +28,10 @@ await addon.writeGguf(join(ggufDir, 'a.gguf'), meta, [
   { name: 'q6k', dims: [256], type: 'Q6_K', data: kq.subarray(320) },
 ], 32);
 await addon.writeGguf(join(ggufDir, 'meta-only.gguf'), meta, [], 32);
+// a PyTorch zip checkpoint, written by the fixture writer (dist/ must be built)
+const { writeTorchCheckpoint } = await import(join(root, 'dist', 'lib', 'fixtures', 'torch-writer.js'));
+await writeTorchCheckpoint(join(pickleDir, 'a.bin'), [
+  { name: 'w', dtype: 'F32', shape: [8, 8], data: f },
+  { name: 'h', dtype: 'F16', shape: [4], data: new Uint16Array([1, 2, 3, 4]) },
+  { name: 'i', dtype: 'I64', shape: [2], data: new BigInt64Array([1n, 2n]) },
+]);

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dir = join(root, 'build-fuzz');
 const seconds = Number(process.argv[2] ?? 60);
+const only = process.argv[3]; // optional: one target
 function run(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', ...opts });
   if (r.status !== 0 && !opts.allowFail) process.exit(r.status ?? 1);
@@ -16,13 +17,13 @@ function run(cmd, args, opts = {}) {
 }
 run('cmake', ['-S', '.', '-B', dir, '-DMEDLLAVA_FUZZ=on', '-DMEDLLAVA_CUDA=off', '-DCMAKE_C_COMPILER=clang',
   '-DCMAKE_CXX_COMPILER=clang++', '-DCMAKE_BUILD_TYPE=RelWithDebInfo']);
-run('cmake', ['--build', dir, '--target', 'fuzz_safetensors', 'fuzz_gguf', '-j', '2']);
+run('cmake', ['--build', dir, '--target', 'fuzz_safetensors', 'fuzz_gguf', 'fuzz_pickle', '-j', '2']);
 // seeds: valid files in both formats, written by the addon
-const seeds = { safetensors: join(dir, 'seeds-safetensors'), gguf: join(dir, 'seeds-gguf') };
+const seeds = { safetensors: join(dir, 'seeds-safetensors'), gguf: join(dir, 'seeds-gguf'), pickle: join(dir, 'seeds-pickle') };
 for (const d of Object.values(seeds)) mkdirSync(d, { recursive: true });
-run(process.execPath, [join(root, 'scripts', 'fuzz-seeds.mjs'), seeds.safetensors, seeds.gguf]);
+run(process.execPath, [join(root, 'scripts', 'fuzz-seeds.mjs'), seeds.safetensors, seeds.gguf, seeds.pickle]);
 let findings = 0;
-for (const target of ['safetensors', 'gguf']) {
+for (const target of ['safetensors', 'gguf', 'pickle'].filter((t) => !only || t === only)) {
   const corpus = join(dir, `corpus-${target}`);
   mkdirSync(corpus, { recursive: true });
   console.log(`fuzz_${target}: ${seconds} s`);

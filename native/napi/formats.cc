@@ -9,6 +9,7 @@
 #include "../formats/ggml_types.h"
 #include "../formats/gguf.h"
 #include "../formats/safetensors.h"
+#include "../formats/torch_pickle.h"
 #include "formats.h"
 #include "js_error.h"
 
@@ -428,6 +429,48 @@ Napi::Value GgmlDequantize(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// ---- PyTorch zip checkpoints (restricted unpickler) -------------------------------------------------
+Napi::Value ReadTorchCheckpoint(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string path = get_string(env, info.Length() ? info[0] : env.Undefined(), "path");
+  auto file = std::make_shared<std::shared_ptr<torchfile::File>>();
+  return PromiseWorker::Start(
+      env, [=] { *file = torchfile::File::open(path); },
+      [=](Napi::Env e) {
+        const auto& ts = (*file)->tensors();
+        Napi::Array tensors = Napi::Array::New(e, ts.size());
+        for (size_t i = 0; i < ts.size(); ++i) {
+          Napi::Object o = Napi::Object::New(e);
+          o.Set("name", ts[i].name);
+          o.Set("dtype", ts[i].dtype);
+          o.Set("shape", shape_array(e, ts[i].shape));
+          o.Set("offset", (double)ts[i].file_offset);
+          o.Set("byteLength", (double)ts[i].bytes);
+          tensors.Set((uint32_t)i, o);
+        }
+        Napi::Object out = Napi::Object::New(e);
+        out.Set("tensors", tensors);
+        return out;
+      });
+}
+
+Napi::Value ReadTorchTensor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string path = get_string(env, info.Length() ? info[0] : env.Undefined(), "path");
+  const std::string name = get_string(env, info.Length() > 1 ? info[1] : env.Undefined(), "name");
+  auto file = std::make_shared<std::shared_ptr<torchfile::File>>();
+  auto found = std::make_shared<const torchfile::TensorInfo*>(nullptr);
+  return PromiseWorker::Start(
+      env,
+      [=] {
+        *file = torchfile::File::open(path);
+        for (const auto& t : (*file)->tensors())
+          if (t.name == name) *found = &t;
+        if (!*found) throw Error(ErrorCode::Argument, path + " has no tensor named '" + name + "'");
+      },
+      [=](Napi::Env e) { return bytes_array(e, (*file)->data(**found), (size_t)(*found)->bytes); });
+}
+
 }  // namespace
 
 void register_formats(Napi::Env env, Napi::Object exports) {
@@ -437,6 +480,8 @@ void register_formats(Napi::Env env, Napi::Object exports) {
   exports.Set("readGguf", Napi::Function::New<guarded<ReadGguf>>(env, "readGguf"));
   exports.Set("readGgufTensor", Napi::Function::New<guarded<ReadGgufTensor>>(env, "readGgufTensor"));
   exports.Set("writeGguf", Napi::Function::New<guarded<WriteGguf>>(env, "writeGguf"));
+  exports.Set("readTorchCheckpoint", Napi::Function::New<guarded<ReadTorchCheckpoint>>(env, "readTorchCheckpoint"));
+  exports.Set("readTorchTensor", Napi::Function::New<guarded<ReadTorchTensor>>(env, "readTorchTensor"));
   exports.Set("ggmlQuantize", Napi::Function::New<guarded<GgmlQuantize>>(env, "ggmlQuantize"));
   exports.Set("ggmlDequantize", Napi::Function::New<guarded<GgmlDequantize>>(env, "ggmlDequantize"));
 }
