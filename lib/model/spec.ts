@@ -71,20 +71,24 @@ function num(cfg: Record<string, unknown>, key: string, where: string, dflt?: nu
 
 type Shapes = Map<string, { shape: number[]; file: string }>;
 
-async function safetensorsShapes(dir: string): Promise<Shapes> {
+/** Tensor shapes of an HF checkpoint: model.safetensors, sharded safetensors with an index, or
+ * PyTorch pickles (pytorch_model.bin, or shards with pytorch_model.bin.index.json). */
+async function weightShapes(dir: string): Promise<Shapes> {
   const shapes: Shapes = new Map();
-  const add = (h: SafetensorsHeader, file: string) => {
+  const add = (h: Pick<SafetensorsHeader, 'tensors'>, file: string) => {
     for (const t of h.tensors) shapes.set(t.name, { shape: t.shape, file });
   };
-  const index = join(dir, 'model.safetensors.index.json');
-  if (existsSync(index)) {
+  const read = (path: string) => (path.endsWith('.bin') || path.endsWith('.pt')
+    ? native().readTorchCheckpoint(path) : native().readSafetensorsHeader(path));
+  const index = ['model.safetensors.index.json', 'pytorch_model.bin.index.json'].map((f) => join(dir, f)).find(existsSync);
+  if (index) {
     const idx = await readJson(index);
     const map = idx['weight_map'] as Record<string, string> | undefined;
     if (!map || typeof map !== 'object') throw medllavaError('E_FORMAT', `${index}: no weight_map`);
     for (const file of new Set(Object.values(map))) {
       const path = join(dir, file);
       if (!existsSync(path)) throw medllavaError('E_IO', `${index} names ${file}, which is missing`);
-      add(await native().readSafetensorsHeader(path), path);
+      add(await read(path), path);
     }
     for (const name of Object.keys(map)) {
       if (!shapes.has(name)) throw medllavaError('E_FORMAT', `${index} maps ${name} to ${map[name]}, which does not hold it`);
@@ -96,11 +100,12 @@ async function safetensorsShapes(dir: string): Promise<Shapes> {
     add(await native().readSafetensorsHeader(single), single);
     return shapes;
   }
-  if (readdirSync(dir).some((f) => /^pytorch_model.*\.bin$/.test(f))) {
-    throw medllavaError('E_UNSUPPORTED', `${dir} holds PyTorch pickle weights (pytorch_model*.bin); this version reads ` +
-      'safetensors and GGUF checkpoints only (convert with save_pretrained(..., safe_serialization=True))');
+  const bin = join(dir, 'pytorch_model.bin');
+  if (existsSync(bin)) {
+    add(await read(bin), bin);
+    return shapes;
   }
-  throw medllavaError('E_IO', `${dir} has no model.safetensors, model.safetensors.index.json or pytorch_model*.bin`);
+  throw medllavaError('E_IO', `${dir} has no model.safetensors, pytorch_model.bin or a shard index`);
 }
 
 function expectShape(shapes: Shapes, name: string, want: number[], where: string) {
@@ -170,7 +175,7 @@ async function hfSpec(dir: string, options: { visionTower?: string }): Promise<M
     throw medllavaError('E_UNSUPPORTED', `${cfgPath}: model_type '${String(modelType)}' is not a LLaVA model ` +
       '(expected llava_mistral, llava_llama or llava)');
   }
-  const shapes = await safetensorsShapes(dir);
+  const shapes = await weightShapes(dir);
   const arch = modelType === 'llava_mistral' ? 'mistral' : 'llama';
   const llm = {
     arch: arch as 'llama' | 'mistral',

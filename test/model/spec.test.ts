@@ -14,6 +14,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadModelSpec, loadTokenizer } from '../../lib/index.js';
 import { generateFixture, permuteQK } from '../../lib/fixtures/generate.js';
 import { native, packageRoot } from '../../lib/native.js';
+import { python } from '../support/python.js';
 import { PARITY_TEXT } from '../tokenizer/corpus.js';
 
 const root = mkdtempSync(join(tmpdir(), 'medllava-spec-'));
@@ -86,18 +87,52 @@ describe('HF LLaVA-Med v1.5 layout', () => {
     await expect(loadModelSpec(bad, { visionTower: hf.tower })).rejects.toMatchObject({ code: 'E_SHAPE' });
   });
 
-  it('a missing shard → E_IO naming it; PyTorch pickles → E_UNSUPPORTED saying what to do', async () => {
+  it('a missing shard → E_IO naming it; no weights at all → E_IO', async () => {
     const bad = join(root, 'bad-shard');
     cpSync(hf.dir, bad, { recursive: true });
     renameSync(join(bad, 'model-00002-of-00002.safetensors'), join(bad, 'moved.safetensors'));
     await expect(loadModelSpec(bad, { visionTower: hf.tower })).rejects.toMatchObject({
       code: 'E_IO', message: expect.stringMatching(/model-00002-of-00002.safetensors, which is missing/),
     });
-    const pkl = join(root, 'pickles');
-    mkdirSync(pkl);
-    cpSync(join(hf.dir, 'config.json'), join(pkl, 'config.json'));
-    writeFileSync(join(pkl, 'pytorch_model-00001-of-00002.bin'), 'PK');
-    await expect(loadModelSpec(pkl)).rejects.toMatchObject({ code: 'E_UNSUPPORTED', message: expect.stringMatching(/safe_serialization/) });
+    const none = join(root, 'no-weights');
+    mkdirSync(none);
+    cpSync(join(hf.dir, 'config.json'), join(none, 'config.json'));
+    await expect(loadModelSpec(none)).rejects.toMatchObject({ code: 'E_IO', message: expect.stringMatching(/no model.safetensors/) });
+  });
+});
+
+describe('HF LLaVA-Med v1.0 layout (LLaMA, linear projector, CLIP-L/224, fp16 pickle shards)', () => {
+  let v1: { dir: string; tower: string };
+  beforeAll(async () => {
+    v1 = (await generateFixture({ layout: 'llava-med-v1', out: join(root, 'v1') })) as typeof v1;
+  }, 120_000);
+
+  it('loads into the right spec from its pytorch_model.bin shards', async () => {
+    const spec = await loadModelSpec(v1.dir);
+    expect(spec).toMatchObject({
+      family: 'llava-med-v1', format: 'hf', template: 'llava_med_v1', mmUseImStartEnd: true, imageAspectRatio: 'square',
+      projector: { type: 'linear', inDim: 32, outDim: 64 },
+      vision: { imageSize: 28, patchSize: 14, hidden: 32, layers: 3 },
+      llm: { arch: 'llama', hidden: 64, heads: 4, kvHeads: 4, vocab: 603, ropeTheta: 10000, rmsEps: 1e-6 },
+    });
+    expect(spec.files.visionTower).toBe(v1.tower);
+    expect(new Set(Object.values(spec.files.weights)).size).toBe(2);
+    expect(Object.values(spec.files.weights)[0]).toMatch(/pytorch_model-0000[12]-of-00002\.bin$/);
+  });
+
+  it('its tokenizer has the three image tokens, matched in prompts', async () => {
+    const tok = await loadTokenizer(v1.dir);
+    expect(tok.vocabSize).toBe(603);
+    expect(tok.encodePrompt('<im_start><im_patch><im_end>')).toEqual([1, 601, 600, 602]);
+  });
+
+  it('torch.load reads its shards', () => {
+    const out = python(`
+import torch, sys
+sd = torch.load(sys.argv[1])
+print(sd['model.embed_tokens.weight'].dtype, list(sd['model.embed_tokens.weight'].shape))
+`, [join(v1.dir, 'pytorch_model-00001-of-00002.bin')]);
+    expect(out.trim()).toBe('torch.float16 [603, 64]');
   });
 });
 
