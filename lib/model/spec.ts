@@ -18,7 +18,8 @@ export interface ModelSpec {
   family: ModelFamily;
   format: 'hf' | 'gguf';
   vision: {
-    kind: 'clip';
+    /** OpenAI CLIP (HF CLIPVisionModel names, pre-LN, quick_gelu) or a timm ViT (open_clip's BiomedCLIP: LayerScale, GELU) */
+    kind: 'clip' | 'timm-vit';
     imageSize: number; patchSize: number; hidden: number; layers: number; heads: number; ffn: number;
     /** LLaVA's mm_vision_select_layer: -2 = the second-to-last layer's output */
     selectLayer: number;
@@ -37,6 +38,8 @@ export interface ModelSpec {
   template: string;
   imageAspectRatio: 'pad' | 'square' | 'anyres';
   mmUseImStartEnd: boolean;
+  /** LLaVA-Rad ships its LLM as a LoRA adapter over a base model: W' = W + (alpha / r) · B · A */
+  lora?: { r: number; alpha: number; targetModules: string[]; file: string; baseModel: string };
   files: {
     /** tensor name → file, for every LLM + projector tensor (HF names, or GGUF names for gguf) */
     weights: Record<string, string>;
@@ -116,6 +119,60 @@ function expectShape(shapes: Shapes, name: string, want: number[], where: string
   }
 }
 
+
+/** LLM hyper-parameters from an HF config, checked against every tensor's shape. */
+function llmFromConfig(cfg: Record<string, unknown>, cfgPath: string, shapes: Shapes, dir: string,
+  arch: 'llama' | 'mistral', prefix = ''): ModelSpec['llm'] {
+  const llm = {
+    arch,
+    hidden: num(cfg, 'hidden_size', cfgPath), layers: num(cfg, 'num_hidden_layers', cfgPath),
+    heads: num(cfg, 'num_attention_heads', cfgPath), kvHeads: num(cfg, 'num_key_value_heads', cfgPath, num(cfg, 'num_attention_heads', cfgPath)),
+    ffn: num(cfg, 'intermediate_size', cfgPath), vocab: num(cfg, 'vocab_size', cfgPath),
+    ropeTheta: num(cfg, 'rope_theta', cfgPath, 10000), rmsEps: num(cfg, 'rms_norm_eps', cfgPath, 1e-6),
+    contextLength: num(cfg, 'max_position_embeddings', cfgPath, 2048), tieEmbeddings: cfg['tie_word_embeddings'] === true,
+  };
+  const hd = llm.hidden / llm.heads;
+  if (!Number.isInteger(hd) || llm.heads % llm.kvHeads) throw medllavaError('E_FORMAT', `${cfgPath}: heads / kv heads do not divide`);
+  const x = (name: string, want: number[]) => expectShape(shapes, prefix + name, want, dir);
+  x('model.embed_tokens.weight', [llm.vocab, llm.hidden]);
+  for (let l = 0; l < llm.layers; l++) {
+    const p = `model.layers.${l}`;
+    x(`${p}.self_attn.q_proj.weight`, [llm.heads * hd, llm.hidden]);
+    x(`${p}.self_attn.k_proj.weight`, [llm.kvHeads * hd, llm.hidden]);
+    x(`${p}.self_attn.v_proj.weight`, [llm.kvHeads * hd, llm.hidden]);
+    x(`${p}.self_attn.o_proj.weight`, [llm.hidden, llm.heads * hd]);
+    x(`${p}.mlp.gate_proj.weight`, [llm.ffn, llm.hidden]);
+    x(`${p}.mlp.up_proj.weight`, [llm.ffn, llm.hidden]);
+    x(`${p}.mlp.down_proj.weight`, [llm.hidden, llm.ffn]);
+    x(`${p}.input_layernorm.weight`, [llm.hidden]);
+    x(`${p}.post_attention_layernorm.weight`, [llm.hidden]);
+  }
+  x('model.norm.weight', [llm.hidden]);
+  if (!llm.tieEmbeddings) x('lm_head.weight', [llm.vocab, llm.hidden]);
+  return llm;
+}
+
+/** Local places an HF repo name may live: as a path, beside the checkpoint, in the HF cache. */
+function findLocal(name: string, explicit: string | undefined, checkpoint: string, what: string, option: string,
+  isIt: (d: string) => boolean): string {
+  if (explicit) {
+    if (isIt(explicit)) return explicit;
+    throw medllavaError('E_IO', `${option} ${explicit} is not a ${what}`);
+  }
+  const looked: string[] = [];
+  for (const d of [name, join(checkpoint, name), join(dirname(checkpoint), basename(name))]) {
+    looked.push(d);
+    if (existsSync(d) && isIt(d)) return d;
+  }
+  for (const snaps of hfCacheCandidates(name)) {
+    looked.push(`${snaps}/*`);
+    if (!existsSync(snaps)) continue;
+    for (const s of readdirSync(snaps)) if (isIt(join(snaps, s))) return join(snaps, s);
+  }
+  throw medllavaError('E_IO', `the ${what} '${name}' was not found locally (medllava never downloads); looked in: ` +
+    `${looked.join(', ')}. Pass { ${option}: '<path>' }`);
+}
+
 /** Where an HF vision tower named like 'openai/clip-vit-large-patch14-336' can be found locally. */
 function hfCacheCandidates(repo: string): string[] {
   const roots = [process.env['HF_HUB_CACHE'], process.env['HF_HOME'] && join(process.env['HF_HOME'], 'hub'),
@@ -129,23 +186,8 @@ function hfCacheCandidates(repo: string): string[] {
 }
 
 function findVisionTower(name: string, explicit: string | undefined, checkpoint: string): string {
-  const looked: string[] = [];
-  const ok = (d: string) => existsSync(join(d, 'config.json'));
-  if (explicit) {
-    if (ok(explicit)) return explicit;
-    throw medllavaError('E_IO', `visionTower ${explicit} has no config.json`);
-  }
-  for (const d of [name, join(checkpoint, name), join(dirname(checkpoint), basename(name))]) {
-    looked.push(d);
-    if (existsSync(d) && statSync(d).isDirectory() && ok(d)) return d;
-  }
-  for (const snaps of hfCacheCandidates(name)) {
-    looked.push(`${snaps}/*`);
-    if (!existsSync(snaps)) continue;
-    for (const s of readdirSync(snaps)) if (ok(join(snaps, s))) return join(snaps, s);
-  }
-  throw medllavaError('E_IO', `the vision tower '${name}' was not found locally (medllava never downloads); looked in: ` +
-    `${looked.join(', ')}. Pass { visionTower: '<dir of the CLIP checkpoint>' }`);
+  return findLocal(name, explicit, checkpoint, 'vision tower', 'visionTower',
+    (d) => statSync(d).isDirectory() && existsSync(join(d, 'config.json')));
 }
 
 async function clipVision(dir: string) {
@@ -176,33 +218,7 @@ async function hfSpec(dir: string, options: { visionTower?: string }): Promise<M
       '(expected llava_mistral, llava_llama or llava)');
   }
   const shapes = await weightShapes(dir);
-  const arch = modelType === 'llava_mistral' ? 'mistral' : 'llama';
-  const llm = {
-    arch: arch as 'llama' | 'mistral',
-    hidden: num(cfg, 'hidden_size', cfgPath), layers: num(cfg, 'num_hidden_layers', cfgPath),
-    heads: num(cfg, 'num_attention_heads', cfgPath), kvHeads: num(cfg, 'num_key_value_heads', cfgPath, num(cfg, 'num_attention_heads', cfgPath)),
-    ffn: num(cfg, 'intermediate_size', cfgPath), vocab: num(cfg, 'vocab_size', cfgPath),
-    ropeTheta: num(cfg, 'rope_theta', cfgPath, 10000), rmsEps: num(cfg, 'rms_norm_eps', cfgPath, 1e-6),
-    contextLength: num(cfg, 'max_position_embeddings', cfgPath, 2048), tieEmbeddings: cfg['tie_word_embeddings'] === true,
-  };
-  const hd = llm.hidden / llm.heads;
-  if (!Number.isInteger(hd) || llm.heads % llm.kvHeads) throw medllavaError('E_FORMAT', `${cfgPath}: heads / kv heads do not divide`);
-  expectShape(shapes, 'model.embed_tokens.weight', [llm.vocab, llm.hidden], dir);
-  for (let l = 0; l < llm.layers; l++) {
-    const p = `model.layers.${l}`;
-    expectShape(shapes, `${p}.self_attn.q_proj.weight`, [llm.heads * hd, llm.hidden], dir);
-    expectShape(shapes, `${p}.self_attn.k_proj.weight`, [llm.kvHeads * hd, llm.hidden], dir);
-    expectShape(shapes, `${p}.self_attn.v_proj.weight`, [llm.kvHeads * hd, llm.hidden], dir);
-    expectShape(shapes, `${p}.self_attn.o_proj.weight`, [llm.hidden, llm.heads * hd], dir);
-    expectShape(shapes, `${p}.mlp.gate_proj.weight`, [llm.ffn, llm.hidden], dir);
-    expectShape(shapes, `${p}.mlp.up_proj.weight`, [llm.ffn, llm.hidden], dir);
-    expectShape(shapes, `${p}.mlp.down_proj.weight`, [llm.hidden, llm.ffn], dir);
-    expectShape(shapes, `${p}.input_layernorm.weight`, [llm.hidden], dir);
-    expectShape(shapes, `${p}.post_attention_layernorm.weight`, [llm.hidden], dir);
-  }
-  expectShape(shapes, 'model.norm.weight', [llm.hidden], dir);
-  if (!llm.tieEmbeddings) expectShape(shapes, 'lm_head.weight', [llm.vocab, llm.hidden], dir);
-
+  const llm = llmFromConfig(cfg, cfgPath, shapes, dir, modelType === 'llava_mistral' ? 'mistral' : 'llama');
   const mmHidden = num(cfg, 'mm_hidden_size', cfgPath);
   const ptype = (cfg['mm_projector_type'] as string | undefined) ?? 'linear';
   if (ptype !== 'linear' && ptype !== 'mlp2x_gelu') throw medllavaError('E_UNSUPPORTED', `${cfgPath}: mm_projector_type '${ptype}'`);
@@ -236,6 +252,110 @@ async function hfSpec(dir: string, options: { visionTower?: string }): Promise<M
     imageAspectRatio: aspect === 'pad' || aspect === 'anyres' ? aspect : 'square',
     mmUseImStartEnd: cfg['mm_use_im_start_end'] === true,
     files: { weights, visionTower: tower, tokenizer: dir },
+  };
+}
+
+/** BiomedCLIP-CXR (open_clip + timm ViT): hyper-parameters from its JSON, checked against the .pt. */
+async function timmVision(ptPath: string) {
+  const jsonPath = ptPath.replace(/\.(pt|bin)$/, '.json');
+  if (!existsSync(jsonPath)) throw medllavaError('E_IO', `${ptPath}: its open_clip config ${jsonPath} is missing`);
+  const cfg = await readJson(jsonPath);
+  const v = cfg['vision_cfg'] as Record<string, unknown> | undefined;
+  if (!v) throw medllavaError('E_FORMAT', `${jsonPath}: no vision_cfg`);
+  const where = `${jsonPath} vision_cfg`;
+  const vis = {
+    imageSize: num(v, 'image_size', where), patchSize: num(v, 'patch_size', where), hidden: num(v, 'width', where),
+    layers: num(v, 'layers', where), heads: num(v, 'heads', where, num(v, 'width', where) / 64),
+    ffn: Math.round(num(v, 'width', where) * num(v, 'mlp_ratio', where, 4)), layerNormEps: num(v, 'layer_norm_eps', where, 1e-6),
+    activation: 'gelu' as const,
+    imageMean: ((cfg['preprocess_cfg'] as Record<string, unknown> | undefined)?.['mean'] as number[] | undefined) ?? CLIP_MEAN,
+    imageStd: ((cfg['preprocess_cfg'] as Record<string, unknown> | undefined)?.['std'] as number[] | undefined) ?? CLIP_STD,
+  };
+  const shapes: Shapes = new Map();
+  for (const t of (await native().readTorchCheckpoint(ptPath)).tensors) shapes.set(t.name, { shape: t.shape, file: ptPath });
+  const n = (vis.imageSize / vis.patchSize) ** 2;
+  expectShape(shapes, 'visual.trunk.patch_embed.proj.weight', [vis.hidden, 3, vis.patchSize, vis.patchSize], ptPath);
+  expectShape(shapes, 'visual.trunk.pos_embed', [1, n + 1, vis.hidden], ptPath);
+  for (let l = 0; l < vis.layers; l++) {
+    expectShape(shapes, `visual.trunk.blocks.${l}.attn.qkv.weight`, [3 * vis.hidden, vis.hidden], ptPath);
+    expectShape(shapes, `visual.trunk.blocks.${l}.mlp.fc1.weight`, [vis.ffn, vis.hidden], ptPath);
+    expectShape(shapes, `visual.trunk.blocks.${l}.ls1.gamma`, [vis.hidden], ptPath);
+  }
+  if (shapes.has(`visual.trunk.blocks.${vis.layers}.attn.qkv.weight`)) {
+    throw medllavaError('E_SHAPE', `${ptPath} has more than the ${vis.layers} blocks its config names`);
+  }
+  return vis;
+}
+
+/** LLaVA-Rad: LoRA adapter + non_lora_trainables.bin over a base LLM, BiomedCLIP-CXR tower. */
+async function radSpec(dir: string, options: { visionTower?: string; baseModel?: string }): Promise<ModelSpec> {
+  const cfgPath = join(dir, 'config.json');
+  const cfg = await readJson(cfgPath);
+  const adapterPath = join(dir, 'adapter_config.json');
+  const adapter = await readJson(adapterPath);
+  if (adapter['peft_type'] !== 'LORA') throw medllavaError('E_UNSUPPORTED', `${adapterPath}: peft_type '${String(adapter['peft_type'])}'`);
+  const r = num(adapter, 'r', adapterPath);
+  const alpha = num(adapter, 'lora_alpha', adapterPath);
+  const targets = adapter['target_modules'] as string[] | undefined;
+  if (!Array.isArray(targets)) throw medllavaError('E_FORMAT', `${adapterPath}: target_modules must be a list`);
+  const baseName = (adapter['base_model_name_or_path'] as string | undefined) ?? '';
+  const base = findLocal(baseName, options.baseModel, dir, 'base model', 'baseModel',
+    (d) => statSync(d).isDirectory() && existsSync(join(d, 'config.json')));
+  const baseShapes = await weightShapes(base);
+  const llm = llmFromConfig(cfg, cfgPath, baseShapes, base, 'llama');
+  // the adapter: lora_A (r, in) and lora_B (out, r) for every target module of every layer
+  const adapterFile = ['adapter_model.safetensors', 'adapter_model.bin'].map((f) => join(dir, f)).find(existsSync);
+  if (!adapterFile) throw medllavaError('E_IO', `${dir} has no adapter_model.safetensors or adapter_model.bin`);
+  const loraShapes: Shapes = new Map();
+  const lt = adapterFile.endsWith('.bin') ? await native().readTorchCheckpoint(adapterFile) : await native().readSafetensorsHeader(adapterFile);
+  for (const t of lt.tensors) loraShapes.set(t.name, { shape: t.shape, file: adapterFile });
+  for (let l = 0; l < llm.layers; l++) {
+    for (const m of targets) {
+      const mod = ['q_proj', 'k_proj', 'v_proj', 'o_proj'].includes(m) ? 'self_attn' : 'mlp';
+      const w = baseShapes.get(`model.layers.${l}.${mod}.${m}.weight`);
+      if (!w) throw medllavaError('E_FORMAT', `${adapterPath}: target module '${m}' is not a linear layer of the base model`);
+      const key = `base_model.model.model.layers.${l}.${mod}.${m}`;
+      expectShape(loraShapes, `${key}.lora_A.weight`, [r, w.shape[1]!], adapterFile);
+      expectShape(loraShapes, `${key}.lora_B.weight`, [w.shape[0]!, r], adapterFile);
+    }
+  }
+  // the projector, saved apart from the adapter
+  const projFile = join(dir, 'non_lora_trainables.bin');
+  if (!existsSync(projFile)) throw medllavaError('E_IO', `${dir} has no non_lora_trainables.bin (the projector)`);
+  const projShapes: Shapes = new Map();
+  for (const t of (await native().readTorchCheckpoint(projFile)).tensors) {
+    projShapes.set(t.name.replace(/^base_model\.(model\.)?/, ''), { shape: t.shape, file: projFile });
+  }
+  const mmHidden = num(cfg, 'mm_hidden_size', cfgPath);
+  expectShape(projShapes, 'model.mm_projector.0.weight', [llm.hidden, mmHidden], projFile);
+  expectShape(projShapes, 'model.mm_projector.2.weight', [llm.hidden, llm.hidden], projFile);
+  // the vision tower: <mm_vision_tower>.pt + .json, given or beside the checkpoint
+  const towerName = (cfg['mm_vision_tower'] as string | undefined) ?? '';
+  const isPt = (p: string) => existsSync(p) && statSync(p).isFile() && /\.(pt|bin)$/.test(p);
+  let tower = options.visionTower;
+  if (tower && statSync(tower).isDirectory()) tower = join(tower, `${basename(towerName)}.pt`);
+  if (!tower) {
+    tower = [join(dir, `${towerName}.pt`), join(dirname(dir), `${towerName}.pt`), towerName].find(isPt);
+    if (!tower) {
+      throw medllavaError('E_IO', `LLaVA-Rad's vision tower '${towerName}' (.pt + .json) was not found in ${dir} or beside it; ` +
+        "pass { visionTower: '<path to the BiomedCLIP-CXR .pt>' }");
+    }
+  }
+  if (!isPt(tower)) throw medllavaError('E_IO', `visionTower ${tower} is not a .pt checkpoint`);
+  const vis = await timmVision(tower);
+  if (vis.hidden !== mmHidden) throw medllavaError('E_SHAPE', `${tower}: the tower is ${vis.hidden} wide, mm_hidden_size is ${mmHidden}`);
+  const weights: Record<string, string> = {};
+  for (const [name, t] of baseShapes) weights[name] = t.file;
+  for (const [name, t] of projShapes) weights[name] = t.file;
+  return {
+    family: 'llava-rad', format: 'hf',
+    vision: { kind: 'timm-vit', ...vis, selectLayer: num(cfg, 'mm_vision_select_layer', cfgPath, -2), selectFeature: 'patch' },
+    projector: { type: 'mlp2x_gelu', inDim: mmHidden, outDim: llm.hidden },
+    llm, template: 'vicuna_v1',
+    imageAspectRatio: cfg['image_aspect_ratio'] === 'pad' ? 'pad' : 'square',
+    mmUseImStartEnd: cfg['mm_use_im_start_end'] === true,
+    lora: { r, alpha, targetModules: targets, file: adapterFile, baseModel: base },
+    files: { weights, visionTower: tower, tokenizer: existsSync(join(dir, 'tokenizer.model')) ? dir : base },
   };
 }
 
@@ -305,10 +425,12 @@ async function ggufSpec(llmPath: string, mmprojPath: string | undefined): Promis
 }
 
 /** Reads a checkpoint's layout and hyper-parameters (no weights are loaded). */
-export async function loadModelSpec(source: string, options: { visionTower?: string; mmproj?: string } = {}): Promise<ModelSpec> {
+export async function loadModelSpec(source: string,
+  options: { visionTower?: string; mmproj?: string; baseModel?: string } = {}): Promise<ModelSpec> {
   if (typeof source !== 'string' || !source) throw medllavaError('E_ARGUMENT', 'loadModelSpec(source): source must be a path');
   if (!existsSync(source)) throw medllavaError('E_IO', `${source} does not exist`);
   if (statSync(source).isDirectory()) {
+    if (existsSync(join(source, 'adapter_config.json'))) return radSpec(source, options);
     if (existsSync(join(source, 'config.json'))) return hfSpec(source, options);
     const ggufs = readdirSync(source).filter((f) => f.endsWith('.gguf') && !/^mmproj/i.test(f));
     if (ggufs.length === 1) return ggufSpec(join(source, ggufs[0]!), options.mmproj);

@@ -136,6 +136,47 @@ print(sd['model.embed_tokens.weight'].dtype, list(sd['model.embed_tokens.weight'
   });
 });
 
+describe('LLaVA-Rad layout (LoRA adapter over a Vicuna base, non_lora_trainables.bin, BiomedCLIP-CXR .pt)', () => {
+  let rad: { dir: string; base: string; tower: string };
+  beforeAll(async () => {
+    rad = (await generateFixture({ layout: 'llava-rad', out: join(root, 'rad') })) as typeof rad;
+  }, 120_000);
+
+  it('loads into the right spec, finding the base model and the tower beside it', async () => {
+    const spec = await loadModelSpec(rad.dir);
+    expect(spec).toMatchObject({
+      family: 'llava-rad', format: 'hf', template: 'vicuna_v1', imageAspectRatio: 'pad',
+      vision: { kind: 'timm-vit', imageSize: 42, patchSize: 14, hidden: 32, layers: 3, heads: 2, ffn: 64, activation: 'gelu',
+        selectLayer: -2 },
+      projector: { type: 'mlp2x_gelu', inDim: 32, outDim: 64 },
+      llm: { arch: 'llama', hidden: 64, kvHeads: 4, vocab: 600 },
+      lora: { r: 8, alpha: 16, baseModel: rad.base },
+    });
+    expect(spec.lora!.targetModules).toContain('down_proj');
+    expect(spec.files.visionTower).toBe(rad.tower);
+    expect(spec.files.weights['model.mm_projector.0.weight']).toMatch(/non_lora_trainables\.bin$/);
+    expect(spec.files.weights['model.layers.0.self_attn.q_proj.weight']).toMatch(/vicuna-7b-v1\.5\/model\.safetensors$/);
+  });
+
+  it('the base model and the tower can be given explicitly; missing ones are E_IO', async () => {
+    const alone = join(root, 'rad-alone');
+    cpSync(rad.dir, alone, { recursive: true });
+    await expect(loadModelSpec(alone)).rejects.toMatchObject({ code: 'E_IO', message: expect.stringMatching(/base model 'lmsys\/vicuna-7b-v1.5'.*baseModel/) });
+    const spec = await loadModelSpec(alone, { baseModel: rad.base, visionTower: rad.tower });
+    expect(spec.lora!.baseModel).toBe(rad.base);
+  });
+
+  it('torch.load reads the adapter, and PEFT\'s key layout is what we expect', () => {
+    const out = python(`
+import torch, sys
+sd = torch.load(sys.argv[1])
+k = 'base_model.model.model.layers.1.mlp.down_proj.lora_A.weight'
+print(list(sd[k].shape), len(sd))
+`, [join(rad.dir, 'adapter_model.bin')]);
+    expect(out.trim()).toBe('[8, 160] 28');
+  });
+});
+
 describe('GGUF layout (LLM + mmproj)', () => {
   it('loads into the same spec as the HF layout, from the file or its directory', async () => {
     const fromFile = await loadModelSpec(gg.llm);
