@@ -4,6 +4,7 @@ import { Command } from 'commander';
 
 import { getBackendInfo } from '../backend.js';
 import { isMedllavaError } from '../errors.js';
+import { convertModel } from '../convert/convert.js';
 import { FIXTURE_LAYOUTS, FIXTURE_SIZES, generateFixture, type FixtureLayout, type FixtureSize } from '../fixtures/generate.js';
 
 function formatBytes(n: number): string {
@@ -30,6 +31,25 @@ program
   .action((opts: { json?: boolean }) => {
     const info = getBackendInfo();
     process.stdout.write(opts.json ? `${JSON.stringify(info, null, 2)}\n` : `${formatBackendInfo(info)}\n`);
+  });
+
+program
+  .command('convert')
+  .description('convert an HF LLaVA checkpoint to a llama.cpp GGUF pair or to one safetensors checkpoint')
+  .requiredOption('--model <path>', 'HF checkpoint directory (LLaVA-Med v1.5 / v1.0, LLaVA-1.5, LLaVA-Rad)')
+  .requiredOption('--to <format>', 'gguf | safetensors')
+  .requiredOption('--out <dir>', 'output directory')
+  .option('--quant <type>', 'gguf: f16 (default), f32, bf16, q8_0, q4_0; safetensors: bf16 (default), f16, f32')
+  .option('--vision-tower <path>', 'the vision tower, when it is not beside the checkpoint or in the HF cache')
+  .option('--base-model <dir>', 'LLaVA-Rad: the base LLM the LoRA adapter applies to')
+  .action(async (opts: { model: string; to: string; out: string; quant?: string; visionTower?: string; baseModel?: string }) => {
+    const started = Date.now();
+    const paths = await convertModel({
+      model: opts.model, to: opts.to as 'gguf' | 'safetensors', out: opts.out, quant: opts.quant,
+      visionTower: opts.visionTower, baseModel: opts.baseModel, onProgress: (m) => process.stderr.write(`${m}\n`),
+    });
+    for (const [k, v] of Object.entries(paths)) process.stdout.write(`${k}: ${v}\n`);
+    process.stderr.write(`done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   });
 
 program

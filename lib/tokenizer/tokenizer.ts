@@ -131,6 +131,11 @@ export class SentencePieceTokenizer implements Tokenizer {
     if (model.unkId < 0 || model.unkId >= spSize) throw medllavaError('E_FORMAT', `unk id ${model.unkId} is outside the vocabulary`);
   }
 
+  /** The full vocabulary (added tokens included) and its special ids, for writing GGUF metadata. */
+  vocabulary(): { pieces: Piece[]; bosId: number; eosId: number; unkId: number } {
+    return { pieces: this.model.pieces, bosId: this.bosId, eosId: this.eosId, unkId: this.model.unkId };
+  }
+
   piece(id: number): string {
     const p = this.model.pieces[id];
     if (!p) throw medllavaError('E_ARGUMENT', `token id ${id} is outside the vocabulary (size ${this.vocabSize})`);
