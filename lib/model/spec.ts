@@ -5,12 +5,12 @@
  * a config is checked against the tensor shapes it must agree with. Nothing touches the network.
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 
 import { medllavaError } from '../errors.js';
 import { native, type GgufHeader, type SafetensorsHeader } from '../native.js';
+import { readJsonFile } from '../util/json.js';
 
 export type ModelFamily = 'llava-med-v1.5' | 'llava-med-v1' | 'llava-rad' | 'llava-1.5';
 
@@ -48,21 +48,14 @@ export interface ModelSpec {
   };
 }
 
-const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073];
-const CLIP_STD = [0.26862954, 0.26130258, 0.27577711];
+/** OpenAI CLIP's normalisation (preprocessor_config.json of every CLIP checkpoint LLaVA uses). */
+export const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073];
+export const CLIP_STD = [0.26862954, 0.26130258, 0.27577711];
 
 async function readJson(path: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw medllavaError('E_IO', `cannot read ${path}: ${(e as Error).message}`);
-  }
-  try {
-    return JSON.parse(text) as Record<string, unknown>;
-  } catch (e) {
-    throw medllavaError('E_FORMAT', `${path} is not valid JSON: ${(e as Error).message}`);
-  }
+  const v = await readJsonFile(path);
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw medllavaError('E_FORMAT', `${path} is not a JSON object`);
+  return v as Record<string, unknown>;
 }
 
 function num(cfg: Record<string, unknown>, key: string, where: string, dflt?: number): number {

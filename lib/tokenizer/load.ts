@@ -5,6 +5,8 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+
+import { readJsonFile } from '../util/json.js';
 import { join } from 'node:path';
 
 import { medllavaError } from '../errors.js';
@@ -14,19 +16,7 @@ import { SentencePieceTokenizer, type Tokenizer } from './tokenizer.js';
 
 type AddedToken = { id: number; content: string; special: boolean };
 
-async function readJson(path: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw medllavaError('E_IO', `cannot read ${path}: ${(e as Error).message}`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw medllavaError('E_FORMAT', `${path} is not valid JSON: ${(e as Error).message}`);
-  }
-}
+const readJson = readJsonFile;
 
 /** tokenizer.ggml.* metadata (llama.cpp's "llama" = SentencePiece tokenizer) → SpModel. */
 export function spModelFromGguf(metadata: GgufKeyValue[], what: string): SpModel {

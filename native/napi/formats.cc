@@ -80,21 +80,37 @@ Napi::Value ReadSafetensorsHeader(const Napi::CallbackInfo& info) {
       });
 }
 
-Napi::Value ReadSafetensorsTensor(const Napi::CallbackInfo& info) {
+struct Span {
+  bool found = false;
+  const uint8_t* data = nullptr;
+  size_t bytes = 0;
+};
+
+// Opens `path` with FileT::open on the worker pool and resolves with a copy of the bytes of the
+// tensor called `name` (info[1]); `find` returns its span (found = false: E_ARGUMENT).
+template <class FileT, class Find>
+Napi::Value read_named_tensor(const Napi::CallbackInfo& info, Find find) {
   Napi::Env env = info.Env();
   const std::string path = get_string(env, info.Length() ? info[0] : env.Undefined(), "path");
   const std::string name = get_string(env, info.Length() > 1 ? info[1] : env.Undefined(), "name");
-  auto file = std::make_shared<std::shared_ptr<safetensors::File>>();
-  auto found = std::make_shared<const safetensors::TensorInfo*>(nullptr);
+  auto file = std::make_shared<std::shared_ptr<FileT>>();
+  auto span = std::make_shared<Span>();
   return PromiseWorker::Start(
       env,
       [=] {
-        *file = safetensors::File::open(path);
-        for (const auto& t : (*file)->header().tensors)
-          if (t.name == name) *found = &t;
-        if (!*found) throw Error(ErrorCode::Argument, path + " has no tensor named '" + name + "'");
+        *file = FileT::open(path);
+        *span = find(**file, name);
+        if (!span->found) throw Error(ErrorCode::Argument, path + " has no tensor named '" + name + "'");
       },
-      [=](Napi::Env e) { return bytes_array(e, (*file)->tensor_data(**found), (size_t)((*found)->end - (*found)->begin)); });
+      [=](Napi::Env e) { return bytes_array(e, span->data, span->bytes); });
+}
+
+Napi::Value ReadSafetensorsTensor(const Napi::CallbackInfo& info) {
+  return read_named_tensor<safetensors::File>(info, [](const safetensors::File& f, const std::string& name) {
+    for (const auto& t : f.header().tensors)
+      if (t.name == name) return Span{true, f.tensor_data(t), (size_t)(t.end - t.begin)};
+    return Span{};
+  });
 }
 
 // writeSafetensors(path, tensors: {name, dtype, shape, data: TypedArray}[], metadata: Record<string,string>)
@@ -455,20 +471,11 @@ Napi::Value ReadTorchCheckpoint(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value ReadTorchTensor(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const std::string path = get_string(env, info.Length() ? info[0] : env.Undefined(), "path");
-  const std::string name = get_string(env, info.Length() > 1 ? info[1] : env.Undefined(), "name");
-  auto file = std::make_shared<std::shared_ptr<torchfile::File>>();
-  auto found = std::make_shared<const torchfile::TensorInfo*>(nullptr);
-  return PromiseWorker::Start(
-      env,
-      [=] {
-        *file = torchfile::File::open(path);
-        for (const auto& t : (*file)->tensors())
-          if (t.name == name) *found = &t;
-        if (!*found) throw Error(ErrorCode::Argument, path + " has no tensor named '" + name + "'");
-      },
-      [=](Napi::Env e) { return bytes_array(e, (*file)->data(**found), (size_t)(*found)->bytes); });
+  return read_named_tensor<torchfile::File>(info, [](const torchfile::File& f, const std::string& name) {
+    for (const auto& t : f.tensors())
+      if (t.name == name) return Span{true, f.data(t), (size_t)t.bytes};
+    return Span{};
+  });
 }
 
 }  // namespace
