@@ -91,7 +91,8 @@ export async function convertModel(o: ConvertOptions): Promise<Record<string, st
   const tensor = async (name: string) => {
     const file = spec.files.weights[name];
     if (name.startsWith('vision_model.')) {
-      const f = towerFile(spec);
+      const embedded = spec.files.weights[`model.vision_tower.vision_tower.${name}`];
+      const f = embedded ?? towerFile(spec);
       if (!f) throw medllavaError('E_IO', `${spec.files.visionTower}: no vision weights`);
       return reader.read(f, name);
     }

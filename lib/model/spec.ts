@@ -183,6 +183,34 @@ function findVisionTower(name: string, explicit: string | undefined, checkpoint:
     (d) => statSync(d).isDirectory() && existsSync(join(d, 'config.json')));
 }
 
+const EMBEDDED = 'model.vision_tower.vision_tower.vision_model.';
+
+/** CLIP hyper-parameters from the shapes of tower weights saved inside a LLaVA checkpoint
+ * (OpenAI CLIP: 64-wide heads, quick_gelu, LayerNorm eps 1e-5). */
+function clipVisionFromShapes(shapes: Shapes, where: string) {
+  const get = (n: string) => {
+    const t = shapes.get(EMBEDDED + n);
+    if (!t) throw medllavaError('E_FORMAT', `${where}: embedded vision tower lacks ${n}`);
+    return t.shape;
+  };
+  const hidden = get('embeddings.class_embedding')[0]!;
+  const patch = get('embeddings.patch_embedding.weight');
+  const positions = get('embeddings.position_embedding.weight')[0]!;
+  let layers = 0;
+  while (shapes.has(`${EMBEDDED}encoder.layers.${layers}.self_attn.q_proj.weight`)) layers++;
+  const grid = Math.sqrt(positions - 1);
+  if (!Number.isInteger(grid) || patch.length !== 4 || layers === 0) throw medllavaError('E_FORMAT', `${where}: embedded vision tower has unexpected shapes`);
+  if (hidden % 64) {
+    throw medllavaError('E_FORMAT', `${where}: the embedded vision tower's head count cannot be inferred (width ${hidden} is not a ` +
+      "multiple of CLIP's 64-wide heads) and its config was not found; pass { visionTower }");
+  }
+  return {
+    imageSize: grid * patch[2]!, patchSize: patch[2]!, hidden, layers, heads: hidden / 64,
+    ffn: get('encoder.layers.0.mlp.fc1.weight')[0]!, layerNormEps: 1e-5, activation: 'quick_gelu' as const,
+    imageMean: CLIP_MEAN, imageStd: CLIP_STD,
+  };
+}
+
 async function clipVision(dir: string) {
   const cfgPath = join(dir, 'config.json');
   const cfg = await readJson(cfgPath);
@@ -223,9 +251,24 @@ async function hfSpec(dir: string, options: { visionTower?: string }): Promise<M
 
   const towerName = (cfg['mm_vision_tower'] as string | undefined) ?? (cfg['vision_tower'] as string | undefined);
   if (!towerName) throw medllavaError('E_FORMAT', `${cfgPath}: no mm_vision_tower`);
-  const embedded = shapes.has('model.vision_tower.vision_tower.vision_model.embeddings.class_embedding');
-  const tower = embedded ? dir : findVisionTower(towerName, options.visionTower, dir);
-  const vis = await clipVision(tower);
+  // the tower's weights may be saved inside the checkpoint; its config then still comes from the tower
+  // repo when it is local, and otherwise from the embedded tensors' shapes
+  const embedded = shapes.has(`${EMBEDDED}embeddings.class_embedding`);
+  let tower: string;
+  let vis: Awaited<ReturnType<typeof clipVision>>;
+  if (embedded && !options.visionTower) {
+    let found: string | undefined;
+    try {
+      found = findVisionTower(towerName, undefined, dir);
+    } catch {
+      found = undefined;
+    }
+    tower = dir;
+    vis = found ? await clipVision(found) : clipVisionFromShapes(shapes, dir);
+  } else {
+    tower = findVisionTower(towerName, options.visionTower, dir);
+    vis = await clipVision(tower);
+  }
   if (vis.hidden !== mmHidden) {
     throw medllavaError('E_SHAPE', `${tower}: the vision tower is ${vis.hidden} wide; ${cfgPath} says mm_hidden_size ${mmHidden}`);
   }

@@ -73,6 +73,33 @@ describe('HF LLaVA-Med v1.5 layout', () => {
     expect((await loadModelSpec(join(moved, 'ckpt'))).files.visionTower).toBe(snap);
   });
 
+  it('a tower saved inside the checkpoint: weights from the checkpoint, config from the tower repo or the shapes', async () => {
+    const emb = join(root, 'hf', 'embedded'); // beside the fixture's tower repo
+    cpSync(hf.dir, emb, { recursive: true });
+    // move the CLIP-L-shaped (64-wide heads) tower into a third shard, under LLaVA's own prefix
+    const towerFile = join(hf.tower, 'model.safetensors');
+    const h = await native().readSafetensorsHeader(towerFile);
+    const tensors = [];
+    for (const t of h.tensors.filter((x) => x.name.startsWith('vision_model.'))) {
+      const bytes = await native().readSafetensorsTensor(towerFile, t.name);
+      tensors.push({ name: `model.vision_tower.vision_tower.${t.name}`, dtype: 'F32', shape: t.shape, data: new Float32Array(bytes.slice().buffer) });
+    }
+    await native().writeSafetensors(join(emb, 'model-00003-of-00003.safetensors'), tensors, { format: 'pt' });
+    const index = JSON.parse(readFileSync(join(emb, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> };
+    for (const t of tensors) index.weight_map[t.name] = 'model-00003-of-00003.safetensors';
+    writeFileSync(join(emb, 'model.safetensors.index.json'), JSON.stringify(index));
+    const alone = join(root, 'embedded-alone', 'ckpt');
+    cpSync(emb, alone, { recursive: true });
+    process.env['HF_HOME'] = join(root, 'nowhere');
+    // alone, the tiny tower (16-wide heads, not CLIP's 64) cannot be described from its shapes
+    await expect(loadModelSpec(alone)).rejects.toMatchObject({ code: 'E_FORMAT', message: expect.stringMatching(/head count cannot be inferred/) });
+    // with the tower repo beside it, its config describes the embedded weights
+    const spec = await loadModelSpec(emb);
+    expect(spec.vision).toMatchObject({ imageSize: 42, patchSize: 14, hidden: 32, layers: 3, heads: 2, ffn: 64, activation: 'quick_gelu' });
+    expect(spec.files.visionTower).toBe(emb);
+    expect(spec.files.weights['model.vision_tower.vision_tower.vision_model.embeddings.class_embedding']).toMatch(/00003-of-00003/);
+  });
+
   it('a config that disagrees with the tensors → E_SHAPE; a non-LLaVA config → E_UNSUPPORTED', async () => {
     const bad = join(root, 'bad-config');
     cpSync(hf.dir, bad, { recursive: true });
