@@ -24,7 +24,7 @@ export interface NativeBackendInfo {
 }
 
 export type NativeActivation = 'none' | 'gelu' | 'quick_gelu';
-export type NativeDType = 'f32' | 'f16' | 'bf16';
+export type NativeDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
 
 /** A (outFeatures × inFeatures) weight, stored as PyTorch's Linear stores it, plus an optional bias. */
 export interface NativeLinear {
@@ -92,7 +92,7 @@ export interface NativeAddon {
   setThreads(threads: number): void;
   /** GFLOP/s of independent fp32 FMA chains on `threads` threads for about `ms` ms. */
   measureFmaPeak(threads: number, ms: number): Promise<number>;
-  NativeLinear: new (weight: Float32Array | Uint16Array, dtype: NativeDType, outFeatures: number,
+  NativeLinear: new (weight: Float32Array | Uint16Array | Uint8Array, dtype: NativeDType, outFeatures: number,
     inFeatures: number, bias: Float32Array | null) => NativeLinear;
 
   /** Validates the whole file layout (E_FORMAT with the reason otherwise). */

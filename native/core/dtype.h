@@ -10,13 +10,17 @@
 
 namespace medllava {
 
-enum class DType { F32, F16, BF16 };
+// Weight types. Q8_0 / Q4_0 are GGML's 32-element blocks (an f16 scale + int8 / 4-bit values);
+// a row of them must hold whole blocks.
+enum class DType { F32, F16, BF16, Q8_0, Q4_0 };
 
 inline const char* dtype_name(DType t) {
   switch (t) {
     case DType::F32: return "f32";
     case DType::F16: return "f16";
     case DType::BF16: return "bf16";
+    case DType::Q8_0: return "q8_0";
+    case DType::Q4_0: return "q4_0";
   }
   return "?";
 }
@@ -25,10 +29,22 @@ inline DType parse_dtype(const std::string& s) {
   if (s == "f32") return DType::F32;
   if (s == "f16") return DType::F16;
   if (s == "bf16") return DType::BF16;
-  throw Error(ErrorCode::Argument, "dtype must be 'f32', 'f16' or 'bf16', got '" + s + "'");
+  if (s == "q8_0") return DType::Q8_0;
+  if (s == "q4_0") return DType::Q4_0;
+  throw Error(ErrorCode::Argument, "dtype must be 'f32', 'f16', 'bf16', 'q8_0' or 'q4_0', got '" + s + "'");
 }
 
+inline bool dtype_is_block(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+constexpr int64_t kQBlock = 32;  // elements per Q8_0 / Q4_0 block
+inline size_t dtype_block_bytes(DType t) { return t == DType::Q8_0 ? 34 : t == DType::Q4_0 ? 18 : 0; }
+
+// Bytes per element of an unblocked type (F32, F16, BF16).
 inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+
+// Bytes of n elements (n a whole number of blocks for block types).
+inline size_t dtype_bytes(DType t, int64_t n) {
+  return dtype_is_block(t) ? (size_t)(n / kQBlock) * dtype_block_bytes(t) : (size_t)n * dtype_size(t);
+}
 
 inline uint32_t f32_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
 inline float bits_f32(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }

@@ -30,12 +30,22 @@ static float load_weight(const void* w, DType t, int64_t i) {
     case DType::F32: return static_cast<const float*>(w)[i];
     case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(w)[i]);
     case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(w)[i]);
+    case DType::Q8_0: case DType::Q4_0: {
+      const uint8_t* b = static_cast<const uint8_t*>(w) + (i / kQBlock) * dtype_block_bytes(t);
+      const int j = (int)(i % kQBlock);
+      uint16_t d;
+      std::memcpy(&d, b, 2);
+      const int q = t == DType::Q8_0 ? (int)(int8_t)b[2 + j] : (j < 16 ? (b[2 + j] & 0xF) : (b[2 + j - 16] >> 4)) - 8;
+      return f16_to_f32(d) * (float)q;
+    }
   }
   return 0;
 }
 
 static void check_args(const MatmulArgs& p) {
   if (p.M < 0 || p.N <= 0 || p.K <= 0) throw Error(ErrorCode::Shape, "matmul: M, N, K must be positive");
+  if (dtype_is_block(p.w_type) && p.K % kQBlock)
+    throw Error(ErrorCode::Shape, std::string("matmul: ") + dtype_name(p.w_type) + " rows must be a multiple of 32 long, K = " + std::to_string(p.K));
   if (!p.w || (p.M > 0 && (!p.a || !p.out))) throw Error(ErrorCode::Argument, "matmul: null buffer");
 }
 
@@ -66,6 +76,23 @@ __attribute__((target("avx2,fma,f16c"))) inline __m256 load8(const void* w, DTyp
     case DType::BF16: {
       __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + off));
       return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    case DType::Q8_0: case DType::Q4_0: {
+      // 8 consecutive elements never straddle a 32-element block: callers load at multiples of 8
+      const uint8_t* b = static_cast<const uint8_t*>(w) + (off / kQBlock) * dtype_block_bytes(t);
+      const int j = (int)(off % kQBlock);
+      uint16_t dh;
+      std::memcpy(&dh, b, 2);
+      const __m256 d = _mm256_set1_ps(f16_to_f32(dh));
+      __m256i q;
+      if (t == DType::Q8_0) {
+        q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + j)));
+      } else {
+        const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + (j & 15)));
+        const __m128i nib = j < 16 ? _mm_and_si128(bytes, _mm_set1_epi8(0xF)) : _mm_and_si128(_mm_srli_epi16(bytes, 4), _mm_set1_epi8(0xF));
+        q = _mm256_sub_epi32(_mm256_cvtepu8_epi32(nib), _mm256_set1_epi32(8));
+      }
+      return _mm256_mul_ps(d, _mm256_cvtepi32_ps(q));
     }
   }
   return _mm256_setzero_ps();

@@ -85,6 +85,8 @@ void disable(const std::string& reason) {
 
 void matmul(const MatmulArgs& p) {
   if (!info().available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + info().reason);
+  if (dtype_is_block(p.w_type))
+    throw Error(ErrorCode::Unsupported, std::string("CUDA matmul with ") + dtype_name(p.w_type) + " weights is not implemented yet");
   if (p.M == 0) return;
   if (p.M > INT32_MAX || p.N > INT32_MAX || p.K > INT32_MAX)
     throw Error(ErrorCode::Shape, "matmul: dimensions beyond 2^31 are not supported on CUDA");

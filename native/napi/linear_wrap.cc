@@ -27,18 +27,20 @@ void LinearWrap::Construct(const Napi::CallbackInfo& info) {
   out_features_ = get_int(env, info[2], "outFeatures", 1, (int64_t)1 << 31);
   in_features_ = get_int(env, info[3], "inFeatures", 1, (int64_t)1 << 31);
   const Napi::Value w = info[0];
-  const bool want_f32 = dtype_ == DType::F32;
-  const bool ok_type = w.IsTypedArray() && w.As<Napi::TypedArray>().TypedArrayType() ==
-                                               (want_f32 ? napi_float32_array : napi_uint16_array);
-  if (!ok_type)
+  const napi_typedarray_type want = dtype_ == DType::F32 ? napi_float32_array
+                                    : dtype_is_block(dtype_) ? napi_uint8_array : napi_uint16_array;
+  const char* want_name = dtype_ == DType::F32 ? "Float32Array"
+                          : dtype_is_block(dtype_) ? "Uint8Array (raw GGML blocks)" : "Uint16Array (raw 16-bit values)";
+  if (!w.IsTypedArray() || w.As<Napi::TypedArray>().TypedArrayType() != want)
     throw_js(env, ErrorCode::Argument,
-             std::string("weight for dtype ") + dtype_name(dtype_) + " must be a " +
-                 (want_f32 ? "Float32Array" : "Uint16Array (raw 16-bit values)") + ", got " + js_type_name(w));
+             std::string("weight for dtype ") + dtype_name(dtype_) + " must be a " + want_name + ", got " + js_type_name(w));
+  if (dtype_is_block(dtype_) && in_features_ % kQBlock)
+    throw_js(env, ErrorCode::Shape, std::string(dtype_name(dtype_)) + " rows must be a multiple of 32 long");
   const Napi::TypedArray wa = w.As<Napi::TypedArray>();
-  if ((int64_t)wa.ElementLength() != out_features_ * in_features_)
+  if (wa.ByteLength() != dtype_bytes(dtype_, out_features_ * in_features_))
     throw_js(env, ErrorCode::Shape,
-             "weight has " + std::to_string(wa.ElementLength()) + " elements; outFeatures × inFeatures = " +
-                 std::to_string(out_features_ * in_features_));
+             "weight has " + std::to_string(wa.ByteLength()) + " bytes; outFeatures × inFeatures of " + dtype_name(dtype_) +
+                 " need " + std::to_string(dtype_bytes(dtype_, out_features_ * in_features_)));
   weight_ = Napi::Persistent(wa);
   if (!info[4].IsNull() && !info[4].IsUndefined()) {
     if (!info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
@@ -92,7 +94,7 @@ Napi::Value LinearWrap::DoForward(const Napi::CallbackInfo& info) {
   if (device != "cpu" && device != "cuda")
     throw_js(env, ErrorCode::Argument, "device must be 'cpu' or 'cuda', got '" + device + "'");
   Napi::TypedArray weight = weight_.Value();
-  if ((int64_t)weight.ElementLength() != out_features_ * in_features_)
+  if (weight.ByteLength() != dtype_bytes(dtype_, out_features_ * in_features_))
     throw_js(env, ErrorCode::Argument, "the weight's ArrayBuffer was detached (transferred?) after construction");
 
   Napi::Float32Array output = Napi::Float32Array::New(env, (size_t)(rows * out_features_));

@@ -111,6 +111,36 @@ describe('matmul on the CPU', () => {
     });
   }
 
+  for (const dtype of ['q8_0', 'q4_0'] as const) {
+    for (const [M, N, K] of [[1, 7, 64], [2, 33, 96], [7, 65, 288], [130, 40, 512]] as const) {
+      it(`${M}x${N}x${K} ${dtype} weights (GGML blocks, decoded per 8 values in the kernels)`, async () => {
+        const n = addon();
+        const seed = seedBase + M * 7 + K;
+        const w32 = randomNormal(N * K, seed).map((x) => x / Math.sqrt(K));
+        const raw = n.ggmlQuantize(dtype.toUpperCase(), w32);
+        // the exact values the blocks hold (the block decoder is checked against the layout in test/formats)
+        const values = n.ggmlDequantize(dtype.toUpperCase(), raw, N * K);
+        const a = randomNormal(M * K, seed + 1);
+        const bias = randomNormal(N, seed + 2);
+        const ref = matmulReference(a, values, bias, M, N, K, 'gelu');
+        const scale = matmulErrorScale(a, values, bias, M, N, K);
+        const lin = new n.NativeLinear(raw, dtype, N, K, bias);
+        n.setCpuDispatch('scalar');
+        const scalar = relativeError(await lin.forward(a, M, { activation: 'gelu' }), ref, scale);
+        n.setCpuDispatch('auto');
+        const fast = relativeError(await lin.forward(a, M, { activation: 'gelu' }), ref, scale);
+        lin.dispose();
+        expect(scalar).toBeLessThan(1e-5);
+        expect(fast).toBeLessThanOrEqual(2 * scalar + 1e-7);
+      });
+    }
+  }
+
+  it('quantized rows that are not whole blocks are refused', () => {
+    const n = addon();
+    expect(() => new n.NativeLinear(new Uint8Array(34), 'q8_0', 2, 16, null)).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
+  });
+
   it('uses the AVX2 kernels on this machine (the fast path above is not the scalar one)', () => {
     const info = addon().getBackendInfo();
     if (info.cpu.features.includes('avx2') && info.cpu.features.includes('fma') && info.cpu.features.includes('f16c'))
