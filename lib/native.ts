@@ -84,6 +84,31 @@ export interface GgufHeader {
   tensors: GgufTensorInfo[];
 }
 
+export interface NativeLlmConfig {
+  hidden: number; layers: number; heads: number; kvHeads: number; ffn: number; vocab: number; contextLength: number;
+  ropeTheta: number; rmsEps: number;
+  /** 'half': HF weights (rotate-half RoPE); 'adjacent': GGUF weights, whose q/k rows llama.cpp permuted */
+  ropeMode: 'half' | 'adjacent';
+}
+/** [file path, tensor name] */
+export type NativeTensorRef = [string, string];
+export interface NativeLlmTensors {
+  embed: NativeTensorRef; norm: NativeTensorRef; lmHead: NativeTensorRef;
+  layers: { attnNorm: NativeTensorRef; wq: NativeTensorRef; wk: NativeTensorRef; wv: NativeTensorRef; wo: NativeTensorRef;
+    ffnNorm: NativeTensorRef; wGate: NativeTensorRef; wUp: NativeTensorRef; wDown: NativeTensorRef }[];
+}
+export interface NativeLlmContext {
+  /** Runs tokens after the cached ones; logits of the last token (or of every token) × vocab. -1 tokens take rows of `embeddings`. */
+  eval(tokens: Int32Array, options?: { allLogits?: boolean; embeddings?: Float32Array }): Promise<Float32Array>;
+  reset(): void;
+  readonly nPast: number;
+  dispose(): void;
+}
+export interface NativeLlm {
+  createContext(): NativeLlmContext;
+  dispose(): void;
+}
+
 export interface NativeAddon {
   getBackendInfo(): NativeBackendInfo;
   cudaCompiled(): boolean;
@@ -111,6 +136,7 @@ export interface NativeAddon {
   readTorchCheckpoint(path: string): Promise<{ tensors: SafetensorsTensorInfo[] }>;
   readTorchTensor(path: string, name: string): Promise<Uint8Array>;
   ggmlQuantize(type: string, values: Float32Array): Uint8Array;
+  NativeLlm: { load(config: NativeLlmConfig, tensors: NativeLlmTensors): Promise<NativeLlm> };
   ggmlDequantize(type: string, data: Uint8Array, n: number): Float32Array;
 }
 

@@ -21,7 +21,7 @@ const SHAPES: Shape[] = [
   { name: 'projector fc1  576×1024 · (4096×1024)ᵀ', M: 576, N: 4096, K: 1024, act: 'gelu' },
   { name: 'projector fc2  576×4096 · (4096×4096)ᵀ', M: 576, N: 4096, K: 4096, act: 'none' },
 ];
-const DTYPES: NativeDType[] = ['f32', 'f16', 'bf16'];
+const DTYPES = ['f32', 'f16', 'bf16'] as const satisfies readonly NativeDType[];
 
 async function time(fn: () => Promise<unknown>, reps: number): Promise<number> {
   const t: number[] = [];

@@ -11,6 +11,7 @@
 #include "formats.h"
 #include "js_error.h"
 #include "linear_wrap.h"
+#include "llm_wrap.h"
 
 namespace medllava {
 namespace napi {
@@ -98,6 +99,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("measureFmaPeak", Napi::Function::New<guarded<MeasureFmaPeak>>(env, "measureFmaPeak"));
   exports.Set("NativeLinear", LinearWrap::Define(env));
   register_formats(env, exports);
+  exports.Set("NativeLlm", LlmWrap::Define(env));
+  exports.Set("NativeLlmContext", LlmContextWrap::Define(env));
   return exports;
 }
 

@@ -26,6 +26,26 @@ void matmul_cpu(const MatmulArgs& args);
 // The plain scalar twin, always compiled (the fallback when AVX2/FMA/F16C are absent).
 void matmul_cpu_scalar(const MatmulArgs& args);
 
+// ---- transformer family: native/cpu/transformer.cc -----------------------------------------------
+// out(T, D) = x(T, D) / sqrt(mean(x²) + eps) · w(D)     (LLaMA's RMSNorm; out may alias x)
+void rmsnorm_cpu(const float* x, const float* w, float* out, int64_t T, int64_t D, float eps);
+
+enum class RopeMode {
+  Half,      // HF / GPT-NeoX: rotates the pairs (i, i + d/2) of each head
+  Adjacent,  // llama.cpp on GGUF weights (whose q/k rows are permuted): pairs (2i, 2i + 1)
+};
+// x(T, heads, head_dim) rotated in place; token t is at position pos0 + t; frequency θ^(-2i/d).
+void rope_cpu(float* x, int64_t T, int64_t heads, int64_t head_dim, int64_t pos0, float theta, RopeMode mode);
+
+// out(T, D) = silu(gate(T, D)) · up(T, D)
+void silu_mul_cpu(const float* gate, const float* up, float* out, int64_t n);
+
+// Causal attention of T new queries against a cache holding n_past + T positions (f16).
+//   q(T, H, hd); k_cache, v_cache (ctx, KVH, hd) f16 rows; out(T, H, hd). Query head h reads KV
+//   head h / (H / KVH) (grouped-query attention). Query t sees positions 0 … n_past + t.
+void attention_cached_cpu(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, float* out, int64_t T,
+                          int64_t n_past, int64_t H, int64_t KVH, int64_t hd);
+
 // ---- roofline helpers used by bench/ ------------------------------------------------------
 // Runs independent FMA chains on `threads` threads for about `ms` milliseconds; returns GFLOP/s.
 double measure_fma_peak(int threads, int ms);

@@ -1,0 +1,52 @@
+/** The language model of a ModelSpec, loaded natively: weights mapped from their files, as stored. */
+import { medllavaError } from '../errors.js';
+import { native, type NativeLlm, type NativeLlmTensors, type NativeTensorRef } from '../native.js';
+import type { ModelSpec } from './spec.js';
+
+export async function loadLlm(spec: ModelSpec, options: { contextLength?: number } = {}): Promise<NativeLlm> {
+  const { llm } = spec;
+  const contextLength = options.contextLength ?? llm.contextLength;
+  if (!Number.isInteger(contextLength) || contextLength < 1 || contextLength > llm.contextLength) {
+    throw medllavaError('E_ARGUMENT', `contextLength must be an integer in [1, ${llm.contextLength}], got ${contextLength}`);
+  }
+  if (spec.lora) {
+    throw medllavaError('E_UNSUPPORTED', `${spec.family} ships its LLM as a LoRA adapter; merge it first with ` +
+      '`medllava convert --to safetensors` (merging at load is not implemented yet)');
+  }
+  const w = spec.files.weights;
+  const ref = (name: string): NativeTensorRef => {
+    const file = w[name];
+    if (!file) throw medllavaError('E_FORMAT', `the checkpoint has no tensor ${name}`);
+    return [file, name];
+  };
+  let tensors: NativeLlmTensors;
+  if (spec.format === 'gguf') {
+    tensors = {
+      embed: ref('token_embd.weight'), norm: ref('output_norm.weight'),
+      lmHead: llm.tieEmbeddings ? ref('token_embd.weight') : ref('output.weight'),
+      layers: Array.from({ length: llm.layers }, (_, l) => ({
+        attnNorm: ref(`blk.${l}.attn_norm.weight`), wq: ref(`blk.${l}.attn_q.weight`), wk: ref(`blk.${l}.attn_k.weight`),
+        wv: ref(`blk.${l}.attn_v.weight`), wo: ref(`blk.${l}.attn_output.weight`), ffnNorm: ref(`blk.${l}.ffn_norm.weight`),
+        wGate: ref(`blk.${l}.ffn_gate.weight`), wUp: ref(`blk.${l}.ffn_up.weight`), wDown: ref(`blk.${l}.ffn_down.weight`),
+      })),
+    };
+  } else {
+    tensors = {
+      embed: ref('model.embed_tokens.weight'), norm: ref('model.norm.weight'),
+      lmHead: llm.tieEmbeddings ? ref('model.embed_tokens.weight') : ref('lm_head.weight'),
+      layers: Array.from({ length: llm.layers }, (_, l) => {
+        const p = `model.layers.${l}`;
+        return {
+          attnNorm: ref(`${p}.input_layernorm.weight`), wq: ref(`${p}.self_attn.q_proj.weight`), wk: ref(`${p}.self_attn.k_proj.weight`),
+          wv: ref(`${p}.self_attn.v_proj.weight`), wo: ref(`${p}.self_attn.o_proj.weight`),
+          ffnNorm: ref(`${p}.post_attention_layernorm.weight`), wGate: ref(`${p}.mlp.gate_proj.weight`),
+          wUp: ref(`${p}.mlp.up_proj.weight`), wDown: ref(`${p}.mlp.down_proj.weight`),
+        };
+      }),
+    };
+  }
+  return native().NativeLlm.load({
+    hidden: llm.hidden, layers: llm.layers, heads: llm.heads, kvHeads: llm.kvHeads, ffn: llm.ffn, vocab: llm.vocab,
+    contextLength, ropeTheta: llm.ropeTheta, rmsEps: llm.rmsEps, ropeMode: spec.format === 'gguf' ? 'adjacent' : 'half',
+  }, tensors);
+}

@@ -1,0 +1,77 @@
+// CPU transformer ops: RMSNorm, RoPE, SiLU·mul, cached causal attention. fp32 accumulation; the KV
+// cache is f16 (as llama.cpp's), converted on read.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../core/dtype.h"
+#include "../core/thread_pool.h"
+#include "../ops/ops.h"
+
+namespace medllava {
+
+void rmsnorm_cpu(const float* x, const float* w, float* out, int64_t T, int64_t D, float eps) {
+  ThreadPool::instance().parallel_for((size_t)T, [&](size_t t, int) {
+    const float* row = x + (int64_t)t * D;
+    double ss = 0;  // a double sum keeps the norm exact to fp32 for any D
+    for (int64_t i = 0; i < D; ++i) ss += (double)row[i] * row[i];
+    const float k = (float)(1.0 / std::sqrt(ss / (double)D + eps));
+    float* o = out + (int64_t)t * D;
+    for (int64_t i = 0; i < D; ++i) o[i] = row[i] * k * w[i];
+  });
+}
+
+void rope_cpu(float* x, int64_t T, int64_t heads, int64_t hd, int64_t pos0, float theta, RopeMode mode) {
+  std::vector<double> inv(hd / 2);
+  for (int64_t i = 0; i < hd / 2; ++i) inv[i] = std::pow((double)theta, -2.0 * (double)i / (double)hd);
+  for (int64_t t = 0; t < T; ++t) {
+    const double pos = (double)(pos0 + t);
+    for (int64_t h = 0; h < heads; ++h) {
+      float* v = x + (t * heads + h) * hd;
+      for (int64_t i = 0; i < hd / 2; ++i) {
+        const double a = pos * inv[i];
+        const float c = (float)std::cos(a), s = (float)std::sin(a);
+        const int64_t i0 = mode == RopeMode::Half ? i : 2 * i;
+        const int64_t i1 = mode == RopeMode::Half ? i + hd / 2 : 2 * i + 1;
+        const float x0 = v[i0], x1 = v[i1];
+        v[i0] = x0 * c - x1 * s;
+        v[i1] = x1 * c + x0 * s;
+      }
+    }
+  }
+}
+
+void silu_mul_cpu(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void attention_cached_cpu(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, float* out, int64_t T,
+                          int64_t n_past, int64_t H, int64_t KVH, int64_t hd) {
+  const int64_t group = H / KVH;
+  const float scale = 1.0f / std::sqrt((float)hd);
+  ThreadPool::instance().parallel_for((size_t)(T * H), [&](size_t task, int) {
+    const int64_t t = (int64_t)task / H, h = (int64_t)task % H, kvh = h / group;
+    const int64_t n = n_past + t + 1;  // causal: positions 0 … n_past + t
+    const float* qv = q + (t * H + h) * hd;
+    std::vector<float> p((size_t)n);
+    float m = -INFINITY;
+    for (int64_t j = 0; j < n; ++j) {
+      const uint16_t* kr = k_cache + (j * KVH + kvh) * hd;
+      float s = 0;
+      for (int64_t i = 0; i < hd; ++i) s += qv[i] * f16_to_f32(kr[i]);
+      p[(size_t)j] = s * scale;
+      m = std::max(m, p[(size_t)j]);
+    }
+    float z = 0;
+    for (int64_t j = 0; j < n; ++j) z += (p[(size_t)j] = std::exp(p[(size_t)j] - m));
+    float* o = out + (t * H + h) * hd;
+    std::fill(o, o + hd, 0.0f);
+    for (int64_t j = 0; j < n; ++j) {
+      const float w = p[(size_t)j] / z;
+      const uint16_t* vr = v_cache + (j * KVH + kvh) * hd;
+      for (int64_t i = 0; i < hd; ++i) o[i] += w * f16_to_f32(vr[i]);
+    }
+  });
+}
+
+}  // namespace medllava

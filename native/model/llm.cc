@@ -1,0 +1,136 @@
+#include "llm.h"
+
+#include <cstring>
+
+#include "../core/error.h"
+#include "../formats/ggml_types.h"
+
+namespace medllava {
+
+namespace {
+void expect_shape(const TensorRef& t, std::vector<int64_t> want) {
+  if (t.shape != want) {
+    std::string got, exp;
+    for (int64_t d : t.shape) got += (got.empty() ? "" : ",") + std::to_string(d);
+    for (int64_t d : want) exp += (exp.empty() ? "" : ",") + std::to_string(d);
+    throw Error(ErrorCode::Shape, t.where + " has shape [" + got + "], expected [" + exp + "]");
+  }
+}
+}  // namespace
+
+Llm::Llm(const LlmConfig& c, const LlmTensorNames& n) : cfg_(c) {
+  if (c.hidden <= 0 || c.layers <= 0 || c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads || c.hidden % c.heads ||
+      (c.hidden / c.heads) % 2 || c.vocab <= 0 || c.context <= 0 || (int64_t)n.layers.size() != c.layers)
+    throw Error(ErrorCode::Argument, "LLM config is inconsistent");
+  const int64_t hd = c.hidden / c.heads;
+  auto lin = [&](const std::pair<std::string, std::string>& ref, int64_t out, int64_t in) {
+    LinearWeight w{store_.get(ref.first, ref.second)};
+    expect_shape(w.t, {out, in});
+    if (dtype_is_block(w.t.type) && in % kQBlock) throw Error(ErrorCode::Shape, w.t.where + ": rows are not whole blocks");
+    return w;
+  };
+  embed_ = store_.get(n.embed.first, n.embed.second);
+  expect_shape(embed_, {c.vocab, c.hidden});
+  norm_ = store_.get_f32(n.norm.first, n.norm.second, c.hidden);
+  lm_head_ = lin(n.lm_head, c.vocab, c.hidden);
+  for (const auto& L : n.layers) {
+    Layer l;
+    l.attn_norm = store_.get_f32(L.attn_norm.first, L.attn_norm.second, c.hidden);
+    l.ffn_norm = store_.get_f32(L.ffn_norm.first, L.ffn_norm.second, c.hidden);
+    l.wq = lin(L.wq, c.heads * hd, c.hidden);
+    l.wk = lin(L.wk, c.kv_heads * hd, c.hidden);
+    l.wv = lin(L.wv, c.kv_heads * hd, c.hidden);
+    l.wo = lin(L.wo, c.hidden, c.heads * hd);
+    l.w_gate = lin(L.w_gate, c.ffn, c.hidden);
+    l.w_up = lin(L.w_up, c.ffn, c.hidden);
+    l.w_down = lin(L.w_down, c.hidden, c.ffn);
+    layers_.push_back(std::move(l));
+  }
+}
+
+Llm::Cache Llm::new_cache() const {
+  Cache c;
+  const size_t n = (size_t)(cfg_.layers * cfg_.context * cfg_.kv_heads * (cfg_.hidden / cfg_.heads));
+  c.k.assign(n, 0);
+  c.v.assign(n, 0);
+  return c;
+}
+
+void Llm::linear(const LinearWeight& w, const float* x, int64_t T, float* out) const {
+  MatmulArgs a;
+  a.a = x;
+  a.w = w.t.data;
+  a.w_type = w.t.type;
+  a.out = out;
+  a.M = T;
+  a.N = w.t.shape[0];
+  a.K = w.t.shape[1];
+  matmul_cpu(a);
+}
+
+void Llm::embed_row(int32_t token, float* out) const {
+  if (token < 0 || token >= cfg_.vocab)
+    throw Error(ErrorCode::Argument, "token id " + std::to_string(token) + " is outside the vocabulary (" + std::to_string(cfg_.vocab) + ")");
+  const int64_t D = cfg_.hidden;
+  const uint8_t* row = embed_.data + dtype_bytes(embed_.type, (int64_t)token * D);
+  switch (embed_.type) {
+    case DType::F32: std::memcpy(out, row, (size_t)D * 4); break;
+    case DType::F16: for (int64_t i = 0; i < D; ++i) out[i] = f16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]); break;
+    case DType::BF16: for (int64_t i = 0; i < D; ++i) out[i] = bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]); break;
+    case DType::Q8_0: ggml::dequantize(ggml::Q8_0, row, out, D); break;
+    case DType::Q4_0: ggml::dequantize(ggml::Q4_0, row, out, D); break;
+  }
+}
+
+void Llm::forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, float* out, const float* embeddings) const {
+  const LlmConfig& c = cfg_;
+  if (T <= 0) throw Error(ErrorCode::Argument, "forward needs at least one token");
+  if (cache.n_past + T > c.context)
+    throw Error(ErrorCode::ContextFull, "the context holds " + std::to_string(c.context) + " tokens; " + std::to_string(cache.n_past) +
+                                            " are used and " + std::to_string(T) + " more were given");
+  const int64_t D = c.hidden, hd = D / c.heads, kvd = c.kv_heads * hd;
+  std::vector<float> x((size_t)(T * D)), h((size_t)(T * D)), q((size_t)(T * D)), k((size_t)(T * kvd)), v((size_t)(T * kvd)),
+      att((size_t)(T * D)), o((size_t)(T * D)), g((size_t)(T * c.ffn)), u((size_t)(T * c.ffn));
+  for (int64_t t = 0; t < T; ++t) {
+    if (tokens[t] < 0) {
+      if (!embeddings) throw Error(ErrorCode::Argument, "token " + std::to_string(tokens[t]) + " needs image embeddings");
+      std::memcpy(&x[(size_t)(t * D)], embeddings + t * D, (size_t)D * 4);
+    } else {
+      embed_row(tokens[t], &x[(size_t)(t * D)]);
+    }
+  }
+  const size_t layer_stride = (size_t)(c.context * kvd);
+  for (int64_t l = 0; l < c.layers; ++l) {
+    const Layer& L = layers_[(size_t)l];
+    rmsnorm_cpu(x.data(), L.attn_norm.data(), h.data(), T, D, c.rms_eps);
+    linear(L.wq, h.data(), T, q.data());
+    linear(L.wk, h.data(), T, k.data());
+    linear(L.wv, h.data(), T, v.data());
+    rope_cpu(q.data(), T, c.heads, hd, cache.n_past, c.rope_theta, c.rope_mode);
+    rope_cpu(k.data(), T, c.kv_heads, hd, cache.n_past, c.rope_theta, c.rope_mode);
+    uint16_t* kc = cache.k.data() + (size_t)l * layer_stride;
+    uint16_t* vc = cache.v.data() + (size_t)l * layer_stride;
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t i = 0; i < kvd; ++i) {
+        kc[(size_t)((cache.n_past + t) * kvd + i)] = f32_to_f16(k[(size_t)(t * kvd + i)]);
+        vc[(size_t)((cache.n_past + t) * kvd + i)] = f32_to_f16(v[(size_t)(t * kvd + i)]);
+      }
+    }
+    attention_cached_cpu(q.data(), kc, vc, att.data(), T, cache.n_past, c.heads, c.kv_heads, hd);
+    linear(L.wo, att.data(), T, o.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
+    rmsnorm_cpu(x.data(), L.ffn_norm.data(), h.data(), T, D, c.rms_eps);
+    linear(L.w_gate, h.data(), T, g.data());
+    linear(L.w_up, h.data(), T, u.data());
+    silu_mul_cpu(g.data(), u.data(), g.data(), T * c.ffn);
+    linear(L.w_down, g.data(), T, o.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
+  }
+  cache.n_past += T;
+  const int64_t rows = all ? T : 1;
+  const float* from = all ? x.data() : x.data() + (T - 1) * D;
+  rmsnorm_cpu(from, norm_.data(), h.data(), rows, D, c.rms_eps);
+  linear(lm_head_, h.data(), rows, out);
+}
+
+}  // namespace medllava

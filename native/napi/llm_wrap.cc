@@ -1,0 +1,175 @@
+#include "llm_wrap.h"
+
+#include <cstring>
+
+#include "js_error.h"
+
+namespace medllava {
+namespace napi {
+
+namespace {
+// The NativeLlmContext constructor of this env (addons may load in several worker threads, each with
+// its own env): kept in the env's instance data, the one slot this addon uses.
+Napi::Function context_ctor(Napi::Env env) { return env.GetInstanceData<Napi::FunctionReference>()->Value(); }
+
+std::pair<std::string, std::string> ref(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsArray() || v.As<Napi::Array>().Length() != 2) throw_js(env, ErrorCode::Argument, what + " must be [path, tensorName]");
+  Napi::Array a = v.As<Napi::Array>();
+  if (!a.Get(0u).IsString() || !a.Get(1u).IsString()) throw_js(env, ErrorCode::Argument, what + " must be [path, tensorName]");
+  return {a.Get(0u).As<Napi::String>().Utf8Value(), a.Get(1u).As<Napi::String>().Utf8Value()};
+}
+
+double number(Napi::Env env, const Napi::Object& o, const char* key) {
+  const Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw_js(env, ErrorCode::Argument, std::string("config.") + key + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+}  // namespace
+
+Napi::Function LlmWrap::Define(Napi::Env env) {
+  return DefineClass(env, "NativeLlm",
+                     {StaticMethod<&LlmWrap::Load>("load"), InstanceMethod<&LlmWrap::CreateContext>("createContext"),
+                      InstanceMethod<&LlmWrap::Dispose>("dispose")});
+}
+
+LlmWrap::LlmWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LlmWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal())
+    throw make_error(info.Env(), "E_ARGUMENT", "NativeLlm is created with NativeLlm.load(config, tensors)");
+  llm_ = *info[0].As<Napi::External<std::shared_ptr<const Llm>>>().Data();
+}
+
+// NativeLlm.load(config, tensors) -> Promise<NativeLlm>: maps the files and checks every shape off the JS thread
+Napi::Value LlmWrap::Load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject())
+      throw_js(env, ErrorCode::Argument, "NativeLlm.load(config, tensors)");
+    Napi::Object c = info[0].As<Napi::Object>(), t = info[1].As<Napi::Object>();
+    LlmConfig cfg;
+    cfg.hidden = (int64_t)number(env, c, "hidden");
+    cfg.layers = (int64_t)number(env, c, "layers");
+    cfg.heads = (int64_t)number(env, c, "heads");
+    cfg.kv_heads = (int64_t)number(env, c, "kvHeads");
+    cfg.ffn = (int64_t)number(env, c, "ffn");
+    cfg.vocab = (int64_t)number(env, c, "vocab");
+    cfg.context = (int64_t)number(env, c, "contextLength");
+    cfg.rope_theta = (float)number(env, c, "ropeTheta");
+    cfg.rms_eps = (float)number(env, c, "rmsEps");
+    const std::string mode = c.Get("ropeMode").IsString() ? c.Get("ropeMode").As<Napi::String>().Utf8Value() : "";
+    if (mode != "half" && mode != "adjacent") throw_js(env, ErrorCode::Argument, "config.ropeMode must be 'half' or 'adjacent'");
+    cfg.rope_mode = mode == "half" ? RopeMode::Half : RopeMode::Adjacent;
+    LlmTensorNames names;
+    names.embed = ref(env, t.Get("embed"), "tensors.embed");
+    names.norm = ref(env, t.Get("norm"), "tensors.norm");
+    names.lm_head = ref(env, t.Get("lmHead"), "tensors.lmHead");
+    if (!t.Get("layers").IsArray()) throw_js(env, ErrorCode::Argument, "tensors.layers must be an array");
+    Napi::Array layers = t.Get("layers").As<Napi::Array>();
+    for (uint32_t i = 0; i < layers.Length(); ++i) {
+      Napi::Object L = layers.Get(i).As<Napi::Object>();
+      const std::string p = "tensors.layers[" + std::to_string(i) + "].";
+      names.layers.push_back({ref(env, L.Get("attnNorm"), p + "attnNorm"), ref(env, L.Get("wq"), p + "wq"),
+                              ref(env, L.Get("wk"), p + "wk"), ref(env, L.Get("wv"), p + "wv"), ref(env, L.Get("wo"), p + "wo"),
+                              ref(env, L.Get("ffnNorm"), p + "ffnNorm"), ref(env, L.Get("wGate"), p + "wGate"),
+                              ref(env, L.Get("wUp"), p + "wUp"), ref(env, L.Get("wDown"), p + "wDown")});
+    }
+    auto result = std::make_shared<std::shared_ptr<const Llm>>();
+    auto ctor = std::make_shared<Napi::FunctionReference>(Napi::Persistent(info.This().As<Napi::Function>()));
+    return PromiseWorker::Start(
+        env, [=] { *result = std::make_shared<const Llm>(cfg, names); },
+        [=](Napi::Env e) {
+          auto holder = new std::shared_ptr<const Llm>(*result);
+          auto ext = Napi::External<std::shared_ptr<const Llm>>::New(e, holder, [](Napi::Env, std::shared_ptr<const Llm>* p) { delete p; });
+          return ctor->Value().New({ext});
+        });
+  });
+}
+
+Napi::Value LlmWrap::CreateContext(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    if (!llm_) throw_js(env, ErrorCode::Argument, "this model has been disposed");
+    auto holder = new std::shared_ptr<const Llm>(llm_);
+    auto ext = Napi::External<std::shared_ptr<const Llm>>::New(env, holder, [](Napi::Env, std::shared_ptr<const Llm>* p) { delete p; });
+    return context_ctor(env).New({ext});
+  });
+}
+
+Napi::Value LlmWrap::Dispose(const Napi::CallbackInfo& info) {
+  llm_.reset();  // contexts keep their own reference; the mapping goes when the last one does
+  return info.Env().Undefined();
+}
+
+Napi::Function LlmContextWrap::Define(Napi::Env env) {
+  Napi::Function f = DefineClass(env, "NativeLlmContext",
+                                 {InstanceMethod<&LlmContextWrap::Eval>("eval"), InstanceMethod<&LlmContextWrap::Reset>("reset"),
+                                  InstanceMethod<&LlmContextWrap::Dispose>("dispose"),
+                                  InstanceAccessor<&LlmContextWrap::GetNPast>("nPast")});
+  env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(f)));
+  return f;
+}
+
+LlmContextWrap::LlmContextWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LlmContextWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal())
+    throw make_error(info.Env(), "E_ARGUMENT", "contexts are created with NativeLlm.createContext()");
+  llm_ = *info[0].As<Napi::External<std::shared_ptr<const Llm>>>().Data();
+  guard(info.Env(), [&] { cache_ = std::make_shared<Llm::Cache>(llm_->new_cache()); });
+}
+
+// eval(tokens: Int32Array, { allLogits?: boolean, embeddings?: Float32Array }) -> Promise<Float32Array>
+Napi::Value LlmContextWrap::Eval(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    if (!cache_) throw_js(env, ErrorCode::Argument, "this context has been disposed");
+    if (busy_) throw_js(env, ErrorCode::Argument, "an eval is already running on this context; await it first");
+    if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw_js(env, ErrorCode::Argument, "eval(tokens: Int32Array, options)");
+    Napi::Int32Array tokens = info[0].As<Napi::Int32Array>();
+    const int64_t T = (int64_t)tokens.ElementLength();
+    if (T == 0) throw_js(env, ErrorCode::Argument, "eval needs at least one token");
+    Napi::Object opts = info.Length() > 1 && info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+    const bool all = opts.Get("allLogits").ToBoolean();
+    const float* emb = nullptr;
+    auto pins = std::make_shared<std::vector<Napi::ObjectReference>>();
+    const int64_t D = llm_->config().hidden;
+    if (opts.Get("embeddings").IsTypedArray()) {
+      Napi::Float32Array e = opts.Get("embeddings").As<Napi::Float32Array>();
+      if ((int64_t)e.ElementLength() != T * D) throw_js(env, ErrorCode::Shape, "embeddings must hold tokens × hidden values");
+      emb = e.Data();
+      pins->push_back(Napi::Persistent(e.As<Napi::Object>()));
+    }
+    const int64_t V = llm_->config().vocab;
+    Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)((all ? T : 1) * V));
+    pins->push_back(Napi::Persistent(tokens.As<Napi::Object>()));
+    pins->push_back(Napi::Persistent(out.As<Napi::Object>()));
+    pins->push_back(Napi::Persistent(Value()));
+    busy_ = true;
+    auto llm = llm_;
+    auto cache = cache_;
+    const int32_t* tp = tokens.Data();
+    float* op = out.Data();
+    return PromiseWorker::Start(
+        env, [=] { llm->forward(*cache, tp, T, all, op, emb); }, [pins](Napi::Env) { return (*pins)[pins->size() - 2].Value(); },
+        [this] { busy_ = false; });
+  });
+}
+
+Napi::Value LlmContextWrap::Reset(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (busy_) throw make_error(env, "E_ARGUMENT", "cannot reset while an eval is running");
+  if (cache_) cache_->n_past = 0;
+  return env.Undefined();
+}
+
+Napi::Value LlmContextWrap::GetNPast(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cache_ ? (double)cache_->n_past : 0);
+}
+
+Napi::Value LlmContextWrap::Dispose(const Napi::CallbackInfo& info) {
+  // an eval in flight holds its own reference to the cache
+  cache_.reset();
+  llm_.reset();
+  return info.Env().Undefined();
+}
+
+}  // namespace napi
+}  // namespace medllava
