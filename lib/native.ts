@@ -101,6 +101,8 @@ export interface NativeLlmContext {
   /** Runs tokens after the cached ones; logits of the last token (or of every token) × vocab. -1 tokens take rows of `embeddings`. */
   eval(tokens: Int32Array, options?: { allLogits?: boolean; embeddings?: Float32Array }): Promise<Float32Array>;
   reset(): void;
+  /** Forgets cached positions from n on. */
+  truncate(n: number): void;
   readonly nPast: number;
   dispose(): void;
 }

@@ -102,6 +102,7 @@ Napi::Value LlmWrap::Dispose(const Napi::CallbackInfo& info) {
 Napi::Function LlmContextWrap::Define(Napi::Env env) {
   Napi::Function f = DefineClass(env, "NativeLlmContext",
                                  {InstanceMethod<&LlmContextWrap::Eval>("eval"), InstanceMethod<&LlmContextWrap::Reset>("reset"),
+                                  InstanceMethod<&LlmContextWrap::Truncate>("truncate"),
                                   InstanceMethod<&LlmContextWrap::Dispose>("dispose"),
                                   InstanceAccessor<&LlmContextWrap::GetNPast>("nPast")});
   env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(f)));
@@ -158,6 +159,17 @@ Napi::Value LlmContextWrap::Reset(const Napi::CallbackInfo& info) {
   if (busy_) throw make_error(env, "E_ARGUMENT", "cannot reset while an eval is running");
   if (cache_) cache_->n_past = 0;
   return env.Undefined();
+}
+
+// truncate(n): forget every cached position from n on (a prompt sharing the first n tokens continues from there)
+Napi::Value LlmContextWrap::Truncate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    if (busy_) throw_js(env, ErrorCode::Argument, "cannot truncate while an eval is running");
+    const int64_t n = get_int(env, info.Length() ? info[0] : env.Undefined(), "n", 0, (int64_t)1 << 40);
+    if (cache_ && n < cache_->n_past) cache_->n_past = n;
+    return env.Undefined();
+  });
 }
 
 Napi::Value LlmContextWrap::GetNPast(const Napi::CallbackInfo& info) {

@@ -31,6 +31,7 @@ class LlmContextWrap : public Napi::ObjectWrap<LlmContextWrap> {
  private:
   Napi::Value Eval(const Napi::CallbackInfo& info);
   Napi::Value Reset(const Napi::CallbackInfo& info);
+  Napi::Value Truncate(const Napi::CallbackInfo& info);
   Napi::Value GetNPast(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   std::shared_ptr<const Llm> llm_;
