@@ -4,7 +4,10 @@ import { Command } from 'commander';
 
 import { getBackendInfo } from '../backend.js';
 import { isMedllavaError } from '../errors.js';
+import { createInterface } from 'node:readline';
+
 import { convertModel } from '../convert/convert.js';
+import { loadModel } from '../model/model.js';
 import { FIXTURE_LAYOUTS, FIXTURE_SIZES, generateFixture, type FixtureLayout, type FixtureSize } from '../fixtures/generate.js';
 
 function formatBytes(n: number): string {
@@ -31,6 +34,63 @@ program
   .action((opts: { json?: boolean }) => {
     const info = getBackendInfo();
     process.stdout.write(opts.json ? `${JSON.stringify(info, null, 2)}\n` : `${formatBackendInfo(info)}\n`);
+  });
+
+program
+  .command('chat')
+  .description('chat with a model: one answer to --prompt, or an interactive session without it')
+  .requiredOption('--model <path>', 'HF checkpoint directory, .gguf file, or directory of .gguf files')
+  .option('--vision-tower <dir>', 'the vision tower, when it is not beside the checkpoint or in the HF cache')
+  .option('--mmproj <file>', 'the mmproj of a .gguf model')
+  .option('--image <file>', 'an image to ask about')
+  .option('--prompt <text>', 'ask once and exit')
+  .option('--temperature <t>', 'sampling temperature (0 = greedy)', Number.parseFloat, 0)
+  .option('--max-tokens <n>', 'longest answer', (v) => Number.parseInt(v, 10), 256)
+  .option('--seed <n>', 'sampling seed', (v) => Number.parseInt(v, 10))
+  .option('--device <device>', 'auto | cpu | cuda', 'auto')
+  .option('--context <n>', 'context length', (v) => Number.parseInt(v, 10))
+  .action(async (opts: { model: string; visionTower?: string; mmproj?: string; image?: string; prompt?: string; temperature: number;
+    maxTokens: number; seed?: number; device: 'auto' | 'cpu' | 'cuda'; context?: number }) => {
+    process.stderr.write(`loading ${opts.model} …\n`);
+    const model = await loadModel(opts.model, {
+      visionTower: opts.visionTower, mmproj: opts.mmproj, device: opts.device, contextLength: opts.context,
+    });
+    process.stderr.write(`${model.spec.family}: ${model.spec.llm.layers} layers × ${model.spec.llm.hidden}, template ${model.spec.template}\n`);
+    const chat = model.createChat();
+    const ac = new AbortController();
+    process.on('SIGINT', () => ac.abort());
+    const ask = async (text: string, image?: string) => {
+      const gen = chat.stream({ text, ...(image ? { image } : {}) },
+        { temperature: opts.temperature, maxTokens: opts.maxTokens, seed: opts.seed, signal: ac.signal });
+      for await (const piece of gen) process.stdout.write(piece);
+      process.stdout.write('\n');
+    };
+    if (opts.prompt !== undefined) {
+      await ask(opts.prompt, opts.image);
+    } else {
+      process.stderr.write('type a question; /image PATH attaches an image to the next one, /clear starts over, /quit leaves\n');
+      // async iteration buffers lines that arrive while an answer is being written (piped input)
+      const rl = createInterface({ input: process.stdin, terminal: false });
+      let image = opts.image;
+      process.stderr.write('> ');
+      for await (const raw of rl) {
+        const line = raw.trim();
+        if (line === '/quit') break;
+        if (line === '/clear') chat.reset();
+        else if (line.startsWith('/image ')) image = line.slice(7).trim();
+        else if (line) {
+          try {
+            await ask(line, image);
+            image = undefined;
+          } catch (e) {
+            process.stderr.write(`medllava: ${(e as Error).message}${isMedllavaError(e) ? ` (${e.code})` : ''}\n`);
+          }
+        }
+        process.stderr.write('> ');
+      }
+      rl.close();
+    }
+    await model.dispose();
   });
 
 program

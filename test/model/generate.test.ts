@@ -2,6 +2,7 @@
  * Generation and chat over the native LLM: greedy decoding identical to llama.cpp's for 32 tokens,
  * deterministic seeded sampling, stop strings, max tokens, abort, multi-turn chat with templates.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import { generateFixture } from '../../lib/fixtures/generate.js';
 import { CachedContext, generate, type Reply } from '../../lib/generate.js';
 import { loadModel, loadModelSpec, renderPrompt, type Model } from '../../lib/index.js';
 import { loadLlm } from '../../lib/model/llm.js';
+import { packageRoot } from '../../lib/native.js';
 import { importPeer } from '../support/peers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'medllava-gen-'));
@@ -136,5 +138,21 @@ describe('chat', () => {
     // the same numbers up to summation order (one row takes the GEMV path, many the GEMM path)
     const tail = all.subarray(all.length - last.length);
     for (let i = 0; i < last.length; i++) expect(Math.abs(tail[i]! - last[i]!)).toBeLessThan(1e-5);
+  });
+});
+
+describe('medllava chat', () => {
+  const cli = () => join(packageRoot(), 'dist/lib/cli/main.js');
+  it('--prompt answers once, greedily, the same as the API', async () => {
+    const out = execFileSync(process.execPath, [cli(), 'chat', '--model', gguf, '--prompt', 'Is the heart enlarged?', '--max-tokens', '12'],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const api = await model.createChat().send({ text: 'Is the heart enlarged?' }, { maxTokens: 12 });
+    expect(out).toBe(`${api.text}\n`);
+  });
+
+  it('the interactive session reads questions until /quit, and /clear starts over', () => {
+    const out = execFileSync(process.execPath, [cli(), 'chat', '--model', gguf, '--max-tokens', '4'],
+      { encoding: 'utf8', input: 'first?\n/clear\nsecond?\n/quit\n', stdio: ['pipe', 'pipe', 'pipe'] });
+    expect(out.split('\n').filter((l) => l.length).length).toBeGreaterThanOrEqual(2);
   });
 });
