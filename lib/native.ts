@@ -111,6 +111,26 @@ export interface NativeLlm {
   dispose(): void;
 }
 
+export interface NativeVisionConfig {
+  imageSize: number; patchSize: number; hidden: number; layers: number; heads: number; ffn: number; layerNormEps: number;
+  activation: 'quick_gelu' | 'gelu'; selectLayer: number; selectFeature: 'patch' | 'cls_patch';
+  projector: 'linear' | 'mlp2x_gelu'; outDim: number;
+}
+type VisionLayerRefs = Record<'ln1W' | 'ln1B' | 'qW' | 'qB' | 'kW' | 'kB' | 'vW' | 'vB' | 'oW' | 'oB' | 'ln2W' | 'ln2B' | 'fcAW'
+  | 'fcAB' | 'fcBW' | 'fcBB', NativeTensorRef>;
+export interface NativeVisionTensors {
+  patchEmbed: NativeTensorRef; classEmbed: NativeTensorRef; posEmbed: NativeTensorRef; preLnW: NativeTensorRef;
+  preLnB: NativeTensorRef; proj0W: NativeTensorRef; proj0B: NativeTensorRef; proj2W?: NativeTensorRef; proj2B?: NativeTensorRef;
+  /** fcA / fcB: CLIP's fc1 / fc2 (llama.cpp's legacy mmproj names them the other way round; shapes decide) */
+  layers: VisionLayerRefs[];
+}
+export interface NativeVision {
+  /** normalised pixels (3, S, S) → projected image tokens (tokens × LLM width) */
+  encode(pixels: Float32Array): Promise<Float32Array>;
+  readonly tokens: number;
+  dispose(): void;
+}
+
 export interface NativeAddon {
   getBackendInfo(): NativeBackendInfo;
   cudaCompiled(): boolean;
@@ -139,6 +159,7 @@ export interface NativeAddon {
   readTorchTensor(path: string, name: string): Promise<Uint8Array>;
   ggmlQuantize(type: string, values: Float32Array): Uint8Array;
   NativeLlm: { load(config: NativeLlmConfig, tensors: NativeLlmTensors): Promise<NativeLlm> };
+  NativeVision: { load(config: NativeVisionConfig, tensors: NativeVisionTensors): Promise<NativeVision> };
   ggmlDequantize(type: string, data: Uint8Array, n: number): Float32Array;
 }
 

@@ -74,4 +74,44 @@ void attention_cached_cpu(const float* q, const uint16_t* k_cache, const uint16_
   });
 }
 
+void layernorm_cpu(const float* x, const float* w, const float* b, float* out, int64_t T, int64_t D, float eps) {
+  ThreadPool::instance().parallel_for((size_t)T, [&](size_t t, int) {
+    const float* row = x + (int64_t)t * D;
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < D; ++i) mean += row[i];
+    mean /= (double)D;
+    for (int64_t i = 0; i < D; ++i) var += ((double)row[i] - mean) * ((double)row[i] - mean);
+    const float k = (float)(1.0 / std::sqrt(var / (double)D + eps));
+    const float m = (float)mean;
+    float* o = out + (int64_t)t * D;
+    for (int64_t i = 0; i < D; ++i) o[i] = (row[i] - m) * k * w[i] + b[i];
+  });
+}
+
+void attention_full_cpu(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd) {
+  const float scale = 1.0f / std::sqrt((float)hd);
+  ThreadPool::instance().parallel_for((size_t)(T * H), [&](size_t task, int) {
+    const int64_t t = (int64_t)task / H, h = (int64_t)task % H;
+    const float* qv = q + (t * H + h) * hd;
+    std::vector<float> p((size_t)T);
+    float m = -INFINITY;
+    for (int64_t j = 0; j < T; ++j) {
+      const float* kr = k + (j * H + h) * hd;
+      float s = 0;
+      for (int64_t i = 0; i < hd; ++i) s += qv[i] * kr[i];
+      p[(size_t)j] = s * scale;
+      m = std::max(m, p[(size_t)j]);
+    }
+    float z = 0;
+    for (int64_t j = 0; j < T; ++j) z += (p[(size_t)j] = std::exp(p[(size_t)j] - m));
+    float* o = out + (t * H + h) * hd;
+    std::fill(o, o + hd, 0.0f);
+    for (int64_t j = 0; j < T; ++j) {
+      const float w = p[(size_t)j] / z;
+      const float* vr = v + (j * H + h) * hd;
+      for (int64_t i = 0; i < hd; ++i) o[i] += w * vr[i];
+    }
+  });
+}
+
 }  // namespace medllava

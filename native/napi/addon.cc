@@ -12,6 +12,7 @@
 #include "js_error.h"
 #include "linear_wrap.h"
 #include "llm_wrap.h"
+#include "vision_wrap.h"
 
 namespace medllava {
 namespace napi {
@@ -101,6 +102,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_formats(env, exports);
   exports.Set("NativeLlm", LlmWrap::Define(env));
   exports.Set("NativeLlmContext", LlmContextWrap::Define(env));
+  exports.Set("NativeVision", VisionWrap::Define(env));
   return exports;
 }
 

@@ -46,6 +46,12 @@ void silu_mul_cpu(const float* gate, const float* up, float* out, int64_t n);
 void attention_cached_cpu(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, float* out, int64_t T,
                           int64_t n_past, int64_t H, int64_t KVH, int64_t hd);
 
+// out(T, D) = (x − mean) / sqrt(var + eps) · w + b   (LayerNorm; out may alias x)
+void layernorm_cpu(const float* x, const float* w, const float* b, float* out, int64_t T, int64_t D, float eps);
+
+// Full (non-causal) attention, as a ViT's: q, k, v (T, H, hd) → out (T, H, hd).
+void attention_full_cpu(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd);
+
 // ---- roofline helpers used by bench/ ------------------------------------------------------
 // Runs independent FMA chains on `threads` threads for about `ms` milliseconds; returns GFLOP/s.
 double measure_fma_peak(int threads, int ms);

@@ -1,0 +1,118 @@
+#include "vision_wrap.h"
+
+#include "js_error.h"
+
+namespace medllava {
+namespace napi {
+
+namespace {
+Ref ref(Napi::Env env, const Napi::Object& o, const char* key) {
+  const Napi::Value v = o.Get(key);
+  if (!v.IsArray() || v.As<Napi::Array>().Length() != 2)
+    throw_js(env, ErrorCode::Argument, std::string("tensors.") + key + " must be [path, tensorName]");
+  Napi::Array a = v.As<Napi::Array>();
+  return {a.Get(0u).ToString().Utf8Value(), a.Get(1u).ToString().Utf8Value()};
+}
+double num(Napi::Env env, const Napi::Object& o, const char* key) {
+  if (!o.Get(key).IsNumber()) throw_js(env, ErrorCode::Argument, std::string("config.") + key + " must be a number");
+  return o.Get(key).As<Napi::Number>().DoubleValue();
+}
+}  // namespace
+
+Napi::Function VisionWrap::Define(Napi::Env env) {
+  return DefineClass(env, "NativeVision",
+                     {StaticMethod<&VisionWrap::Load>("load"), InstanceMethod<&VisionWrap::Encode>("encode"),
+                      InstanceMethod<&VisionWrap::Dispose>("dispose"), InstanceAccessor<&VisionWrap::GetTokens>("tokens")});
+}
+
+VisionWrap::VisionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<VisionWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal())
+    throw make_error(info.Env(), "E_ARGUMENT", "NativeVision is created with NativeVision.load(config, tensors)");
+  vision_ = *info[0].As<Napi::External<std::shared_ptr<const Vision>>>().Data();
+}
+
+// NativeVision.load(config, tensors) -> Promise<NativeVision>
+Napi::Value VisionWrap::Load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject()) throw_js(env, ErrorCode::Argument, "NativeVision.load(config, tensors)");
+    Napi::Object c = info[0].As<Napi::Object>(), t = info[1].As<Napi::Object>();
+    VisionConfig cfg;
+    cfg.image_size = (int64_t)num(env, c, "imageSize");
+    cfg.patch = (int64_t)num(env, c, "patchSize");
+    cfg.hidden = (int64_t)num(env, c, "hidden");
+    cfg.layers = (int64_t)num(env, c, "layers");
+    cfg.heads = (int64_t)num(env, c, "heads");
+    cfg.ffn = (int64_t)num(env, c, "ffn");
+    cfg.eps = (float)num(env, c, "layerNormEps");
+    cfg.select_layer = (int64_t)num(env, c, "selectLayer");
+    cfg.out_dim = (int64_t)num(env, c, "outDim");
+    cfg.act = c.Get("activation").ToString().Utf8Value() == "gelu" ? Activation::Gelu : Activation::QuickGelu;
+    cfg.keep_cls = c.Get("selectFeature").ToString().Utf8Value() == "cls_patch";
+    cfg.projector_mlp = c.Get("projector").ToString().Utf8Value() == "mlp2x_gelu";
+    VisionTensorNames n;
+    n.patch_embed = ref(env, t, "patchEmbed");
+    n.class_embed = ref(env, t, "classEmbed");
+    n.pos_embed = ref(env, t, "posEmbed");
+    n.pre_ln_w = ref(env, t, "preLnW");
+    n.pre_ln_b = ref(env, t, "preLnB");
+    n.proj0_w = ref(env, t, "proj0W");
+    n.proj0_b = ref(env, t, "proj0B");
+    if (cfg.projector_mlp) {
+      n.proj2_w = ref(env, t, "proj2W");
+      n.proj2_b = ref(env, t, "proj2B");
+    }
+    if (!t.Get("layers").IsArray()) throw_js(env, ErrorCode::Argument, "tensors.layers must be an array");
+    Napi::Array layers = t.Get("layers").As<Napi::Array>();
+    for (uint32_t i = 0; i < layers.Length(); ++i) {
+      Napi::Object L = layers.Get(i).As<Napi::Object>();
+      n.layers.push_back({ref(env, L, "ln1W"), ref(env, L, "ln1B"), ref(env, L, "qW"), ref(env, L, "qB"), ref(env, L, "kW"),
+                          ref(env, L, "kB"), ref(env, L, "vW"), ref(env, L, "vB"), ref(env, L, "oW"), ref(env, L, "oB"),
+                          ref(env, L, "ln2W"), ref(env, L, "ln2B"), ref(env, L, "fcAW"), ref(env, L, "fcAB"),
+                          ref(env, L, "fcBW"), ref(env, L, "fcBB")});
+    }
+    auto result = std::make_shared<std::shared_ptr<const Vision>>();
+    auto ctor = std::make_shared<Napi::FunctionReference>(Napi::Persistent(info.This().As<Napi::Function>()));
+    return PromiseWorker::Start(
+        env, [=] { *result = std::make_shared<const Vision>(cfg, n); },
+        [=](Napi::Env e) {
+          auto holder = new std::shared_ptr<const Vision>(*result);
+          auto ext = Napi::External<std::shared_ptr<const Vision>>::New(e, holder, [](Napi::Env, std::shared_ptr<const Vision>* p) { delete p; });
+          return ctor->Value().New({ext});
+        });
+  });
+}
+
+// encode(pixels: Float32Array of 3·S·S) -> Promise<Float32Array (tokens × outDim)>
+Napi::Value VisionWrap::Encode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    if (!vision_) throw_js(env, ErrorCode::Argument, "this vision tower has been disposed");
+    if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw_js(env, ErrorCode::Argument, "encode(pixels: Float32Array)");
+    Napi::Float32Array px = info[0].As<Napi::Float32Array>();
+    const int64_t S = vision_->config().image_size;
+    if ((int64_t)px.ElementLength() != 3 * S * S)
+      throw_js(env, ErrorCode::Shape, "pixels must hold 3 × " + std::to_string(S) + " × " + std::to_string(S) + " values");
+    Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)(vision_->tokens() * vision_->config().out_dim));
+    auto pins = std::make_shared<std::vector<Napi::ObjectReference>>();
+    pins->push_back(Napi::Persistent(px.As<Napi::Object>()));
+    pins->push_back(Napi::Persistent(out.As<Napi::Object>()));
+    auto v = vision_;
+    const float* in = px.Data();
+    float* o = out.Data();
+    return PromiseWorker::Start(env, [=] { v->encode(in, o); }, [pins](Napi::Env) { return (*pins)[1].Value(); });
+  });
+}
+
+Napi::Value VisionWrap::GetTokens(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), vision_ ? (double)vision_->tokens() : 0);
+}
+
+Napi::Value VisionWrap::Dispose(const Napi::CallbackInfo& info) {
+  vision_.reset();
+  return info.Env().Undefined();
+}
+
+}  // namespace napi
+}  // namespace medllava

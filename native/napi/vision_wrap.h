@@ -1,0 +1,26 @@
+// VisionWrap <-> lib/native.ts `NativeVision`: the vision tower + projector.
+#pragma once
+#include <napi.h>
+
+#include <memory>
+
+#include "../model/vision.h"
+
+namespace medllava {
+namespace napi {
+
+class VisionWrap : public Napi::ObjectWrap<VisionWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit VisionWrap(const Napi::CallbackInfo& info);
+
+ private:
+  static Napi::Value Load(const Napi::CallbackInfo& info);
+  Napi::Value Encode(const Napi::CallbackInfo& info);
+  Napi::Value GetTokens(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  std::shared_ptr<const Vision> vision_;
+};
+
+}  // namespace napi
+}  // namespace medllava
