@@ -28,8 +28,12 @@ export class CachedContext {
   tokens: number[] = [];
   constructor(readonly ctx: NativeLlmContext) {}
 
-  /** Evaluates `prompt` reusing the longest cached prefix; returns the last token's logits. */
-  async prefill(prompt: number[]): Promise<Float32Array> {
+  /**
+   * Evaluates `prompt` reusing the longest cached prefix; returns the last token's logits.
+   * Negative tokens are image rows, taken from `embeddings` (prompt length × hidden); each row's
+   * token must be unique to its image so that a cached prefix is only reused for the same image.
+   */
+  async prefill(prompt: number[], embeddings?: Float32Array, hidden = 0): Promise<Float32Array> {
     if (prompt.length === 0) throw medllavaError('E_ARGUMENT', 'the prompt is empty');
     let keep = 0;
     while (keep < prompt.length && keep < this.tokens.length && this.tokens[keep] === prompt[keep]) keep++;
@@ -37,7 +41,8 @@ export class CachedContext {
     this.ctx.truncate(keep);
     this.tokens = this.tokens.slice(0, keep);
     const rest = prompt.slice(keep);
-    const logits = await this.ctx.eval(Int32Array.from(rest));
+    const rows = embeddings && rest.some((t) => t < 0) ? embeddings.subarray(keep * hidden, prompt.length * hidden) : undefined;
+    const logits = await this.ctx.eval(Int32Array.from(rest), rows ? { embeddings: rows } : {});
     this.tokens.push(...rest);
     return logits;
   }
@@ -50,8 +55,8 @@ export class CachedContext {
 }
 
 /** Yields text pieces as they become final; resolves to the Reply. */
-export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt: number[], o: GenerateOptions = {}):
-  AsyncGenerator<string, Reply, void> {
+export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt: number[], o: GenerateOptions = {},
+  image?: { embeddings: Float32Array; hidden: number; ms: number }): AsyncGenerator<string, Reply, void> {
   validateSampling(o);
   const maxTokens = o.maxTokens ?? 256;
   if (!Number.isInteger(maxTokens) || maxTokens < 0) throw medllavaError('E_ARGUMENT', `maxTokens must be an integer ≥ 0, got ${maxTokens}`);
@@ -59,7 +64,7 @@ export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt:
   const rng = new SeededRandom(o.seed ?? 0x5eed);
   const t0 = performance.now();
   if (o.signal?.aborted) throw medllavaError('E_ABORTED', 'aborted before the prompt was evaluated');
-  let logits = await cc.prefill(prompt);
+  let logits = await cc.prefill(prompt, image?.embeddings, image?.hidden ?? 0);
   const promptMs = performance.now() - t0;
   const t1 = performance.now();
   const decoder = tokenizer.createDecoder();
@@ -80,7 +85,7 @@ export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt:
   };
   while (tokens.length < maxTokens) {
     if (o.signal?.aborted) { stopReason = 'abort'; break; }
-    const choice = sample(logits, o, [...prompt, ...tokens], rng);
+    const choice = sample(logits, o, [...prompt.filter((t) => t >= 0), ...tokens], rng);
     if (choice.token === tokenizer.eosId) { stopReason = 'eos'; break; }
     tokens.push(choice.token);
     logprobs.push(choice.logprob);
@@ -102,6 +107,6 @@ export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt:
   if (text.length > emitted) yield text.slice(emitted);
   return {
     text, tokens, stopReason, ...(o.logprobs ? { logprobs } : {}),
-    timings: { promptTokens: prompt.length, promptMs, genTokens: tokens.length, genMs: performance.now() - t1, imageMs: 0 },
+    timings: { promptTokens: prompt.length, promptMs, genTokens: tokens.length, genMs: performance.now() - t1, imageMs: image?.ms ?? 0 },
   };
 }

@@ -1,18 +1,21 @@
 /**
- * loadModel(): a checkpoint ready to run — spec, tokenizer, the native LLM — and chats over it.
- * This version runs the language model on the CPU; the vision tower (encodeImage, images in
- * prompts) and the CUDA device are the next steps and say so with E_UNSUPPORTED.
+ * loadModel(): a checkpoint ready to run — spec, tokenizer, the native vision tower + projector and
+ * LLM — and chats over it, on the CPU. Each '<image>' of a prompt (token -200) becomes the image's
+ * projected patches (LLaVA-Med v1.0: <im_start> patches <im_end>). The CUDA device and LLaVA-Rad's
+ * timm tower are not implemented yet and say so with E_UNSUPPORTED.
  */
 import { statSync } from 'node:fs';
 
 import { medllavaError } from '../errors.js';
 import { CachedContext, generate, type GenerateOptions, type Reply } from '../generate.js';
-import { native, type NativeLlm } from '../native.js';
+import { preprocessImage } from '../image/preprocess.js';
+import { native, type NativeLlm, type NativeVision } from '../native.js';
 import { loadTokenizer } from '../tokenizer/load.js';
 import { renderPrompt, type Message } from '../tokenizer/templates.js';
 import { IMAGE_TOKEN_INDEX, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { loadLlm } from './llm.js';
 import { loadModelSpec, type ModelSpec } from './spec.js';
+import { loadVision } from './vision.js';
 
 export type ImageInput = string | Uint8Array | { toBuffer(): Promise<Buffer> };
 
@@ -49,39 +52,55 @@ export interface Model {
   dispose(): Promise<void>;
 }
 
-const NO_VISION = 'images are not supported yet: the vision tower and projector run in a later version of medllava ' +
-  '(this one runs the language model)';
+/** Prompt tokens with every -200 expanded to the image's rows, and the embeddings those rows take. */
+interface Expanded {
+  tokens: number[];
+  embeddings?: Float32Array;
+}
 
 class ChatImpl implements Chat {
   readonly history: { role: 'user' | 'assistant'; text: string; image?: boolean }[] = [];
   private cc: CachedContext | undefined;
   private running = false;
+  /** encoded features of the images in history, in order */
+  private images: { features: Float32Array; serial: number }[] = [];
 
   constructor(private readonly model: ModelImpl, private readonly template: string, private readonly systemPrompt?: string) {}
 
   reset(): void {
     if (this.running) throw medllavaError('E_ARGUMENT', 'cannot reset a chat while it is answering');
     this.history.length = 0;
+    this.images = [];
   }
 
   async *stream(message: ChatMessage, options: GenerateOptions = {}): AsyncGenerator<string, Reply, void> {
     if (!message || typeof message.text !== 'string') throw medllavaError('E_ARGUMENT', 'a message needs text');
-    if (message.image !== undefined) throw medllavaError('E_UNSUPPORTED', NO_VISION);
     if (this.running) throw medllavaError('E_ARGUMENT', 'this chat is already answering; await it, or create another chat');
     this.running = true;
     try {
+      let imageMs = 0;
+      const images = [...this.images];
+      if (message.image !== undefined) {
+        const t0 = performance.now();
+        images.push({ features: await this.model.encodeImage(message.image), serial: this.model.nextImageSerial() });
+        imageMs = performance.now() - t0;
+      }
       this.cc ??= new CachedContext(this.model.llm().createContext());
+      const hasImage = message.image !== undefined;
       const messages: Message[] = [...this.history.map((h) => ({ role: h.role, text: h.text, image: h.image })),
-        { role: 'user', text: message.text }];
+        { role: 'user', text: message.text, image: hasImage }];
       const prompt = renderPrompt(this.template, messages, { systemPrompt: this.systemPrompt, addGenerationPrompt: true });
-      const tokens = this.model.tokenizer.encodePrompt(prompt);
-      const gen = generate(this.cc, this.model.tokenizer, tokens, options);
+      const ex = this.model.expand(this.model.tokenizer.encodePrompt(prompt), images);
+      const gen = generate(this.cc, this.model.tokenizer, ex.tokens, options,
+        ex.embeddings ? { embeddings: ex.embeddings, hidden: this.model.spec.llm.hidden, ms: imageMs } : undefined);
       let r = await gen.next();
       while (!r.done) {
         yield r.value;
         r = await gen.next();
       }
-      this.history.push({ role: 'user', text: message.text }, { role: 'assistant', text: r.value.text.trim() });
+      this.history.push({ role: 'user', text: message.text, ...(hasImage ? { image: true } : {}) },
+        { role: 'assistant', text: r.value.text.trim() });
+      this.images = images;
       return r.value;
     } finally {
       this.running = false;
@@ -99,9 +118,44 @@ class ChatImpl implements Chat {
 class ModelImpl implements Model {
   readonly device = 'cpu' as const;
   private native: NativeLlm | undefined;
+  private serial = 0;
 
-  constructor(readonly spec: ModelSpec, readonly tokenizer: Tokenizer, llm: NativeLlm) {
+  constructor(readonly spec: ModelSpec, readonly tokenizer: Tokenizer, llm: NativeLlm, private vision: NativeVision | undefined,
+    private readonly noVision: string) {
     this.native = llm;
+  }
+
+  nextImageSerial(): number {
+    return ++this.serial;
+  }
+
+  /** Replaces each -200 with its image's rows (LLaVA-Med v1.0: framed by <im_start> … <im_end>). */
+  expand(tokens: number[], images: { features: Float32Array; serial: number }[]): Expanded {
+    const slots = tokens.filter((t) => t === IMAGE_TOKEN_INDEX).length;
+    if (slots === 0) return { tokens };
+    if (slots !== images.length) {
+      throw medllavaError('E_ARGUMENT', `the prompt has ${slots} <image> placeholder(s) but ${images.length} image(s) were given`);
+    }
+    const D = this.spec.llm.hidden;
+    const n = images[0]!.features.length / D;
+    const frame = this.spec.mmUseImStartEnd
+      ? [this.tokenizer.encodePrompt('<im_start>').slice(1), this.tokenizer.encodePrompt('<im_end>').slice(1)]
+      : [[], []];
+    const out: number[] = [];
+    const rows: { at: number; features: Float32Array }[] = [];
+    let k = 0;
+    for (const t of tokens) {
+      if (t !== IMAGE_TOKEN_INDEX) { out.push(t); continue; }
+      const img = images[k++]!;
+      out.push(...frame[0]!);
+      rows.push({ at: out.length, features: img.features });
+      // placeholders unique to this image and row: a cached prefix is reused only for the same image
+      for (let i = 0; i < n; i++) out.push(-(1 + img.serial * 1_000_000 + i));
+      out.push(...frame[1]!);
+    }
+    const embeddings = new Float32Array(out.length * D);
+    for (const r of rows) embeddings.set(r.features, r.at * D);
+    return { tokens: out, embeddings };
   }
 
   llm(): NativeLlm {
@@ -109,16 +163,23 @@ class ModelImpl implements Model {
     return this.native;
   }
 
-  async encodeImage(_image: ImageInput): Promise<Float32Array> {
-    throw medllavaError('E_UNSUPPORTED', NO_VISION);
+  async encodeImage(image: ImageInput): Promise<Float32Array> {
+    if (!this.vision) throw medllavaError('E_UNSUPPORTED', this.noVision);
+    const v = this.spec.vision;
+    const pixels = await preprocessImage(image as Parameters<typeof preprocessImage>[0], {
+      imageSize: v.imageSize, mean: v.imageMean, std: v.imageStd, aspectRatio: this.spec.imageAspectRatio,
+    });
+    return this.vision.encode(pixels);
   }
 
   async forward(input: { tokens: ArrayLike<number>; images?: ImageInput[] }, options: { allLogits?: boolean } = {}) {
-    const tokens = Array.from(input.tokens);
-    if ((input.images && input.images.length) || tokens.includes(IMAGE_TOKEN_INDEX)) throw medllavaError('E_UNSUPPORTED', NO_VISION);
+    const images = [];
+    for (const img of input.images ?? []) images.push({ features: await this.encodeImage(img), serial: this.nextImageSerial() });
+    const ex = this.expand(Array.from(input.tokens), images);
     const ctx = this.llm().createContext();
     try {
-      return await ctx.eval(Int32Array.from(tokens), { allLogits: options.allLogits ?? false });
+      return await ctx.eval(Int32Array.from(ex.tokens), { allLogits: options.allLogits ?? false,
+        ...(ex.embeddings ? { embeddings: ex.embeddings } : {}) });
     } finally {
       ctx.dispose();
     }
@@ -132,6 +193,8 @@ class ModelImpl implements Model {
   async dispose(): Promise<void> {
     this.native?.dispose();
     this.native = undefined;
+    this.vision?.dispose();
+    this.vision = undefined;
   }
 }
 
@@ -153,10 +216,22 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
   options.onProgress?.({ loadedBytes: 0, totalBytes });
   const tokenizer = await loadTokenizer(spec.files.tokenizer);
   const llm = await loadLlm(spec, { contextLength: options.contextLength });
+  let vision: NativeVision | undefined;
+  let noVision = '';
+  try {
+    vision = await loadVision(spec);
+  } catch (e) {
+    if ((e as { code?: string }).code !== 'E_UNSUPPORTED') {
+      llm.dispose();
+      throw e;
+    }
+    noVision = (e as Error).message;
+  }
   if (options.signal?.aborted) {
     llm.dispose();
+    vision?.dispose();
     throw medllavaError('E_ABORTED', 'aborted');
   }
   options.onProgress?.({ loadedBytes: totalBytes, totalBytes });
-  return new ModelImpl(spec, tokenizer, llm);
+  return new ModelImpl(spec, tokenizer, llm, vision, noVision);
 }

@@ -7,6 +7,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { generateFixture } from '../../lib/fixtures/generate.js';
@@ -121,10 +122,21 @@ describe('chat', () => {
     expect(chat.history).toEqual([]);
   });
 
-  it('images and CUDA are refused with E_UNSUPPORTED until the vision tower and CUDA model land', async () => {
-    await expect(model.createChat().send({ text: 'x', image: 'x.png' })).rejects.toMatchObject({ code: 'E_UNSUPPORTED' });
-    await expect(model.encodeImage('x.png')).rejects.toMatchObject({ code: 'E_UNSUPPORTED' });
-    await expect(model.forward({ tokens: [1, -200, 5] })).rejects.toMatchObject({ code: 'E_UNSUPPORTED' });
+  it('a chat about an image: the image goes in once, later turns reuse it', async () => {
+    const png = await sharp({ create: { width: 80, height: 50, channels: 3, background: { r: 200, g: 90, b: 30 } } }).png().toBuffer();
+    const chat = model.createChat();
+    const r1 = await chat.send({ text: 'What is shown?', image: png }, { maxTokens: 6 });
+    expect(r1.timings.imageMs).toBeGreaterThan(0);
+    expect(r1.timings.promptTokens).toBeGreaterThan(9); // 9 image rows + text
+    const r2 = await chat.send({ text: 'Where?' }, { maxTokens: 6 });
+    expect(r2.timings.imageMs).toBe(0);
+    expect(chat.history.map((h) => h.image ?? false)).toEqual([true, false, false, false]);
+    expect((await model.encodeImage(png)).length).toBe(9 * model.spec.llm.hidden);
+    await expect(model.forward({ tokens: [1, -200, 5] })).rejects.toMatchObject({ code: 'E_ARGUMENT', message: expect.stringMatching(/1 <image> placeholder/) });
+    await expect(model.createChat().send({ text: 'x', image: new Uint8Array([1, 2, 3]) })).rejects.toMatchObject({ code: 'E_IMAGE' });
+  });
+
+  it('CUDA and a missing model are refused with a code', async () => {
     await expect(loadModel(gguf, { device: 'cuda' })).rejects.toMatchObject({ code: 'E_UNSUPPORTED' });
     await expect(loadModel()).rejects.toMatchObject({ code: 'E_ARGUMENT', message: expect.stringMatching(/no bundled demo model/) });
   });

@@ -7,10 +7,14 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { generateFixture } from '../../lib/fixtures/generate.js';
-import { loadModelSpec } from '../../lib/index.js';
+import { loadModel, loadModelSpec } from '../../lib/index.js';
+import { preprocessImage } from '../../lib/image/preprocess.js';
+import { native } from '../../lib/native.js';
+import { llamaNextLogProbs } from '../support/llama-reference.js';
 import { loadVision } from '../../lib/model/vision.js';
 import { python } from '../support/python.js';
 import { randomNormal, relativeError } from '../support/reference.js';
@@ -94,5 +98,43 @@ describe('vision tower + projector', () => {
     expect(err).toBeLessThan(5e-3);
     expect(() => vision.encode(new Float32Array(10))).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
     vision.dispose();
+  });
+});
+
+describe('LLaVA end to end: an image spliced into the prompt', () => {
+  it('next-token log-probabilities match float64 references of every stage (PIL-exact pixels, PyTorch vision, HF LLM)', async () => {
+    const png = await sharp({ create: { width: 90, height: 60, channels: 3, background: { r: 30, g: 160, b: 220 } } })
+      .composite([{ input: await sharp({ create: { width: 30, height: 20, channels: 3, background: { r: 250, g: 250, b: 10 } } }).png().toBuffer(), top: 10, left: 40 }])
+      .png().toBuffer();
+    const model = await loadModel(hf.dir);
+    const tok = model.tokenizer;
+    const tokens = tok.encodePrompt('[INST] <image>\nIs there a mass? [/INST]');
+    const ours = await model.forward({ tokens, images: [png] });
+    // references: pixels (checked against PIL in test/image), vision in float64 PyTorch, LLM in float64
+    const spec = await loadModelSpec(hf.dir);
+    const pixels = await preprocessImage(png, { imageSize: 42, mean: spec.vision.imageMean, std: spec.vision.imageStd, aspectRatio: 'pad' });
+    const feats = torchReference(pixels);
+    const D = spec.llm.hidden;
+    const expanded: number[] = [];
+    const emb = new Map<number, Float64Array>();
+    for (const t of tokens) {
+      if (t !== -200) { expanded.push(t); continue; }
+      for (let r = 0; r < 9; r++) { emb.set(expanded.length, feats.slice(r * D, (r + 1) * D)); expanded.push(0); }
+    }
+    const cache = new Map<string, Float64Array>();
+    for (const [name, file] of Object.entries(spec.files.weights)) {
+      const raw = await native().readSafetensorsTensor(file, name);
+      cache.set(name, Float64Array.from(native().ggmlDequantize('BF16', raw, raw.length / 2)));
+    }
+    const ref = llamaNextLogProbs({ get: (k) => cache.get(k)! }, spec.llm, expanded, 'half', emb);
+    let m = -Infinity;
+    for (const v of ours) m = Math.max(m, v);
+    let z = 0;
+    for (const v of ours) z += Math.exp(v - m);
+    let worst = 0;
+    for (let i = 0; i < ours.length; i++) worst = Math.max(worst, Math.abs(ours[i]! - m - Math.log(z) - ref[i]!));
+    console.log(`LLaVA end to end vs float64 references: max |Δ log p| = ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThan(5e-3);
+    await model.dispose();
   });
 });

@@ -30,11 +30,12 @@ function rmsnorm(x: Float64Array, w: Float64Array, eps: number): Float64Array {
 /** Log-probabilities of the next token after `tokens`. `rope: 'interleaved'` is the wrong (GPT-J)
  * convention, for tests that must tell the two apart. */
 export function llamaNextLogProbs(W: LlamaWeights, d: LlamaDims, tokens: number[],
-  rope: 'half' | 'interleaved' = 'half'): Float64Array {
+  rope: 'half' | 'interleaved' = 'half', embeddings?: Map<number, Float64Array>): Float64Array {
   const hd = d.hidden / d.heads;
   const group = d.heads / d.kvHeads;
   const embed = W.get('model.embed_tokens.weight');
-  let xs = tokens.map((t) => embed.slice(t * d.hidden, (t + 1) * d.hidden));
+  // positions listed in `embeddings` take those rows (LLaVA's spliced image features)
+  let xs = tokens.map((t, i) => embeddings?.get(i) ?? embed.slice(t * d.hidden, (t + 1) * d.hidden));
   const rotate = (v: Float64Array, pos: number) => {
     const out = new Float64Array(v.length);
     for (let h = 0; h < v.length / hd; h++) {
