@@ -139,6 +139,8 @@ export interface NativeAddon {
   setThreads(threads: number): void;
   /** GFLOP/s of independent fp32 FMA chains on `threads` threads for about `ms` ms. */
   measureFmaPeak(threads: number, ms: number): Promise<number>;
+  /** GB/s read streaming through `bytes` of memory on `threads` threads (best of 3). */
+  measureReadBandwidth(threads: number, bytes: number): Promise<number>;
   NativeLinear: new (weight: Float32Array | Uint16Array | Uint8Array, dtype: NativeDType, outFeatures: number,
     inFeatures: number, bias: Float32Array | null) => NativeLinear;
 

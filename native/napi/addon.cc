@@ -89,6 +89,16 @@ Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
       [result](Napi::Env e) { return Napi::Number::New(e, *result); });
 }
 
+Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int threads = (int)get_int(env, info.Length() > 0 ? info[0] : env.Undefined(), "threads", 1, 1024);
+  const int64_t bytes = get_int(env, info.Length() > 1 ? info[1] : env.Undefined(), "bytes", 1 << 20, (int64_t)1 << 40);
+  auto result = std::make_shared<double>(0);
+  return PromiseWorker::Start(
+      env, [=] { *result = measure_read_bandwidth(threads, bytes); },
+      [result](Napi::Env e) { return Napi::Number::New(e, *result); });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   const char* env_cuda = std::getenv("MEDLLAVA_CUDA");
   if (env_cuda && std::strcmp(env_cuda, "off") == 0) cuda_backend::disable("disabled by MEDLLAVA_CUDA=off");
@@ -98,6 +108,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setCpuDispatch", Napi::Function::New<guarded<SetCpuDispatch>>(env, "setCpuDispatch"));
   exports.Set("setThreads", Napi::Function::New<guarded<SetThreads>>(env, "setThreads"));
   exports.Set("measureFmaPeak", Napi::Function::New<guarded<MeasureFmaPeak>>(env, "measureFmaPeak"));
+  exports.Set("measureReadBandwidth", Napi::Function::New<guarded<MeasureReadBandwidth>>(env, "measureReadBandwidth"));
   exports.Set("NativeLinear", LinearWrap::Define(env));
   register_formats(env, exports);
   exports.Set("NativeLlm", LlmWrap::Define(env));

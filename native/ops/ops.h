@@ -55,5 +55,7 @@ void attention_full_cpu(const float* q, const float* k, const float* v, float* o
 // ---- roofline helpers used by bench/ ------------------------------------------------------
 // Runs independent FMA chains on `threads` threads for about `ms` milliseconds; returns GFLOP/s.
 double measure_fma_peak(int threads, int ms);
+// Streams through `bytes` of memory (larger than any cache) on `threads` threads; returns GB/s read.
+double measure_read_bandwidth(int threads, int64_t bytes);
 
 }  // namespace medllava
