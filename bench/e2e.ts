@@ -35,7 +35,7 @@ async function main() {
   const peak = await native().measureFmaPeak(threads, 400);
   console.log(`roofline (measured now): DRAM read ${bw.toFixed(1)} GB/s, fp32 FMA ${peak.toFixed(1)} GFLOP/s`);
   const rows: string[] = [];
-  for (const type of ['Q8_0', 'Q4_0', 'F16']) {
+  for (const type of (process.env['BENCH_TYPES'] ?? 'Q8_0,Q4_0,F16').split(',')) {
     const dir = join(cache, `tinyllama-1.1b-${type.toLowerCase()}`);
     const file = join(dir, `ggml-model-${type.toLowerCase()}.gguf`);
     if (!existsSync(file)) {

@@ -83,7 +83,7 @@ __attribute__((target("avx2,fma,f16c"))) inline __m256 load8(const void* w, DTyp
       const int j = (int)(off % kQBlock);
       uint16_t dh;
       std::memcpy(&dh, b, 2);
-      const __m256 d = _mm256_set1_ps(f16_to_f32(dh));
+      const __m256 d = _mm256_set1_ps(_cvtsh_ss(dh));
       __m256i q;
       if (t == DType::Q8_0) {
         q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + j)));

@@ -1,9 +1,12 @@
 // CPU transformer ops: RMSNorm, RoPE, SiLU·mul, cached causal attention. fp32 accumulation; the KV
 // cache is f16 (as llama.cpp's), converted on read.
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "../core/cpu_features.h"
 #include "../core/dtype.h"
 #include "../core/thread_pool.h"
 #include "../ops/ops.h"
@@ -45,8 +48,52 @@ void silu_mul_cpu(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+namespace {
+// One query head against n cached positions (f16 rows of `stride` halves), AVX2 + F16C; hd % 8 == 0.
+__attribute__((target("avx2,fma,f16c"))) void attend_avx2(const float* qv, const uint16_t* kc, const uint16_t* vc, int64_t n,
+                                                         int64_t stride, int64_t hd, float scale, float* p, float* o) {
+  float m = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) {
+    const uint16_t* kr = kc + j * stride;
+    __m256 s = _mm256_setzero_ps();
+    for (int64_t i = 0; i < hd; i += 8)
+      s = _mm256_fmadd_ps(_mm256_loadu_ps(qv + i), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kr + i))), s);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    p[j] = _mm_cvtss_f32(h) * scale;
+    m = std::max(m, p[j]);
+  }
+  float z = 0;
+  for (int64_t j = 0; j < n; ++j) z += (p[j] = std::exp(p[j] - m));
+  const float inv = 1.0f / z;
+  for (int64_t i = 0; i < hd; i += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t j = 0; j < n; ++j)
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vc + j * stride + i))), acc);
+    _mm256_storeu_ps(o + i, _mm256_mul_ps(acc, _mm256_set1_ps(inv)));
+  }
+}
+}  // namespace
+
 void attention_cached_cpu(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, float* out, int64_t T,
                           int64_t n_past, int64_t H, int64_t KVH, int64_t hd) {
+  if (use_avx2() && hd % 8 == 0) {
+    const int64_t group = H / KVH;
+    const float scale = 1.0f / std::sqrt((float)hd);
+    ThreadPool::instance().parallel_for((size_t)(T * H), [&](size_t task, int) {
+      const int64_t t = (int64_t)task / H, h = (int64_t)task % H, kvh = h / group;
+      std::vector<float> p((size_t)(n_past + t + 1));
+      attend_avx2(q + (t * H + h) * hd, k_cache + kvh * hd, v_cache + kvh * hd, n_past + t + 1, KVH * hd, hd, scale, p.data(),
+                  out + (t * H + h) * hd);
+    });
+    return;
+  }
+  attention_cached_scalar(q, k_cache, v_cache, out, T, n_past, H, KVH, hd);
+}
+
+void attention_cached_scalar(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, float* out, int64_t T,
+                             int64_t n_past, int64_t H, int64_t KVH, int64_t hd) {
   const int64_t group = H / KVH;
   const float scale = 1.0f / std::sqrt((float)hd);
   ThreadPool::instance().parallel_for((size_t)(T * H), [&](size_t task, int) {

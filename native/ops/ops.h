@@ -45,6 +45,9 @@ void silu_mul_cpu(const float* gate, const float* up, float* out, int64_t n);
 //   head h / (H / KVH) (grouped-query attention). Query t sees positions 0 … n_past + t.
 void attention_cached_cpu(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, float* out, int64_t T,
                           int64_t n_past, int64_t H, int64_t KVH, int64_t hd);
+// The plain scalar twin (the fallback, and the reference the fast one is tested against).
+void attention_cached_scalar(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, float* out, int64_t T,
+                             int64_t n_past, int64_t H, int64_t KVH, int64_t hd);
 
 // out(T, D) = (x − mean) / sqrt(var + eps) · w + b   (LayerNorm; out may alias x)
 void layernorm_cpu(const float* x, const float* w, const float* b, float* out, int64_t T, int64_t D, float eps);

@@ -61,6 +61,14 @@ describe('native LLM vs a float64 reference (HF layout, bf16 weights)', () => {
     console.log(`native vs float64 reference: max |Δ log p| = ${diff.toExponential(2)} over ${ours.length} tokens`);
     // fp32 compute with an f16 KV cache
     expect(diff).toBeLessThan(5e-3);
+    // the portable scalar kernels (matmul, attention) agree as well
+    native().setCpuDispatch('scalar');
+    const scalarCtx = llm.createContext();
+    const scalar = logSoftmax(await scalarCtx.eval(Int32Array.from(tokens)));
+    native().setCpuDispatch('auto');
+    expect(maxAbsDiff(scalar, ref)).toBeLessThan(5e-3);
+    expect(maxAbsDiff(scalar, ours)).toBeLessThan(1e-3);
+    scalarCtx.dispose();
     ctx.dispose();
     llm.dispose();
   });
