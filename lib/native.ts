@@ -24,7 +24,7 @@ export interface NativeBackendInfo {
 }
 
 export type NativeActivation = 'none' | 'gelu' | 'quick_gelu';
-export type NativeDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
+export type NativeDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
 
 /** A (outFeatures × inFeatures) weight, stored as PyTorch's Linear stores it, plus an optional bias. */
 export interface NativeLinear {

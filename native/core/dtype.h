@@ -11,8 +11,8 @@
 namespace medllava {
 
 // Weight types. Q8_0 / Q4_0 are GGML's 32-element blocks (an f16 scale + int8 / 4-bit values);
-// a row of them must hold whole blocks.
-enum class DType { F32, F16, BF16, Q8_0, Q4_0 };
+// Q4_K / Q6_K its 256-element super-blocks. A row of them must hold whole blocks.
+enum class DType { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K };
 
 inline const char* dtype_name(DType t) {
   switch (t) {
@@ -21,6 +21,8 @@ inline const char* dtype_name(DType t) {
     case DType::BF16: return "bf16";
     case DType::Q8_0: return "q8_0";
     case DType::Q4_0: return "q4_0";
+    case DType::Q4_K: return "q4_k";
+    case DType::Q6_K: return "q6_k";
   }
   return "?";
 }
@@ -31,19 +33,32 @@ inline DType parse_dtype(const std::string& s) {
   if (s == "bf16") return DType::BF16;
   if (s == "q8_0") return DType::Q8_0;
   if (s == "q4_0") return DType::Q4_0;
-  throw Error(ErrorCode::Argument, "dtype must be 'f32', 'f16', 'bf16', 'q8_0' or 'q4_0', got '" + s + "'");
+  if (s == "q4_k") return DType::Q4_K;
+  if (s == "q6_k") return DType::Q6_K;
+  throw Error(ErrorCode::Argument, "dtype must be 'f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k' or 'q6_k', got '" + s + "'");
 }
 
-inline bool dtype_is_block(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
-constexpr int64_t kQBlock = 32;  // elements per Q8_0 / Q4_0 block
-inline size_t dtype_block_bytes(DType t) { return t == DType::Q8_0 ? 34 : t == DType::Q4_0 ? 18 : 0; }
+inline bool dtype_is_kquant(DType t) { return t == DType::Q4_K || t == DType::Q6_K; }
+inline bool dtype_is_block(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || dtype_is_kquant(t); }
+constexpr int64_t kQBlock = 32;    // elements per Q8_0 / Q4_0 block
+constexpr int64_t kQKBlock = 256;  // elements per Q4_K / Q6_K super-block
+inline int64_t dtype_block_elems(DType t) { return dtype_is_kquant(t) ? kQKBlock : dtype_is_block(t) ? kQBlock : 1; }
+inline size_t dtype_block_bytes(DType t) {
+  switch (t) {
+    case DType::Q8_0: return 34;
+    case DType::Q4_0: return 18;
+    case DType::Q4_K: return 144;
+    case DType::Q6_K: return 210;
+    default: return 0;
+  }
+}
 
 // Bytes per element of an unblocked type (F32, F16, BF16).
 inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
 
 // Bytes of n elements (n a whole number of blocks for block types).
 inline size_t dtype_bytes(DType t, int64_t n) {
-  return dtype_is_block(t) ? (size_t)(n / kQBlock) * dtype_block_bytes(t) : (size_t)n * dtype_size(t);
+  return dtype_is_block(t) ? (size_t)(n / dtype_block_elems(t)) * dtype_block_bytes(t) : (size_t)n * dtype_size(t);
 }
 
 inline uint32_t f32_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }

@@ -21,6 +21,7 @@
 #include "../core/cpu_features.h"
 #include "../core/error.h"
 #include "../core/thread_pool.h"
+#include "../formats/ggml_types.h"
 #include "../ops/ops.h"
 
 namespace medllava {
@@ -38,19 +39,48 @@ static float load_weight(const void* w, DType t, int64_t i) {
       const int q = t == DType::Q8_0 ? (int)(int8_t)b[2 + j] : (j < 16 ? (b[2 + j] & 0xF) : (b[2 + j - 16] >> 4)) - 8;
       return f16_to_f32(d) * (float)q;
     }
+    default:  // K-quant super-blocks are decoded a block at a time by their own paths, never per element
+      throw Error(ErrorCode::Unsupported, "load_weight of a K-quant");
   }
-  return 0;
 }
 
 static void check_args(const MatmulArgs& p) {
   if (p.M < 0 || p.N <= 0 || p.K <= 0) throw Error(ErrorCode::Shape, "matmul: M, N, K must be positive");
-  if (dtype_is_block(p.w_type) && p.K % kQBlock)
-    throw Error(ErrorCode::Shape, std::string("matmul: ") + dtype_name(p.w_type) + " rows must be a multiple of 32 long, K = " + std::to_string(p.K));
+  if (dtype_is_block(p.w_type) && p.K % dtype_block_elems(p.w_type))
+    throw Error(ErrorCode::Shape, std::string("matmul: ") + dtype_name(p.w_type) + " rows must be a multiple of " +
+                                      std::to_string(dtype_block_elems(p.w_type)) + " long, K = " + std::to_string(p.K));
   if (!p.w || (p.M > 0 && (!p.a || !p.out))) throw Error(ErrorCode::Argument, "matmul: null buffer");
+}
+
+// Super-block b of row n of a K-quant weight, as f32 (256 values).
+static void kquant_block(const MatmulArgs& p, int64_t n, int64_t b, float* out) {
+  const size_t bb = dtype_block_bytes(p.w_type);
+  const uint8_t* src = static_cast<const uint8_t*>(p.w) + ((size_t)n * (size_t)(p.K / kQKBlock) + (size_t)b) * bb;
+  ggml::dequantize(p.w_type == DType::Q4_K ? ggml::Q4_K : ggml::Q6_K, src, out, kQKBlock);
+}
+
+// K-quants: super-blocks are decoded one at a time (never the whole tensor) and dotted in fp32.
+static void matmul_kquant_scalar(const MatmulArgs& p) {
+  ThreadPool::instance().parallel_for((size_t)p.N, [&](size_t n, int) {
+    float w[kQKBlock];
+    std::vector<float> acc((size_t)p.M, 0.0f);
+    for (int64_t b = 0; b < p.K / kQKBlock; ++b) {
+      kquant_block(p, (int64_t)n, b, w);
+      for (int64_t m = 0; m < p.M; ++m) {
+        const float* a = p.a + m * p.K + b * kQKBlock;
+        float s = 0;
+        for (int64_t k = 0; k < kQKBlock; ++k) s += a[k] * w[k];
+        acc[(size_t)m] += s;
+      }
+    }
+    for (int64_t m = 0; m < p.M; ++m)
+      p.out[m * p.N + (int64_t)n] = apply_activation(acc[(size_t)m] + (p.bias ? p.bias[n] : 0.0f), p.act);
+  });
 }
 
 void matmul_cpu_scalar(const MatmulArgs& p) {
   check_args(p);
+  if (dtype_is_kquant(p.w_type)) return matmul_kquant_scalar(p);
   ThreadPool::instance().parallel_for((size_t)p.M, [&](size_t m, int) {
     const float* a = p.a + m * p.K;
     for (int64_t n = 0; n < p.N; ++n) {
@@ -94,8 +124,9 @@ __attribute__((target("avx2,fma,f16c"))) inline __m256 load8(const void* w, DTyp
       }
       return _mm256_mul_ps(d, _mm256_cvtepi32_ps(q));
     }
+    default:  // K-quants never reach here (see load_weight)
+      return _mm256_setzero_ps();
   }
-  return _mm256_setzero_ps();
 }
 
 __attribute__((target("avx2,fma"))) inline void transpose8(__m256 r[8]) {
@@ -172,6 +203,14 @@ __attribute__((target("avx2,fma"))) inline __m256 activation_avx2(__m256 x, Acti
 __attribute__((target("avx2,fma,f16c"))) void pack_w_panel(const MatmulArgs& p, int64_t n0, int64_t k0, int64_t kc,
                                                           float* bp) {
   const int64_t rows = std::min<int64_t>(NR, p.N - n0);
+  if (dtype_is_kquant(p.w_type)) {  // KC == the super-block: decode each row's block once, transpose it in
+    float w[kQKBlock];
+    for (int j = 0; j < NR; ++j) {
+      if (j < rows) kquant_block(p, n0 + j, k0 / kQKBlock, w);
+      for (int64_t k = 0; k < kc; ++k) bp[k * NR + j] = j < rows ? w[k] : 0.0f;
+    }
+    return;
+  }
   int64_t k = 0;
   if (rows == NR) {
     for (; k + 8 <= kc; k += 8) {
@@ -368,7 +407,31 @@ __attribute__((target("avx2,fma,f16c"))) void gemv_q_columns(const MatmulArgs& p
   }
 }
 
+__attribute__((target("avx2,fma,f16c"))) void gemv_kquant_columns(const MatmulArgs& p, int64_t n_begin, int64_t n_end) {
+  alignas(32) float w[kQKBlock];
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < p.K / kQKBlock; ++b) {
+      kquant_block(p, n, b, w);
+      for (int64_t m = 0; m < p.M; ++m) {
+        const float* a = p.a + m * p.K + b * kQKBlock;
+        for (int64_t k = 0; k < kQKBlock; k += 8)
+          acc[m] = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_load_ps(w + k), acc[m]);
+      }
+    }
+    for (int64_t m = 0; m < p.M; ++m)
+      p.out[m * p.N + n] = apply_activation(hsum(acc[m]) + (p.bias ? p.bias[n] : 0.0f), p.act);
+  }
+}
+
 void gemv_q_avx2(const MatmulArgs& p) {
+  if (dtype_is_kquant(p.w_type)) {  // fp32 activations: decode each super-block once, dot in fp32
+    constexpr int64_t COLS = 32;
+    ThreadPool::instance().parallel_for((size_t)((p.N + COLS - 1) / COLS), [&](size_t task, int) {
+      gemv_kquant_columns(p, (int64_t)task * COLS, std::min<int64_t>(p.N, ((int64_t)task + 1) * COLS));
+    });
+    return;
+  }
   const QActivations qa = quantize_rows_q8(p.a, p.M, p.K);
   constexpr int64_t COLS = 64;
   ThreadPool::instance().parallel_for((size_t)((p.N + COLS - 1) / COLS), [&](size_t task, int) {

@@ -26,7 +26,7 @@ Llm::Llm(const LlmConfig& c, const LlmTensorNames& n) : cfg_(c) {
   auto lin = [&](const std::pair<std::string, std::string>& ref, int64_t out, int64_t in) {
     LinearWeight w{store_.get(ref.first, ref.second)};
     expect_shape(w.t, {out, in});
-    if (dtype_is_block(w.t.type) && in % kQBlock) throw Error(ErrorCode::Shape, w.t.where + ": rows are not whole blocks");
+    if (dtype_is_block(w.t.type) && in % dtype_block_elems(w.t.type)) throw Error(ErrorCode::Shape, w.t.where + ": rows are not whole blocks");
     return w;
   };
   embed_ = store_.get(n.embed.first, n.embed.second);
@@ -79,6 +79,8 @@ void Llm::embed_row(int32_t token, float* out) const {
     case DType::BF16: for (int64_t i = 0; i < D; ++i) out[i] = bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]); break;
     case DType::Q8_0: ggml::dequantize(ggml::Q8_0, row, out, D); break;
     case DType::Q4_0: ggml::dequantize(ggml::Q4_0, row, out, D); break;
+    case DType::Q4_K: ggml::dequantize(ggml::Q4_K, row, out, D); break;
+    case DType::Q6_K: ggml::dequantize(ggml::Q6_K, row, out, D); break;
   }
 }
 

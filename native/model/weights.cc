@@ -42,9 +42,11 @@ TensorRef WeightStore::get(const std::string& path, const std::string& name) {
         case ggml::BF16: r.type = DType::BF16; break;
         case ggml::Q8_0: r.type = DType::Q8_0; break;
         case ggml::Q4_0: r.type = DType::Q4_0; break;
+        case ggml::Q4_K: r.type = DType::Q4_K; break;
+        case ggml::Q6_K: r.type = DType::Q6_K; break;
         default:
           throw Error(ErrorCode::Unsupported, r.where + ": GGML type " + ggml::type_info(t.type)->name +
-                                                  " is not computed yet (F32, F16, BF16, Q8_0, Q4_0 are)");
+                                                  " is not computed yet (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K are)");
       }
       r.data = f->tensor_data(t);
       for (size_t d = t.dims.size(); d-- > 0;) r.shape.push_back((int64_t)t.dims[d]);

@@ -34,8 +34,9 @@ void LinearWrap::Construct(const Napi::CallbackInfo& info) {
   if (!w.IsTypedArray() || w.As<Napi::TypedArray>().TypedArrayType() != want)
     throw_js(env, ErrorCode::Argument,
              std::string("weight for dtype ") + dtype_name(dtype_) + " must be a " + want_name + ", got " + js_type_name(w));
-  if (dtype_is_block(dtype_) && in_features_ % kQBlock)
-    throw_js(env, ErrorCode::Shape, std::string(dtype_name(dtype_)) + " rows must be a multiple of 32 long");
+  if (dtype_is_block(dtype_) && in_features_ % dtype_block_elems(dtype_))
+    throw_js(env, ErrorCode::Shape, std::string(dtype_name(dtype_)) + " rows must be a multiple of " +
+                                        std::to_string(dtype_block_elems(dtype_)) + " long");
   const Napi::TypedArray wa = w.As<Napi::TypedArray>();
   if (wa.ByteLength() != dtype_bytes(dtype_, out_features_ * in_features_))
     throw_js(env, ErrorCode::Shape,

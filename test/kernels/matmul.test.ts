@@ -163,6 +163,34 @@ describe('matmul on the CPU', () => {
     }
   }
 
+  for (const dtype of ['q4_k', 'q6_k'] as const) {
+    for (const [M, N, K] of [[1, 9, 256], [2, 17, 512], [70, 33, 768]] as const) {
+      it(`${M}x${N}x${K} ${dtype} weights (super-blocks decoded one at a time)`, async () => {
+        const n = addon();
+        const bytes = dtype === 'q4_k' ? 144 : 210;
+        const raw = new Uint8Array((N * K) / 256 * bytes);
+        let s = (M * 31 + K) >>> 0;
+        for (let i = 0; i < raw.length; i++) { s = (Math.imul(s, 1103515245) + 12345) >>> 0; raw[i] = s >>> 24; }
+        const dv = new DataView(raw.buffer);
+        for (let b = 0; b < raw.length / bytes; b++) { // modest, finite f16 scales
+          for (const o of dtype === 'q6_k' ? [208] : [0, 2]) dv.setUint16(b * bytes + o, o === 2 ? 0x2000 : 0x2400, true);
+        }
+        const values = n.ggmlDequantize(dtype.toUpperCase(), raw, N * K);
+        const a = randomNormal(M * K, seedBase + K);
+        const ref = matmulReference(a, values, null, M, N, K, 'none');
+        const scale = matmulErrorScale(a, values, null, M, N, K);
+        const lin = new n.NativeLinear(raw, dtype, N, K, null);
+        n.setCpuDispatch('scalar');
+        const scalar = relativeError(await lin.forward(a, M, {}), ref, scale);
+        n.setCpuDispatch('auto');
+        const fast = relativeError(await lin.forward(a, M, {}), ref, scale);
+        lin.dispose();
+        expect(scalar).toBeLessThan(1e-5);
+        expect(fast).toBeLessThanOrEqual(2 * scalar + 1e-7);
+      });
+    }
+  }
+
   it('quantized rows that are not whole blocks are refused', () => {
     const n = addon();
     expect(() => new n.NativeLinear(new Uint8Array(34), 'q8_0', 2, 16, null)).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));

@@ -88,7 +88,7 @@ describe('errors cross the boundary with .code', () => {
 
   it('bad dtype, bad bias, bad sizes → E_ARGUMENT / E_SHAPE', () => {
     expect(catchErr(() => new (n().NativeLinear)(new Float32Array(4), 'f64' as 'f32', 2, 2, null)))
-      .toMatchObject({ code: 'E_ARGUMENT', message: expect.stringMatching(/'f32', 'f16', 'bf16', 'q8_0' or 'q4_0'/) });
+      .toMatchObject({ code: 'E_ARGUMENT', message: expect.stringMatching(/'f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k' or 'q6_k'/) });
     expect(catchErr(() => new (n().NativeLinear)(new Float32Array(4), 'f32', 2, 2, new Float32Array(3))))
       .toMatchObject({ code: 'E_SHAPE' });
     expect(catchErr(() => new (n().NativeLinear)(new Float32Array(4), 'f32', 2.5, 2, null)))
