@@ -49,15 +49,26 @@ void silu_mul_cpu(const float* gate, const float* up, float* out, int64_t n) {
 }
 
 namespace {
-// One query head against n cached positions (f16 rows of `stride` halves), AVX2 + F16C; hd % 8 == 0.
-__attribute__((target("avx2,fma,f16c"))) void attend_avx2(const float* qv, const uint16_t* kc, const uint16_t* vc, int64_t n,
-                                                         int64_t stride, int64_t hd, float scale, float* p, float* o) {
+// Rows of keys / values as the attention kernels read them: f16 (the KV cache) or f32 (a ViT's).
+struct F16Rows {
+  const uint16_t* p;
+  __attribute__((target("avx2,f16c"))) __m256 load(int64_t off) const {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + off)));
+  }
+};
+struct F32Rows {
+  const float* p;
+  __attribute__((target("avx2"))) __m256 load(int64_t off) const { return _mm256_loadu_ps(p + off); }
+};
+
+// One query row against n key/value rows (`stride` elements apart), AVX2; hd % 8 == 0. p: n scratch floats.
+template <class Rows>
+__attribute__((target("avx2,fma,f16c"))) void attend_avx2(const float* qv, Rows k, Rows v, int64_t n, int64_t stride,
+                                                         int64_t hd, float scale, float* p, float* o) {
   float m = -INFINITY;
   for (int64_t j = 0; j < n; ++j) {
-    const uint16_t* kr = kc + j * stride;
     __m256 s = _mm256_setzero_ps();
-    for (int64_t i = 0; i < hd; i += 8)
-      s = _mm256_fmadd_ps(_mm256_loadu_ps(qv + i), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kr + i))), s);
+    for (int64_t i = 0; i < hd; i += 8) s = _mm256_fmadd_ps(_mm256_loadu_ps(qv + i), k.load(j * stride + i), s);
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     h = _mm_add_ss(h, _mm_movehdup_ps(h));
@@ -66,12 +77,11 @@ __attribute__((target("avx2,fma,f16c"))) void attend_avx2(const float* qv, const
   }
   float z = 0;
   for (int64_t j = 0; j < n; ++j) z += (p[j] = std::exp(p[j] - m));
-  const float inv = 1.0f / z;
+  const __m256 inv = _mm256_set1_ps(1.0f / z);
   for (int64_t i = 0; i < hd; i += 8) {
     __m256 acc = _mm256_setzero_ps();
-    for (int64_t j = 0; j < n; ++j)
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vc + j * stride + i))), acc);
-    _mm256_storeu_ps(o + i, _mm256_mul_ps(acc, _mm256_set1_ps(inv)));
+    for (int64_t j = 0; j < n; ++j) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), v.load(j * stride + i), acc);
+    _mm256_storeu_ps(o + i, _mm256_mul_ps(acc, inv));
   }
 }
 }  // namespace
@@ -84,8 +94,8 @@ void attention_cached_cpu(const float* q, const uint16_t* k_cache, const uint16_
     ThreadPool::instance().parallel_for((size_t)(T * H), [&](size_t task, int) {
       const int64_t t = (int64_t)task / H, h = (int64_t)task % H, kvh = h / group;
       std::vector<float> p((size_t)(n_past + t + 1));
-      attend_avx2(q + (t * H + h) * hd, k_cache + kvh * hd, v_cache + kvh * hd, n_past + t + 1, KVH * hd, hd, scale, p.data(),
-                  out + (t * H + h) * hd);
+      attend_avx2(q + (t * H + h) * hd, F16Rows{k_cache + kvh * hd}, F16Rows{v_cache + kvh * hd}, n_past + t + 1, KVH * hd, hd,
+                  scale, p.data(), out + (t * H + h) * hd);
     });
     return;
   }
@@ -135,38 +145,14 @@ void layernorm_cpu(const float* x, const float* w, const float* b, float* out, i
   });
 }
 
-namespace {
-// One query row against T keys/values of one head (rows `stride` floats apart), AVX2; hd % 8 == 0.
-__attribute__((target("avx2,fma"))) void attend_full_avx2(const float* qv, const float* k, const float* v, int64_t T,
-                                                         int64_t stride, int64_t hd, float scale, float* p, float* o) {
-  float m = -INFINITY;
-  for (int64_t j = 0; j < T; ++j) {
-    __m256 s = _mm256_setzero_ps();
-    for (int64_t i = 0; i < hd; i += 8) s = _mm256_fmadd_ps(_mm256_loadu_ps(qv + i), _mm256_loadu_ps(k + j * stride + i), s);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    p[j] = _mm_cvtss_f32(h) * scale;
-    m = std::max(m, p[j]);
-  }
-  float z = 0;
-  for (int64_t j = 0; j < T; ++j) z += (p[j] = std::exp(p[j] - m));
-  const __m256 inv = _mm256_set1_ps(1.0f / z);
-  for (int64_t i = 0; i < hd; i += 8) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t j = 0; j < T; ++j) acc = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(v + j * stride + i), acc);
-    _mm256_storeu_ps(o + i, _mm256_mul_ps(acc, inv));
-  }
-}
-}  // namespace
-
 void attention_full_cpu(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd) {
   const float scale = 1.0f / std::sqrt((float)hd);
   if (use_avx2() && hd % 8 == 0) {
     ThreadPool::instance().parallel_for((size_t)(T * H), [&](size_t task, int) {
       const int64_t t = (int64_t)task / H, h = (int64_t)task % H;
       std::vector<float> p((size_t)T);
-      attend_full_avx2(q + (t * H + h) * hd, k + h * hd, v + h * hd, T, H * hd, hd, scale, p.data(), out + (t * H + h) * hd);
+      attend_avx2(q + (t * H + h) * hd, F32Rows{k + h * hd}, F32Rows{v + h * hd}, T, H * hd, hd, scale, p.data(),
+                  out + (t * H + h) * hd);
     });
     return;
   }

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "js_error.h"
+#include "native_object.h"
 
 namespace medllava {
 namespace napi {
@@ -33,9 +34,7 @@ Napi::Function LlmWrap::Define(Napi::Env env) {
 }
 
 LlmWrap::LlmWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LlmWrap>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal())
-    throw make_error(info.Env(), "E_ARGUMENT", "NativeLlm is created with NativeLlm.load(config, tensors)");
-  llm_ = *info[0].As<Napi::External<std::shared_ptr<const Llm>>>().Data();
+  llm_ = unwrap_external<Llm>(info, "NativeLlm is created with NativeLlm.load(config, tensors)");
 }
 
 // NativeLlm.load(config, tensors) -> Promise<NativeLlm>: maps the files and checks every shape off the JS thread
@@ -72,15 +71,7 @@ Napi::Value LlmWrap::Load(const Napi::CallbackInfo& info) {
                               ref(env, L.Get("ffnNorm"), p + "ffnNorm"), ref(env, L.Get("wGate"), p + "wGate"),
                               ref(env, L.Get("wUp"), p + "wUp"), ref(env, L.Get("wDown"), p + "wDown")});
     }
-    auto result = std::make_shared<std::shared_ptr<const Llm>>();
-    auto ctor = std::make_shared<Napi::FunctionReference>(Napi::Persistent(info.This().As<Napi::Function>()));
-    return PromiseWorker::Start(
-        env, [=] { *result = std::make_shared<const Llm>(cfg, names); },
-        [=](Napi::Env e) {
-          auto holder = new std::shared_ptr<const Llm>(*result);
-          auto ext = Napi::External<std::shared_ptr<const Llm>>::New(e, holder, [](Napi::Env, std::shared_ptr<const Llm>* p) { delete p; });
-          return ctor->Value().New({ext});
-        });
+    return load_async<Llm>(env, info.This().As<Napi::Function>(), [=] { return std::make_shared<const Llm>(cfg, names); });
   });
 }
 
@@ -88,9 +79,7 @@ Napi::Value LlmWrap::CreateContext(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
     if (!llm_) throw_js(env, ErrorCode::Argument, "this model has been disposed");
-    auto holder = new std::shared_ptr<const Llm>(llm_);
-    auto ext = Napi::External<std::shared_ptr<const Llm>>::New(env, holder, [](Napi::Env, std::shared_ptr<const Llm>* p) { delete p; });
-    return context_ctor(env).New({ext});
+    return context_ctor(env).New({wrap_external<Llm>(env, llm_)});
   });
 }
 
@@ -110,9 +99,7 @@ Napi::Function LlmContextWrap::Define(Napi::Env env) {
 }
 
 LlmContextWrap::LlmContextWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LlmContextWrap>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal())
-    throw make_error(info.Env(), "E_ARGUMENT", "contexts are created with NativeLlm.createContext()");
-  llm_ = *info[0].As<Napi::External<std::shared_ptr<const Llm>>>().Data();
+  llm_ = unwrap_external<Llm>(info, "contexts are created with NativeLlm.createContext()");
   guard(info.Env(), [&] { cache_ = std::make_shared<Llm::Cache>(llm_->new_cache()); });
 }
 

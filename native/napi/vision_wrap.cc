@@ -1,6 +1,7 @@
 #include "vision_wrap.h"
 
 #include "js_error.h"
+#include "native_object.h"
 
 namespace medllava {
 namespace napi {
@@ -26,9 +27,7 @@ Napi::Function VisionWrap::Define(Napi::Env env) {
 }
 
 VisionWrap::VisionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<VisionWrap>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal())
-    throw make_error(info.Env(), "E_ARGUMENT", "NativeVision is created with NativeVision.load(config, tensors)");
-  vision_ = *info[0].As<Napi::External<std::shared_ptr<const Vision>>>().Data();
+  vision_ = unwrap_external<Vision>(info, "NativeVision is created with NativeVision.load(config, tensors)");
 }
 
 // NativeVision.load(config, tensors) -> Promise<NativeVision>
@@ -71,15 +70,7 @@ Napi::Value VisionWrap::Load(const Napi::CallbackInfo& info) {
                           ref(env, L, "ln2W"), ref(env, L, "ln2B"), ref(env, L, "fcAW"), ref(env, L, "fcAB"),
                           ref(env, L, "fcBW"), ref(env, L, "fcBB")});
     }
-    auto result = std::make_shared<std::shared_ptr<const Vision>>();
-    auto ctor = std::make_shared<Napi::FunctionReference>(Napi::Persistent(info.This().As<Napi::Function>()));
-    return PromiseWorker::Start(
-        env, [=] { *result = std::make_shared<const Vision>(cfg, n); },
-        [=](Napi::Env e) {
-          auto holder = new std::shared_ptr<const Vision>(*result);
-          auto ext = Napi::External<std::shared_ptr<const Vision>>::New(e, holder, [](Napi::Env, std::shared_ptr<const Vision>* p) { delete p; });
-          return ctor->Value().New({ext});
-        });
+    return load_async<Vision>(env, info.This().As<Napi::Function>(), [=] { return std::make_shared<const Vision>(cfg, n); });
   });
 }
 

@@ -85,6 +85,11 @@ describe('vision tower + projector', () => {
     const err = relativeError(ours, ref);
     console.log(`vision (HF layout) vs float64 PyTorch: relative error ${err.toExponential(2)}`);
     expect(err).toBeLessThan(1e-5);
+    // the portable scalar kernels (matmul, full attention) too
+    native().setCpuDispatch('scalar');
+    const scalar = await vision.encode(px);
+    native().setCpuDispatch('auto');
+    expect(relativeError(scalar, ref)).toBeLessThan(1e-5);
     vision.dispose();
   });
 

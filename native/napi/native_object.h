@@ -1,0 +1,38 @@
+// Native objects built off the JS thread and wrapped afterwards: a static load() builds the C++
+// object on the worker pool, then constructs the JS class around it through an External (the only
+// way its constructor accepts), so users cannot construct half-initialised objects.
+#pragma once
+#include <napi.h>
+
+#include <functional>
+#include <memory>
+
+#include "js_error.h"
+
+namespace medllava {
+namespace napi {
+
+template <class T>
+Napi::External<std::shared_ptr<const T>> wrap_external(Napi::Env env, std::shared_ptr<const T> p) {
+  return Napi::External<std::shared_ptr<const T>>::New(env, new std::shared_ptr<const T>(std::move(p)),
+                                                       [](Napi::Env, std::shared_ptr<const T>* h) { delete h; });
+}
+
+template <class T>
+Napi::Value load_async(Napi::Env env, Napi::Function ctor, std::function<std::shared_ptr<const T>()> make) {
+  auto result = std::make_shared<std::shared_ptr<const T>>();
+  auto ctor_ref = std::make_shared<Napi::FunctionReference>(Napi::Persistent(ctor));
+  return PromiseWorker::Start(
+      env, [=] { *result = make(); },
+      [=](Napi::Env e) { return ctor_ref->Value().New({wrap_external<T>(e, *result)}); });
+}
+
+// In a wrapped class's constructor: the object its External carries, or E_ARGUMENT saying how to make one.
+template <class T>
+std::shared_ptr<const T> unwrap_external(const Napi::CallbackInfo& info, const char* how) {
+  if (info.Length() != 1 || !info[0].IsExternal()) throw make_error(info.Env(), "E_ARGUMENT", how);
+  return *info[0].As<Napi::External<std::shared_ptr<const T>>>().Data();
+}
+
+}  // namespace napi
+}  // namespace medllava
