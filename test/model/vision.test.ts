@@ -143,3 +143,19 @@ describe('LLaVA end to end: an image spliced into the prompt', () => {
     await model.dispose();
   });
 });
+
+describe('LLaVA-Med v1.0: the image framed by <im_start> … <im_end>', () => {
+  it('runs end to end from its fp16 pickle shards, the image rows between the two frame tokens', async () => {
+    const v1 = (await generateFixture({ layout: 'llava-med-v1', out: join(root, 'v1') })) as { dir: string };
+    const model = await loadModel(v1.dir);
+    expect(model.spec.mmUseImStartEnd).toBe(true);
+    const png = await sharp({ create: { width: 40, height: 40, channels: 3, background: { r: 99, g: 20, b: 200 } } }).png().toBuffer();
+    // 28 px / patch 14 → 4 image rows
+    expect((await model.encodeImage(png)).length).toBe(4 * model.spec.llm.hidden);
+    const reply = await model.createChat().send({ text: 'What is shown?', image: png }, { maxTokens: 4 });
+    expect(reply.tokens.length).toBeGreaterThan(0);
+    // the prompt: template text, <im_start>, 4 image rows, <im_end>, the question
+    expect(reply.timings.promptTokens).toBeGreaterThan(4 + 2);
+    await model.dispose();
+  }, 120_000);
+});
