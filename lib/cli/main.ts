@@ -6,6 +6,8 @@ import { getBackendInfo } from '../backend.js';
 import { isMedllavaError } from '../errors.js';
 import { createInterface } from 'node:readline';
 
+import cliProgress from 'cli-progress';
+
 import { convertModel } from '../convert/convert.js';
 import { loadModel } from '../model/model.js';
 import { FIXTURE_LAYOUTS, FIXTURE_SIZES, generateFixture, type FixtureLayout, type FixtureSize } from '../fixtures/generate.js';
@@ -23,6 +25,35 @@ export function formatBackendInfo(info: ReturnType<typeof getBackendInfo>): stri
   for (const d of info.cuda.devices)
     lines.push(`      ${d.name} (sm ${d.computeCapability}, ${formatBytes(d.memoryBytes)})`);
   return lines.join('\n');
+}
+
+/** Progress for long writes: a bar on a terminal, plain lines otherwise. Messages 'what i/n' move the
+ * bar; any other message is shown as its label. */
+function progressReporter(): { report: (message: string) => void; stop: () => void } {
+  if (!process.stderr.isTTY) return { report: (m) => process.stderr.write(`${m}\n`), stop: () => {} };
+  const bar = new cliProgress.SingleBar({ format: '{bar} {percentage}% | {label}', stream: process.stderr, hideCursor: true },
+    cliProgress.Presets.shades_classic);
+  let started = false;
+  let phase = '';
+  return {
+    report: (message) => {
+      const m = /^(.*?)(\d+)\/(\d+)$/.exec(message);
+      if (m) {
+        if (!started || m[1] !== phase) {
+          if (started) bar.stop();
+          bar.start(Number(m[3]), 0, { label: message });
+          started = true;
+          phase = m[1]!;
+        }
+        bar.update(Number(m[2]), { label: message });
+      } else if (started) {
+        bar.update({ label: message });
+      } else {
+        process.stderr.write(`${message}\n`);
+      }
+    },
+    stop: () => { if (started) bar.stop(); },
+  };
 }
 
 const program = new Command();
@@ -104,10 +135,11 @@ program
   .option('--base-model <dir>', 'LLaVA-Rad: the base LLM the LoRA adapter applies to')
   .action(async (opts: { model: string; to: string; out: string; quant?: string; visionTower?: string; baseModel?: string }) => {
     const started = Date.now();
+    const progress = progressReporter();
     const paths = await convertModel({
       model: opts.model, to: opts.to as 'gguf' | 'safetensors', out: opts.out, quant: opts.quant,
-      visionTower: opts.visionTower, baseModel: opts.baseModel, onProgress: (m) => process.stderr.write(`${m}\n`),
-    });
+      visionTower: opts.visionTower, baseModel: opts.baseModel, onProgress: progress.report,
+    }).finally(progress.stop);
     for (const [k, v] of Object.entries(paths)) process.stdout.write(`${k}: ${v}\n`);
     process.stderr.write(`done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   });
@@ -122,10 +154,11 @@ program
   .option('--seed <n>', 'weights seed', (v) => Number.parseInt(v, 10), 1234)
   .action(async (opts: { layout: string; size: string; out: string; ggufType: string; seed: number }) => {
     const started = Date.now();
+    const progress = progressReporter();
     const paths = await generateFixture({
       layout: opts.layout as FixtureLayout, size: opts.size as FixtureSize, out: opts.out, ggufType: opts.ggufType,
-      seed: opts.seed, onProgress: (m) => process.stderr.write(`${m}\n`),
-    });
+      seed: opts.seed, onProgress: progress.report,
+    }).finally(progress.stop);
     for (const [k, v] of Object.entries(paths)) process.stdout.write(`${k}: ${v}\n`);
     process.stderr.write(`done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   });
