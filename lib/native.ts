@@ -96,6 +96,8 @@ export interface NativeLlmTensors {
   embed: NativeTensorRef; norm: NativeTensorRef; lmHead: NativeTensorRef;
   layers: { attnNorm: NativeTensorRef; wq: NativeTensorRef; wk: NativeTensorRef; wv: NativeTensorRef; wo: NativeTensorRef;
     ffnNorm: NativeTensorRef; wGate: NativeTensorRef; wUp: NativeTensorRef; wDown: NativeTensorRef }[];
+  /** LoRA kept separate: out = W x + scale · B (A x), keyed by the base weight's tensor name */
+  lora?: { scale: number; pairs: Record<string, { a: NativeTensorRef; b: NativeTensorRef }> };
 }
 export interface NativeLlmContext {
   /** Runs tokens after the cached ones; logits of the last token (or of every token) × vocab. -1 tokens take rows of `embeddings`. */

@@ -9,10 +9,6 @@ export async function loadLlm(spec: ModelSpec, options: { contextLength?: number
   if (!Number.isInteger(contextLength) || contextLength < 1 || contextLength > llm.contextLength) {
     throw medllavaError('E_ARGUMENT', `contextLength must be an integer in [1, ${llm.contextLength}], got ${contextLength}`);
   }
-  if (spec.lora) {
-    throw medllavaError('E_UNSUPPORTED', `${spec.family} ships its LLM as a LoRA adapter; merge it first with ` +
-      '`medllava convert --to safetensors` (merging at load is not implemented yet)');
-  }
   const w = spec.files.weights;
   const ref = (name: string): NativeTensorRef => {
     const file = w[name];
@@ -44,6 +40,20 @@ export async function loadLlm(spec: ModelSpec, options: { contextLength?: number
         };
       }),
     };
+  }
+  if (spec.lora) {
+    // PEFT adapters: base_model.model.<module>.lora_A/B.weight for every target linear; kept separate
+    const pairs: Record<string, { a: NativeTensorRef; b: NativeTensorRef }> = {};
+    for (let l = 0; l < llm.layers; l++) {
+      for (const m of spec.lora.targetModules) {
+        const mod = ['q_proj', 'k_proj', 'v_proj', 'o_proj'].includes(m) ? 'self_attn' : 'mlp';
+        const base = `model.layers.${l}.${mod}.${m}`;
+        pairs[`${base}.weight`] = {
+          a: [spec.lora.file, `base_model.model.${base}.lora_A.weight`], b: [spec.lora.file, `base_model.model.${base}.lora_B.weight`],
+        };
+      }
+    }
+    tensors.lora = { scale: spec.lora.alpha / spec.lora.r, pairs };
   }
   return native().NativeLlm.load({
     hidden: llm.hidden, layers: llm.layers, heads: llm.heads, kvHeads: llm.kvHeads, ffn: llm.ffn, vocab: llm.vocab,

@@ -18,15 +18,25 @@ void expect_shape(const TensorRef& t, std::vector<int64_t> want) {
 }
 }  // namespace
 
-Llm::Llm(const LlmConfig& c, const LlmTensorNames& n) : cfg_(c) {
+Llm::Llm(const LlmConfig& c, const LlmTensorNames& n) : cfg_(c), lora_scale_(n.lora_scale) {
   if (c.hidden <= 0 || c.layers <= 0 || c.heads <= 0 || c.kv_heads <= 0 || c.heads % c.kv_heads || c.hidden % c.heads ||
       (c.hidden / c.heads) % 2 || c.vocab <= 0 || c.context <= 0 || (int64_t)n.layers.size() != c.layers)
     throw Error(ErrorCode::Argument, "LLM config is inconsistent");
   const int64_t hd = c.hidden / c.heads;
   auto lin = [&](const std::pair<std::string, std::string>& ref, int64_t out, int64_t in) {
-    LinearWeight w{store_.get(ref.first, ref.second)};
+    LinearWeight w;
+    w.t = store_.get(ref.first, ref.second);
     expect_shape(w.t, {out, in});
     if (dtype_is_block(w.t.type) && in % dtype_block_elems(w.t.type)) throw Error(ErrorCode::Shape, w.t.where + ": rows are not whole blocks");
+    const auto it = n.lora.find(ref.second);
+    if (it != n.lora.end()) {
+      w.has_lora = true;
+      w.lora_a = store_.get(it->second.a.first, it->second.a.second);
+      w.lora_b = store_.get(it->second.b.first, it->second.b.second);
+      if (w.lora_a.shape.size() != 2 || w.lora_a.shape[1] != in || w.lora_b.shape.size() != 2 || w.lora_b.shape[0] != out ||
+          w.lora_b.shape[1] != w.lora_a.shape[0] || dtype_is_block(w.lora_a.type) || dtype_is_block(w.lora_b.type))
+        throw Error(ErrorCode::Shape, w.lora_a.where + " / " + w.lora_b.where + " do not fit " + w.t.where + " as a LoRA pair");
+    }
     return w;
   };
   embed_ = store_.get(n.embed.first, n.embed.second);
@@ -57,15 +67,25 @@ Llm::Cache Llm::new_cache() const {
 }
 
 void Llm::linear(const LinearWeight& w, const float* x, int64_t T, float* out) const {
-  MatmulArgs a;
-  a.a = x;
-  a.w = w.t.data;
-  a.w_type = w.t.type;
-  a.out = out;
-  a.M = T;
-  a.N = w.t.shape[0];
-  a.K = w.t.shape[1];
-  matmul_cpu(a);
+  auto mm = [](const TensorRef& t, const float* in, int64_t rows, float* o) {
+    MatmulArgs a;
+    a.a = in;
+    a.w = t.data;
+    a.w_type = t.type;
+    a.out = o;
+    a.M = rows;
+    a.N = t.shape[0];
+    a.K = t.shape[1];
+    matmul_cpu(a);
+  };
+  mm(w.t, x, T, out);
+  if (!w.has_lora) return;
+  // LoRA kept separate: out += scale · B (A x); r is small, so this costs a few per cent
+  const int64_t r = w.lora_a.shape[0], N = w.t.shape[0];
+  std::vector<float> ax((size_t)(T * r)), bax((size_t)(T * N));
+  mm(w.lora_a, x, T, ax.data());
+  mm(w.lora_b, ax.data(), T, bax.data());
+  for (size_t i = 0; i < bax.size(); ++i) out[i] += lora_scale_ * bax[i];
 }
 
 void Llm::embed_row(int32_t token, float* out) const {

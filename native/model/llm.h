@@ -2,6 +2,7 @@
 // cache, SwiGLU, (un)tied lm_head. Weights stay where the file maps them, in their stored type.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -23,10 +24,19 @@ struct LlmTensorNames {
     std::pair<std::string, std::string> attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
   };
   std::vector<Layer> layers;
+  // LoRA kept separate (W x + scale · B (A x)), as PEFT adapters store it: keyed by the base weight's
+  // tensor name, the adapter's (A (r, in), B (out, r)) tensors.
+  struct Lora {
+    std::pair<std::string, std::string> a, b;
+  };
+  std::map<std::string, Lora> lora;
+  float lora_scale = 0;  // alpha / r
 };
 
 struct LinearWeight {
   TensorRef t;  // (out, in)
+  bool has_lora = false;
+  TensorRef lora_a, lora_b;  // (r, in), (out, r)
 };
 
 class Llm {
@@ -50,6 +60,7 @@ class Llm {
   void embed_row(int32_t token, float* out) const;
 
   LlmConfig cfg_;
+  float lora_scale_ = 0;
   WeightStore store_;
   TensorRef embed_;
   LinearWeight lm_head_;

@@ -71,6 +71,18 @@ Napi::Value LlmWrap::Load(const Napi::CallbackInfo& info) {
                               ref(env, L.Get("ffnNorm"), p + "ffnNorm"), ref(env, L.Get("wGate"), p + "wGate"),
                               ref(env, L.Get("wUp"), p + "wUp"), ref(env, L.Get("wDown"), p + "wDown")});
     }
+    // optional LoRA: { scale, pairs: { [baseTensorName]: { a: [path, name], b: [path, name] } } }
+    if (t.Get("lora").IsObject()) {
+      Napi::Object lora = t.Get("lora").As<Napi::Object>();
+      names.lora_scale = (float)number(env, lora, "scale");
+      Napi::Object pairs = lora.Get("pairs").As<Napi::Object>();
+      Napi::Array keys = pairs.GetPropertyNames();
+      for (uint32_t i = 0; i < keys.Length(); ++i) {
+        const std::string k = keys.Get(i).As<Napi::String>().Utf8Value();
+        Napi::Object pr = pairs.Get(k).As<Napi::Object>();
+        names.lora[k] = {ref(env, pr.Get("a"), "lora a"), ref(env, pr.Get("b"), "lora b")};
+      }
+    }
     return load_async<Llm>(env, info.This().As<Napi::Function>(), [=] { return std::make_shared<const Llm>(cfg, names); });
   });
 }

@@ -160,3 +160,25 @@ describe('KV cache and context', () => {
     await expect(loadLlm(spec, { contextLength: 0 })).rejects.toMatchObject({ code: 'E_ARGUMENT' });
   });
 });
+
+describe('LoRA kept separate (LLaVA-Rad)', () => {
+  it('W x + (alpha/r)·B(A x) at run time gives the logits of the merged checkpoint', async () => {
+    const { convertModel } = await import('../../lib/convert/convert.js');
+    const rad = (await generateFixture({ layout: 'llava-rad', out: join(root, 'rad') })) as { dir: string };
+    const spec = await loadModelSpec(rad.dir);
+    expect(spec.lora).toBeDefined();
+    const tok = await loadTokenizer(spec.files.tokenizer); // the base model's
+    const tokens = Int32Array.from([tok.bosId, ...tok.encode(TEXT)]);
+    const live = await loadLlm(spec);
+    const a = await live.createContext().eval(tokens);
+    // the merged checkpoint (its merge matches numpy + torch, test/convert), in f32
+    const merged = await convertModel({ model: rad.dir, to: 'safetensors', out: join(root, 'rad-merged'), quant: 'f32' });
+    const mspec = { ...(await loadModelSpec(merged.dir!, { visionTower: join(root, 'hf', 'clip-vit-large-patch14-336') })) };
+    const b = await (await loadLlm(mspec)).createContext().eval(tokens);
+    // the base is bf16 on both sides; only the order of the LoRA sum differs
+    expect(maxAbsDiff(logSoftmax(a), logSoftmax(b))).toBeLessThan(1e-3);
+    // and the adapter matters: without it the logits are far off
+    const noLora = await (await loadLlm({ ...spec, lora: undefined })).createContext().eval(tokens);
+    expect(maxAbsDiff(logSoftmax(noLora), logSoftmax(b))).toBeGreaterThan(1e-2);
+  });
+});
