@@ -6,6 +6,8 @@
  */
 import { statSync } from 'node:fs';
 
+import type { Sharp } from 'sharp';
+
 import { medllavaError } from '../errors.js';
 import { CachedContext, generate, type GenerateOptions, type Reply } from '../generate.js';
 import { preprocessImage } from '../image/preprocess.js';
@@ -17,7 +19,8 @@ import { loadLlm } from './llm.js';
 import { loadModelSpec, type ModelSpec } from './spec.js';
 import { loadVision } from './vision.js';
 
-export type ImageInput = string | Uint8Array | { toBuffer(): Promise<Buffer> };
+/** A path, encoded bytes, or a sharp pipeline (shared/API.md). */
+export type ImageInput = string | Uint8Array | Sharp;
 
 export interface LoadModelOptions {
   visionTower?: string;
@@ -166,7 +169,7 @@ class ModelImpl implements Model {
   async encodeImage(image: ImageInput): Promise<Float32Array> {
     if (!this.vision) throw medllavaError('E_UNSUPPORTED', this.noVision);
     const v = this.spec.vision;
-    const pixels = await preprocessImage(image as Parameters<typeof preprocessImage>[0], {
+    const pixels = await preprocessImage(image, {
       imageSize: v.imageSize, mean: v.imageMean, std: v.imageStd, aspectRatio: this.spec.imageAspectRatio,
     });
     return this.vision.encode(pixels);
