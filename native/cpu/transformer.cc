@@ -61,6 +61,27 @@ struct F32Rows {
   __attribute__((target("avx2"))) __m256 load(int64_t off) const { return _mm256_loadu_ps(p + off); }
 };
 
+// The plain scalar twin: one query row against n key/value rows (`stride` elements apart, read as
+// f32 by `get`). p: n scratch floats.
+template <class T, class Get>
+void attend_scalar(const float* qv, const T* k, const T* v, int64_t n, int64_t stride, int64_t hd, float scale, float* p,
+                   float* o, Get get) {
+  float m = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) {
+    float s = 0;
+    for (int64_t i = 0; i < hd; ++i) s += qv[i] * get(k[j * stride + i]);
+    p[j] = s * scale;
+    m = std::max(m, p[j]);
+  }
+  float z = 0;
+  for (int64_t j = 0; j < n; ++j) z += (p[j] = std::exp(p[j] - m));
+  std::fill(o, o + hd, 0.0f);
+  for (int64_t j = 0; j < n; ++j) {
+    const float w = p[j] / z;
+    for (int64_t i = 0; i < hd; ++i) o[i] += w * get(v[j * stride + i]);
+  }
+}
+
 // One query row against n key/value rows (`stride` elements apart), AVX2; hd % 8 == 0. p: n scratch floats.
 template <class Rows>
 __attribute__((target("avx2,fma,f16c"))) void attend_avx2(const float* qv, Rows k, Rows v, int64_t n, int64_t stride,
@@ -108,26 +129,9 @@ void attention_cached_scalar(const float* q, const uint16_t* k_cache, const uint
   const float scale = 1.0f / std::sqrt((float)hd);
   ThreadPool::instance().parallel_for((size_t)(T * H), [&](size_t task, int) {
     const int64_t t = (int64_t)task / H, h = (int64_t)task % H, kvh = h / group;
-    const int64_t n = n_past + t + 1;  // causal: positions 0 … n_past + t
-    const float* qv = q + (t * H + h) * hd;
-    std::vector<float> p((size_t)n);
-    float m = -INFINITY;
-    for (int64_t j = 0; j < n; ++j) {
-      const uint16_t* kr = k_cache + (j * KVH + kvh) * hd;
-      float s = 0;
-      for (int64_t i = 0; i < hd; ++i) s += qv[i] * f16_to_f32(kr[i]);
-      p[(size_t)j] = s * scale;
-      m = std::max(m, p[(size_t)j]);
-    }
-    float z = 0;
-    for (int64_t j = 0; j < n; ++j) z += (p[(size_t)j] = std::exp(p[(size_t)j] - m));
-    float* o = out + (t * H + h) * hd;
-    std::fill(o, o + hd, 0.0f);
-    for (int64_t j = 0; j < n; ++j) {
-      const float w = p[(size_t)j] / z;
-      const uint16_t* vr = v_cache + (j * KVH + kvh) * hd;
-      for (int64_t i = 0; i < hd; ++i) o[i] += w * f16_to_f32(vr[i]);
-    }
+    std::vector<float> p((size_t)(n_past + t + 1));  // causal: positions 0 … n_past + t
+    attend_scalar(q + (t * H + h) * hd, k_cache + kvh * hd, v_cache + kvh * hd, n_past + t + 1, KVH * hd, hd, scale, p.data(),
+                  out + (t * H + h) * hd, [](uint16_t x) { return f16_to_f32(x); });
   });
 }
 
@@ -158,25 +162,9 @@ void attention_full_cpu(const float* q, const float* k, const float* v, float* o
   }
   ThreadPool::instance().parallel_for((size_t)(T * H), [&](size_t task, int) {
     const int64_t t = (int64_t)task / H, h = (int64_t)task % H;
-    const float* qv = q + (t * H + h) * hd;
     std::vector<float> p((size_t)T);
-    float m = -INFINITY;
-    for (int64_t j = 0; j < T; ++j) {
-      const float* kr = k + (j * H + h) * hd;
-      float s = 0;
-      for (int64_t i = 0; i < hd; ++i) s += qv[i] * kr[i];
-      p[(size_t)j] = s * scale;
-      m = std::max(m, p[(size_t)j]);
-    }
-    float z = 0;
-    for (int64_t j = 0; j < T; ++j) z += (p[(size_t)j] = std::exp(p[(size_t)j] - m));
-    float* o = out + (t * H + h) * hd;
-    std::fill(o, o + hd, 0.0f);
-    for (int64_t j = 0; j < T; ++j) {
-      const float w = p[(size_t)j] / z;
-      const float* vr = v + (j * H + h) * hd;
-      for (int64_t i = 0; i < hd; ++i) o[i] += w * vr[i];
-    }
+    attend_scalar(q + (t * H + h) * hd, k + h * hd, v + h * hd, T, H * hd, hd, scale, p.data(), out + (t * H + h) * hd,
+                  [](float x) { return x; });
   });
 }
 
