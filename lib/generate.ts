@@ -70,6 +70,8 @@ export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt:
   const decoder = tokenizer.createDecoder();
   const tokens: number[] = [];
   const logprobs: number[] = [];
+  // what the repetition penalty looks at: the prompt's text tokens, then each new token (grown in place)
+  const history = prompt.filter((t) => t >= 0);
   let text = '';
   let emitted = 0;
   let stopReason: Reply['stopReason'] = 'length';
@@ -85,9 +87,10 @@ export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt:
   };
   while (tokens.length < maxTokens) {
     if (o.signal?.aborted) { stopReason = 'abort'; break; }
-    const choice = sample(logits, o, [...prompt.filter((t) => t >= 0), ...tokens], rng);
+    const choice = sample(logits, o, history, rng);
     if (choice.token === tokenizer.eosId) { stopReason = 'eos'; break; }
     tokens.push(choice.token);
+    history.push(choice.token);
     logprobs.push(choice.logprob);
     text += decoder.push(choice.token);
     const hit = stops.map((s) => text.indexOf(s)).filter((i) => i >= 0);

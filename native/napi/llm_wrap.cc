@@ -13,18 +13,6 @@ namespace {
 // its own env): kept in the env's instance data, the one slot this addon uses.
 Napi::Function context_ctor(Napi::Env env) { return env.GetInstanceData<Napi::FunctionReference>()->Value(); }
 
-std::pair<std::string, std::string> ref(Napi::Env env, const Napi::Value& v, const std::string& what) {
-  if (!v.IsArray() || v.As<Napi::Array>().Length() != 2) throw_js(env, ErrorCode::Argument, what + " must be [path, tensorName]");
-  Napi::Array a = v.As<Napi::Array>();
-  if (!a.Get(0u).IsString() || !a.Get(1u).IsString()) throw_js(env, ErrorCode::Argument, what + " must be [path, tensorName]");
-  return {a.Get(0u).As<Napi::String>().Utf8Value(), a.Get(1u).As<Napi::String>().Utf8Value()};
-}
-
-double number(Napi::Env env, const Napi::Object& o, const char* key) {
-  const Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) throw_js(env, ErrorCode::Argument, std::string("config.") + key + " must be a number");
-  return v.As<Napi::Number>().DoubleValue();
-}
 }  // namespace
 
 Napi::Function LlmWrap::Define(Napi::Env env) {
@@ -45,42 +33,42 @@ Napi::Value LlmWrap::Load(const Napi::CallbackInfo& info) {
       throw_js(env, ErrorCode::Argument, "NativeLlm.load(config, tensors)");
     Napi::Object c = info[0].As<Napi::Object>(), t = info[1].As<Napi::Object>();
     LlmConfig cfg;
-    cfg.hidden = (int64_t)number(env, c, "hidden");
-    cfg.layers = (int64_t)number(env, c, "layers");
-    cfg.heads = (int64_t)number(env, c, "heads");
-    cfg.kv_heads = (int64_t)number(env, c, "kvHeads");
-    cfg.ffn = (int64_t)number(env, c, "ffn");
-    cfg.vocab = (int64_t)number(env, c, "vocab");
-    cfg.context = (int64_t)number(env, c, "contextLength");
-    cfg.rope_theta = (float)number(env, c, "ropeTheta");
-    cfg.rms_eps = (float)number(env, c, "rmsEps");
+    cfg.hidden = (int64_t)config_number(env, c, "hidden");
+    cfg.layers = (int64_t)config_number(env, c, "layers");
+    cfg.heads = (int64_t)config_number(env, c, "heads");
+    cfg.kv_heads = (int64_t)config_number(env, c, "kvHeads");
+    cfg.ffn = (int64_t)config_number(env, c, "ffn");
+    cfg.vocab = (int64_t)config_number(env, c, "vocab");
+    cfg.context = (int64_t)config_number(env, c, "contextLength");
+    cfg.rope_theta = (float)config_number(env, c, "ropeTheta");
+    cfg.rms_eps = (float)config_number(env, c, "rmsEps");
     const std::string mode = c.Get("ropeMode").IsString() ? c.Get("ropeMode").As<Napi::String>().Utf8Value() : "";
     if (mode != "half" && mode != "adjacent") throw_js(env, ErrorCode::Argument, "config.ropeMode must be 'half' or 'adjacent'");
     cfg.rope_mode = mode == "half" ? RopeMode::Half : RopeMode::Adjacent;
     LlmTensorNames names;
-    names.embed = ref(env, t.Get("embed"), "tensors.embed");
-    names.norm = ref(env, t.Get("norm"), "tensors.norm");
-    names.lm_head = ref(env, t.Get("lmHead"), "tensors.lmHead");
+    names.embed = tensor_ref(env, t.Get("embed"), "tensors.embed");
+    names.norm = tensor_ref(env, t.Get("norm"), "tensors.norm");
+    names.lm_head = tensor_ref(env, t.Get("lmHead"), "tensors.lmHead");
     if (!t.Get("layers").IsArray()) throw_js(env, ErrorCode::Argument, "tensors.layers must be an array");
     Napi::Array layers = t.Get("layers").As<Napi::Array>();
     for (uint32_t i = 0; i < layers.Length(); ++i) {
       Napi::Object L = layers.Get(i).As<Napi::Object>();
       const std::string p = "tensors.layers[" + std::to_string(i) + "].";
-      names.layers.push_back({ref(env, L.Get("attnNorm"), p + "attnNorm"), ref(env, L.Get("wq"), p + "wq"),
-                              ref(env, L.Get("wk"), p + "wk"), ref(env, L.Get("wv"), p + "wv"), ref(env, L.Get("wo"), p + "wo"),
-                              ref(env, L.Get("ffnNorm"), p + "ffnNorm"), ref(env, L.Get("wGate"), p + "wGate"),
-                              ref(env, L.Get("wUp"), p + "wUp"), ref(env, L.Get("wDown"), p + "wDown")});
+      names.layers.push_back({tensor_ref(env, L.Get("attnNorm"), p + "attnNorm"), tensor_ref(env, L.Get("wq"), p + "wq"),
+                              tensor_ref(env, L.Get("wk"), p + "wk"), tensor_ref(env, L.Get("wv"), p + "wv"), tensor_ref(env, L.Get("wo"), p + "wo"),
+                              tensor_ref(env, L.Get("ffnNorm"), p + "ffnNorm"), tensor_ref(env, L.Get("wGate"), p + "wGate"),
+                              tensor_ref(env, L.Get("wUp"), p + "wUp"), tensor_ref(env, L.Get("wDown"), p + "wDown")});
     }
     // optional LoRA: { scale, pairs: { [baseTensorName]: { a: [path, name], b: [path, name] } } }
     if (t.Get("lora").IsObject()) {
       Napi::Object lora = t.Get("lora").As<Napi::Object>();
-      names.lora_scale = (float)number(env, lora, "scale");
+      names.lora_scale = (float)config_number(env, lora, "scale");
       Napi::Object pairs = lora.Get("pairs").As<Napi::Object>();
       Napi::Array keys = pairs.GetPropertyNames();
       for (uint32_t i = 0; i < keys.Length(); ++i) {
         const std::string k = keys.Get(i).As<Napi::String>().Utf8Value();
         Napi::Object pr = pairs.Get(k).As<Napi::Object>();
-        names.lora[k] = {ref(env, pr.Get("a"), "lora a"), ref(env, pr.Get("b"), "lora b")};
+        names.lora[k] = {tensor_ref(env, pr.Get("a"), "lora a"), tensor_ref(env, pr.Get("b"), "lora b")};
       }
     }
     return load_async<Llm>(env, info.This().As<Napi::Function>(), [=] { return std::make_shared<const Llm>(cfg, names); });

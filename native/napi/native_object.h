@@ -6,6 +6,8 @@
 
 #include <functional>
 #include <memory>
+#include <string>
+#include <utility>
 
 #include "js_error.h"
 
@@ -25,6 +27,21 @@ Napi::Value load_async(Napi::Env env, Napi::Function ctor, std::function<std::sh
   return PromiseWorker::Start(
       env, [=] { *result = make(); },
       [=](Napi::Env e) { return ctor_ref->Value().New({wrap_external<T>(e, *result)}); });
+}
+
+// A [path, tensorName] pair from JS (the way load() arguments name tensors); E_ARGUMENT otherwise.
+inline std::pair<std::string, std::string> tensor_ref(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsArray() || v.As<Napi::Array>().Length() != 2) throw_js(env, ErrorCode::Argument, what + " must be [path, tensorName]");
+  Napi::Array a = v.As<Napi::Array>();
+  if (!a.Get(0u).IsString() || !a.Get(1u).IsString()) throw_js(env, ErrorCode::Argument, what + " must be [path, tensorName]");
+  return {a.Get(0u).As<Napi::String>().Utf8Value(), a.Get(1u).As<Napi::String>().Utf8Value()};
+}
+
+// config.<key> as a number; E_ARGUMENT otherwise.
+inline double config_number(Napi::Env env, const Napi::Object& o, const char* key) {
+  const Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw_js(env, ErrorCode::Argument, std::string("config.") + key + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
 }
 
 // In a wrapped class's constructor: the object its External carries, or E_ARGUMENT saying how to make one.

@@ -7,17 +7,7 @@ namespace medllava {
 namespace napi {
 
 namespace {
-Ref ref(Napi::Env env, const Napi::Object& o, const char* key) {
-  const Napi::Value v = o.Get(key);
-  if (!v.IsArray() || v.As<Napi::Array>().Length() != 2)
-    throw_js(env, ErrorCode::Argument, std::string("tensors.") + key + " must be [path, tensorName]");
-  Napi::Array a = v.As<Napi::Array>();
-  return {a.Get(0u).ToString().Utf8Value(), a.Get(1u).ToString().Utf8Value()};
-}
-double num(Napi::Env env, const Napi::Object& o, const char* key) {
-  if (!o.Get(key).IsNumber()) throw_js(env, ErrorCode::Argument, std::string("config.") + key + " must be a number");
-  return o.Get(key).As<Napi::Number>().DoubleValue();
-}
+Ref ref(Napi::Env env, const Napi::Object& o, const char* key) { return tensor_ref(env, o.Get(key), std::string("tensors.") + key); }
 }  // namespace
 
 Napi::Function VisionWrap::Define(Napi::Env env) {
@@ -37,15 +27,15 @@ Napi::Value VisionWrap::Load(const Napi::CallbackInfo& info) {
     if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject()) throw_js(env, ErrorCode::Argument, "NativeVision.load(config, tensors)");
     Napi::Object c = info[0].As<Napi::Object>(), t = info[1].As<Napi::Object>();
     VisionConfig cfg;
-    cfg.image_size = (int64_t)num(env, c, "imageSize");
-    cfg.patch = (int64_t)num(env, c, "patchSize");
-    cfg.hidden = (int64_t)num(env, c, "hidden");
-    cfg.layers = (int64_t)num(env, c, "layers");
-    cfg.heads = (int64_t)num(env, c, "heads");
-    cfg.ffn = (int64_t)num(env, c, "ffn");
-    cfg.eps = (float)num(env, c, "layerNormEps");
-    cfg.select_layer = (int64_t)num(env, c, "selectLayer");
-    cfg.out_dim = (int64_t)num(env, c, "outDim");
+    cfg.image_size = (int64_t)config_number(env, c, "imageSize");
+    cfg.patch = (int64_t)config_number(env, c, "patchSize");
+    cfg.hidden = (int64_t)config_number(env, c, "hidden");
+    cfg.layers = (int64_t)config_number(env, c, "layers");
+    cfg.heads = (int64_t)config_number(env, c, "heads");
+    cfg.ffn = (int64_t)config_number(env, c, "ffn");
+    cfg.eps = (float)config_number(env, c, "layerNormEps");
+    cfg.select_layer = (int64_t)config_number(env, c, "selectLayer");
+    cfg.out_dim = (int64_t)config_number(env, c, "outDim");
     cfg.act = c.Get("activation").ToString().Utf8Value() == "gelu" ? Activation::Gelu : Activation::QuickGelu;
     cfg.keep_cls = c.Get("selectFeature").ToString().Utf8Value() == "cls_patch";
     cfg.projector_mlp = c.Get("projector").ToString().Utf8Value() == "mlp2x_gelu";
