@@ -118,11 +118,16 @@ export interface NativeVisionConfig {
   activation: 'quick_gelu' | 'gelu'; selectLayer: number; selectFeature: 'patch' | 'cls_patch';
   projector: 'linear' | 'mlp2x_gelu'; outDim: number;
 }
-type VisionLayerRefs = Record<'ln1W' | 'ln1B' | 'qW' | 'qB' | 'kW' | 'kB' | 'vW' | 'vB' | 'oW' | 'oB' | 'ln2W' | 'ln2B' | 'fcAW'
-  | 'fcAB' | 'fcBW' | 'fcBB', NativeTensorRef>;
+/** Either fused qkvW/qkvB (timm: rows q | k | v) or qW..vB; ls1/ls2: LayerScale γ (timm), absent in CLIP. */
+type VisionLayerRefs = Record<'ln1W' | 'ln1B' | 'oW' | 'oB' | 'ln2W' | 'ln2B' | 'fcAW' | 'fcAB' | 'fcBW' | 'fcBB', NativeTensorRef>
+  & Partial<Record<'qW' | 'qB' | 'kW' | 'kB' | 'vW' | 'vB' | 'qkvW' | 'qkvB' | 'ls1' | 'ls2', NativeTensorRef>>;
 export interface NativeVisionTensors {
-  patchEmbed: NativeTensorRef; classEmbed: NativeTensorRef; posEmbed: NativeTensorRef; preLnW: NativeTensorRef;
-  preLnB: NativeTensorRef; proj0W: NativeTensorRef; proj0B: NativeTensorRef; proj2W?: NativeTensorRef; proj2B?: NativeTensorRef;
+  patchEmbed: NativeTensorRef; classEmbed: NativeTensorRef; posEmbed: NativeTensorRef;
+  /** timm's patch conv has a bias, CLIP's has none */
+  patchBias?: NativeTensorRef;
+  /** CLIP's pre_layrnorm (timm: norm_pre); absent → no pre-norm */
+  preLnW?: NativeTensorRef; preLnB?: NativeTensorRef;
+  proj0W: NativeTensorRef; proj0B: NativeTensorRef; proj2W?: NativeTensorRef; proj2B?: NativeTensorRef;
   /** fcA / fcB: CLIP's fc1 / fc2 (llama.cpp's legacy mmproj names them the other way round; shapes decide) */
   layers: VisionLayerRefs[];
 }

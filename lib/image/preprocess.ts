@@ -141,6 +141,21 @@ export interface PreprocessOptions {
   mean: number[];
   std: number[];
   aspectRatio: 'pad' | 'square' | 'anyres';
+  /**
+   * 'clip' (default): HF CLIPImageProcessor — centre-crop offset floor((size - S) / 2), x · (1/255).
+   * 'open_clip': torchvision's Resize + CenterCrop + ToTensor — offset round((size - S) / 2) half to
+   * even (Python's round), x / 255.
+   */
+  preprocessor?: 'clip' | 'open_clip';
+}
+
+/** Python's round(): half to even. */
+function roundHalfEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
 }
 
 /** Everything LLaVA does to an image before the vision tower: → (3, S, S) float32, planar. */
@@ -155,8 +170,10 @@ export async function preprocessImage(source: ImageSource, o: PreprocessOptions)
   const w = img.width <= img.height ? S : Math.trunc((S * img.width) / short);
   const h = img.height <= img.width ? S : Math.trunc((S * img.height) / short);
   img = resizeBicubic(img, w, h);
-  const top = Math.trunc((h - S) / 2);
-  const left = Math.trunc((w - S) / 2);
+  const openClip = o.preprocessor === 'open_clip';
+  const top = openClip ? roundHalfEven((h - S) / 2) : Math.trunc((h - S) / 2);
+  const left = openClip ? roundHalfEven((w - S) / 2) : Math.trunc((w - S) / 2);
+  const inv255 = Math.fround(1 / 255);
   const out = new Float32Array(3 * S * S);
   for (let c = 0; c < 3; c++) {
     const m = o.mean[c]!;
@@ -164,7 +181,8 @@ export async function preprocessImage(source: ImageSource, o: PreprocessOptions)
     for (let y = 0; y < S; y++) {
       for (let x = 0; x < S; x++) {
         const v = img.data[((y + top) * w + x + left) * 3 + c]!;
-        out[(c * S + y) * S + x] = (Math.fround(v * Math.fround(1 / 255)) - m) / sd;
+        const unit = openClip ? Math.fround(v / 255) : Math.fround(v * inv255);
+        out[(c * S + y) * S + x] = (unit - m) / sd;
       }
     }
   }

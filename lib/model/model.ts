@@ -171,6 +171,7 @@ class ModelImpl implements Model {
     const v = this.spec.vision;
     const pixels = await preprocessImage(image, {
       imageSize: v.imageSize, mean: v.imageMean, std: v.imageStd, aspectRatio: this.spec.imageAspectRatio,
+      preprocessor: v.preprocessor,
     });
     return this.vision.encode(pixels);
   }

@@ -28,6 +28,10 @@ export interface ModelSpec {
     layerNormEps: number;
     activation: 'quick_gelu' | 'gelu';
     imageMean: number[]; imageStd: number[];
+    /** HF's CLIPImageProcessor (centre crop offset floored) or open_clip's torchvision transform (rounded half to even) */
+    preprocessor: 'clip' | 'open_clip';
+    /** timm towers: the trunk's name prefix in its file, LayerScale, pre-norm (norm_pre) */
+    timm?: { prefix: string; layerScale: boolean; preNorm: boolean };
   };
   projector: { type: 'linear' | 'mlp2x_gelu'; inDim: number; outDim: number };
   llm: {
@@ -43,6 +47,8 @@ export interface ModelSpec {
   files: {
     /** tensor name → file, for every LLM + projector tensor (HF names, or GGUF names for gguf) */
     weights: Record<string, string>;
+    /** canonical name → the name stored in the file, where they differ (LLaVA-Rad's base_model.model.… projector) */
+    storedNames?: Record<string, string>;
     visionTower: string;
     tokenizer: string;
   };
@@ -282,7 +288,7 @@ async function hfSpec(dir: string, options: { visionTower?: string }): Promise<M
   for (const [name, t] of shapes) weights[name] = t.file;
   return {
     family, format: 'hf',
-    vision: { kind: 'clip', ...vis, selectLayer: num(cfg, 'mm_vision_select_layer', cfgPath, -2), selectFeature: sel },
+    vision: { kind: 'clip', ...vis, selectLayer: num(cfg, 'mm_vision_select_layer', cfgPath, -2), selectFeature: sel, preprocessor: 'clip' },
     projector: { type: ptype, inDim: mmHidden, outDim: llm.hidden },
     llm, template,
     imageAspectRatio: aspect === 'pad' || aspect === 'anyres' ? aspect : 'square',
@@ -291,7 +297,16 @@ async function hfSpec(dir: string, options: { visionTower?: string }): Promise<M
   };
 }
 
-/** BiomedCLIP-CXR (open_clip + timm ViT): hyper-parameters from its JSON, checked against the .pt. */
+/** Heads of timm ViTs whose head width is not 64 (every other timm ViT, BiomedCLIP's included, has 64-wide heads). */
+const TIMM_HEADS: Record<string, number> = { vit_huge: 16, vit_giant: 16, vit_gigantic: 16 };
+
+/**
+ * BiomedCLIP-CXR (open_clip + timm ViT). Its JSON names only the timm model and the image size
+ * (`{"timm_model_name": "vit_base_patch14_dinov2.lvd142m", "image_size": 518}`): width, patch and
+ * depth come from the checkpoint's shapes, heads from `vision_cfg.heads` or the timm name, LayerScale
+ * from the presence of `ls1.gamma`, a pre-norm from `norm_pre`. The .pt is a state dict or an
+ * open_clip training checkpoint (`state_dict`, DDP's `module.` prefix); the trunk is found by name.
+ */
 async function timmVision(ptPath: string) {
   const jsonPath = ptPath.replace(/\.(pt|bin)$/, '.json');
   if (!existsSync(jsonPath)) throw medllavaError('E_IO', `${ptPath}: its open_clip config ${jsonPath} is missing`);
@@ -299,28 +314,74 @@ async function timmVision(ptPath: string) {
   const v = cfg['vision_cfg'] as Record<string, unknown> | undefined;
   if (!v) throw medllavaError('E_FORMAT', `${jsonPath}: no vision_cfg`);
   const where = `${jsonPath} vision_cfg`;
-  const vis = {
-    imageSize: num(v, 'image_size', where), patchSize: num(v, 'patch_size', where), hidden: num(v, 'width', where),
-    layers: num(v, 'layers', where), heads: num(v, 'heads', where, num(v, 'width', where) / 64),
-    ffn: Math.round(num(v, 'width', where) * num(v, 'mlp_ratio', where, 4)), layerNormEps: num(v, 'layer_norm_eps', where, 1e-6),
-    activation: 'gelu' as const,
-    imageMean: ((cfg['preprocess_cfg'] as Record<string, unknown> | undefined)?.['mean'] as number[] | undefined) ?? CLIP_MEAN,
-    imageStd: ((cfg['preprocess_cfg'] as Record<string, unknown> | undefined)?.['std'] as number[] | undefined) ?? CLIP_STD,
-  };
+  const timmName = String(v['timm_model_name'] ?? '');
+  if (!timmName.startsWith('vit_')) {
+    throw medllavaError('E_UNSUPPORTED', `${where}: timm_model_name '${timmName}' is not a timm ViT (vit_*)`);
+  }
+  const sz = Array.isArray(v['image_size']) ? (v['image_size'] as unknown[]) : [v['image_size']];
+  if (sz.length > 2 || sz.some((x) => x !== sz[0]) || typeof sz[0] !== 'number') {
+    throw medllavaError('E_UNSUPPORTED', `${where}: image_size must be one number (square images), got ${JSON.stringify(v['image_size'])}`);
+  }
+  const imageSize = sz[0];
   const shapes: Shapes = new Map();
-  for (const t of (await native().readTorchCheckpoint(ptPath)).tensors) shapes.set(t.name, { shape: t.shape, file: ptPath });
-  const n = (vis.imageSize / vis.patchSize) ** 2;
-  expectShape(shapes, 'visual.trunk.patch_embed.proj.weight', [vis.hidden, 3, vis.patchSize, vis.patchSize], ptPath);
-  expectShape(shapes, 'visual.trunk.pos_embed', [1, n + 1, vis.hidden], ptPath);
-  for (let l = 0; l < vis.layers; l++) {
-    expectShape(shapes, `visual.trunk.blocks.${l}.attn.qkv.weight`, [3 * vis.hidden, vis.hidden], ptPath);
-    expectShape(shapes, `visual.trunk.blocks.${l}.mlp.fc1.weight`, [vis.ffn, vis.hidden], ptPath);
-    expectShape(shapes, `visual.trunk.blocks.${l}.ls1.gamma`, [vis.hidden], ptPath);
+  const names: string[] = [];
+  for (const t of (await native().readTorchCheckpoint(ptPath)).tensors) {
+    shapes.set(t.name, { shape: t.shape, file: ptPath });
+    names.push(t.name);
   }
-  if (shapes.has(`visual.trunk.blocks.${vis.layers}.attn.qkv.weight`)) {
-    throw medllavaError('E_SHAPE', `${ptPath} has more than the ${vis.layers} blocks its config names`);
+  const anchor = names.find((x) => x.endsWith('visual.trunk.patch_embed.proj.weight'))
+    ?? names.find((x) => x.endsWith('trunk.patch_embed.proj.weight'));
+  if (!anchor) throw medllavaError('E_FORMAT', `${ptPath}: no visual.trunk.patch_embed.proj.weight — not an open_clip timm ViT checkpoint`);
+  const prefix = anchor.slice(0, -'patch_embed.proj.weight'.length);
+  const shape = (name: string) => {
+    const t = shapes.get(prefix + name);
+    if (!t) throw medllavaError('E_FORMAT', `${ptPath}: tensor ${prefix + name} is missing`);
+    return t.shape;
+  };
+  const pe = shape('patch_embed.proj.weight');
+  if (pe.length !== 4 || pe[1] !== 3 || pe[2] !== pe[3]) throw medllavaError('E_SHAPE', `${ptPath}: ${anchor} has shape [${pe}], expected (width, 3, p, p)`);
+  const hidden = pe[0]!;
+  const patchSize = pe[2]!;
+  if (imageSize % patchSize) throw medllavaError('E_SHAPE', `${where}: image_size ${imageSize} is not a multiple of the patch ${patchSize}`);
+  let layers = 0;
+  while (shapes.has(`${prefix}blocks.${layers}.attn.qkv.weight`)) layers++;
+  if (!layers) throw medllavaError('E_FORMAT', `${ptPath}: no ${prefix}blocks.0.attn.qkv.weight`);
+  const family = /^vit_[a-z]+/.exec(timmName)![0];
+  const heads = num(v, 'heads', where, TIMM_HEADS[family] ?? hidden / 64);
+  if (!Number.isInteger(heads) || heads <= 0 || hidden % heads) {
+    throw medllavaError('E_FORMAT', `${where}: ${hidden} wide with ${heads} heads; give vision_cfg.heads`);
   }
-  return vis;
+  if (shapes.has(`${prefix}reg_token`)) throw medllavaError('E_UNSUPPORTED', `${ptPath}: register tokens (timm *_reg* ViTs)`);
+  const ffn = shape('blocks.0.mlp.fc1.weight')[0]!;
+  const layerScale = shapes.has(`${prefix}blocks.0.ls1.gamma`);
+  const n = (imageSize / patchSize) ** 2;
+  const pos = shape('pos_embed');
+  if (pos.length !== 3 || pos[1] !== n + 1 || pos[2] !== hidden) {
+    throw medllavaError('E_SHAPE', `${ptPath}: ${prefix}pos_embed has shape [${pos}]; image_size ${imageSize} with patch ${patchSize} ` +
+      `needs [1, ${n + 1}, ${hidden}] (position interpolation to other sizes is not supported)`);
+  }
+  expectShape(shapes, `${prefix}cls_token`, [1, 1, hidden], ptPath);
+  for (let l = 0; l < layers; l++) {
+    const b = `${prefix}blocks.${l}`;
+    expectShape(shapes, `${b}.attn.qkv.weight`, [3 * hidden, hidden], ptPath);
+    expectShape(shapes, `${b}.attn.proj.weight`, [hidden, hidden], ptPath);
+    expectShape(shapes, `${b}.mlp.fc1.weight`, [ffn, hidden], ptPath);
+    expectShape(shapes, `${b}.mlp.fc2.weight`, [hidden, ffn], ptPath);
+    if (layerScale) {
+      expectShape(shapes, `${b}.ls1.gamma`, [hidden], ptPath);
+      expectShape(shapes, `${b}.ls2.gamma`, [hidden], ptPath);
+    }
+  }
+  const pre = (cfg['preprocess_cfg'] as Record<string, unknown> | undefined) ?? {};
+  return {
+    imageSize, patchSize, hidden, layers, heads, ffn,
+    // timm's ViT: LayerNorm(eps=1e-6), nn.GELU (exact) unless the model name says quickgelu
+    layerNormEps: num(v, 'layer_norm_eps', where, 1e-6),
+    activation: timmName.includes('quickgelu') ? 'quick_gelu' as const : 'gelu' as const,
+    imageMean: (pre['mean'] as number[] | undefined) ?? CLIP_MEAN,
+    imageStd: (pre['std'] as number[] | undefined) ?? CLIP_STD,
+    timm: { prefix, layerScale, preNorm: shapes.has(`${prefix}norm_pre.weight`) },
+  };
 }
 
 /** LLaVA-Rad: LoRA adapter + non_lora_trainables.bin over a base LLM, BiomedCLIP-CXR tower. */
@@ -359,8 +420,11 @@ async function radSpec(dir: string, options: { visionTower?: string; baseModel?:
   const projFile = join(dir, 'non_lora_trainables.bin');
   if (!existsSync(projFile)) throw medllavaError('E_IO', `${dir} has no non_lora_trainables.bin (the projector)`);
   const projShapes: Shapes = new Map();
+  const storedNames: Record<string, string> = {};
   for (const t of (await native().readTorchCheckpoint(projFile)).tensors) {
-    projShapes.set(t.name.replace(/^base_model\.(model\.)?/, ''), { shape: t.shape, file: projFile });
+    const canonical = t.name.replace(/^base_model\.(model\.)?/, '');
+    projShapes.set(canonical, { shape: t.shape, file: projFile });
+    if (canonical !== t.name) storedNames[canonical] = t.name;
   }
   const mmHidden = num(cfg, 'mm_hidden_size', cfgPath);
   expectShape(projShapes, 'model.mm_projector.0.weight', [llm.hidden, mmHidden], projFile);
@@ -385,13 +449,16 @@ async function radSpec(dir: string, options: { visionTower?: string; baseModel?:
   for (const [name, t] of projShapes) weights[name] = t.file;
   return {
     family: 'llava-rad', format: 'hf',
-    vision: { kind: 'timm-vit', ...vis, selectLayer: num(cfg, 'mm_vision_select_layer', cfgPath, -2), selectFeature: 'patch' },
+    vision: { kind: 'timm-vit', ...vis, selectLayer: num(cfg, 'mm_vision_select_layer', cfgPath, -2), selectFeature: 'patch',
+      preprocessor: 'open_clip' },
     projector: { type: 'mlp2x_gelu', inDim: mmHidden, outDim: llm.hidden },
     llm, template: 'vicuna_v1',
-    imageAspectRatio: cfg['image_aspect_ratio'] === 'pad' ? 'pad' : 'square',
+    // LLaVA-Rad's open_clip preprocessor has no image_mean to pad with; its evaluation
+    // (llava/eval/model_mimic_cxr.py) calls it directly: resize the short side, centre crop
+    imageAspectRatio: 'square',
     mmUseImStartEnd: cfg['mm_use_im_start_end'] === true,
     lora: { r, alpha, targetModules: targets, file: adapterFile, baseModel: base },
-    files: { weights, visionTower: tower, tokenizer: existsSync(join(dir, 'tokenizer.model')) ? dir : base },
+    files: { weights, storedNames, visionTower: tower, tokenizer: existsSync(join(dir, 'tokenizer.model')) ? dir : base },
   };
 }
 
@@ -453,7 +520,7 @@ async function ggufSpec(llmPath: string, mmprojPath: string | undefined): Promis
   return {
     family: 'llava-med-v1.5', format: 'gguf',
     // an mmproj for today's llama.cpp stores all N blocks and runs N - 1: LLaVA's select layer -2
-    vision: { kind: 'clip', ...vis, selectLayer: -2, selectFeature: 'patch' },
+    vision: { kind: 'clip', ...vis, selectLayer: -2, selectFeature: 'patch', preprocessor: 'clip' },
     projector: { type: mm2 ? 'mlp2x_gelu' : 'linear', inDim: vis.hidden, outDim: llm.hidden },
     llm, template: 'mistral_instruct', imageAspectRatio: 'pad', mmUseImStartEnd: false,
     files: { weights, visionTower: mmprojPath, tokenizer: llmPath },

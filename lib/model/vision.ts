@@ -8,11 +8,38 @@ import type { ModelSpec } from './spec.js';
 
 export async function loadVision(spec: ModelSpec): Promise<NativeVision> {
   const v = spec.vision;
-  if (v.kind !== 'clip') {
-    throw medllavaError('E_UNSUPPORTED', `${spec.family}'s vision tower (a timm ViT with LayerScale) does not run yet; CLIP towers do`);
-  }
+  const w = (name: string): NativeTensorRef => {
+    const f = spec.files.weights[name];
+    if (!f) throw medllavaError('E_FORMAT', `the checkpoint has no tensor ${name}`);
+    return [f, spec.files.storedNames?.[name] ?? name];
+  };
+  const hfProjector = () => (spec.projector.type === 'mlp2x_gelu'
+    ? { proj0W: w('model.mm_projector.0.weight'), proj0B: w('model.mm_projector.0.bias'), proj2W: w('model.mm_projector.2.weight'),
+      proj2B: w('model.mm_projector.2.bias') }
+    : { proj0W: w('model.mm_projector.weight'), proj0B: w('model.mm_projector.bias') });
   let tensors: NativeVisionTensors;
-  if (spec.format === 'gguf') {
+  if (v.kind === 'timm-vit') {
+    // open_clip's TimmModel trunk: fused qkv, LayerScale ls1/ls2, optional norm_pre
+    if (!v.timm) throw medllavaError('E_ARGUMENT', 'a timm-vit vision spec needs its timm fields');
+    const { prefix, layerScale, preNorm } = v.timm;
+    const f = spec.files.visionTower;
+    const r = (name: string): NativeTensorRef => [f, prefix + name];
+    tensors = {
+      patchEmbed: r('patch_embed.proj.weight'), classEmbed: r('cls_token'), posEmbed: r('pos_embed'),
+      ...(preNorm ? { preLnW: r('norm_pre.weight'), preLnB: r('norm_pre.bias') } : {}),
+      patchBias: r('patch_embed.proj.bias'),
+      ...hfProjector(),
+      layers: Array.from({ length: v.layers }, (_, l) => {
+        const b = (x: string) => r(`blocks.${l}.${x}`);
+        return {
+          ln1W: b('norm1.weight'), ln1B: b('norm1.bias'), qkvW: b('attn.qkv.weight'), qkvB: b('attn.qkv.bias'),
+          oW: b('attn.proj.weight'), oB: b('attn.proj.bias'), ln2W: b('norm2.weight'), ln2B: b('norm2.bias'),
+          fcAW: b('mlp.fc1.weight'), fcAB: b('mlp.fc1.bias'), fcBW: b('mlp.fc2.weight'), fcBB: b('mlp.fc2.bias'),
+          ...(layerScale ? { ls1: b('ls1.gamma'), ls2: b('ls2.gamma') } : {}),
+        };
+      }),
+    };
+  } else if (spec.format === 'gguf') {
     const f = spec.files.visionTower;
     const r = (name: string): NativeTensorRef => [f, name];
     tensors = {
@@ -46,15 +73,7 @@ export async function loadVision(spec: ModelSpec): Promise<NativeVision> {
       if (!f) throw medllavaError('E_FORMAT', `the checkpoint has no tensor ${full}`);
       return [f, full];
     };
-    const w = (name: string): NativeTensorRef => {
-      const f = spec.files.weights[name];
-      if (!f) throw medllavaError('E_FORMAT', `the checkpoint has no tensor ${name}`);
-      return [f, name];
-    };
-    const proj = spec.projector.type === 'mlp2x_gelu'
-      ? { proj0W: w('model.mm_projector.0.weight'), proj0B: w('model.mm_projector.0.bias'), proj2W: w('model.mm_projector.2.weight'),
-        proj2B: w('model.mm_projector.2.bias') }
-      : { proj0W: w('model.mm_projector.weight'), proj0B: w('model.mm_projector.bias') };
+    const proj = hfProjector();
     tensors = {
       patchEmbed: r('embeddings.patch_embedding.weight'), classEmbed: r('embeddings.class_embedding'),
       posEmbed: r('embeddings.position_embedding.weight'), preLnW: r('pre_layrnorm.weight'), preLnB: r('pre_layrnorm.bias'),

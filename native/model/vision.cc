@@ -21,6 +21,15 @@ Vision::Linear Vision::linear(const Ref& w, const Ref* b, int64_t out, int64_t i
   return l;
 }
 
+Vision::Linear Vision::rows(const Linear& l, int64_t first, int64_t count) const {
+  const int64_t K = l.w.shape[1];
+  Linear r{l.w, {}};
+  r.w.data = l.w.data + dtype_bytes(l.w.type, K) * (size_t)first;
+  r.w.shape = {count, K};
+  if (!l.b.empty()) r.b.assign(l.b.begin() + first, l.b.begin() + first + count);
+  return r;
+}
+
 Vision::Vision(const VisionConfig& c, const VisionTensorNames& n) : cfg_(c) {
   if (c.image_size <= 0 || c.patch <= 0 || c.image_size % c.patch || c.hidden <= 0 || c.heads <= 0 || c.hidden % c.heads ||
       c.layers <= 0 || (int64_t)n.layers.size() != c.layers || c.out_dim <= 0)
@@ -31,10 +40,13 @@ Vision::Vision(const VisionConfig& c, const VisionTensorNames& n) : cfg_(c) {
   patch_ = store_.get(n.patch_embed.first, n.patch_embed.second);
   expect_numel(patch_, D * 3 * c.patch * c.patch);
   patch_.shape = {D, 3 * c.patch * c.patch};  // the conv as a matmul over flattened (c, y, x) patches
+  if (!n.patch_bias.second.empty()) patch_b_ = store_.get_f32(n.patch_bias.first, n.patch_bias.second, D);
   cls_ = store_.get_f32(n.class_embed.first, n.class_embed.second, D);
   pos_ = store_.get_f32(n.pos_embed.first, n.pos_embed.second, (np + 1) * D);
-  pre_w_ = store_.get_f32(n.pre_ln_w.first, n.pre_ln_w.second, D);
-  pre_b_ = store_.get_f32(n.pre_ln_b.first, n.pre_ln_b.second, D);
+  if (!n.pre_ln_w.second.empty()) {
+    pre_w_ = store_.get_f32(n.pre_ln_w.first, n.pre_ln_w.second, D);
+    pre_b_ = store_.get_f32(n.pre_ln_b.first, n.pre_ln_b.second, D);
+  }
   for (int64_t l = 0; l < run; ++l) {  // only the layers LLaVA reads
     const auto& L = n.layers[(size_t)l];
     Layer y;
@@ -42,9 +54,20 @@ Vision::Vision(const VisionConfig& c, const VisionTensorNames& n) : cfg_(c) {
     y.ln1_b = store_.get_f32(L.ln1_b.first, L.ln1_b.second, D);
     y.ln2_w = store_.get_f32(L.ln2_w.first, L.ln2_w.second, D);
     y.ln2_b = store_.get_f32(L.ln2_b.first, L.ln2_b.second, D);
-    y.q = linear(L.q_w, &L.q_b, D, D);
-    y.k = linear(L.k_w, &L.k_b, D, D);
-    y.v = linear(L.v_w, &L.v_b, D, D);
+    if (!L.qkv_w.second.empty()) {
+      const Linear qkv = linear(L.qkv_w, &L.qkv_b, 3 * D, D);
+      y.q = rows(qkv, 0, D);
+      y.k = rows(qkv, D, D);
+      y.v = rows(qkv, 2 * D, D);
+    } else {
+      y.q = linear(L.q_w, &L.q_b, D, D);
+      y.k = linear(L.k_w, &L.k_b, D, D);
+      y.v = linear(L.v_w, &L.v_b, D, D);
+    }
+    if (!L.ls1.second.empty()) {
+      y.ls1 = store_.get_f32(L.ls1.first, L.ls1.second, D);
+      y.ls2 = store_.get_f32(L.ls2.first, L.ls2.second, D);
+    }
     y.o = linear(L.o_w, &L.o_b, D, D);
     // llama.cpp's legacy mmproj names fc1 "ffn_down" and fc2 "ffn_up": take fc1 as the (ffn, hidden) one
     const TensorRef a = store_.get(L.fc_a_w.first, L.fc_a_w.second);
@@ -93,11 +116,20 @@ void Vision::encode(const float* px, float* out) const {
             cols[(size_t)(((gy * grid + gx) * 3 + ch) * p * p + y * p + x)] = px[(ch * S + gy * p + y) * S + gx * p + x];
   std::vector<float> h((size_t)(T * D)), a((size_t)(T * D)), q((size_t)(T * D)), k((size_t)(T * D)), v((size_t)(T * D)),
       att((size_t)(T * D)), f((size_t)(T * c.ffn));
-  Linear patch{patch_, {}};
+  Linear patch{patch_, patch_b_};
   apply(patch, cols.data(), np, h.data() + D);
   std::memcpy(h.data(), cls_.data(), (size_t)D * 4);
   for (int64_t i = 0; i < T * D; ++i) h[(size_t)i] += pos_[(size_t)i];
-  layernorm_cpu(h.data(), pre_w_.data(), pre_b_.data(), h.data(), T, D, c.eps);
+  if (!pre_w_.empty()) layernorm_cpu(h.data(), pre_w_.data(), pre_b_.data(), h.data(), T, D, c.eps);
+  // h += (γ ⊙) a, γ the LayerScale when there is one
+  auto residual = [&](const std::vector<float>& gamma) {
+    if (gamma.empty()) {
+      for (size_t i = 0; i < h.size(); ++i) h[i] += a[i];
+      return;
+    }
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t d = 0; d < D; ++d) h[(size_t)(t * D + d)] += gamma[(size_t)d] * a[(size_t)(t * D + d)];
+  };
   for (const Layer& L : layers_) {
     layernorm_cpu(h.data(), L.ln1_w.data(), L.ln1_b.data(), a.data(), T, D, c.eps);
     apply(L.q, a.data(), T, q.data());
@@ -105,11 +137,11 @@ void Vision::encode(const float* px, float* out) const {
     apply(L.v, a.data(), T, v.data());
     attention_full_cpu(q.data(), k.data(), v.data(), att.data(), T, c.heads, hd);
     apply(L.o, att.data(), T, a.data());
-    for (size_t i = 0; i < h.size(); ++i) h[i] += a[i];
+    residual(L.ls1);
     layernorm_cpu(h.data(), L.ln2_w.data(), L.ln2_b.data(), a.data(), T, D, c.eps);
     apply(L.fc1, a.data(), T, f.data(), c.act);
     apply(L.fc2, f.data(), T, a.data());
-    for (size_t i = 0; i < h.size(); ++i) h[i] += a[i];
+    residual(L.ls2);
   }
   const int64_t first = c.keep_cls ? 0 : 1, n = T - first;
   if (c.projector_mlp) {

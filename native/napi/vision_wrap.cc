@@ -8,6 +8,8 @@ namespace napi {
 
 namespace {
 Ref ref(Napi::Env env, const Napi::Object& o, const char* key) { return tensor_ref(env, o.Get(key), std::string("tensors.") + key); }
+// an optional tensor: absent (undefined) → an empty Ref
+Ref opt(Napi::Env env, const Napi::Object& o, const char* key) { return o.Get(key).IsUndefined() ? Ref{} : ref(env, o, key); }
 }  // namespace
 
 Napi::Function VisionWrap::Define(Napi::Env env) {
@@ -41,10 +43,11 @@ Napi::Value VisionWrap::Load(const Napi::CallbackInfo& info) {
     cfg.projector_mlp = c.Get("projector").ToString().Utf8Value() == "mlp2x_gelu";
     VisionTensorNames n;
     n.patch_embed = ref(env, t, "patchEmbed");
+    n.patch_bias = opt(env, t, "patchBias");
     n.class_embed = ref(env, t, "classEmbed");
     n.pos_embed = ref(env, t, "posEmbed");
-    n.pre_ln_w = ref(env, t, "preLnW");
-    n.pre_ln_b = ref(env, t, "preLnB");
+    n.pre_ln_w = opt(env, t, "preLnW");
+    n.pre_ln_b = n.pre_ln_w.second.empty() ? medllava::Ref{} : ref(env, t, "preLnB");
     n.proj0_w = ref(env, t, "proj0W");
     n.proj0_b = ref(env, t, "proj0B");
     if (cfg.projector_mlp) {
@@ -54,11 +57,23 @@ Napi::Value VisionWrap::Load(const Napi::CallbackInfo& info) {
     if (!t.Get("layers").IsArray()) throw_js(env, ErrorCode::Argument, "tensors.layers must be an array");
     Napi::Array layers = t.Get("layers").As<Napi::Array>();
     for (uint32_t i = 0; i < layers.Length(); ++i) {
+      if (!layers.Get(i).IsObject()) throw_js(env, ErrorCode::Argument, "tensors.layers[i] must be an object");
       Napi::Object L = layers.Get(i).As<Napi::Object>();
-      n.layers.push_back({ref(env, L, "ln1W"), ref(env, L, "ln1B"), ref(env, L, "qW"), ref(env, L, "qB"), ref(env, L, "kW"),
-                          ref(env, L, "kB"), ref(env, L, "vW"), ref(env, L, "vB"), ref(env, L, "oW"), ref(env, L, "oB"),
-                          ref(env, L, "ln2W"), ref(env, L, "ln2B"), ref(env, L, "fcAW"), ref(env, L, "fcAB"),
-                          ref(env, L, "fcBW"), ref(env, L, "fcBB")});
+      VisionTensorNames::Layer y;
+      const bool fused = !L.Get("qkvW").IsUndefined();
+      if (fused) {
+        y.qkv_w = ref(env, L, "qkvW");
+        y.qkv_b = ref(env, L, "qkvB");
+      } else {
+        y.q_w = ref(env, L, "qW"), y.q_b = ref(env, L, "qB"), y.k_w = ref(env, L, "kW"), y.k_b = ref(env, L, "kB");
+        y.v_w = ref(env, L, "vW"), y.v_b = ref(env, L, "vB");
+      }
+      y.ln1_w = ref(env, L, "ln1W"), y.ln1_b = ref(env, L, "ln1B"), y.o_w = ref(env, L, "oW"), y.o_b = ref(env, L, "oB");
+      y.ln2_w = ref(env, L, "ln2W"), y.ln2_b = ref(env, L, "ln2B"), y.fc_a_w = ref(env, L, "fcAW"), y.fc_a_b = ref(env, L, "fcAB");
+      y.fc_b_w = ref(env, L, "fcBW"), y.fc_b_b = ref(env, L, "fcBB");
+      y.ls1 = opt(env, L, "ls1");
+      y.ls2 = y.ls1.second.empty() ? medllava::Ref{} : ref(env, L, "ls2");
+      n.layers.push_back(std::move(y));
     }
     return load_async<Vision>(env, info.This().As<Napi::Function>(), [=] { return std::make_shared<const Vision>(cfg, n); });
   });

@@ -115,4 +115,19 @@ print(json.dumps({k: {'dtype': str(v.dtype), 'shape': list(v.shape), 'values': v
     expect(tensors.map((t) => [t.name, t.dtype, t.shape])).toEqual([['model.mm_projector.weight', 'F32', [3, 4]],
       ['h', 'F16', [2]], ['b', 'BF16', [1, 2]], ['ids', 'I64', [3]], ['scalar', 'F32', []]]);
   });
+
+  it("a training checkpoint {'epoch', 'state_dict'} (open_clip's trainer) — torch.load and our reader agree on the names", async () => {
+    const path = join(dir, 'train.pt');
+    await writeTorchCheckpoint(path, [
+      { name: 'module.visual.trunk.cls_token', dtype: 'F32', shape: [1, 1, 2], data: new Float32Array([1, 2]) },
+    ], { trainingEpoch: 7 });
+    const out = JSON.parse(python(`
+import torch, sys, json
+ck = torch.load(sys.argv[1])
+print(json.dumps({'epoch': ck['epoch'], 'keys': list(ck['state_dict'].keys()), 'v': ck['state_dict']['module.visual.trunk.cls_token'].flatten().tolist()}))
+`, [path])) as { epoch: number; keys: string[]; v: number[] };
+    expect(out).toEqual({ epoch: 7, keys: ['module.visual.trunk.cls_token'], v: [1, 2] });
+    const { tensors } = await n().readTorchCheckpoint(path);
+    expect(tensors.map((t) => t.name)).toEqual(['state_dict.module.visual.trunk.cls_token']);
+  });
 });

@@ -18,7 +18,7 @@ const dir = mkdtempSync(join(tmpdir(), 'medllava-img-'));
 const MEAN = [0.48145466, 0.4578275, 0.40821073];
 const STD = [0.26862954, 0.26130258, 0.27577711];
 
-function pilReference(path: string, S: number, aspect: 'pad' | 'square'): Float64Array {
+function pilReference(path: string, S: number, aspect: 'pad' | 'square', pre: 'clip' | 'open_clip' = 'clip'): Float64Array {
   return Float64Array.from(JSON.parse(python(`
 import json, sys, numpy as np
 from PIL import Image
@@ -32,11 +32,15 @@ if sys.argv[3] == 'pad':   # LLaVA's expand2square
 w, h = img.size   # CLIPImageProcessor: shortest edge -> S, centre crop, rescale, normalise
 nw, nh = (S, int(S * h / w)) if w <= h else (int(S * w / h), S)
 img = img.resize((nw, nh), Image.BICUBIC)
-top, left = (nh - S) // 2, (nw - S) // 2
-a = np.asarray(img, dtype=np.float32)[top:top + S, left:left + S] * np.float32(1 / 255)
+if sys.argv[4] == 'clip':
+    top, left = (nh - S) // 2, (nw - S) // 2
+    a = np.asarray(img, dtype=np.float32)[top:top + S, left:left + S] * np.float32(1 / 255)
+else:   # torchvision's CenterCrop (Python round: half to even) and ToTensor (x / 255 in float32)
+    top, left = int(round((nh - S) / 2.0)), int(round((nw - S) / 2.0))
+    a = np.asarray(img, dtype=np.float32)[top:top + S, left:left + S] / np.float32(255)
 a = (a - np.array(mean, np.float32)) / np.array(std, np.float32)
 print(json.dumps(a.transpose(2, 0, 1).reshape(-1).tolist()))
-`, [path, String(S), aspect])) as number[]);
+`, [path, String(S), aspect, pre])) as number[]);
 }
 
 const images: Record<string, () => Promise<Buffer>> = {};
@@ -55,6 +59,8 @@ beforeAll(async () => {
   images['RGBA 50×50'] = () => gradient(50, 50, 4);
   images['tiny 3×5'] = () => gradient(3, 5, 3);
   images['large 640×480 (downscale)'] = () => gradient(640, 480, 3);
+  // at 42 px: resized to 53 × 42, an 11-pixel crop margin: floor → 5, round-half-even → 6
+  images['odd margin 51×40'] = () => gradient(51, 40, 3);
 }, 60_000);
 
 describe('LLaVA preprocessing vs PIL', () => {
@@ -73,6 +79,25 @@ describe('LLaVA preprocessing vs PIL', () => {
         }
       });
     }
+  }
+
+  for (const S of [42, 518]) {
+    it(`open_clip's transform (LLaVA-Rad's BiomedCLIP), ${S} px: identical to PIL + torchvision's semantics`, async () => {
+      for (const [name, make] of Object.entries(images)) {
+        const path = join(dir, `${name.replace(/\W+/g, '_')}.png`);
+        writeFileSync(path, await make());
+        const ours = await preprocessImage(path, { imageSize: S, mean: MEAN, std: STD, aspectRatio: 'square', preprocessor: 'open_clip' });
+        const ref = pilReference(path, S, 'square', 'open_clip');
+        let worst = 0;
+        for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(ours[i]! - ref[i]!));
+        expect(worst, `${name}: max difference ${worst}`).toBeLessThan(1e-5);
+      }
+      // the crop offsets differ from CLIPImageProcessor's where the margin is odd
+      const odd = join(dir, 'odd_margin_51_40.png');
+      const clip = await preprocessImage(odd, { imageSize: 42, mean: MEAN, std: STD, aspectRatio: 'square' });
+      const oc = await preprocessImage(odd, { imageSize: 42, mean: MEAN, std: STD, aspectRatio: 'square', preprocessor: 'open_clip' });
+      expect(Math.max(...clip.map((v, i) => Math.abs(v - oc[i]!)))).toBeGreaterThan(0.01);
+    });
   }
 
   it('bytes and sharp pipelines work like paths', async () => {

@@ -172,9 +172,9 @@ describe('LLaVA-Rad layout (LoRA adapter over a Vicuna base, non_lora_trainables
   it('loads into the right spec, finding the base model and the tower beside it', async () => {
     const spec = await loadModelSpec(rad.dir);
     expect(spec).toMatchObject({
-      family: 'llava-rad', format: 'hf', template: 'vicuna_v1', imageAspectRatio: 'pad',
+      family: 'llava-rad', format: 'hf', template: 'vicuna_v1', imageAspectRatio: 'square',
       vision: { kind: 'timm-vit', imageSize: 42, patchSize: 14, hidden: 32, layers: 3, heads: 2, ffn: 64, activation: 'gelu',
-        selectLayer: -2 },
+        selectLayer: -2, layerNormEps: 1e-6, preprocessor: 'open_clip' },
       projector: { type: 'mlp2x_gelu', inDim: 32, outDim: 64 },
       llm: { arch: 'llama', hidden: 64, kvHeads: 4, vocab: 600 },
       lora: { r: 8, alpha: 16, baseModel: rad.base },

@@ -106,6 +106,83 @@ describe('vision tower + projector', () => {
   });
 });
 
+/** LLaVA-Rad's BiomedCLIP-CXR trunk (timm ViT) + projector in float64, written from timm's
+ * VisionTransformer / Block / Attention / LayerScale definitions and LLaVA-Rad's VisionTower. */
+function timmReference(pixels: Float32Array, rad: { dir: string; tower: string }): Float64Array {
+  const out = python(`
+import json, sys, torch
+torch.set_default_dtype(torch.float64)
+ck = torch.load(sys.argv[2])
+sd = ck['state_dict'] if 'state_dict' in ck else ck
+sd = {k[7:] if k.startswith('module.') else k: v.double() for k, v in sd.items()}
+W = {k[len('visual.trunk.'):]: v for k, v in sd.items() if k.startswith('visual.trunk.')}
+P = {k.replace('base_model.model.', '', 1): v.double() for k, v in torch.load(sys.argv[1] + '/non_lora_trainables.bin').items()}
+cfg = json.load(open(sys.argv[1] + '/config.json'))
+vc = json.load(open(sys.argv[2][:-3] + '.json'))['vision_cfg']
+D, p, S = W['cls_token'].shape[-1], W['patch_embed.proj.weight'].shape[-1], vc['image_size']
+H = vc.get('heads', D // 64)
+x = torch.tensor(json.loads(sys.stdin.read())).reshape(1, 3, S, S)
+F = torch.nn.functional
+h = F.conv2d(x, W['patch_embed.proj.weight'], W['patch_embed.proj.bias'], stride=p).flatten(2).transpose(1, 2)[0]
+h = torch.cat([W['cls_token'][0], h]) + W['pos_embed'][0]          # _pos_embed; norm_pre is Identity
+ln = lambda t, n: F.layer_norm(t, (D,), W[n + '.weight'], W[n + '.bias'], 1e-6)
+lin = lambda t, n: t @ W[n + '.weight'].T + W[n + '.bias']
+states = [h]
+n_blocks = sum(1 for k in W if k.endswith('.attn.qkv.weight'))
+for l in range(n_blocks):
+    B = 'blocks.%d.' % l
+    qkv = lin(ln(h, B + 'norm1'), B + 'attn.qkv').reshape(-1, 3, H, D // H).permute(1, 2, 0, 3)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    a = (torch.softmax(q @ k.transpose(1, 2) * (D // H) ** -0.5, -1) @ v).transpose(0, 1).reshape(-1, D)
+    h = h + W[B + 'ls1.gamma'] * lin(a, B + 'attn.proj')
+    h = h + W[B + 'ls2.gamma'] * lin(F.gelu(lin(ln(h, B + 'norm2'), B + 'mlp.fc1')), B + 'mlp.fc2')
+    states.append(h)
+f = states[cfg['mm_vision_select_layer']][1:]
+y = F.gelu(f @ P['model.mm_projector.0.weight'].T + P['model.mm_projector.0.bias'])
+y = y @ P['model.mm_projector.2.weight'].T + P['model.mm_projector.2.bias']
+print(json.dumps(y.reshape(-1).tolist()))
+`, [rad.dir, rad.tower], JSON.stringify(Array.from(pixels)));
+  return Float64Array.from(JSON.parse(out) as number[]);
+}
+
+describe('LLaVA-Rad: the BiomedCLIP-CXR tower (timm ViT: fused qkv, LayerScale, GELU, no pre-norm)', () => {
+  let rad: { dir: string; base: string; tower: string };
+  beforeAll(async () => {
+    rad = (await generateFixture({ layout: 'llava-rad', out: join(root, 'rad') })) as typeof rad;
+  }, 120_000);
+
+  it('tower + projector match a float64 PyTorch forward of timm\'s ViT, in both CPU dispatches', async () => {
+    const spec = await loadModelSpec(rad.dir);
+    expect(spec.vision.timm).toEqual({ prefix: 'state_dict.module.visual.trunk.', layerScale: true, preNorm: false });
+    const vision = await loadVision(spec);
+    expect(vision.tokens).toBe(9);
+    const px = randomNormal(3 * 42 * 42, 7);
+    const ref = timmReference(px, rad);
+    const ours = await vision.encode(px);
+    const err = relativeError(ours, ref);
+    console.log(`BiomedCLIP tower (timm ViT) + projector vs float64 PyTorch: relative error ${err.toExponential(2)}`);
+    expect(err).toBeLessThan(1e-5);
+    native().setCpuDispatch('scalar');
+    const scalar = await vision.encode(px);
+    native().setCpuDispatch('auto');
+    expect(relativeError(scalar, ref)).toBeLessThan(1e-5);
+    vision.dispose();
+  });
+
+  it('chats about an image: open_clip preprocessing, adapter applied at run time', async () => {
+    const model = await loadModel(rad.dir);
+    const png = await sharp({ create: { width: 70, height: 50, channels: 3, background: { r: 120, g: 120, b: 120 } } }).png().toBuffer();
+    const feats = await model.encodeImage(png);
+    const pixels = await preprocessImage(png, { imageSize: 42, mean: model.spec.vision.imageMean, std: model.spec.vision.imageStd,
+      aspectRatio: 'square', preprocessor: 'open_clip' });
+    expect(relativeError(feats, timmReference(pixels, rad))).toBeLessThan(1e-5);
+    const reply = await model.createChat().send({ text: 'Describe the findings.', image: png }, { maxTokens: 4 });
+    expect(reply.tokens.length).toBeGreaterThan(0);
+    expect(reply.timings.promptTokens).toBeGreaterThan(9);
+    await model.dispose();
+  }, 120_000);
+});
+
 describe('LLaVA end to end: an image spliced into the prompt', () => {
   it('next-token log-probabilities match float64 references of every stage (PIL-exact pixels, PyTorch vision, HF LLM)', async () => {
     const png = await sharp({ create: { width: 90, height: 60, channels: 3, background: { r: 30, g: 160, b: 220 } } })
