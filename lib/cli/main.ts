@@ -83,9 +83,12 @@ program
   .action(async (opts: { model: string; visionTower?: string; mmproj?: string; image?: string; prompt?: string; temperature: number;
     maxTokens: number; seed?: number; device: 'auto' | 'cpu' | 'cuda'; context?: number }) => {
     process.stderr.write(`loading ${opts.model} …\n`);
+    const progress = progressReporter();
+    const mib = (b: number) => Math.ceil(b / (1 << 20));
     const model = await loadModel(opts.model, {
       visionTower: opts.visionTower, mmproj: opts.mmproj, device: opts.device, contextLength: opts.context,
-    });
+      onProgress: (p) => progress.report(`reading weights (MiB) ${mib(p.loadedBytes)}/${mib(p.totalBytes)}`),
+    }).finally(progress.stop);
     process.stderr.write(`${model.spec.family}: ${model.spec.llm.layers} layers × ${model.spec.llm.hidden}, template ${model.spec.template}\n`);
     const chat = model.createChat();
     const ac = new AbortController();

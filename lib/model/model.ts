@@ -5,6 +5,7 @@
  * timm tower are not implemented yet and say so with E_UNSUPPORTED.
  */
 import { statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 
 import type { Sharp } from 'sharp';
 
@@ -29,8 +30,40 @@ export interface LoadModelOptions {
   device?: 'auto' | 'cpu' | 'cuda';
   threads?: number;
   contextLength?: number;
+  /** bytes of the weight files read so far (with `prefetch`), then the total once the model is ready */
   onProgress?: (p: { loadedBytes: number; totalBytes: number }) => void;
+  /**
+   * Read every weight file through once before mapping it (default true), so the page cache holds
+   * the weights and the first token does not wait on disk; this is what `onProgress` measures.
+   * false: map only, pages fault in on first use.
+   */
+  prefetch?: boolean;
   signal?: AbortSignal;
+}
+
+/** Reads `files` through in 8 MiB chunks (filling the page cache), reporting bytes; stops on abort. */
+async function prefetchFiles(files: string[], totalBytes: number, onProgress?: LoadModelOptions['onProgress'],
+  signal?: AbortSignal): Promise<void> {
+  const buf = Buffer.allocUnsafe(8 << 20);
+  let loaded = 0;
+  let lastReport = 0;
+  for (const f of files) {
+    const fh = await open(f, 'r');
+    try {
+      for (;;) {
+        if (signal?.aborted) throw medllavaError('E_ABORTED', 'aborted');
+        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+        if (bytesRead === 0) break;
+        loaded += bytesRead;
+        if (loaded - lastReport >= 64 << 20) {
+          lastReport = loaded;
+          onProgress?.({ loadedBytes: loaded, totalBytes });
+        }
+      }
+    } finally {
+      await fh.close();
+    }
+  }
 }
 
 export interface ChatMessage {
@@ -215,9 +248,11 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
   if (options.threads !== undefined) native().setThreads(options.threads);
   if (options.signal?.aborted) throw medllavaError('E_ABORTED', 'aborted');
   const spec = await loadModelSpec(source, options);
-  const files = [...new Set(Object.values(spec.files.weights))];
+  const files = [...new Set([...Object.values(spec.files.weights), ...(spec.lora ? [spec.lora.file] : []),
+    ...(statSync(spec.files.visionTower, { throwIfNoEntry: false })?.isFile() ? [spec.files.visionTower] : [])])];
   const totalBytes = files.reduce((s, f) => s + statSync(f).size, 0);
   options.onProgress?.({ loadedBytes: 0, totalBytes });
+  if (options.prefetch ?? true) await prefetchFiles(files, totalBytes, options.onProgress, options.signal);
   const tokenizer = await loadTokenizer(spec.files.tokenizer);
   const llm = await loadLlm(spec, { contextLength: options.contextLength });
   let vision: NativeVision | undefined;

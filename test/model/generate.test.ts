@@ -3,7 +3,7 @@
  * deterministic seeded sampling, stop strings, max tokens, abort, multi-turn chat with templates.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -139,6 +139,19 @@ describe('chat', () => {
   it('CUDA and a missing model are refused with a code', async () => {
     await expect(loadModel(gguf, { device: 'cuda' })).rejects.toMatchObject({ code: 'E_UNSUPPORTED' });
     await expect(loadModel()).rejects.toMatchObject({ code: 'E_ARGUMENT', message: expect.stringMatching(/no bundled demo model/) });
+  });
+
+  it('loading reports progress through the bytes of every weight file, and an abort during it is E_ABORTED', async () => {
+    const seen: { loadedBytes: number; totalBytes: number }[] = [];
+    const big = ((await generateFixture({ layout: 'gguf', out: join(root, 'big'), ggufType: 'F32', size: 'tiny' })) as { llm: string; mmproj: string });
+    const m = await loadModel(big.llm, { onProgress: (p) => seen.push(p) });
+    const total = statSync(big.llm).size + statSync(big.mmproj).size;
+    expect(seen[0]).toEqual({ loadedBytes: 0, totalBytes: total });
+    expect(seen.at(-1)).toEqual({ loadedBytes: total, totalBytes: total });
+    for (let i = 1; i < seen.length; i++) expect(seen[i]!.loadedBytes).toBeGreaterThanOrEqual(seen[i - 1]!.loadedBytes);
+    await m.dispose();
+    const ac = new AbortController();
+    await expect(loadModel(big.llm, { signal: ac.signal, onProgress: () => ac.abort() })).rejects.toMatchObject({ code: 'E_ABORTED' });
   });
 
   it('forward returns the last row or every row of logits', async () => {
