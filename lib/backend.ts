@@ -14,7 +14,7 @@ export interface BackendInfo {
     /** e.g. ['avx2', 'fma', 'f16c'] */
     features: string[];
     /** which CPU kernel family runs: 'avx2' (AVX2+FMA+F16C) or the portable 'scalar' fallback */
-    dispatch: 'avx2' | 'scalar';
+    dispatch: 'avx512' | 'avx2' | 'scalar';
   };
   cuda: {
     /** this build contains the CUDA backend */

@@ -19,7 +19,7 @@ export interface NativeCudaDevice {
 }
 
 export interface NativeBackendInfo {
-  cpu: { threads: number; features: string[]; dispatch: 'avx2' | 'scalar' };
+  cpu: { threads: number; features: string[]; dispatch: 'avx512' | 'avx2' | 'scalar' };
   cuda: { compiled: boolean; available: boolean; reason?: string; devices: NativeCudaDevice[] };
 }
 
@@ -142,7 +142,7 @@ export interface NativeAddon {
   getBackendInfo(): NativeBackendInfo;
   cudaCompiled(): boolean;
   cudaDisable(reason: string): void;
-  setCpuDispatch(mode: 'auto' | 'scalar'): void;
+  setCpuDispatch(mode: 'auto' | 'avx2' | 'scalar'): void;
   setThreads(threads: number): void;
   /** GFLOP/s of independent fp32 FMA chains on `threads` threads for about `ms` ms. */
   measureFmaPeak(threads: number, ms: number): Promise<number>;

@@ -19,7 +19,17 @@ const CpuFeatures& cpu_features() {
     r.f16c = false;
     unsigned eax, ebx, ecx, edx;
     if (__get_cpuid(1, &eax, &ebx, &ecx, &edx)) r.f16c = (ecx & (1u << 29)) && __builtin_cpu_supports("avx");
-    r.avx512f = __builtin_cpu_supports("avx512f");
+    // zmm state enabled by the OS: XCR0 bits 1, 2 (SSE, AVX) and 5, 6, 7 (opmask, zmm0-15 high, zmm16-31)
+    bool os_zmm = false;
+    if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 27))) {  // OSXSAVE
+      unsigned lo, hi;
+      __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+      os_zmm = (lo & 0xe6) == 0xe6;
+    }
+    r.avx512f = os_zmm && __builtin_cpu_supports("avx512f");
+    r.avx512bw = os_zmm && __builtin_cpu_supports("avx512bw");
+    r.avx512vl = os_zmm && __builtin_cpu_supports("avx512vl");
+    r.avx512vnni = os_zmm && __builtin_cpu_supports("avx512vnni");
 #endif
     return r;
   }();
@@ -33,6 +43,9 @@ std::vector<std::string> cpu_feature_names() {
   if (f.fma) out.push_back("fma");
   if (f.f16c) out.push_back("f16c");
   if (f.avx512f) out.push_back("avx512f");
+  if (f.avx512bw) out.push_back("avx512bw");
+  if (f.avx512vl) out.push_back("avx512vl");
+  if (f.avx512vnni) out.push_back("avx512vnni");
   return out;
 }
 
@@ -43,7 +56,14 @@ CpuDispatch cpu_dispatch() { return (CpuDispatch)g_dispatch.load(); }
 
 bool use_avx2() {
   const auto& f = cpu_features();
-  return cpu_dispatch() == CpuDispatch::Auto && f.avx2 && f.fma && f.f16c;
+  return cpu_dispatch() != CpuDispatch::Scalar && f.avx2 && f.fma && f.f16c;
 }
+
+bool use_avx512() {
+  const auto& f = cpu_features();
+  return cpu_dispatch() == CpuDispatch::Auto && use_avx2() && f.avx512f && f.avx512bw && f.avx512vl;
+}
+
+const char* cpu_dispatch_name() { return use_avx512() ? "avx512" : use_avx2() ? "avx2" : "scalar"; }
 
 }  // namespace medllava

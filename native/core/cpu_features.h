@@ -7,17 +7,23 @@
 namespace medllava {
 
 struct CpuFeatures {
-  bool avx2 = false, fma = false, f16c = false, avx512f = false;
+  bool avx2 = false, fma = false, f16c = false;
+  // AVX-512 F/BW/VL with the OS saving zmm state (XCR0 opmask + zmm bits), and VNNI (vpdpbusd)
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512vnni = false;
 };
 
 const CpuFeatures& cpu_features();        // what the CPU reports
 std::vector<std::string> cpu_feature_names();  // e.g. {"avx2","fma","f16c"}
 
-enum class CpuDispatch { Auto, Scalar };
-// Tests force the scalar fallback to check it on machines that have AVX2.
+enum class CpuDispatch { Auto, Avx2, Scalar };
+// Tests force the AVX2 or the scalar kernels to check them on machines that have better.
 void set_cpu_dispatch(CpuDispatch d);
 CpuDispatch cpu_dispatch();
-// True when the AVX2+FMA+F16C kernels may run (CPU supports them and dispatch is Auto).
+// True when the AVX2+FMA+F16C kernels may run (CPU supports them and dispatch is not Scalar).
 bool use_avx2();
+// True when the AVX-512 (F, BW, VL) kernels may run: the CPU and OS support them and dispatch is Auto.
+bool use_avx512();
+// The kernel family in use: "avx512", "avx2" or "scalar".
+const char* cpu_dispatch_name();
 
 }  // namespace medllava

@@ -44,7 +44,7 @@ Napi::Value GetBackendInfo(const Napi::CallbackInfo& info) {
   Napi::Array features = Napi::Array::New(env, names.size());
   for (size_t i = 0; i < names.size(); ++i) features.Set((uint32_t)i, names[i]);
   cpu.Set("features", features);
-  cpu.Set("dispatch", use_avx2() ? "avx2" : "scalar");
+  cpu.Set("dispatch", cpu_dispatch_name());
   out.Set("cpu", cpu);
   out.Set("cuda", cuda_info_object(env, cuda_backend::info()));
   return out;
@@ -68,8 +68,9 @@ Napi::Value CudaDisable(const Napi::CallbackInfo& info) {
 Napi::Value SetCpuDispatch(const Napi::CallbackInfo& info) {
   const std::string mode = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
   if (mode == "auto") set_cpu_dispatch(CpuDispatch::Auto);
+  else if (mode == "avx2") set_cpu_dispatch(CpuDispatch::Avx2);
   else if (mode == "scalar") set_cpu_dispatch(CpuDispatch::Scalar);
-  else throw_js(info.Env(), ErrorCode::Argument, "setCpuDispatch(mode): mode must be 'auto' or 'scalar', got '" + mode + "'");
+  else throw_js(info.Env(), ErrorCode::Argument, "setCpuDispatch(mode): mode must be 'auto', 'avx2' or 'scalar', got '" + mode + "'");
   return info.Env().Undefined();
 }
 

@@ -58,7 +58,7 @@ function makeInputs(c: Case) {
 
 const name = (c: Case) => `${c.M}x${c.N}x${c.K} ${c.dtype} ${c.act}${c.bias ? ' +bias' : ''} (seed ${c.seed})`;
 
-async function cpu(c: Case, inputs: ReturnType<typeof makeInputs>, dispatch: 'auto' | 'scalar') {
+async function cpu(c: Case, inputs: ReturnType<typeof makeInputs>, dispatch: 'auto' | 'avx2' | 'scalar') {
   const n = addon();
   n.setCpuDispatch(dispatch);
   const lin = new n.NativeLinear(inputs.w.raw, c.dtype, c.N, c.K, inputs.bias);
@@ -94,8 +94,11 @@ describe('matmul on the CPU', () => {
       const inputs = makeInputs(c);
       const scalar = relativeError(await cpu(c, inputs, 'scalar'), inputs.ref, inputs.scale);
       expect(scalar).toBeLessThan(1e-5);
-      const fast = relativeError(await cpu(c, inputs, 'auto'), inputs.ref, inputs.scale);
-      expect(fast).toBeLessThanOrEqual(2 * scalar + 1e-7);
+      // 'auto' is AVX-512 where the CPU has it; 'avx2' forces the AVX2 kernels
+      for (const d of ['auto', 'avx2'] as const) {
+        const fast = relativeError(await cpu(c, inputs, d), inputs.ref, inputs.scale);
+        expect(fast, d).toBeLessThanOrEqual(2 * scalar + 1e-7);
+      }
     });
   }
 
@@ -107,7 +110,7 @@ describe('matmul on the CPU', () => {
       const x = Float32Array.from({ length: M }, (_, i) => -12 + (24 * i) / (M - 1));
       const bias = Float32Array.from({ length: N }, (_, n) => Math.fround((n - 8) / 64));
       const lin = new (addon().NativeLinear)(new Float32Array(N).fill(1), 'f32', N, 1, bias);
-      for (const dispatch of ['auto', 'scalar'] as const) {
+      for (const dispatch of ['auto', 'avx2', 'scalar'] as const) {
         addon().setCpuDispatch(dispatch);
         const out = await lin.forward(x, M, { activation: act });
         addon().setCpuDispatch('auto');
@@ -196,11 +199,17 @@ describe('matmul on the CPU', () => {
     expect(() => new n.NativeLinear(new Uint8Array(34), 'q8_0', 2, 16, null)).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
   });
 
-  it('uses the AVX2 kernels on this machine (the fast path above is not the scalar one)', () => {
-    const info = addon().getBackendInfo();
-    if (info.cpu.features.includes('avx2') && info.cpu.features.includes('fma') && info.cpu.features.includes('f16c'))
-      expect(info.cpu.dispatch).toBe('avx2');
-    else expect(info.cpu.dispatch).toBe('scalar');
+  it('uses the widest kernels this machine has (the fast paths above are not the scalar one)', () => {
+    const n = addon();
+    const f = n.getBackendInfo().cpu.features;
+    const avx2 = f.includes('avx2') && f.includes('fma') && f.includes('f16c');
+    const avx512 = avx2 && f.includes('avx512f') && f.includes('avx512bw') && f.includes('avx512vl');
+    expect(n.getBackendInfo().cpu.dispatch).toBe(avx512 ? 'avx512' : avx2 ? 'avx2' : 'scalar');
+    n.setCpuDispatch('avx2');
+    expect(n.getBackendInfo().cpu.dispatch).toBe(avx2 ? 'avx2' : 'scalar');
+    n.setCpuDispatch('scalar');
+    expect(n.getBackendInfo().cpu.dispatch).toBe('scalar');
+    n.setCpuDispatch('auto');
   });
 });
 
