@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { loadModelSpec, loadTokenizer } from '../../lib/index.js';
+import type { SentencePieceTokenizer } from '../../lib/tokenizer/tokenizer.js';
 import { generateFixture } from '../../lib/fixtures/generate.js';
 import { native } from '../../lib/native.js';
 import { llamaNextLogProbs } from '../support/llama-reference.js';
@@ -121,14 +122,64 @@ describe('node-llama-cpp reads our GGUF files', () => {
   });
 });
 
-describe('@fugood/llama.node (llama.cpp\'s mtmd) reads our mmproj', () => {
-  it('initialises multimodal support with it', async () => {
-    const lib = await importPeer<{ loadModel(o: object): Promise<{
-      initMultimodal(o: object): boolean; getMultimodalSupport(): { vision: boolean }; release(): Promise<void> }> }>(
-      '@fugood/llama.node', 'lib/index.js');
-    const ctx = await lib.loadModel({ model: files['F16']!.llm, n_ctx: 128, n_gpu_layers: 0 });
-    expect(ctx.initMultimodal({ path: files['F16']!.mmproj, use_gpu: false })).toBe(true);
+describe('@fugood/llama.node (llama.cpp\'s mtmd): our mmproj, and the next token after an image', () => {
+  it('its image path and ours give the same top tokens with probabilities within a few per cent', async () => {
+    type Ctx = { initMultimodal(o: object): boolean; getMultimodalSupport(): { vision: boolean }; release(): Promise<void>;
+      completion(o: object): Promise<{ completion_probabilities?: { probs: { tok_str: string; prob: number }[] }[] }> };
+    const lib = await importPeer<{ loadModel(o: object): Promise<Ctx> }>('@fugood/llama.node', 'lib/index.js');
+    const { llm, mmproj } = files['F16']!;
+    const ctx = await lib.loadModel({ model: llm, n_ctx: 256, n_gpu_layers: 0 });
+    expect(ctx.initMultimodal({ path: mmproj, use_gpu: false })).toBe(true);
     expect(ctx.getMultimodalSupport().vision).toBe(true);
+    // a structured 90 × 60 image: pads to square, then resizes (each side's bicubic, not bit-identical)
+    const sharp = (await import('sharp')).default;
+    const w = 90, h = 60;
+    const px = Buffer.alloc(w * h * 3);
+    for (let i = 0; i < w * h; i++) { px[3 * i] = (i * 5) & 255; px[3 * i + 1] = ((i / w) * 4) & 255; px[3 * i + 2] = 200; }
+    const png = join(root, 'mtmd.png');
+    await sharp(px, { raw: { width: w, height: h, channels: 3 } }).png().toFile(png);
+    // the full softmax of the raw logits: temperature 1, no truncating samplers
+    const r = await ctx.completion({ prompt: 'Question: <__media__>\nIs there a mass? Answer:', media_paths: [png], n_predict: 1,
+      n_probs: 10, temperature: 1, top_k: 0, top_p: 1, min_p: 0, seed: 1 });
     await ctx.release();
-  });
+    const theirs = r.completion_probabilities![0]!.probs;
+    expect(theirs.length).toBe(10);
+
+    const { loadModel } = await import('../../lib/index.js');
+    const model = await loadModel(llm);
+    const logits = await model.forward({ tokens: model.tokenizer.encodePrompt('Question: <image>\nIs there a mass? Answer:'), images: [png] });
+    let mx = -Infinity;
+    for (const v of logits) mx = Math.max(mx, v);
+    let z = 0;
+    for (const v of logits) z += Math.exp(v - mx);
+    // llama.cpp's token strings: the piece with ▁ as a space; byte pieces as the character (ASCII) or
+    // 'byte: \\xNN' — so 'T' may be the piece T or the byte <0x54>: such strings are left out
+    const byStr = new Map<string, number[]>();
+    const tok = (await loadTokenizer(llm)) as SentencePieceTokenizer;
+    tok.vocabulary().pieces.forEach((p, id) => {
+      const m = /^<0x([0-9A-F]{2})>$/.exec(p.piece);
+      const b = m ? parseInt(m[1]!, 16) : -1;
+      const str = !m ? p.piece.replace(/\u2581/g, ' ') : b >= 0x80 ? `byte: \\x${m[1]!.toLowerCase()}` : String.fromCharCode(b);
+      byStr.set(str, [...(byStr.get(str) ?? []), id]);
+    });
+    let worst = 0;
+    const rows: string[] = [];
+    for (const { tok_str, prob } of theirs.slice(0, 6)) {
+      const ids = byStr.get(tok_str);
+      expect(ids, `llama.cpp's token '${tok_str}' is in our vocabulary`).toBeDefined();
+      if (ids!.length !== 1) continue;
+      const id = ids;
+      const ours = Math.exp(logits[id![0]!]! - mx) / z;
+      rows.push(`${JSON.stringify(tok_str)} ${prob.toFixed(5)} / ${ours.toFixed(5)}`);
+      worst = Math.max(worst, Math.abs(Math.log(ours / prob)));
+    }
+    console.log(`mtmd vs medllava, next token after an image (theirs / ours): ${rows.join(', ')}; max |Δ log p| ${worst.toExponential(2)}`);
+    expect(rows.length).toBeGreaterThanOrEqual(4);
+    // BENCHMARKS.md: llama.cpp's image path agrees within a few per cent (its own resize and f16 tower)
+    expect(worst).toBeLessThan(0.15);
+    // llama.cpp's top 5 are among our top 10
+    const ourTop = [...logits.keys()].sort((a, b) => logits[b]! - logits[a]!).slice(0, 10);
+    for (const { tok_str } of theirs.slice(0, 5)) expect(byStr.get(tok_str)!.some((id) => ourTop.includes(id))).toBe(true);
+    await model.dispose();
+  }, 120_000);
 });
