@@ -170,6 +170,9 @@ export interface NativeAddon {
   NativeLlm: { load(config: NativeLlmConfig, tensors: NativeLlmTensors): Promise<NativeLlm> };
   NativeVision: { load(config: NativeVisionConfig, tensors: NativeVisionTensors): Promise<NativeVision> };
   ggmlDequantize(type: string, data: Uint8Array, n: number): Float32Array;
+  /** Internal (per-op tests): one op of native/ops/ops.h on the CPU — rmsnorm, layernorm, rope, siluMul,
+   * attentionCached, attentionFull — with its arguments by name. */
+  cpuOp(name: string, args: Record<string, unknown>): Float32Array;
 }
 
 /** The package root: the nearest directory above this file whose package.json is medllava's. */

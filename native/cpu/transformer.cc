@@ -10,6 +10,7 @@
 #include "../core/dtype.h"
 #include "../core/thread_pool.h"
 #include "../ops/ops.h"
+#include "vec_avx2.h"  // defines: exp_avx2
 
 namespace medllava {
 
@@ -149,8 +150,55 @@ void layernorm_cpu(const float* x, const float* w, const float* b, float* out, i
   });
 }
 
+namespace {
+// x(n) ← softmax(scale · x), AVX2 (e^x on 8 lanes)
+__attribute__((target("avx2,fma"))) void softmax_row_avx2(float* x, int64_t n, float scale) {
+  float m = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) m = std::max(m, x[j]);
+  const __m256 vs = _mm256_set1_ps(scale), vm = _mm256_set1_ps(m * scale);
+  __m256 z8 = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = exp_avx2(_mm256_fmsub_ps(_mm256_loadu_ps(x + j), vs, vm));
+    _mm256_storeu_ps(x + j, e);
+    z8 = _mm256_add_ps(z8, e);
+  }
+  alignas(32) float zl[8];
+  _mm256_store_ps(zl, z8);
+  float z = zl[0] + zl[1] + zl[2] + zl[3] + zl[4] + zl[5] + zl[6] + zl[7];
+  for (; j < n; ++j) z += (x[j] = std::exp(x[j] * scale - m * scale));
+  const __m256 inv = _mm256_set1_ps(1.0f / z);
+  for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), inv));
+  for (; j < n; ++j) x[j] /= z;
+}
+}  // namespace
+
 void attention_full_cpu(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd) {
   const float scale = 1.0f / std::sqrt((float)hd);
+  if (use_avx2() && T >= 32) {
+    // per head, as two GEMMs (the blocked kernels, at a large share of the FMA peak): S = Q·Kᵀ
+    // (T × T, one head's scores: T² floats of scratch, 1.3 MiB at 577 tokens), row softmax,
+    // out = P·V (V transposed so that it is the GEMM's (N, K) operand)
+    ThreadPool& pool = ThreadPool::instance();
+    std::vector<float> qh((size_t)(T * hd)), kh((size_t)(T * hd)), vt((size_t)(hd * T)), s((size_t)(T * T)),
+        oh((size_t)(T * hd));
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t t = 0; t < T; ++t) {
+        std::copy(q + (t * H + h) * hd, q + (t * H + h + 1) * hd, qh.data() + t * hd);
+        std::copy(k + (t * H + h) * hd, k + (t * H + h + 1) * hd, kh.data() + t * hd);
+        for (int64_t d = 0; d < hd; ++d) vt[(size_t)(d * T + t)] = v[(t * H + h) * hd + d];
+      }
+      MatmulArgs a;
+      a.a = qh.data(), a.w = kh.data(), a.out = s.data(), a.M = T, a.N = T, a.K = hd;
+      matmul_cpu(a);
+      pool.parallel_for((size_t)T, [&](size_t t, int) { softmax_row_avx2(s.data() + t * T, T, scale); });
+      MatmulArgs b;
+      b.a = s.data(), b.w = vt.data(), b.out = oh.data(), b.M = T, b.N = hd, b.K = T;
+      matmul_cpu(b);
+      for (int64_t t = 0; t < T; ++t) std::copy(oh.data() + t * hd, oh.data() + (t + 1) * hd, out + (t * H + h) * hd);
+    }
+    return;
+  }
   if (use_avx2() && hd % 8 == 0) {
     ThreadPool::instance().parallel_for((size_t)(T * H), [&](size_t task, int) {
       const int64_t t = (int64_t)task / H, h = (int64_t)task % H;

@@ -11,6 +11,7 @@
 #include "formats.h"
 #include "js_error.h"
 #include "linear_wrap.h"
+#include "ops_wrap.h"
 #include "llm_wrap.h"
 #include "vision_wrap.h"
 
@@ -115,6 +116,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeLlm", LlmWrap::Define(env));
   exports.Set("NativeLlmContext", LlmContextWrap::Define(env));
   exports.Set("NativeVision", VisionWrap::Define(env));
+  register_ops(env, exports);
   return exports;
 }
 

@@ -1,0 +1,79 @@
+#include "ops_wrap.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "../ops/ops.h"
+#include "js_error.h"
+#include "ops_args.h"
+
+namespace medllava {
+namespace napi {
+
+namespace {
+constexpr int64_t kMax = 1LL << 28;
+
+Napi::Float32Array f32_out(Napi::Env env, int64_t n) { return Napi::Float32Array::New(env, (size_t)n); }
+
+// cpuOp(name, args) -> Float32Array
+Napi::Value CpuOp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject()) throw_js(env, ErrorCode::Argument, "cpuOp(name, args)");
+  const std::string op = info[0].As<Napi::String>().Utf8Value();
+  const Napi::Object o = info[1].As<Napi::Object>();
+  if (op == "rmsnorm" || op == "layernorm") {
+    const int64_t T = arg_int(o, "T", 0, kMax), D = arg_int(o, "D", 1, kMax);
+    const float* x = arg_array<float>(o, "x", napi_float32_array, T * D);
+    const float* w = arg_array<float>(o, "w", napi_float32_array, D);
+    const float eps = (float)arg_number(o, "eps");
+    Napi::Float32Array out = f32_out(env, T * D);
+    if (op == "rmsnorm") rmsnorm_cpu(x, w, out.Data(), T, D, eps);
+    else layernorm_cpu(x, w, arg_array<float>(o, "b", napi_float32_array, D), out.Data(), T, D, eps);
+    return out;
+  }
+  if (op == "rope") {
+    const int64_t T = arg_int(o, "T", 0, kMax), H = arg_int(o, "heads", 1, kMax), hd = arg_int(o, "hd", 2, 4096);
+    const float* x = arg_array<float>(o, "x", napi_float32_array, T * H * hd);
+    const std::string mode = arg_string(o, "mode");
+    if (mode != "half" && mode != "adjacent") throw_js(env, ErrorCode::Argument, "mode must be 'half' or 'adjacent'");
+    Napi::Float32Array out = f32_out(env, T * H * hd);
+    std::memcpy(out.Data(), x, (size_t)(T * H * hd) * 4);
+    rope_cpu(out.Data(), T, H, hd, arg_int(o, "pos0", 0, kMax), (float)arg_number(o, "theta"),
+             mode == "half" ? RopeMode::Half : RopeMode::Adjacent);
+    return out;
+  }
+  if (op == "siluMul") {
+    const int64_t n = arg_int(o, "n", 0, kMax);
+    Napi::Float32Array out = f32_out(env, n);
+    silu_mul_cpu(arg_array<float>(o, "gate", napi_float32_array, n), arg_array<float>(o, "up", napi_float32_array, n), out.Data(), n);
+    return out;
+  }
+  if (op == "attentionCached") {
+    const int64_t T = arg_int(o, "T", 1, kMax), np = arg_int(o, "nPast", 0, kMax), H = arg_int(o, "H", 1, 4096),
+                  KVH = arg_int(o, "KVH", 1, 4096), hd = arg_int(o, "hd", 1, 4096);
+    if (H % KVH) throw_js(env, ErrorCode::Argument, "H must be a multiple of KVH");
+    const float* q = arg_array<float>(o, "q", napi_float32_array, T * H * hd);
+    const uint16_t* kc = arg_array<uint16_t>(o, "kCache", napi_uint16_array, (np + T) * KVH * hd);
+    const uint16_t* vc = arg_array<uint16_t>(o, "vCache", napi_uint16_array, (np + T) * KVH * hd);
+    Napi::Float32Array out = f32_out(env, T * H * hd);
+    attention_cached_cpu(q, kc, vc, out.Data(), T, np, H, KVH, hd);
+    return out;
+  }
+  if (op == "attentionFull") {
+    const int64_t T = arg_int(o, "T", 1, kMax), H = arg_int(o, "H", 1, 4096), hd = arg_int(o, "hd", 1, 4096);
+    const int64_t n = T * H * hd;
+    Napi::Float32Array out = f32_out(env, n);
+    attention_full_cpu(arg_array<float>(o, "q", napi_float32_array, n), arg_array<float>(o, "k", napi_float32_array, n),
+                       arg_array<float>(o, "v", napi_float32_array, n), out.Data(), T, H, hd);
+    return out;
+  }
+  throw_js(env, ErrorCode::Argument, "cpuOp: no op named '" + op + "'");
+}
+}  // namespace
+
+void register_ops(Napi::Env env, Napi::Object exports) {
+  exports.Set("cpuOp", Napi::Function::New<guarded<CpuOp>>(env, "cpuOp"));
+}
+
+}  // namespace napi
+}  // namespace medllava
