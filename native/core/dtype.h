@@ -8,6 +8,15 @@
 
 #include "error.h"
 
+// Host + device (nvcc) for the helpers CUDA kernels use too.
+#ifndef MEDLLAVA_HD
+#if defined(__CUDACC__)
+#define MEDLLAVA_HD __host__ __device__
+#else
+#define MEDLLAVA_HD
+#endif
+#endif
+
 namespace medllava {
 
 // Weight types. Q8_0 / Q4_0 are GGML's 32-element blocks (an f16 scale + int8 / 4-bit values);
@@ -38,12 +47,12 @@ inline DType parse_dtype(const std::string& s) {
   throw Error(ErrorCode::Argument, "dtype must be 'f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k' or 'q6_k', got '" + s + "'");
 }
 
-inline bool dtype_is_kquant(DType t) { return t == DType::Q4_K || t == DType::Q6_K; }
-inline bool dtype_is_block(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || dtype_is_kquant(t); }
+MEDLLAVA_HD inline bool dtype_is_kquant(DType t) { return t == DType::Q4_K || t == DType::Q6_K; }
+MEDLLAVA_HD inline bool dtype_is_block(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || dtype_is_kquant(t); }
 constexpr int64_t kQBlock = 32;    // elements per Q8_0 / Q4_0 block
 constexpr int64_t kQKBlock = 256;  // elements per Q4_K / Q6_K super-block
-inline int64_t dtype_block_elems(DType t) { return dtype_is_kquant(t) ? kQKBlock : dtype_is_block(t) ? kQBlock : 1; }
-inline size_t dtype_block_bytes(DType t) {
+MEDLLAVA_HD inline int64_t dtype_block_elems(DType t) { return dtype_is_kquant(t) ? kQKBlock : dtype_is_block(t) ? kQBlock : 1; }
+MEDLLAVA_HD inline size_t dtype_block_bytes(DType t) {
   switch (t) {
     case DType::Q8_0: return 34;
     case DType::Q4_0: return 18;
@@ -54,10 +63,10 @@ inline size_t dtype_block_bytes(DType t) {
 }
 
 // Bytes per element of an unblocked type (F32, F16, BF16).
-inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+MEDLLAVA_HD inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
 
 // Bytes of n elements (n a whole number of blocks for block types).
-inline size_t dtype_bytes(DType t, int64_t n) {
+MEDLLAVA_HD inline size_t dtype_bytes(DType t, int64_t n) {
   return dtype_is_block(t) ? (size_t)(n / dtype_block_elems(t)) * dtype_block_bytes(t) : (size_t)n * dtype_size(t);
 }
 

@@ -11,6 +11,7 @@
 #include "../core/dtype.h"
 #include "../ops/activation.h"
 #include "compat.cuh"
+#include "elements.cuh"  // defines: load_element
 
 namespace medllava {
 namespace cuda {
@@ -37,10 +38,24 @@ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { retu
 // +4 pad, so the transposing store from global memory spreads over banks too.
 constexpr int kTiledBM = 64, kTiledBN = 64, kTiledBK = 16, kTiledThreads = 256;
 
+// How the tiled kernel reads w(n, k): a plain array of TW, or rows of GGML blocks.
 template <class TW>
+struct PlainW {
+  const TW* w;
+  int K;
+  __device__ __forceinline__ float operator()(int64_t n, int64_t k) const { return to_f32(w[n * K + k]); }
+};
+struct BlockW {
+  const uint8_t* w;
+  int type;
+  int64_t row_bytes;
+  __device__ __forceinline__ float operator()(int64_t n, int64_t k) const { return load_element(w + n * row_bytes, (DType)type, k); }
+};
+
+template <class W>
 __global__ void __launch_bounds__(kTiledThreads)
-    matmul_tiled_kernel(const float* __restrict__ a, const TW* __restrict__ w, const float* __restrict__ bias,
-                        float* __restrict__ out, int M, int N, int K, int act) {
+    matmul_tiled_kernel(const float* __restrict__ a, W w, const float* __restrict__ bias, float* __restrict__ out, int M,
+                        int N, int K, int act) {
   __shared__ float As[kTiledBK][kTiledBM + 4];  // (BK, BM) slice of a, transposed
   __shared__ float Ws[kTiledBK][kTiledBN + 4];  // (BK, BN) slice of w, transposed
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -52,7 +67,7 @@ __global__ void __launch_bounds__(kTiledThreads)
       const int r = ty + 16 * i, k = tx;
       const int gm = m0 + r, gn = n0 + r, gk = k0 + k;
       As[k][r] = (gm < M && gk < K) ? a[(int64_t)gm * K + gk] : 0.0f;
-      Ws[k][r] = (gn < N && gk < K) ? to_f32(w[(int64_t)gn * K + gk]) : 0.0f;
+      Ws[k][r] = (gn < N && gk < K) ? w(gn, gk) : 0.0f;
     }
     __syncthreads();  // the tile is complete before anyone reads it
 #pragma unroll
@@ -134,13 +149,34 @@ __global__ void __launch_bounds__(kWmmaThreads)
   }
 }
 
+// ---- decode GEMV for block-quantized weights --------------------------------------------------------
+// One warp per output column: lanes read consecutive elements of the weight row (coalesced bytes of
+// the same blocks), decode them, and dot them with each activation row; a warp sum finishes it.
+// Decode is bound by reading the weights once; the few rows of a stay in cache.
+constexpr int kGemvWarps = 4;
+
+__global__ void __launch_bounds__(32 * kGemvWarps)
+    matmul_q_gemv_kernel(const float* __restrict__ a, const uint8_t* __restrict__ w, int type, const float* __restrict__ bias,
+                         float* __restrict__ out, int M, int N, int K, int act) {
+  const int n = blockIdx.x * kGemvWarps + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (n >= N) return;  // whole warps leave together
+  const uint8_t* row = w + (int64_t)n * dtype_bytes((DType)type, K);
+  for (int m = 0; m < M; ++m) {
+    float s = 0.0f;
+    for (int k = lane; k < K; k += 32) s += load_element(row, (DType)type, k) * a[(int64_t)m * K + k];
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) out[(int64_t)m * N + n] = apply_activation(s + (bias ? bias[n] : 0.0f), (Activation)act);
+  }
+}
+
 // ---- launch choice -------------------------------------------------------------------------------
 enum class MatmulKernel { Auto, Tiled, TensorCore };
+constexpr int kGemvMaxRows = 8;  // block-quantized weights: up to this many rows take the GEMV
 
 // All pointers are device pointers (host pointers under the emulator).
 inline void matmul_launch(const float* a, const void* w, DType wt, const float* bias, float* out, int M, int N,
                           int K, Activation act, MatmulKernel which, medllava_stream_t stream) {
-  const bool tensor = wt != DType::F32 && which != MatmulKernel::Tiled;
+  const bool tensor = (wt == DType::F16 || wt == DType::BF16) && which != MatmulKernel::Tiled;
   if (tensor) {
     const dim3 grid((unsigned)((N + kWmmaBN - 1) / kWmmaBN), (unsigned)((M + kWmmaBM - 1) / kWmmaBM));
     if (wt == DType::F16) {
@@ -154,28 +190,37 @@ inline void matmul_launch(const float* a, const void* w, DType wt, const float* 
     }
     return;
   }
+  if (dtype_is_block(wt) && M <= kGemvMaxRows && which != MatmulKernel::Tiled) {
+    MEDLLAVA_LAUNCH(matmul_q_gemv_kernel, dim3((unsigned)((N + kGemvWarps - 1) / kGemvWarps)), dim3(32 * kGemvWarps), 0, stream,
+                    a, static_cast<const uint8_t*>(w), (int)wt, bias, out, M, N, K, (int)act);
+    return;
+  }
   const dim3 grid((unsigned)((N + kTiledBN - 1) / kTiledBN), (unsigned)((M + kTiledBM - 1) / kTiledBM));
   switch (wt) {
     case DType::F32: {
-      auto kernel = matmul_tiled_kernel<float>;
-      MEDLLAVA_LAUNCH(kernel, grid, dim3(kTiledThreads), 0, stream, a, static_cast<const float*>(w), bias, out, M, N, K,
-                      (int)act);
-      break;
-    }
-    case DType::F16: {
-      auto kernel = matmul_tiled_kernel<__half>;
-      MEDLLAVA_LAUNCH(kernel, grid, dim3(kTiledThreads), 0, stream, a, static_cast<const __half*>(w), bias, out, M, N,
-                      K, (int)act);
-      break;
-    }
-    case DType::BF16: {
-      auto kernel = matmul_tiled_kernel<__nv_bfloat16>;
-      MEDLLAVA_LAUNCH(kernel, grid, dim3(kTiledThreads), 0, stream, a, static_cast<const __nv_bfloat16*>(w), bias, out,
+      auto kernel = matmul_tiled_kernel<PlainW<float>>;
+      MEDLLAVA_LAUNCH(kernel, grid, dim3(kTiledThreads), 0, stream, a, PlainW<float>{static_cast<const float*>(w), K}, bias, out,
                       M, N, K, (int)act);
       break;
     }
-    default:  // block-quantized weights: the backend refuses them before launching (issue 5 adds kernels)
+    case DType::F16: {
+      auto kernel = matmul_tiled_kernel<PlainW<__half>>;
+      MEDLLAVA_LAUNCH(kernel, grid, dim3(kTiledThreads), 0, stream, a, PlainW<__half>{static_cast<const __half*>(w), K}, bias,
+                      out, M, N, K, (int)act);
       break;
+    }
+    case DType::BF16: {
+      auto kernel = matmul_tiled_kernel<PlainW<__nv_bfloat16>>;
+      MEDLLAVA_LAUNCH(kernel, grid, dim3(kTiledThreads), 0, stream, a,
+                      PlainW<__nv_bfloat16>{static_cast<const __nv_bfloat16*>(w), K}, bias, out, M, N, K, (int)act);
+      break;
+    }
+    default: {  // GGML blocks (prefill): decoded as the tiles are staged
+      auto kernel = matmul_tiled_kernel<BlockW>;
+      MEDLLAVA_LAUNCH(kernel, grid, dim3(kTiledThreads), 0, stream, a,
+                      BlockW{static_cast<const uint8_t*>(w), (int)wt, (int64_t)dtype_bytes(wt, K)}, bias, out, M, N, K, (int)act);
+      break;
+    }
   }
 }
 

@@ -11,7 +11,9 @@
 #include "../../test/native/simt_selftest.cuh"
 #include "../core/dtype.h"
 #include "../cuda/matmul.cuh"  // defines: matmul_tiled_kernel, matmul_wmma_kernel, matmul_launch
+#include "../cuda/transformer.cuh"  // defines: the transformer kernels and their launchers
 #include "../napi/js_error.h"
+#include "../napi/ops_args.h"
 #include "simt.h"
 
 namespace medllava {
@@ -96,8 +98,11 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   Napi::TypedArray w = info[1].As<Napi::TypedArray>();
   const int64_t M = get_int(env, info[4], "M", 0, 1 << 24), N = get_int(env, info[5], "N", 1, 1 << 24),
                 K = get_int(env, info[6], "K", 1, 1 << 24);
-  if ((int64_t)a.ElementLength() != M * K || (int64_t)w.ElementLength() != N * K ||
-      w.ElementSize() != dtype_size(wt))
+  const bool blocks = dtype_is_block(wt);
+  if (blocks && K % dtype_block_elems(wt)) throw_js(env, ErrorCode::Shape, "matmul: K must be whole blocks");
+  if ((int64_t)a.ElementLength() != M * K ||
+      (blocks ? w.ByteLength() != dtype_bytes(wt, N * K)
+              : ((int64_t)w.ElementLength() != N * K || w.ElementSize() != dtype_size(wt))))
     throw_js(env, ErrorCode::Shape, "matmul: a must hold M×K and w N×K elements of the stated type");
   const float* bias = nullptr;
   auto pins = std::make_shared<Pins>();
@@ -124,6 +129,139 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return PromiseWorker::Start(
       env, [=] { cuda::matmul_launch(ap, wp, wt, bias, op, (int)M, (int)N, (int)K, act, which, nullptr); },
       [pins](Napi::Env) { return pins->refs.back().Value(); });
+}
+
+Napi::Float32Array poisoned(Napi::Env env, int64_t n) {
+  Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)n);
+  std::memset(out.Data(), 0xff, (size_t)n * 4);  // NaN: an element no thread writes shows
+  return out;
+}
+
+void check_hd(Napi::Env env, int64_t hd) {
+  if (hd > cuda::kMaxHd) throw_js(env, ErrorCode::Unsupported, "attention: head dim " + std::to_string(hd) + " > " +
+                                                                 std::to_string(cuda::kMaxHd));
+}
+
+// cudaOp(name, args): the CUDA twin of cpuOp (native/napi/ops_wrap.cc), the kernels of
+// native/cuda/transformer.cuh executed under the emulator, outputs poisoned first. Extra ops:
+// activation, residual, embed, kvAppend, attentionDecode, topk.
+Napi::Value CudaOp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject()) throw_js(env, ErrorCode::Argument, "cudaOp(name, args)");
+  const std::string op = info[0].As<Napi::String>().Utf8Value();
+  const Napi::Object o = info[1].As<Napi::Object>();
+  constexpr int64_t kMax = 1LL << 28;
+  if (op == "rmsnorm" || op == "layernorm") {
+    const int64_t T = arg_int(o, "T", 0, kMax), D = arg_int(o, "D", 1, kMax);
+    const float* x = arg_array<float>(o, "x", napi_float32_array, T * D);
+    const float* w = arg_array<float>(o, "w", napi_float32_array, D);
+    const float eps = (float)arg_number(o, "eps");
+    Napi::Float32Array out = poisoned(env, T * D);
+    if (op == "rmsnorm") cuda::rmsnorm_launch(x, w, out.Data(), (int)T, (int)D, eps, nullptr);
+    else cuda::layernorm_launch(x, w, arg_array<float>(o, "b", napi_float32_array, D), out.Data(), (int)T, (int)D, eps, nullptr);
+    return out;
+  }
+  if (op == "rope") {
+    const int64_t T = arg_int(o, "T", 0, kMax), H = arg_int(o, "heads", 1, kMax), hd = arg_int(o, "hd", 2, 4096);
+    const float* x = arg_array<float>(o, "x", napi_float32_array, T * H * hd);
+    const std::string mode = arg_string(o, "mode");
+    Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)(T * H * hd));
+    std::memcpy(out.Data(), x, (size_t)(T * H * hd) * 4);
+    cuda::rope_launch(out.Data(), (int)T, (int)H, (int)hd, (int)arg_int(o, "pos0", 0, kMax), (float)arg_number(o, "theta"),
+                      mode == "adjacent", nullptr);
+    return out;
+  }
+  if (op == "siluMul") {
+    const int64_t n = arg_int(o, "n", 0, kMax);
+    Napi::Float32Array out = poisoned(env, n);
+    cuda::silu_mul_launch(arg_array<float>(o, "gate", napi_float32_array, n), arg_array<float>(o, "up", napi_float32_array, n),
+                          out.Data(), n, nullptr);
+    return out;
+  }
+  if (op == "activation") {
+    const int64_t n = arg_int(o, "n", 0, kMax);
+    const std::string act = arg_string(o, "act");
+    Napi::Float32Array out = poisoned(env, n);
+    cuda::activation_launch(arg_array<float>(o, "x", napi_float32_array, n), out.Data(), n,
+                            act == "gelu" ? Activation::Gelu : act == "quick_gelu" ? Activation::QuickGelu : Activation::None,
+                            nullptr);
+    return out;
+  }
+  if (op == "residual") {
+    const int64_t n = arg_int(o, "n", 0, kMax), D = arg_int(o, "D", 1, kMax);
+    Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)n);
+    std::memcpy(out.Data(), arg_array<float>(o, "h", napi_float32_array, n), (size_t)n * 4);
+    cuda::residual_launch(out.Data(), arg_array<float>(o, "a", napi_float32_array, n),
+                          arg_array<float>(o, "gamma", napi_float32_array, D, true), n, (int)D, nullptr);
+    return out;
+  }
+  if (op == "embed") {
+    const int64_t T = arg_int(o, "T", 0, kMax), D = arg_int(o, "D", 1, kMax), V = arg_int(o, "vocab", 1, kMax);
+    const DType t = parse_dtype(arg_string(o, "type"));
+    if (dtype_is_block(t) && D % dtype_block_elems(t)) throw_js(env, ErrorCode::Shape, "embed: rows must be whole blocks");
+    const uint8_t* table = arg_array<uint8_t>(o, "table", napi_uint8_array, (int64_t)dtype_bytes(t, V * D));
+    const int32_t* ids = arg_array<int32_t>(o, "ids", napi_int32_array, T);
+    for (int64_t i = 0; i < T; ++i)
+      if (ids[i] < 0 || ids[i] >= V) throw_js(env, ErrorCode::Argument, "embed: token id out of range");
+    Napi::Float32Array out = poisoned(env, T * D);
+    cuda::embed_launch(table, t, ids, out.Data(), (int)T, (int)D, nullptr);
+    return out;
+  }
+  if (op == "kvAppend") {
+    const int64_t T = arg_int(o, "T", 0, kMax), width = arg_int(o, "width", 1, kMax), pos = arg_int(o, "pos", 0, kMax);
+    Napi::Value cv = o.Get("cache");
+    const uint16_t* cache = arg_array<uint16_t>(o, "cache", napi_uint16_array, -1);
+    const int64_t rows = (int64_t)cv.As<Napi::TypedArray>().ElementLength() / width;
+    if (pos + T > rows) throw_js(env, ErrorCode::Shape, "kvAppend: the cache has too few rows");
+    Napi::Uint16Array out = Napi::Uint16Array::New(env, (size_t)(rows * width));
+    std::memcpy(out.Data(), cache, (size_t)(rows * width) * 2);
+    cuda::kv_append_launch(arg_array<float>(o, "src", napi_float32_array, T * width), out.Data(), pos, (int)T, (int)width, nullptr);
+    return out;
+  }
+  if (op == "attentionCached" || op == "attentionDecode") {
+    const bool decode = op == "attentionDecode";
+    const int64_t T = decode ? 1 : arg_int(o, "T", 1, kMax), np = arg_int(o, "nPast", 0, kMax), H = arg_int(o, "H", 1, 4096),
+                  KVH = arg_int(o, "KVH", 1, 4096), hd = arg_int(o, "hd", 1, 4096);
+    if (H % KVH) throw_js(env, ErrorCode::Argument, "H must be a multiple of KVH");
+    check_hd(env, hd);
+    const int64_t n_kv = np + T;
+    const float* q = arg_array<float>(o, "q", napi_float32_array, T * H * hd);
+    const uint16_t* kc = arg_array<uint16_t>(o, "kCache", napi_uint16_array, n_kv * KVH * hd);
+    const uint16_t* vc = arg_array<uint16_t>(o, "vCache", napi_uint16_array, n_kv * KVH * hd);
+    Napi::Float32Array out = poisoned(env, T * H * hd);
+    if (!decode) {
+      cuda::flash_attention_launch<uint16_t>(q, kc, vc, out.Data(), (int)T, (int)H, (int)KVH, (int)hd, (int)n_kv, (int)np, true,
+                                             nullptr);
+      return out;
+    }
+    const int splits = o.Has("splits") ? (int)arg_int(o, "splits", 1, 1024) : cuda::decode_splits((int)n_kv);
+    std::vector<float> partial((size_t)(H * splits * hd), NAN), ml((size_t)(H * splits * 2), NAN);
+    cuda::attention_decode_launch<uint16_t>(q, kc, vc, out.Data(), partial.data(), ml.data(), (int)H, (int)KVH, (int)hd, (int)n_kv,
+                                            splits, nullptr);
+    return out;
+  }
+  if (op == "attentionFull") {
+    const int64_t T = arg_int(o, "T", 1, kMax), H = arg_int(o, "H", 1, 4096), hd = arg_int(o, "hd", 1, 4096);
+    check_hd(env, hd);
+    const int64_t n = T * H * hd;
+    Napi::Float32Array out = poisoned(env, n);
+    cuda::flash_attention_launch<float>(arg_array<float>(o, "q", napi_float32_array, n), arg_array<float>(o, "k", napi_float32_array, n),
+                                        arg_array<float>(o, "v", napi_float32_array, n), out.Data(), (int)T, (int)H, (int)H,
+                                        (int)hd, (int)T, 0, false, nullptr);
+    return out;
+  }
+  if (op == "topk") {
+    const int64_t n = arg_int(o, "n", 1, kMax), k = arg_int(o, "k", 1, 1024);
+    Napi::Int32Array idx = Napi::Int32Array::New(env, (size_t)k);
+    std::fill(idx.Data(), idx.Data() + k, -7);
+    Napi::Float32Array val = poisoned(env, k);
+    cuda::topk_launch(arg_array<float>(o, "x", napi_float32_array, n), (int)n, (int)k, idx.Data(), val.Data(), nullptr);
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("idx", idx);
+    r.Set("val", val);
+    return r;
+  }
+  throw_js(env, ErrorCode::Argument, "cudaOp: no op named '" + op + "'");
 }
 
 // setOptions({ blockOrder: 'forward' | 'reverse' | 'shuffle', seed, reverseThreads, poisonShared })
@@ -158,6 +296,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("run", Napi::Function::New<guarded<Run>>(env, "run"));
   exports.Set("matmul", Napi::Function::New<guarded<Matmul>>(env, "matmul"));
+  exports.Set("cudaOp", Napi::Function::New<guarded<CudaOp>>(env, "cudaOp"));
   exports.Set("setOptions", Napi::Function::New<guarded<SetOptions>>(env, "setOptions"));
   exports.Set("stats", Napi::Function::New<guarded<Stats>>(env, "stats"));
   return exports;

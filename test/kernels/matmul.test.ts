@@ -13,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { addon, simt } from '../support/addons.js';
 import {
-  activate, matmulErrorScale, matmulReference, randomNormal, randomWeights, relativeError, roundTo, type Activation, type DType,
+  activate, matmulErrorScale, matmulReference, randomNormal, randomWeights, relativeError, roundTo, toHalfBits, type Activation,
+  type DType,
 } from '../support/reference.js';
 
 const RAGGED = [1, 2, 7, 33, 129];
@@ -250,4 +251,34 @@ describe('matmul CUDA kernels under the SIMT emulator', () => {
     expect(Array.from(auto)).toEqual(Array.from(tensor));
     expect(Array.from(auto)).not.toEqual(Array.from(tiled));
   });
+
+  // GGML block weights on the device: the decode GEMV (a warp per output column, M ≤ 8) and the tiled
+  // kernel decoding blocks as it stages them (prefill); Q4_K / Q6_K from random blocks with sane scales
+  for (const dtype of ['q8_0', 'q4_0', 'q4_k', 'q6_k'] as const) {
+    for (const [i, [M, N, K]] of ([[1, 37, 256], [3, 20, 512], [70, 65, 256]] as const).entries()) {
+      it(`${dtype} weights, ${M}×${N}×${K} (${M <= 8 ? 'GEMV' : 'tiled, blocks decoded while staging'})`, async () => {
+        const n = addon();
+        const seed = seedBase + 2000 + i;
+        let raw: Uint8Array;
+        if (dtype === 'q4_k' || dtype === 'q6_k') {
+          const bytes = dtype === 'q4_k' ? 144 : 210;
+          raw = Uint8Array.from({ length: ((N * K) / 256) * bytes }, (_, j) => (j * 2654435761 + seed) >>> 24);
+          for (let b = 0; b < (N * K) / 256; b++) {
+            const put = (k: number, h: number) => { raw[b * bytes + k] = h & 255; raw[b * bytes + k + 1] = h >> 8; };
+            if (dtype === 'q4_k') { put(0, toHalfBits(0.004)); put(2, toHalfBits(0.01)); } else put(208, toHalfBits(0.002));
+          }
+        } else {
+          raw = n.ggmlQuantize(dtype.toUpperCase(), randomNormal(N * K, seed).map((x) => x / Math.sqrt(K)));
+        }
+        const values = n.ggmlDequantize(dtype.toUpperCase(), raw, N * K);
+        const a = randomNormal(M * K, seed + 1);
+        const bias = randomNormal(N, seed + 2);
+        const ref = matmulReference(a, values, bias, M, N, K, 'gelu');
+        const scale = matmulErrorScale(a, values, bias, M, N, K);
+        simt().setOptions({ blockOrder: pick([...orders], i), seed });
+        const got = await simt().matmul(a, raw, dtype, bias, M, N, K, 'gelu', 'auto');
+        expect(relativeError(got, ref, scale)).toBeLessThan(1e-5);
+      });
+    }
+  }
 });

@@ -8,8 +8,12 @@ import { native, packageRoot, type NativeAddon, type NativeDType } from '../../l
 export interface SimtAddon {
   run(name: string, input: Float32Array, outWords: number, grid: number[], block: number[], smem: number,
     p0: number, p1: number, init: 'nan' | 'zero'): Promise<Float32Array>;
-  matmul(a: Float32Array, w: Float32Array | Uint16Array, wType: NativeDType, bias: Float32Array | null,
+  matmul(a: Float32Array, w: Float32Array | Uint16Array | Uint8Array, wType: NativeDType, bias: Float32Array | null,
     M: number, N: number, K: number, activation: string, kernel: 'auto' | 'tiled' | 'tensor'): Promise<Float32Array>;
+  /** the CUDA twin of the product addon's cpuOp (+ activation, residual, embed, kvAppend, attentionDecode, topk),
+   * kernels run under the emulator, outputs poisoned with NaN first */
+  cudaOp(name: string, args: Record<string, unknown>): Float32Array;
+  cudaOp(name: 'kvAppend', args: Record<string, unknown>): Uint16Array;
   setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
     poisonShared?: boolean }): void;
   stats(): { launches: number; blocks: number; threads: number; switches: number };
