@@ -89,6 +89,8 @@ export interface NativeLlmConfig {
   ropeTheta: number; rmsEps: number;
   /** 'half': HF weights (rotate-half RoPE); 'adjacent': GGUF weights, whose q/k rows llama.cpp permuted */
   ropeMode: 'half' | 'adjacent';
+  /** where forward runs: 'cpu' (default) or 'cuda' (weights uploaded to device 0 at load) */
+  device?: 'cpu' | 'cuda';
 }
 /** [file path, tensor name] */
 export type NativeTensorRef = [string, string];
@@ -146,6 +148,9 @@ export interface NativeAddon {
   setThreads(threads: number): void;
   /** GFLOP/s of independent fp32 FMA chains on `threads` threads for about `ms` ms. */
   measureFmaPeak(threads: number, ms: number): Promise<number>;
+  /** GPU microbenchmarks of every CUDA kernel at the real shapes, with the device's measured peaks (a GPU only). */
+  cudaBenchKernels(): Promise<{ peaks: { bandwidthGBs: number; fp32TFlops: number; tensorTFlops: number };
+    kernels: { kernel: string; shape: string; ms: number; bytes: number; flops: number }[] }>;
   /** GB/s read streaming through `bytes` of memory on `threads` threads (best of 3). */
   measureReadBandwidth(threads: number, bytes: number): Promise<number>;
   NativeLinear: new (weight: Float32Array | Uint16Array | Uint8Array, dtype: NativeDType, outFeatures: number,

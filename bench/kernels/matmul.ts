@@ -97,8 +97,23 @@ async function main() {
     console.log(`SIMT emulator: skipped (${simtPath} not built; run npm run build:native:test)`);
   }
   console.log('');
-  if (info.cuda.available) console.log('CUDA: a device is present, but device timing arrives with the CUDA backend issue.');
-  else console.log(`CUDA kernels on a GPU: skipped: no GPU (${info.cuda.reason ?? 'not available'})`);
+  if (info.cuda.available) {
+    // every CUDA kernel at the real shapes (bench/kernels/README.md), against the device's peaks measured now
+    const { peaks, kernels } = await native().cudaBenchKernels();
+    console.log(`CUDA on ${info.cuda.devices[0]?.name ?? 'device 0'} — measured now: ${peaks.bandwidthGBs.toFixed(0)} GB/s (device copy), ` +
+      `${peaks.fp32TFlops.toFixed(1)} TFLOP/s fp32, ${peaks.tensorTFlops.toFixed(0)} TFLOP/s bf16 tensor`);
+    console.log('| kernel | shape | µs | GB/s | % of bandwidth | TFLOP/s | % of its FLOP peak |');
+    console.log('|---|---|---|---|---|---|---|');
+    for (const k of kernels) {
+      const gbs = k.bytes / (k.ms * 1e-3) / 1e9;
+      const tf = k.flops / (k.ms * 1e-3) / 1e12;
+      const peak = k.kernel.startsWith('matmul_wmma') ? peaks.tensorTFlops : peaks.fp32TFlops;
+      console.log(`| ${k.kernel} | ${k.shape} | ${(k.ms * 1e3).toFixed(1)} | ${gbs.toFixed(0)} | ${pct(gbs / peaks.bandwidthGBs)} | ` +
+        `${tf.toFixed(2)} | ${k.flops ? pct(tf / peak) : '—'} |`);
+    }
+  } else {
+    console.log(`CUDA kernels on a GPU: skipped: no GPU (${info.cuda.reason ?? 'not available'})`);
+  }
   console.log('');
   const f32 = results.filter((r) => r.dtype === 'f32');
   const worst = Math.min(...f32.map((r) => r.ratio));

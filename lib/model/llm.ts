@@ -1,9 +1,17 @@
 /** The language model of a ModelSpec, loaded natively: weights mapped from their files, as stored. */
 import { medllavaError } from '../errors.js';
-import { native, type NativeLlm, type NativeLlmTensors, type NativeTensorRef } from '../native.js';
+import { native, type NativeLlm, type NativeLlmConfig, type NativeLlmTensors, type NativeTensorRef } from '../native.js';
 import type { ModelSpec } from './spec.js';
 
-export async function loadLlm(spec: ModelSpec, options: { contextLength?: number } = {}): Promise<NativeLlm> {
+export async function loadLlm(spec: ModelSpec, options: { contextLength?: number; device?: 'cpu' | 'cuda' } = {}): Promise<NativeLlm> {
+  const { config, tensors } = llmLoadArgs(spec, options);
+  return native().NativeLlm.load({ ...config, device: options.device ?? 'cpu' }, tensors);
+}
+
+/** What NativeLlm.load (and the test addon's emulated CUDA model) takes for a spec's LLM. */
+export function llmLoadArgs(spec: ModelSpec, options: { contextLength?: number } = {}): {
+  config: NativeLlmConfig; tensors: NativeLlmTensors;
+} {
   const { llm } = spec;
   const contextLength = options.contextLength ?? llm.contextLength;
   if (!Number.isInteger(contextLength) || contextLength < 1 || contextLength > llm.contextLength) {
@@ -55,8 +63,9 @@ export async function loadLlm(spec: ModelSpec, options: { contextLength?: number
     }
     tensors.lora = { scale: spec.lora.alpha / spec.lora.r, pairs };
   }
-  return native().NativeLlm.load({
+  const config: NativeLlmConfig = {
     hidden: llm.hidden, layers: llm.layers, heads: llm.heads, kvHeads: llm.kvHeads, ffn: llm.ffn, vocab: llm.vocab,
     contextLength, ropeTheta: llm.ropeTheta, rmsEps: llm.rmsEps, ropeMode: spec.format === 'gguf' ? 'adjacent' : 'half',
-  }, tensors);
+  };
+  return { config, tensors };
 }

@@ -152,12 +152,12 @@ class ChatImpl implements Chat {
 }
 
 class ModelImpl implements Model {
-  readonly device = 'cpu' as const;
   private native: NativeLlm | undefined;
   private serial = 0;
 
+  /** device: where the LLM runs (the vision tower runs on the CPU on either) */
   constructor(readonly spec: ModelSpec, readonly tokenizer: Tokenizer, llm: NativeLlm, private vision: NativeVision | undefined,
-    private readonly noVision: string) {
+    private readonly noVision: string, readonly device: 'cpu' | 'cuda') {
     this.native = llm;
   }
 
@@ -239,12 +239,16 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
   if (source === undefined) {
     throw medllavaError('E_ARGUMENT', 'there is no bundled demo model yet: pass a checkpoint (`medllava fixture` writes small ones)');
   }
-  const device = options.device ?? 'auto';
-  if (device === 'cuda') {
-    throw medllavaError('E_UNSUPPORTED', `the CUDA model path is not implemented yet (CUDA backend: ${
-      native().getBackendInfo().cuda.available ? 'available' : native().getBackendInfo().cuda.reason})`);
+  const requested = options.device ?? 'auto';
+  if (requested !== 'auto' && requested !== 'cpu' && requested !== 'cuda') {
+    throw medllavaError('E_ARGUMENT', `device must be 'auto', 'cpu' or 'cuda', got '${String(requested)}'`);
   }
-  if (device !== 'auto' && device !== 'cpu') throw medllavaError('E_ARGUMENT', `device must be 'auto', 'cpu' or 'cuda', got '${String(device)}'`);
+  // 'auto': CUDA when a device is there, else the CPU (getBackendInfo().cuda.reason says why not)
+  const cuda = native().getBackendInfo().cuda;
+  if (requested === 'cuda' && !cuda.available) {
+    throw medllavaError(cuda.compiled ? 'E_CUDA' : 'E_UNSUPPORTED', `device 'cuda' was asked for, but CUDA is not available: ${cuda.reason}`);
+  }
+  const device: 'cpu' | 'cuda' = requested === 'cpu' || !cuda.available ? 'cpu' : 'cuda';
   if (options.threads !== undefined) native().setThreads(options.threads);
   if (options.signal?.aborted) throw medllavaError('E_ABORTED', 'aborted');
   const spec = await loadModelSpec(source, options);
@@ -254,7 +258,7 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
   options.onProgress?.({ loadedBytes: 0, totalBytes });
   if (options.prefetch ?? true) await prefetchFiles(files, totalBytes, options.onProgress, options.signal);
   const tokenizer = await loadTokenizer(spec.files.tokenizer);
-  const llm = await loadLlm(spec, { contextLength: options.contextLength });
+  const llm = await loadLlm(spec, { contextLength: options.contextLength, device });
   let vision: NativeVision | undefined;
   let noVision = '';
   try {
@@ -272,5 +276,5 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
     throw medllavaError('E_ABORTED', 'aborted');
   }
   options.onProgress?.({ loadedBytes: totalBytes, totalBytes });
-  return new ModelImpl(spec, tokenizer, llm, vision, noVision);
+  return new ModelImpl(spec, tokenizer, llm, vision, noVision, device);
 }

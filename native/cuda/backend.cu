@@ -1,12 +1,17 @@
 // CUDA backend host code: device discovery, memory, and the launchers around native/cuda/*.cuh.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <memory>
 #include <mutex>
+#include <vector>
 #include <string>
 
 #include "../core/error.h"
 #include "backend.h"
-#include "matmul.cuh"  // defines: matmul_tiled_kernel, matmul_wmma_kernel, matmul_launch
+#include "bench.cuh"       // defines: peak_fma_kernel, peak_wmma_kernel
+#include "llm_device.cuh"  // defines: DeviceMemory, LlmDevice (and through it every kernel)
+#include "matmul.cuh"      // defines: matmul_tiled_kernel, matmul_wmma_kernel, matmul_launch
 
 namespace medllava {
 namespace cuda_backend {
@@ -107,6 +112,218 @@ void matmul(const MatmulArgs& p) {
   check(cudaGetLastError(), "matmul kernel launch");
   check(cudaDeviceSynchronize(), "matmul kernel");
   check(cudaMemcpy(p.out, out.ptr, o_bytes, cudaMemcpyDeviceToHost), "cudaMemcpy");
+}
+
+namespace {
+// Device 0 through the CUDA runtime: one stream; uploads from pageable memory return once staged.
+class CudaDevice : public cuda::DeviceMemory {
+ public:
+  CudaDevice() {
+    check(cudaSetDevice(0), "cudaSetDevice");
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  }
+  ~CudaDevice() override { cudaStreamDestroy(stream_); }
+  void* alloc(size_t bytes) override {
+    void* p = nullptr;
+    check(cudaMalloc(&p, bytes ? bytes : 1), "cudaMalloc");
+    return p;
+  }
+  void release(void* p) override { cudaFree(p); }
+  void upload(void* dst, const void* src, size_t bytes) override {
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (to the device)");
+  }
+  void download(void* dst, const void* src, size_t bytes) override {
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync (from the device)");
+    check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  }
+  size_t available() override {
+    size_t free_bytes = 0, total = 0;
+    check(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo");
+    return free_bytes;
+  }
+  medllava_stream_t stream() override { return stream_; }
+  void check(const char* what) override { cuda_backend::check(cudaGetLastError(), what); }
+
+ private:
+  static void check(cudaError_t e, const char* call) { cuda_backend::check(e, call); }
+  cudaStream_t stream_ = nullptr;
+};
+
+struct RunnerState {
+  CudaDevice dev;
+  std::unique_ptr<cuda::LlmDevice> model;
+  std::mutex mu;
+};
+
+class CudaLlmRunner : public LlmDeviceRunner {
+ public:
+  explicit CudaLlmRunner(const Llm& m) : st_(std::make_shared<RunnerState>()) {
+    st_->model = std::make_unique<cuda::LlmDevice>(m, st_->dev);
+  }
+  std::shared_ptr<void> new_sequence() override {
+    std::lock_guard<std::mutex> lock(st_->mu);
+    auto* seq = new cuda::LlmDevice::Sequence(st_->model->new_sequence());
+    auto st = st_;  // the device outlives every sequence on it
+    return std::shared_ptr<void>(seq, [st](void* p) {
+      auto* s = static_cast<cuda::LlmDevice::Sequence*>(p);
+      std::lock_guard<std::mutex> lock(st->mu);
+      st->model->free_sequence(*s);
+      delete s;
+    });
+  }
+  void forward(void* sequence, int64_t n_past, const int32_t* tokens, int64_t T, bool all, float* out,
+               const float* embeddings) override {
+    std::lock_guard<std::mutex> lock(st_->mu);
+    auto* s = static_cast<cuda::LlmDevice::Sequence*>(sequence);
+    s->n_past = n_past;
+    st_->model->forward(*s, tokens, T, all, out, embeddings);
+  }
+
+ private:
+  std::shared_ptr<RunnerState> st_;
+};
+}  // namespace
+
+namespace {
+// Median milliseconds of `reps` launches of f() on `stream`, after two warm-up launches.
+template <class F>
+double time_ms(cudaStream_t stream, F f, int reps = 20) {
+  cudaEvent_t a, b;
+  check(cudaEventCreate(&a), "cudaEventCreate");
+  check(cudaEventCreate(&b), "cudaEventCreate");
+  f();
+  f();
+  std::vector<float> t;
+  for (int i = 0; i < reps; ++i) {
+    check(cudaEventRecord(a, stream), "cudaEventRecord");
+    f();
+    check(cudaEventRecord(b, stream), "cudaEventRecord");
+    check(cudaEventSynchronize(b), "cudaEventSynchronize");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
+    t.push_back(ms);
+  }
+  check(cudaGetLastError(), "benchmark kernel");
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+}  // namespace
+
+std::vector<KernelBench> bench_kernels(DevicePeaks& peaks) {
+  if (!info().available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + info().reason);
+  CudaDevice dev;
+  cudaStream_t st = dev.stream();
+  std::vector<void*> bufs;
+  auto buf = [&](size_t bytes) {
+    void* p = dev.alloc(bytes);
+    check(cudaMemsetAsync(p, 0, bytes, st), "cudaMemsetAsync");  // zeros: valid f32 / f16 / bf16 / block values
+    bufs.push_back(p);
+    return p;
+  };
+  std::vector<KernelBench> out;
+  try {
+    // peaks
+    const size_t big = (size_t)1 << 30;
+    void* src = buf(big);
+    void* dst = buf(big);
+    const double copy_ms = time_ms(st, [&] { check(cudaMemcpyAsync(dst, src, big, cudaMemcpyDeviceToDevice, st), "copy"); });
+    peaks.bandwidth_gbs = 2.0 * (double)big / (copy_ms * 1e-3) / 1e9;
+    int sms = 0;
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "cudaDeviceGetAttribute");
+    float* sink = static_cast<float*>(buf(4096));
+    const int iters = 1 << 14;
+    const double fma_ms = time_ms(st, [&] { MEDLLAVA_LAUNCH(cuda::peak_fma_kernel, dim3(sms * 8), dim3(256), 0, st, sink, iters); });
+    peaks.fp32_tflops = (double)sms * 8 * 256 * iters * 8 * 2 / (fma_ms * 1e-3) / 1e12;
+    const double mma_ms = time_ms(st, [&] { MEDLLAVA_LAUNCH(cuda::peak_wmma_kernel, dim3(sms * 8), dim3(128), 0, st, sink, iters / 4); });
+    peaks.tensor_tflops = (double)sms * 8 * 4 * (iters / 4) * 4 * (16.0 * 16 * 16 * 2) / (mma_ms * 1e-3) / 1e12;
+
+    auto add = [&](const char* k, std::string shape, double bytes, double flops, double ms) {
+      out.push_back({k, std::move(shape), ms, bytes, flops});
+    };
+    // projector (LLaVA-Med v1.5 widths), bf16 weights, wmma with the fused GELU epilogue
+    struct Proj {
+      int K, N;
+      Activation act;
+    };
+    for (const Proj& pr : {Proj{1024, 4096, Activation::Gelu}, Proj{4096, 4096, Activation::None}}) {
+      const int M = 576, K = pr.K, N = pr.N;
+      const Activation act = pr.act;
+      float* a = static_cast<float*>(buf((size_t)M * K * 4));
+      void* w = buf((size_t)N * K * 2);
+      float* o = static_cast<float*>(buf((size_t)M * N * 4));
+      const double ms = time_ms(st, [&] { cuda::matmul_launch(a, w, DType::BF16, nullptr, o, M, N, K, act, cuda::MatmulKernel::Auto, st); });
+      add("matmul_wmma_kernel<bf16>", "576×" + std::to_string(K) + " → " + std::to_string(N), (double)N * K * 2 + (double)M * (K + N) * 4,
+          2.0 * M * K * N, ms);
+    }
+    // ViT-L/336 patch attention, one layer
+    {
+      const int T = 577, H = 16, hd = 64;
+      float* q = static_cast<float*>(buf((size_t)T * H * hd * 4 * 4));
+      const double ms = time_ms(st, [&] {
+        cuda::flash_attention_launch<float>(q, q + T * H * hd, q + 2 * T * H * hd, q + 3 * T * H * hd, T, H, H, hd, T, 0, false, st);
+      });
+      add("flash_attention_kernel<f32>", "ViT-L/336: 577 tokens, 16 heads × 64", 4.0 * T * H * hd * 4, 4.0 * T * T * hd * H, ms);
+    }
+    // Mistral-7B decode attention, one layer, contexts 1k / 4k / 32k
+    for (int ctx : {1024, 4096, 32768}) {
+      const int H = 32, KVH = 8, hd = 128;
+      uint16_t* kv = static_cast<uint16_t*>(buf((size_t)ctx * KVH * hd * 2 * 2));
+      float* q = static_cast<float*>(buf((size_t)H * hd * 4 * 2));
+      const int splits = cuda::decode_splits(ctx);
+      float* part = static_cast<float*>(buf((size_t)H * splits * (hd + 2) * 4));
+      const double ms = time_ms(st, [&] {
+        cuda::attention_decode_launch<uint16_t>(q, kv, kv + (size_t)ctx * KVH * hd, q + H * hd, part, part + H * splits * hd, H, KVH, hd,
+                                                ctx, splits, st);
+      });
+      add("attention_decode_kernel + combine", "Mistral-7B layer, context " + std::to_string(ctx), (double)ctx * KVH * hd * 4,
+          4.0 * ctx * hd * H, ms);
+    }
+    // decode GEMV, one Mistral-7B FFN matrix (14336 × 4096)
+    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
+      const int N = 14336, K = 4096;
+      void* w = buf(dtype_bytes(t, (int64_t)N * K));
+      float* a = static_cast<float*>(buf((size_t)K * 4));
+      float* o = static_cast<float*>(buf((size_t)N * 4));
+      const double ms = time_ms(st, [&] { cuda::matmul_launch(a, w, t, nullptr, o, 1, N, K, Activation::None, cuda::MatmulKernel::Auto, st); });
+      add((std::string("matmul_q_gemv_kernel ") + dtype_name(t)).c_str(), "1×4096 → 14336", (double)dtype_bytes(t, (int64_t)N * K),
+          2.0 * N * K, ms);
+    }
+    // element-wise and norms at 7B / ViT shapes
+    {
+      const int D = 4096, T = 512, F = 14336;
+      float* x = static_cast<float*>(buf((size_t)T * F * 4 * 3));
+      add("rmsnorm_kernel", "512 × 4096", 3.0 * T * D * 4, 3.0 * T * D,
+          time_ms(st, [&] { cuda::rmsnorm_launch(x, x, x + T * D, T, D, 1e-5f, st); }));
+      add("layernorm_kernel", "577 × 1024", 3.0 * 577 * 1024 * 4, 5.0 * 577 * 1024,
+          time_ms(st, [&] { cuda::layernorm_launch(x, x, x, x + 577 * 1024, 577, 1024, 1e-5f, st); }));
+      add("rope_kernel", "512 tokens × 32 heads × 128", 2.0 * T * D * 4, 6.0 * T * D,
+          time_ms(st, [&] { cuda::rope_launch(x, T, 32, 128, 0, 10000.0f, false, st); }));
+      add("silu_mul_kernel", "512 × 14336", 3.0 * T * F * 4, 4.0 * T * F,
+          time_ms(st, [&] { cuda::silu_mul_launch(x, x + (size_t)T * F, x + 2 * (size_t)T * F, (int64_t)T * F, st); }));
+      add("residual_kernel", "512 × 4096", 3.0 * T * D * 4, 2.0 * T * D,
+          time_ms(st, [&] { cuda::residual_launch(x, x + T * D, nullptr, (int64_t)T * D, D, st); }));
+      add("kv_append_kernel", "512 × 1024", T * 1024 * 6.0, 0,
+          time_ms(st, [&] { cuda::kv_append_launch(x, reinterpret_cast<uint16_t*>(x + T * D), 0, T, 1024, st); }));
+      int32_t* ids = static_cast<int32_t*>(buf((size_t)T * 4));
+      void* table = buf((size_t)32000 * D * 2);
+      add("embed_kernel f16", "512 tokens × 4096", T * D * 6.0, 0,
+          time_ms(st, [&] { cuda::embed_launch(table, DType::F16, ids, x, T, D, st); }));
+      add("topk_kernel", "k = 40 of 32000", 40.0 * 32000 * 4, 0,
+          time_ms(st, [&] { cuda::topk_launch(x, 32000, 40, ids, x + 40000, st); }, 5));
+    }
+  } catch (...) {
+    for (void* p : bufs) dev.release(p);
+    throw;
+  }
+  for (void* p : bufs) dev.release(p);
+  return out;
+}
+
+std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m) {
+  if (!info().available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + info().reason);
+  return std::make_shared<CudaLlmRunner>(m);
 }
 
 }  // namespace cuda_backend

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "../model/llm.h"
 #include "../ops/ops.h"
 
 namespace medllava {
@@ -29,6 +30,22 @@ Info info();
 void disable(const std::string& reason);
 // out = act(a · wᵀ + bias) on device 0; all pointers are host memory. E_CUDA when unavailable.
 void matmul(const MatmulArgs& args);
+// `m`'s forward pass on device 0 (native/cuda/llm_device.cuh): weights uploaded once in their stored
+// type, an activation arena, one stream; forwards from several sequences are serialised. E_CUDA
+// when CUDA is unavailable, E_OOM (with the size needed) when the model does not fit, E_UNSUPPORTED
+// in a build without CUDA.
+std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m);
+
+// GPU microbenchmarks (native/cuda/bench.cuh): each kernel at the real shapes of
+// bench/kernels/README.md on device 0, and the device's peaks measured in the same run.
+struct KernelBench {
+  std::string kernel, shape;
+  double ms = 0, bytes = 0, flops = 0;
+};
+struct DevicePeaks {
+  double bandwidth_gbs = 0, fp32_tflops = 0, tensor_tflops = 0;
+};
+std::vector<KernelBench> bench_kernels(DevicePeaks& peaks);
 
 }  // namespace cuda_backend
 }  // namespace medllava

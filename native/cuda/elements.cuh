@@ -3,6 +3,7 @@
 // transformer kernels (and the SIMT emulator, which compiles the same code for the CPU).
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 #include "../core/dtype.h"
 #include "compat.cuh"
@@ -21,12 +22,14 @@ __device__ __forceinline__ uint16_t f32_half_bits(float f) {
   return __half_raw(h).x;
 }
 __device__ __forceinline__ float bf16_bits_f32(uint16_t b) {
-  union {
-    uint32_t u;
-    float f;
-  } c;
-  c.u = (uint32_t)b << 16;
-  return c.f;
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float((uint32_t)b << 16);
+#else
+  float f;
+  const uint32_t u = (uint32_t)b << 16;
+  std::memcpy(&f, &u, 4);
+  return f;
+#endif
 }
 __device__ __forceinline__ uint16_t load_u16(const uint8_t* p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
@@ -34,15 +37,7 @@ __device__ __forceinline__ uint16_t load_u16(const uint8_t* p) { return (uint16_
 // only the element's own block fields — the same values the CPU's dequantize_block produces.
 __device__ __forceinline__ float load_element(const uint8_t* row, DType type, int64_t i) {
   switch (type) {
-    case DType::F32: {
-      union {
-        uint32_t u;
-        float f;
-      } c;
-      const uint8_t* p = row + i * 4;
-      c.u = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-      return c.f;
-    }
+    case DType::F32: return reinterpret_cast<const float*>(row)[i];  // device buffers are 256-byte aligned
     case DType::F16: return half_bits_f32(load_u16(row + i * 2));
     case DType::BF16: return bf16_bits_f32(load_u16(row + i * 2));
     case DType::Q8_0: {  // d, qs[32] int8

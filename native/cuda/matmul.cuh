@@ -63,6 +63,7 @@ __global__ void __launch_bounds__(kTiledThreads)
   float acc[4][4] = {};
   for (int k0 = 0; k0 < K; k0 += kTiledBK) {
     // 64 rows × 16 k per tile, 4 elements per thread, consecutive threads along k (coalesced)
+#pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int r = ty + 16 * i, k = tx;
       const int gm = m0 + r, gn = n0 + r, gk = k0 + k;
@@ -80,9 +81,11 @@ __global__ void __launch_bounds__(kTiledThreads)
     }
     __syncthreads();  // everyone is done reading before the next tile overwrites it
   }
+#pragma unroll
   for (int i = 0; i < 4; ++i) {
     const int gm = m0 + ty + 16 * i;
     if (gm >= M) continue;
+#pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int gn = n0 + tx + 16 * j;
       if (gn >= N) continue;

@@ -155,9 +155,10 @@ __device__ __forceinline__ void flash_tile(FlashRow& st, const float* qs, const 
   st.m = m_new;
   ps[lane] = p;
   __syncwarp();  // every lane's p is in ps
+#pragma unroll
   for (int c = 0; c < kMaxChunks; ++c) {
     const int d = lane + 32 * c;
-    if (d >= hd) break;
+    if (d >= hd) continue;
     float a = st.acc[c] * corr;
     for (int j = 0; j < n; ++j) a += ps[j] * Vs[j * (hd + 1) + d];
     st.acc[c] = a;
@@ -181,7 +182,8 @@ __global__ void __launch_bounds__(32 * kFlashWarps)
   const float scale = rsqrtf((float)hd);
   for (int i = threadIdx.x; i < rows * hd; i += blockDim.x) Qs[i / hd][i % hd] = q[((int64_t)(t0 + i / hd) * H + h) * hd + i % hd];
   constexpr int kPerWarp = kFlashQ / kFlashWarps;
-  FlashRow st[kPerWarp];
+  FlashRow st[kPerWarp];  // in registers: every loop over r is unrolled
+#pragma unroll
   for (int r = 0; r < kPerWarp; ++r) {
     st[r].m = -INFINITY;
     st[r].l = 0.0f;
@@ -199,16 +201,18 @@ __global__ void __launch_bounds__(32 * kFlashWarps)
       Vs[j * (hd + 1) + d] = kv_f32(v[g]);
     }
     __syncthreads();  // the tile is complete
+#pragma unroll
     for (int r = 0; r < kPerWarp; ++r) {
       const int row = warp + kFlashWarps * r;
-      if (row >= rows) break;
-      flash_tile(st[r], Qs[row], Ks, Vs, Ps[warp], n, k0, causal ? n_past + t0 + row + 1 : n_kv, hd, scale);
+      if (row < rows) flash_tile(st[r], Qs[row], Ks, Vs, Ps[warp], n, k0, causal ? n_past + t0 + row + 1 : n_kv, hd, scale);
     }
   }
+#pragma unroll
   for (int r = 0; r < kPerWarp; ++r) {
     const int row = warp + kFlashWarps * r;
-    if (row >= rows) break;
+    if (row >= rows) continue;
     float* o = out + ((int64_t)(t0 + row) * H + h) * hd;
+#pragma unroll
     for (int c = 0; c < kMaxChunks; ++c) {
       const int d = lane + 32 * c;
       if (d < hd) o[d] = st[r].acc[c] / st[r].l;
@@ -237,7 +241,7 @@ __global__ void __launch_bounds__(32 * kFlashWarps)
   for (int g0 = 0; g0 < group; g0 += kFlashWarps) {
     const int h = kvh * group + g0 + warp;
     const bool mine = g0 + warp < group;
-    __syncthreads();  // Qs of the previous round is no longer read
+    // no barrier needed before rewriting Qs: row `warp` is written and read by this warp only
     if (mine)
       for (int d = lane; d < hd; d += 32) Qs[warp][d] = q[(int64_t)h * hd + d];
     FlashRow st;

@@ -60,6 +60,10 @@ Llm::Llm(const LlmConfig& c, const LlmTensorNames& n) : cfg_(c), lora_scale_(n.l
 
 Llm::Cache Llm::new_cache() const {
   Cache c;
+  if (device_) {
+    c.device = device_->new_sequence();
+    return c;
+  }
   const size_t n = (size_t)(cfg_.layers * cfg_.context * cfg_.kv_heads * (cfg_.hidden / cfg_.heads));
   c.k.assign(n, 0);
   c.v.assign(n, 0);
@@ -110,6 +114,11 @@ void Llm::forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, floa
   if (cache.n_past + T > c.context)
     throw Error(ErrorCode::ContextFull, "the context holds " + std::to_string(c.context) + " tokens; " + std::to_string(cache.n_past) +
                                             " are used and " + std::to_string(T) + " more were given");
+  if (device_) {
+    device_->forward(cache.device.get(), cache.n_past, tokens, T, all, out, embeddings);
+    cache.n_past += T;
+    return;
+  }
   const int64_t D = c.hidden, hd = D / c.heads, kvd = c.kv_heads * hd;
   std::vector<float> x((size_t)(T * D)), h((size_t)(T * D)), q((size_t)(T * D)), k((size_t)(T * kvd)), v((size_t)(T * kvd)),
       att((size_t)(T * D)), o((size_t)(T * D)), g((size_t)(T * c.ffn)), u((size_t)(T * c.ffn));

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,10 @@
 #include "weights.h"
 
 namespace medllava {
+
+namespace cuda {
+class LlmDevice;  // native/cuda/llm_device.cuh: the same model on a CUDA device, from these weights
+}
 
 struct LlmConfig {
   int64_t hidden = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0, context = 0;
@@ -39,13 +44,29 @@ struct LinearWeight {
   TensorRef lora_a, lora_b;  // (r, in), (out, r)
 };
 
+// Where the forward pass runs instead of the CPU: the CUDA backend (cuda_backend::load_llm) holds
+// the weights on the device and one KV cache per sequence there. Thread-safe.
+class LlmDeviceRunner {
+ public:
+  virtual ~LlmDeviceRunner() = default;
+  virtual std::shared_ptr<void> new_sequence() = 0;
+  // As Llm::forward, for the sequence's positions from n_past on
+  virtual void forward(void* sequence, int64_t n_past, const int32_t* tokens, int64_t T, bool all, float* out,
+                       const float* embeddings) = 0;
+};
+
 class Llm {
  public:
   Llm(const LlmConfig& cfg, const LlmTensorNames& names);
   const LlmConfig& config() const { return cfg_; }
 
+  // From now on forward() runs on `runner` (its caches are the device's); set once, before any cache.
+  void attach_device(std::shared_ptr<LlmDeviceRunner> runner) { device_ = std::move(runner); }
+  bool on_device() const { return device_ != nullptr; }
+
   struct Cache {
-    std::vector<uint16_t> k, v;  // (layers, context, kv_heads, head_dim) f16
+    std::vector<uint16_t> k, v;  // (layers, context, kv_heads, head_dim) f16 — on the CPU
+    std::shared_ptr<void> device;  // the device's KV cache, when the model runs there
     int64_t n_past = 0;
   };
   Cache new_cache() const;
@@ -56,10 +77,12 @@ class Llm {
   void forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, float* out, const float* embeddings = nullptr) const;
 
  private:
+  friend class cuda::LlmDevice;
   void linear(const LinearWeight& w, const float* x, int64_t T, float* out) const;
   void embed_row(int32_t token, float* out) const;
 
   LlmConfig cfg_;
+  std::shared_ptr<LlmDeviceRunner> device_;
   float lora_scale_ = 0;
   WeightStore store_;
   TensorRef embed_;

@@ -101,6 +101,33 @@ Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
       [result](Napi::Env e) { return Napi::Number::New(e, *result); });
 }
 
+// cudaBenchKernels() -> Promise<{ peaks: {bandwidthGBs, fp32TFlops, tensorTFlops}, kernels: [{kernel, shape, ms, bytes, flops}] }>
+Napi::Value CudaBenchKernels(const Napi::CallbackInfo& info) {
+  auto peaks = std::make_shared<cuda_backend::DevicePeaks>();
+  auto rows = std::make_shared<std::vector<cuda_backend::KernelBench>>();
+  return PromiseWorker::Start(
+      info.Env(), [=] { *rows = cuda_backend::bench_kernels(*peaks); },
+      [=](Napi::Env e) {
+        Napi::Object r = Napi::Object::New(e), p = Napi::Object::New(e);
+        p.Set("bandwidthGBs", peaks->bandwidth_gbs);
+        p.Set("fp32TFlops", peaks->fp32_tflops);
+        p.Set("tensorTFlops", peaks->tensor_tflops);
+        Napi::Array ks = Napi::Array::New(e, rows->size());
+        for (size_t i = 0; i < rows->size(); ++i) {
+          Napi::Object k = Napi::Object::New(e);
+          k.Set("kernel", (*rows)[i].kernel);
+          k.Set("shape", (*rows)[i].shape);
+          k.Set("ms", (*rows)[i].ms);
+          k.Set("bytes", (*rows)[i].bytes);
+          k.Set("flops", (*rows)[i].flops);
+          ks.Set((uint32_t)i, k);
+        }
+        r.Set("peaks", p);
+        r.Set("kernels", ks);
+        return r;
+      });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   const char* env_cuda = std::getenv("MEDLLAVA_CUDA");
   if (env_cuda && std::strcmp(env_cuda, "off") == 0) cuda_backend::disable("disabled by MEDLLAVA_CUDA=off");
@@ -111,6 +138,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New<guarded<SetThreads>>(env, "setThreads"));
   exports.Set("measureFmaPeak", Napi::Function::New<guarded<MeasureFmaPeak>>(env, "measureFmaPeak"));
   exports.Set("measureReadBandwidth", Napi::Function::New<guarded<MeasureReadBandwidth>>(env, "measureReadBandwidth"));
+  exports.Set("cudaBenchKernels", Napi::Function::New<guarded<CudaBenchKernels>>(env, "cudaBenchKernels"));
   exports.Set("NativeLinear", LinearWrap::Define(env));
   register_formats(env, exports);
   exports.Set("NativeLlm", LlmWrap::Define(env));

@@ -1,5 +1,8 @@
 #include "llm_wrap.h"
 
+#include "../cuda/backend.h"
+#include "llm_args.h"
+
 #include <cstring>
 
 #include "js_error.h"
@@ -33,45 +36,15 @@ Napi::Value LlmWrap::Load(const Napi::CallbackInfo& info) {
       throw_js(env, ErrorCode::Argument, "NativeLlm.load(config, tensors)");
     Napi::Object c = info[0].As<Napi::Object>(), t = info[1].As<Napi::Object>();
     LlmConfig cfg;
-    cfg.hidden = (int64_t)config_number(env, c, "hidden");
-    cfg.layers = (int64_t)config_number(env, c, "layers");
-    cfg.heads = (int64_t)config_number(env, c, "heads");
-    cfg.kv_heads = (int64_t)config_number(env, c, "kvHeads");
-    cfg.ffn = (int64_t)config_number(env, c, "ffn");
-    cfg.vocab = (int64_t)config_number(env, c, "vocab");
-    cfg.context = (int64_t)config_number(env, c, "contextLength");
-    cfg.rope_theta = (float)config_number(env, c, "ropeTheta");
-    cfg.rms_eps = (float)config_number(env, c, "rmsEps");
-    const std::string mode = c.Get("ropeMode").IsString() ? c.Get("ropeMode").As<Napi::String>().Utf8Value() : "";
-    if (mode != "half" && mode != "adjacent") throw_js(env, ErrorCode::Argument, "config.ropeMode must be 'half' or 'adjacent'");
-    cfg.rope_mode = mode == "half" ? RopeMode::Half : RopeMode::Adjacent;
     LlmTensorNames names;
-    names.embed = tensor_ref(env, t.Get("embed"), "tensors.embed");
-    names.norm = tensor_ref(env, t.Get("norm"), "tensors.norm");
-    names.lm_head = tensor_ref(env, t.Get("lmHead"), "tensors.lmHead");
-    if (!t.Get("layers").IsArray()) throw_js(env, ErrorCode::Argument, "tensors.layers must be an array");
-    Napi::Array layers = t.Get("layers").As<Napi::Array>();
-    for (uint32_t i = 0; i < layers.Length(); ++i) {
-      Napi::Object L = layers.Get(i).As<Napi::Object>();
-      const std::string p = "tensors.layers[" + std::to_string(i) + "].";
-      names.layers.push_back({tensor_ref(env, L.Get("attnNorm"), p + "attnNorm"), tensor_ref(env, L.Get("wq"), p + "wq"),
-                              tensor_ref(env, L.Get("wk"), p + "wk"), tensor_ref(env, L.Get("wv"), p + "wv"), tensor_ref(env, L.Get("wo"), p + "wo"),
-                              tensor_ref(env, L.Get("ffnNorm"), p + "ffnNorm"), tensor_ref(env, L.Get("wGate"), p + "wGate"),
-                              tensor_ref(env, L.Get("wUp"), p + "wUp"), tensor_ref(env, L.Get("wDown"), p + "wDown")});
-    }
-    // optional LoRA: { scale, pairs: { [baseTensorName]: { a: [path, name], b: [path, name] } } }
-    if (t.Get("lora").IsObject()) {
-      Napi::Object lora = t.Get("lora").As<Napi::Object>();
-      names.lora_scale = (float)config_number(env, lora, "scale");
-      Napi::Object pairs = lora.Get("pairs").As<Napi::Object>();
-      Napi::Array keys = pairs.GetPropertyNames();
-      for (uint32_t i = 0; i < keys.Length(); ++i) {
-        const std::string k = keys.Get(i).As<Napi::String>().Utf8Value();
-        Napi::Object pr = pairs.Get(k).As<Napi::Object>();
-        names.lora[k] = {tensor_ref(env, pr.Get("a"), "lora a"), tensor_ref(env, pr.Get("b"), "lora b")};
-      }
-    }
-    return load_async<Llm>(env, info.This().As<Napi::Function>(), [=] { return std::make_shared<const Llm>(cfg, names); });
+    parse_llm_args(env, c, t, cfg, names);
+    const std::string device = c.Get("device").IsString() ? c.Get("device").As<Napi::String>().Utf8Value() : "cpu";
+    if (device != "cpu" && device != "cuda") throw_js(env, ErrorCode::Argument, "config.device must be 'cpu' or 'cuda'");
+    return load_async<Llm>(env, info.This().As<Napi::Function>(), [=]() -> std::shared_ptr<const Llm> {
+      auto m = std::make_shared<Llm>(cfg, names);
+      if (device == "cuda") m->attach_device(cuda_backend::load_llm(*m));
+      return m;
+    });
   });
 }
 

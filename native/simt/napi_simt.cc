@@ -11,7 +11,9 @@
 #include "../../test/native/simt_selftest.cuh"
 #include "../core/dtype.h"
 #include "../cuda/matmul.cuh"  // defines: matmul_tiled_kernel, matmul_wmma_kernel, matmul_launch
+#include "../cuda/llm_device.cuh"   // defines: DeviceMemory, LlmDevice
 #include "../cuda/transformer.cuh"  // defines: the transformer kernels and their launchers
+#include "../napi/llm_args.h"
 #include "../napi/js_error.h"
 #include "../napi/ops_args.h"
 #include "simt.h"
@@ -264,6 +266,88 @@ Napi::Value CudaOp(const Napi::CallbackInfo& info) {
   throw_js(env, ErrorCode::Argument, "cudaOp: no op named '" + op + "'");
 }
 
+// The device, emulated: host memory (poisoned with NaN bytes on allocation, so a kernel that reads
+// what nobody wrote shows it), a byte budget standing in for the device's free memory.
+class EmuDevice : public cuda::DeviceMemory {
+ public:
+  explicit EmuDevice(size_t budget) : budget_(budget) {}
+  ~EmuDevice() override {
+    for (auto& kv : live_) std::free(kv.first);
+  }
+  void* alloc(size_t bytes) override {
+    if (bytes > available()) throw Error(ErrorCode::OOM, "emulated device: out of memory");
+    void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    if (!p) throw Error(ErrorCode::OOM, "emulated device: host allocation failed");
+    std::memset(p, 0xff, bytes);
+    live_[p] = bytes;
+    used_ += bytes;
+    return p;
+  }
+  void release(void* p) override {
+    auto it = live_.find(p);
+    if (it == live_.end()) throw Error(ErrorCode::Cuda, "emulated device: release of a pointer it did not allocate");
+    used_ -= it->second;
+    live_.erase(it);
+    std::free(p);
+  }
+  void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  size_t available() override { return budget_ - used_; }
+  medllava_stream_t stream() override { return nullptr; }
+  void check(const char*) override {}
+  size_t used() const { return used_; }
+
+ private:
+  size_t budget_, used_ = 0;
+  std::map<void*, size_t> live_;
+};
+
+// emulatedGreedy(config, tensors, prompt: Int32Array, steps, { maxBatch, budgetBytes, embeddings }) ->
+//   { tokens: Int32Array (steps greedy picks, argmax on the device), logits: Float32Array (the prompt's
+//   last row), deviceBytes }: the whole LLM on the CUDA kernels under the emulator, from the same
+//   weights NativeLlm.load maps.
+Napi::Value EmulatedGreedy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsObject() || !info[1].IsObject())
+    throw_js(env, ErrorCode::Argument, "emulatedGreedy(config, tensors, prompt, steps, options)");
+  LlmConfig cfg;
+  LlmTensorNames names;
+  parse_llm_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
+  const Napi::Object o = info.Length() > 4 && info[4].IsObject() ? info[4].As<Napi::Object>() : Napi::Object::New(env);
+  const Napi::Value pv = info[2];
+  if (!pv.IsTypedArray() || pv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw_js(env, ErrorCode::Argument, "prompt must be an Int32Array");
+  Napi::Int32Array prompt = pv.As<Napi::Int32Array>();
+  const int64_t T = (int64_t)prompt.ElementLength(), steps = get_int(env, info[3], "steps", 0, 1 << 20);
+  const int64_t max_batch = o.Has("maxBatch") ? arg_int(o, "maxBatch", 1, 1 << 20) : 256;
+  const size_t budget = o.Has("budgetBytes") ? (size_t)arg_int(o, "budgetBytes", 0, 1LL << 50) : (size_t)1 << 40;
+  const float* emb = o.Has("embeddings") ? arg_array<float>(o, "embeddings", napi_float32_array, T * cfg.hidden, true) : nullptr;
+  const Llm llm(cfg, names);
+  EmuDevice dev(budget);
+  cuda::LlmDevice model(llm, dev, max_batch);
+  cuda::LlmDevice::Sequence seq = model.new_sequence();
+  Napi::Float32Array logits = Napi::Float32Array::New(env, (size_t)cfg.vocab);
+  Napi::Int32Array out = Napi::Int32Array::New(env, (size_t)steps);
+  try {
+    model.forward(seq, prompt.Data(), T, false, logits.Data(), emb);
+    for (int64_t i = 0; i < steps; ++i) {
+      const int32_t next = model.greedy(1);
+      out[(size_t)i] = next;
+      if (i + 1 < steps) model.forward(seq, &next, 1, false, nullptr);
+    }
+  } catch (...) {
+    model.free_sequence(seq);
+    throw;
+  }
+  const double bytes = (double)dev.used();
+  model.free_sequence(seq);
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("tokens", out);
+  r.Set("logits", logits);
+  r.Set("deviceBytes", bytes);
+  return r;
+}
+
 // setOptions({ blockOrder: 'forward' | 'reverse' | 'shuffle', seed, reverseThreads, poisonShared })
 Napi::Value SetOptions(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -297,6 +381,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("run", Napi::Function::New<guarded<Run>>(env, "run"));
   exports.Set("matmul", Napi::Function::New<guarded<Matmul>>(env, "matmul"));
   exports.Set("cudaOp", Napi::Function::New<guarded<CudaOp>>(env, "cudaOp"));
+  exports.Set("emulatedGreedy", Napi::Function::New<guarded<EmulatedGreedy>>(env, "emulatedGreedy"));
   exports.Set("setOptions", Napi::Function::New<guarded<SetOptions>>(env, "setOptions"));
   exports.Set("stats", Napi::Function::New<guarded<Stats>>(env, "stats"));
   return exports;

@@ -12,7 +12,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { generateFixture } from '../../lib/fixtures/generate.js';
 import { CachedContext, generate, type Reply } from '../../lib/generate.js';
-import { loadModel, loadModelSpec, renderPrompt, type Model } from '../../lib/index.js';
+import { getBackendInfo, loadModel, loadModelSpec, renderPrompt, type Model } from '../../lib/index.js';
 import { loadLlm } from '../../lib/model/llm.js';
 import { packageRoot } from '../../lib/native.js';
 import { importPeer } from '../support/peers.js';
@@ -136,8 +136,17 @@ describe('chat', () => {
     await expect(model.createChat().send({ text: 'x', image: new Uint8Array([1, 2, 3]) })).rejects.toMatchObject({ code: 'E_IMAGE' });
   });
 
-  it('CUDA and a missing model are refused with a code', async () => {
-    await expect(loadModel(gguf, { device: 'cuda' })).rejects.toMatchObject({ code: 'E_UNSUPPORTED' });
+  it("device 'cuda' without a GPU is E_CUDA with CUDA's reason; 'auto' falls back to the CPU; a missing model is refused", async () => {
+    const cuda = getBackendInfo().cuda;
+    if (!cuda.available) {
+      await expect(loadModel(gguf, { device: 'cuda' })).rejects.toMatchObject({
+        code: cuda.compiled ? 'E_CUDA' : 'E_UNSUPPORTED', message: expect.stringContaining(cuda.reason!) });
+      expect(model.device).toBe('cpu');
+    }
+    // the native loader's own check, below loadModel's
+    const spec = await loadModelSpec(gguf);
+    if (!cuda.available) await expect(loadLlm(spec, { device: 'cuda' })).rejects.toMatchObject({ code: cuda.compiled ? 'E_CUDA' : 'E_UNSUPPORTED' });
+    await expect(loadModel(gguf, { device: 'tpu' as 'cpu' })).rejects.toMatchObject({ code: 'E_ARGUMENT' });
     await expect(loadModel()).rejects.toMatchObject({ code: 'E_ARGUMENT', message: expect.stringMatching(/no bundled demo model/) });
   });
 

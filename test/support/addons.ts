@@ -3,7 +3,9 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
-import { native, packageRoot, type NativeAddon, type NativeDType } from '../../lib/native.js';
+import {
+  native, packageRoot, type NativeAddon, type NativeDType, type NativeLlmConfig, type NativeLlmTensors,
+} from '../../lib/native.js';
 
 export interface SimtAddon {
   run(name: string, input: Float32Array, outWords: number, grid: number[], block: number[], smem: number,
@@ -14,6 +16,11 @@ export interface SimtAddon {
    * kernels run under the emulator, outputs poisoned with NaN first */
   cudaOp(name: string, args: Record<string, unknown>): Float32Array;
   cudaOp(name: 'kvAppend', args: Record<string, unknown>): Uint16Array;
+  /** The whole LLM on the CUDA kernels under the emulator (native/cuda/llm_device.cuh): the prompt's last
+   * logits, then `steps` greedy tokens picked by the device's argmax. */
+  emulatedGreedy(config: NativeLlmConfig, tensors: NativeLlmTensors, prompt: Int32Array, steps: number,
+    options?: { maxBatch?: number; budgetBytes?: number; embeddings?: Float32Array }):
+    { tokens: Int32Array; logits: Float32Array; deviceBytes: number };
   setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
     poisonShared?: boolean }): void;
   stats(): { launches: number; blocks: number; threads: number; switches: number };
