@@ -119,6 +119,8 @@ export interface NativeVisionConfig {
   imageSize: number; patchSize: number; hidden: number; layers: number; heads: number; ffn: number; layerNormEps: number;
   activation: 'quick_gelu' | 'gelu'; selectLayer: number; selectFeature: 'patch' | 'cls_patch';
   projector: 'linear' | 'mlp2x_gelu'; outDim: number;
+  /** where encode runs: 'cpu' (default) or 'cuda' (weights uploaded to device 0 at load) */
+  device?: 'cpu' | 'cuda';
 }
 /** Either fused qkvW/qkvB (timm: rows q | k | v) or qW..vB; ls1/ls2: LayerScale γ (timm), absent in CLIP. */
 type VisionLayerRefs = Record<'ln1W' | 'ln1B' | 'oW' | 'oB' | 'ln2W' | 'ln2B' | 'fcAW' | 'fcAB' | 'fcBW' | 'fcBB', NativeTensorRef>

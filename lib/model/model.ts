@@ -155,7 +155,7 @@ class ModelImpl implements Model {
   private native: NativeLlm | undefined;
   private serial = 0;
 
-  /** device: where the LLM runs (the vision tower runs on the CPU on either) */
+  /** device: where the LLM and the vision tower run */
   constructor(readonly spec: ModelSpec, readonly tokenizer: Tokenizer, llm: NativeLlm, private vision: NativeVision | undefined,
     private readonly noVision: string, readonly device: 'cpu' | 'cuda') {
     this.native = llm;
@@ -262,7 +262,7 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
   let vision: NativeVision | undefined;
   let noVision = '';
   try {
-    vision = await loadVision(spec);
+    vision = await loadVision(spec, { device });
   } catch (e) {
     if ((e as { code?: string }).code !== 'E_UNSUPPORTED') {
       llm.dispose();

@@ -3,10 +3,18 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { medllavaError } from '../errors.js';
-import { native, type NativeTensorRef, type NativeVision, type NativeVisionTensors } from '../native.js';
+import {
+  native, type NativeTensorRef, type NativeVision, type NativeVisionConfig, type NativeVisionTensors,
+} from '../native.js';
 import type { ModelSpec } from './spec.js';
 
-export async function loadVision(spec: ModelSpec): Promise<NativeVision> {
+export async function loadVision(spec: ModelSpec, options: { device?: 'cpu' | 'cuda' } = {}): Promise<NativeVision> {
+  const { config, tensors } = visionLoadArgs(spec);
+  return native().NativeVision.load({ ...config, device: options.device ?? 'cpu' }, tensors);
+}
+
+/** What NativeVision.load (and the test addon's emulated CUDA tower) takes for a spec's tower + projector. */
+export function visionLoadArgs(spec: ModelSpec): { config: NativeVisionConfig; tensors: NativeVisionTensors } {
   const v = spec.vision;
   const w = (name: string): NativeTensorRef => {
     const f = spec.files.weights[name];
@@ -89,9 +97,10 @@ export async function loadVision(spec: ModelSpec): Promise<NativeVision> {
       }),
     };
   }
-  return native().NativeVision.load({
+  const config: NativeVisionConfig = {
     imageSize: v.imageSize, patchSize: v.patchSize, hidden: v.hidden, layers: v.layers, heads: v.heads, ffn: v.ffn,
     layerNormEps: v.layerNormEps, activation: v.activation, selectLayer: v.selectLayer, selectFeature: v.selectFeature,
     projector: spec.projector.type, outDim: spec.projector.outDim,
-  }, tensors);
+  };
+  return { config, tensors };
 }

@@ -12,6 +12,7 @@
 #include "bench.cuh"       // defines: peak_fma_kernel, peak_wmma_kernel
 #include "llm_device.cuh"  // defines: DeviceMemory, LlmDevice (and through it every kernel)
 #include "matmul.cuh"      // defines: matmul_tiled_kernel, matmul_wmma_kernel, matmul_launch
+#include "vision_device.cuh"  // defines: VisionDevice
 
 namespace medllava {
 namespace cuda_backend {
@@ -319,6 +320,27 @@ std::vector<KernelBench> bench_kernels(DevicePeaks& peaks) {
   }
   for (void* p : bufs) dev.release(p);
   return out;
+}
+
+namespace {
+class CudaVisionRunner : public VisionDeviceRunner {
+ public:
+  explicit CudaVisionRunner(const Vision& v) : tower_(v, dev_) {}
+  void encode(const float* pixels, float* out) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    tower_.encode(pixels, out);
+  }
+
+ private:
+  CudaDevice dev_;  // declared before the tower: built first, destroyed last
+  cuda::VisionDevice tower_;
+  std::mutex mu_;
+};
+}  // namespace
+
+std::shared_ptr<VisionDeviceRunner> load_vision(const Vision& v) {
+  if (!info().available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + info().reason);
+  return std::make_shared<CudaVisionRunner>(v);
 }
 
 std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m) {

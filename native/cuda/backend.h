@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../model/llm.h"
+#include "../model/vision.h"
 #include "../ops/ops.h"
 
 namespace medllava {
@@ -35,6 +36,8 @@ void matmul(const MatmulArgs& args);
 // when CUDA is unavailable, E_OOM (with the size needed) when the model does not fit, E_UNSUPPORTED
 // in a build without CUDA.
 std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m);
+// The vision tower + projector on device 0 (native/cuda/vision_device.cuh); errors as load_llm.
+std::shared_ptr<VisionDeviceRunner> load_vision(const Vision& v);
 
 // GPU microbenchmarks (native/cuda/bench.cuh): each kernel at the real shapes of
 // bench/kernels/README.md on device 0, and the device's peaks measured in the same run.

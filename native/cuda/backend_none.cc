@@ -16,6 +16,7 @@ void disable(const std::string&) {}
 
 void matmul(const MatmulArgs&) { throw Error(ErrorCode::Unsupported, info().reason); }
 std::shared_ptr<LlmDeviceRunner> load_llm(const Llm&) { throw Error(ErrorCode::Unsupported, info().reason); }
+std::shared_ptr<VisionDeviceRunner> load_vision(const Vision&) { throw Error(ErrorCode::Unsupported, info().reason); }
 std::vector<KernelBench> bench_kernels(DevicePeaks&) { throw Error(ErrorCode::Unsupported, info().reason); }
 
 }  // namespace cuda_backend

@@ -103,17 +103,22 @@ void Vision::apply(const Linear& l, const float* x, int64_t T, float* out, Activ
   matmul_cpu(a);
 }
 
-void Vision::encode(const float* px, float* out) const {
-  const VisionConfig& c = cfg_;
-  const int64_t D = c.hidden, p = c.patch, S = c.image_size, grid = S / p, np = grid * grid, T = np + 1, hd = D / c.heads;
-  // patches (np, 3·p·p) in the conv weight's (c, y, x) order
-  std::vector<float> cols((size_t)(np * 3 * p * p));
+void Vision::im2col(const float* px, float* cols) const {
+  const int64_t p = cfg_.patch, S = cfg_.image_size, grid = S / p;
   for (int64_t gy = 0; gy < grid; ++gy)
     for (int64_t gx = 0; gx < grid; ++gx)
       for (int64_t ch = 0; ch < 3; ++ch)
         for (int64_t y = 0; y < p; ++y)
           for (int64_t x = 0; x < p; ++x)
             cols[(size_t)(((gy * grid + gx) * 3 + ch) * p * p + y * p + x)] = px[(ch * S + gy * p + y) * S + gx * p + x];
+}
+
+void Vision::encode(const float* px, float* out) const {
+  if (device_) return device_->encode(px, out);
+  const VisionConfig& c = cfg_;
+  const int64_t D = c.hidden, p = c.patch, S = c.image_size, grid = S / p, np = grid * grid, T = np + 1, hd = D / c.heads;
+  std::vector<float> cols((size_t)(np * 3 * p * p));
+  im2col(px, cols.data());
   std::vector<float> h((size_t)(T * D)), a((size_t)(T * D)), q((size_t)(T * D)), k((size_t)(T * D)), v((size_t)(T * D)),
       att((size_t)(T * D)), f((size_t)(T * c.ffn));
   Linear patch{patch_, patch_b_};

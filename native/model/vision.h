@@ -4,6 +4,7 @@
 // mlp2x_gelu) into the LLM's width. Weights as stored, mapped from their files.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,15 +38,31 @@ struct VisionTensorNames {
   Ref proj0_w, proj0_b, proj2_w, proj2_b;  // linear projector: proj0 only
 };
 
+namespace cuda {
+class VisionDevice;  // native/cuda/vision_device.cuh: the same tower on a CUDA device
+}
+
+// Where encode() runs instead of the CPU (cuda_backend::load_vision). Thread-safe.
+class VisionDeviceRunner {
+ public:
+  virtual ~VisionDeviceRunner() = default;
+  virtual void encode(const float* pixels, float* out) = 0;
+};
+
 class Vision {
  public:
   Vision(const VisionConfig& cfg, const VisionTensorNames& names);
+  void attach_device(std::shared_ptr<VisionDeviceRunner> runner) { device_ = std::move(runner); }
+  bool on_device() const { return device_ != nullptr; }
+  // patches (np, 3·p·p) of normalised pixels (3, S, S), in the patch conv weight's (c, y, x) order
+  void im2col(const float* pixels, float* cols) const;
   const VisionConfig& config() const { return cfg_; }
   int64_t tokens() const;  // image tokens handed to the LLM
   // pixels (3, S, S) normalised → out (tokens, out_dim)
   void encode(const float* pixels, float* out) const;
 
  private:
+  friend class cuda::VisionDevice;
   struct Linear {
     TensorRef w;
     std::vector<float> b;
@@ -55,6 +72,7 @@ class Vision {
   void apply(const Linear& l, const float* x, int64_t T, float* out, Activation act = Activation::None) const;
 
   VisionConfig cfg_;
+  std::shared_ptr<VisionDeviceRunner> device_;
   WeightStore store_;
   TensorRef patch_;                 // (hidden, 3·p·p)
   std::vector<float> patch_b_;      // empty: no bias

@@ -1,16 +1,12 @@
 #include "vision_wrap.h"
 
+#include "../cuda/backend.h"
 #include "js_error.h"
 #include "native_object.h"
+#include "vision_args.h"
 
 namespace medllava {
 namespace napi {
-
-namespace {
-Ref ref(Napi::Env env, const Napi::Object& o, const char* key) { return tensor_ref(env, o.Get(key), std::string("tensors.") + key); }
-// an optional tensor: absent (undefined) → an empty Ref
-Ref opt(Napi::Env env, const Napi::Object& o, const char* key) { return o.Get(key).IsUndefined() ? Ref{} : ref(env, o, key); }
-}  // namespace
 
 Napi::Function VisionWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeVision",
@@ -29,53 +25,15 @@ Napi::Value VisionWrap::Load(const Napi::CallbackInfo& info) {
     if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject()) throw_js(env, ErrorCode::Argument, "NativeVision.load(config, tensors)");
     Napi::Object c = info[0].As<Napi::Object>(), t = info[1].As<Napi::Object>();
     VisionConfig cfg;
-    cfg.image_size = (int64_t)config_number(env, c, "imageSize");
-    cfg.patch = (int64_t)config_number(env, c, "patchSize");
-    cfg.hidden = (int64_t)config_number(env, c, "hidden");
-    cfg.layers = (int64_t)config_number(env, c, "layers");
-    cfg.heads = (int64_t)config_number(env, c, "heads");
-    cfg.ffn = (int64_t)config_number(env, c, "ffn");
-    cfg.eps = (float)config_number(env, c, "layerNormEps");
-    cfg.select_layer = (int64_t)config_number(env, c, "selectLayer");
-    cfg.out_dim = (int64_t)config_number(env, c, "outDim");
-    cfg.act = c.Get("activation").ToString().Utf8Value() == "gelu" ? Activation::Gelu : Activation::QuickGelu;
-    cfg.keep_cls = c.Get("selectFeature").ToString().Utf8Value() == "cls_patch";
-    cfg.projector_mlp = c.Get("projector").ToString().Utf8Value() == "mlp2x_gelu";
     VisionTensorNames n;
-    n.patch_embed = ref(env, t, "patchEmbed");
-    n.patch_bias = opt(env, t, "patchBias");
-    n.class_embed = ref(env, t, "classEmbed");
-    n.pos_embed = ref(env, t, "posEmbed");
-    n.pre_ln_w = opt(env, t, "preLnW");
-    n.pre_ln_b = n.pre_ln_w.second.empty() ? medllava::Ref{} : ref(env, t, "preLnB");
-    n.proj0_w = ref(env, t, "proj0W");
-    n.proj0_b = ref(env, t, "proj0B");
-    if (cfg.projector_mlp) {
-      n.proj2_w = ref(env, t, "proj2W");
-      n.proj2_b = ref(env, t, "proj2B");
-    }
-    if (!t.Get("layers").IsArray()) throw_js(env, ErrorCode::Argument, "tensors.layers must be an array");
-    Napi::Array layers = t.Get("layers").As<Napi::Array>();
-    for (uint32_t i = 0; i < layers.Length(); ++i) {
-      if (!layers.Get(i).IsObject()) throw_js(env, ErrorCode::Argument, "tensors.layers[i] must be an object");
-      Napi::Object L = layers.Get(i).As<Napi::Object>();
-      VisionTensorNames::Layer y;
-      const bool fused = !L.Get("qkvW").IsUndefined();
-      if (fused) {
-        y.qkv_w = ref(env, L, "qkvW");
-        y.qkv_b = ref(env, L, "qkvB");
-      } else {
-        y.q_w = ref(env, L, "qW"), y.q_b = ref(env, L, "qB"), y.k_w = ref(env, L, "kW"), y.k_b = ref(env, L, "kB");
-        y.v_w = ref(env, L, "vW"), y.v_b = ref(env, L, "vB");
-      }
-      y.ln1_w = ref(env, L, "ln1W"), y.ln1_b = ref(env, L, "ln1B"), y.o_w = ref(env, L, "oW"), y.o_b = ref(env, L, "oB");
-      y.ln2_w = ref(env, L, "ln2W"), y.ln2_b = ref(env, L, "ln2B"), y.fc_a_w = ref(env, L, "fcAW"), y.fc_a_b = ref(env, L, "fcAB");
-      y.fc_b_w = ref(env, L, "fcBW"), y.fc_b_b = ref(env, L, "fcBB");
-      y.ls1 = opt(env, L, "ls1");
-      y.ls2 = y.ls1.second.empty() ? medllava::Ref{} : ref(env, L, "ls2");
-      n.layers.push_back(std::move(y));
-    }
-    return load_async<Vision>(env, info.This().As<Napi::Function>(), [=] { return std::make_shared<const Vision>(cfg, n); });
+    parse_vision_args(env, c, t, cfg, n);
+    const std::string device = c.Get("device").IsString() ? c.Get("device").As<Napi::String>().Utf8Value() : "cpu";
+    if (device != "cpu" && device != "cuda") throw_js(env, ErrorCode::Argument, "config.device must be 'cpu' or 'cuda'");
+    return load_async<Vision>(env, info.This().As<Napi::Function>(), [=]() -> std::shared_ptr<const Vision> {
+      auto v = std::make_shared<Vision>(cfg, n);
+      if (device == "cuda") v->attach_device(cuda_backend::load_vision(*v));
+      return v;
+    });
   });
 }
 

@@ -13,7 +13,9 @@
 #include "../cuda/matmul.cuh"  // defines: matmul_tiled_kernel, matmul_wmma_kernel, matmul_launch
 #include "../cuda/llm_device.cuh"   // defines: DeviceMemory, LlmDevice
 #include "../cuda/transformer.cuh"  // defines: the transformer kernels and their launchers
+#include "../cuda/vision_device.cuh"  // defines: VisionDevice
 #include "../napi/llm_args.h"
+#include "../napi/vision_args.h"
 #include "../napi/js_error.h"
 #include "../napi/ops_args.h"
 #include "simt.h"
@@ -348,6 +350,26 @@ Napi::Value EmulatedGreedy(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// emulatedVision(config, tensors, pixels: Float32Array) -> Float32Array: the vision tower + projector
+// on the CUDA kernels under the emulator, from the same weights NativeVision.load maps.
+Napi::Value EmulatedVision(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsObject())
+    throw_js(env, ErrorCode::Argument, "emulatedVision(config, tensors, pixels)");
+  VisionConfig cfg;
+  VisionTensorNames names;
+  parse_vision_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
+  const Vision vision(cfg, names);
+  Napi::Object holder = Napi::Object::New(env);
+  holder.Set("pixels", info[2]);
+  const float* px = arg_array<float>(holder, "pixels", napi_float32_array, 3 * cfg.image_size * cfg.image_size);
+  EmuDevice dev((size_t)1 << 40);
+  cuda::VisionDevice tower(vision, dev);
+  Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)(vision.tokens() * cfg.out_dim));
+  tower.encode(px, out.Data());
+  return out;
+}
+
 // setOptions({ blockOrder: 'forward' | 'reverse' | 'shuffle', seed, reverseThreads, poisonShared })
 Napi::Value SetOptions(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -382,6 +404,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("matmul", Napi::Function::New<guarded<Matmul>>(env, "matmul"));
   exports.Set("cudaOp", Napi::Function::New<guarded<CudaOp>>(env, "cudaOp"));
   exports.Set("emulatedGreedy", Napi::Function::New<guarded<EmulatedGreedy>>(env, "emulatedGreedy"));
+  exports.Set("emulatedVision", Napi::Function::New<guarded<EmulatedVision>>(env, "emulatedVision"));
   exports.Set("setOptions", Napi::Function::New<guarded<SetOptions>>(env, "setOptions"));
   exports.Set("stats", Napi::Function::New<guarded<Stats>>(env, "stats"));
   return exports;

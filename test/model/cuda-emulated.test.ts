@@ -13,6 +13,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { generateFixture } from '../../lib/fixtures/generate.js';
 import { loadModelSpec, type ModelSpec } from '../../lib/index.js';
 import { llmLoadArgs, loadLlm } from '../../lib/model/llm.js';
+import { loadVision, visionLoadArgs } from '../../lib/model/vision.js';
 import { simt } from '../support/addons.js';
 import { randomNormal, relativeError } from '../support/reference.js';
 
@@ -26,6 +27,8 @@ beforeAll(async () => {
   }
   const rad = (await generateFixture({ layout: 'llava-rad', out: join(root, 'rad') })) as { dir: string };
   specs['llava-rad (bf16 + LoRA)'] = await loadModelSpec(rad.dir);
+  const hf = (await generateFixture({ layout: 'llava-med-v1.5', out: join(root, 'hf') })) as { dir: string };
+  specs['llava-med-v1.5 (HF CLIP)'] = await loadModelSpec(hf.dir);
 }, 120_000);
 
 function argmax(x: Float32Array): number {
@@ -91,4 +94,27 @@ describe('the LLM on the emulated CUDA backend vs the CPU engine', () => {
     }
     expect(err).toMatchObject({ code: 'E_OOM', message: expect.stringMatching(/needs \d+ MiB of device memory \(weights .*\); 1 MiB are free/) });
   });
+});
+
+describe('the vision tower + projector on the emulated CUDA backend vs the CPU engine', () => {
+  const towers = [['llava-med-v1.5 (HF CLIP)', 'CLIP: pre-LN, quick_gelu, f32 tower, bf16 projector'],
+    ['F32', "GGUF mmproj (llama.cpp's names), f16 weights"],
+    ['llava-rad (bf16 + LoRA)', 'BiomedCLIP: timm ViT with LayerScale, fused qkv, patch bias, GELU; all f32']] as const;
+  for (const [name, what] of towers) {
+    it(`${name} — ${what}`, async () => {
+      const spec = specs[name]!;
+      const S = spec.vision.imageSize;
+      const px = randomNormal(3 * S * S, 123);
+      const cpu = await loadVision(spec);
+      const want = await cpu.encode(px);
+      cpu.dispose();
+      const { config, tensors } = visionLoadArgs(spec);
+      const got = simt().emulatedVision(config, tensors, px);
+      expect(got.some(Number.isNaN), 'every output written').toBe(false);
+      const err = relativeError(got, want);
+      console.log(`${name} tower on the emulated CUDA backend vs the CPU: relative error ${err.toExponential(2)}`);
+      // f16 / bf16 weights go through the tensor cores, which round the activations to the weight type; f32 is exact-ish
+      expect(err).toBeLessThan(name.startsWith('llava-rad') ? 1e-5 : 2e-2);
+    }, 120_000);
+  }
 });

@@ -4,7 +4,8 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
 import {
-  native, packageRoot, type NativeAddon, type NativeDType, type NativeLlmConfig, type NativeLlmTensors,
+  native, packageRoot, type NativeAddon, type NativeDType, type NativeLlmConfig, type NativeLlmTensors, type NativeVisionConfig,
+  type NativeVisionTensors,
 } from '../../lib/native.js';
 
 export interface SimtAddon {
@@ -21,6 +22,8 @@ export interface SimtAddon {
   emulatedGreedy(config: NativeLlmConfig, tensors: NativeLlmTensors, prompt: Int32Array, steps: number,
     options?: { maxBatch?: number; budgetBytes?: number; embeddings?: Float32Array }):
     { tokens: Int32Array; logits: Float32Array; deviceBytes: number };
+  /** The vision tower + projector on the CUDA kernels under the emulator (native/cuda/vision_device.cuh). */
+  emulatedVision(config: NativeVisionConfig, tensors: NativeVisionTensors, pixels: Float32Array): Float32Array;
   setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
     poisonShared?: boolean }): void;
   stats(): { launches: number; blocks: number; threads: number; switches: number };
