@@ -130,13 +130,21 @@ class CudaDevice : public cuda::DeviceMemory {
     return p;
   }
   void release(void* p) override { cudaFree(p); }
-  void upload(void* dst, const void* src, size_t bytes) override {
-    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (to the device)");
+  void upload(void* dst, const void* src, size_t bytes, medllava_stream_t s) override {
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync (to the device)");
   }
-  void download(void* dst, const void* src, size_t bytes) override {
-    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync (from the device)");
+  void download(void* dst, const void* src, size_t bytes, medllava_stream_t s) override {
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync (from the device)");
+    check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+  }
+  medllava_stream_t new_stream() override {
+    // weights are uploaded on the default stream: finish that before another stream reads them
     check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    cudaStream_t s = nullptr;
+    check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+    return s;
   }
+  void free_stream(medllava_stream_t s) override { cudaStreamDestroy(s); }
   size_t available() override {
     size_t free_bytes = 0, total = 0;
     check(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo");
@@ -153,7 +161,6 @@ class CudaDevice : public cuda::DeviceMemory {
 struct RunnerState {
   CudaDevice dev;
   std::unique_ptr<cuda::LlmDevice> model;
-  std::mutex mu;
 };
 
 class CudaLlmRunner : public LlmDeviceRunner {
@@ -161,20 +168,19 @@ class CudaLlmRunner : public LlmDeviceRunner {
   explicit CudaLlmRunner(const Llm& m) : st_(std::make_shared<RunnerState>()) {
     st_->model = std::make_unique<cuda::LlmDevice>(m, st_->dev);
   }
+  // Each chat: its own KV cache, activation arena and stream; chats share only the weights, so their
+  // forwards run concurrently (one at a time per chat: the context wrapper refuses overlapping evals).
   std::shared_ptr<void> new_sequence() override {
-    std::lock_guard<std::mutex> lock(st_->mu);
     auto* seq = new cuda::LlmDevice::Sequence(st_->model->new_sequence());
     auto st = st_;  // the device outlives every sequence on it
     return std::shared_ptr<void>(seq, [st](void* p) {
       auto* s = static_cast<cuda::LlmDevice::Sequence*>(p);
-      std::lock_guard<std::mutex> lock(st->mu);
       st->model->free_sequence(*s);
       delete s;
     });
   }
   void forward(void* sequence, int64_t n_past, const int32_t* tokens, int64_t T, bool all, float* out,
                const float* embeddings) override {
-    std::lock_guard<std::mutex> lock(st_->mu);
     auto* s = static_cast<cuda::LlmDevice::Sequence*>(sequence);
     s->n_past = n_past;
     st_->model->forward(*s, tokens, T, all, out, embeddings);

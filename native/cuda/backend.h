@@ -32,7 +32,7 @@ void disable(const std::string& reason);
 // out = act(a · wᵀ + bias) on device 0; all pointers are host memory. E_CUDA when unavailable.
 void matmul(const MatmulArgs& args);
 // `m`'s forward pass on device 0 (native/cuda/llm_device.cuh): weights uploaded once in their stored
-// type, an activation arena, one stream; forwards from several sequences are serialised. E_CUDA
+// type; each sequence its own KV cache, activation arena and stream (concurrent chats). E_CUDA
 // when CUDA is unavailable, E_OOM (with the size needed) when the model does not fit, E_UNSUPPORTED
 // in a build without CUDA.
 std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m);

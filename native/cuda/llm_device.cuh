@@ -1,8 +1,8 @@
 // The LLaMA / Mistral forward pass on a CUDA device: the same graph as native/model/llm.cc (the CPU
 // engine, which loads and checks the weights), with every op a kernel of native/cuda/*.cuh. Weights
-// go to the device once, in their stored type; activations live in one arena planned for a batch of
-// up to max_batch tokens (longer prompts run in chunks); each sequence owns an f16 KV cache on the
-// device. Header-only so that it compiles twice: by nvcc into the addon (the real device) and by the
+// go to the device once, in their stored type; each sequence (a chat) owns an f16 KV cache, an
+// activation arena planned for a batch of up to max_batch tokens (longer prompts run in chunks) and
+// a stream, so sequences share only the weights. Header-only so that it compiles twice: by nvcc into the addon (the real device) and by the
 // host compiler into the test addon, where DeviceMemory is host memory and every launch runs under
 // the SIMT emulator — which is how the tests run the whole model "on CUDA" without a GPU.
 #pragma once
@@ -27,10 +27,14 @@ class DeviceMemory {
   virtual ~DeviceMemory() = default;
   virtual void* alloc(size_t bytes) = 0;  // E_OOM / E_CUDA
   virtual void release(void* p) = 0;
-  virtual void upload(void* dst, const void* src, size_t bytes) = 0;    // host → device, stream-ordered
-  virtual void download(void* dst, const void* src, size_t bytes) = 0;  // device → host; waits for the stream
-  virtual size_t available() = 0;                                       // bytes free on the device
-  virtual medllava_stream_t stream() = 0;
+  // host → device, ordered on `s` (the source may be reused when it returns)
+  virtual void upload(void* dst, const void* src, size_t bytes, medllava_stream_t s) = 0;
+  // device → host after everything queued on `s`; returns when the bytes are there
+  virtual void download(void* dst, const void* src, size_t bytes, medllava_stream_t s) = 0;
+  virtual size_t available() = 0;  // bytes free on the device
+  virtual medllava_stream_t stream() = 0;  // the default stream (weight uploads)
+  virtual medllava_stream_t new_stream() = 0;
+  virtual void free_stream(medllava_stream_t s) = 0;
   virtual void check(const char* what) = 0;  // E_CUDA with CUDA's message if a launch failed
 };
 
@@ -38,10 +42,17 @@ inline std::string mib(size_t bytes) { return std::to_string((bytes + (1 << 20) 
 
 class LlmDevice {
  public:
+  // One chat's state on the device: its KV cache, its activation arena and its own stream, so that
+  // sequences share only the (read-only) weights and can run concurrently.
   struct Sequence {
     uint16_t* k = nullptr;  // (layers, context, kv_heads · head_dim) f16
     uint16_t* v = nullptr;
     int64_t n_past = 0;
+    medllava_stream_t stream = nullptr;
+    float* arena = nullptr;
+    float *x = nullptr, *h = nullptr, *q = nullptr, *kk = nullptr, *vv = nullptr, *att = nullptr, *o = nullptr, *g = nullptr,
+          *u = nullptr, *lora = nullptr, *lora_out = nullptr, *logits = nullptr, *partial = nullptr, *ml = nullptr, *pick_val = nullptr;
+    int32_t *ids = nullptr, *pick = nullptr;
   };
 
   // Uploads `m`'s weights. E_OOM, before anything is allocated, when weights + activations + one
@@ -55,12 +66,13 @@ class LlmDevice {
     for (const auto& L : m.layers_)
       weights += lin_bytes(L.wq) + lin_bytes(L.wk) + lin_bytes(L.wv) + lin_bytes(L.wo) + lin_bytes(L.w_gate) +
                  lin_bytes(L.w_up) + lin_bytes(L.w_down) + (size_t)D * 8;
-    const size_t need = weights + arena_floats() * 4 + sequence_bytes();
+    weights += (size_t)scale_len_ * 4;
+    const size_t need = weights + sequence_bytes();
     const size_t free_bytes = dev.available();
     if (need > free_bytes)
-      throw Error(ErrorCode::OOM, "the model needs " + mib(need) + " of device memory (weights " + mib(weights) + ", activations " +
-                                      mib(arena_floats() * 4) + ", one " + std::to_string(c.context) + "-token KV cache " +
-                                      mib(sequence_bytes()) + "); " + mib(free_bytes) + " are free");
+      throw Error(ErrorCode::OOM, "the model needs " + mib(need) + " of device memory (weights " + mib(weights) + ", and per chat " +
+                                      mib(arena_floats() * 4) + " of activations + a " + std::to_string(c.context) + "-token KV cache of " +
+                                      mib(kv_bytes()) + "); " + mib(free_bytes) + " are free");
     try {
       embed_ = upload(m.embed_.data, dtype_bytes(m.embed_.type, m.embed_.numel()));
       lm_head_ = upload_linear(m.lm_head_);
@@ -73,50 +85,57 @@ class LlmDevice {
         y.w_gate = upload_linear(L.w_gate), y.w_up = upload_linear(L.w_up), y.w_down = upload_linear(L.w_down);
         layers_.push_back(y);
       }
-      arena_ = static_cast<float*>(track(dev.alloc(arena_floats() * 4)));
+      if (scale_len_) {
+        std::vector<float> sv((size_t)scale_len_, m.lora_scale_);
+        scale_ = static_cast<float*>(upload(sv.data(), sv.size() * 4));
+      }
     } catch (...) {
       free_all();
       throw;
-    }
-    float* p = arena_;
-    auto take = [&](int64_t n) { float* r = p; p += n; return r; };
-    x_ = take(tmax_ * D), h_ = take(tmax_ * D), q_ = take(tmax_ * D), k_ = take(tmax_ * kvd), v_ = take(tmax_ * kvd);
-    att_ = take(tmax_ * D), o_ = take(tmax_ * D), g_ = take(tmax_ * c.ffn), u_ = take(tmax_ * c.ffn);
-    lora_ = take(tmax_ * lora_rank_), lora_out_ = take(tmax_ * scale_len_), logits_ = take(tmax_ * c.vocab), partial_ = take(c.heads * kMaxSplits * hd);
-    ml_ = take(c.heads * kMaxSplits * 2), scale_ = take(scale_len_);
-    ids_ = reinterpret_cast<int32_t*>(take(tmax_));
-    pick_ = reinterpret_cast<int32_t*>(take(1));
-    pick_val_ = take(1);
-    if (scale_len_) {
-      std::vector<float> s((size_t)scale_len_, m.lora_scale_);
-      dev.upload(scale_, s.data(), s.size() * 4);
     }
   }
   ~LlmDevice() { free_all(); }
   LlmDevice(const LlmDevice&) = delete;
   LlmDevice& operator=(const LlmDevice&) = delete;
 
-  size_t sequence_bytes() const {
+  size_t kv_bytes() const {
     const LlmConfig& c = cfg_;
     return (size_t)(c.layers * c.context * c.kv_heads * (c.hidden / c.heads)) * 2 * 2;
   }
+  size_t sequence_bytes() const { return kv_bytes() + arena_floats() * 4; }
+
   Sequence new_sequence() {
     if (sequence_bytes() > dev_.available())
-      throw Error(ErrorCode::OOM, "a KV cache needs " + mib(sequence_bytes()) + " of device memory; " + mib(dev_.available()) +
-                                      " are free");
+      throw Error(ErrorCode::OOM, "a chat needs " + mib(sequence_bytes()) + " of device memory (KV cache " + mib(kv_bytes()) +
+                                      ", activations " + mib(arena_floats() * 4) + "); " + mib(dev_.available()) + " are free");
     Sequence s;
-    s.k = static_cast<uint16_t*>(dev_.alloc(sequence_bytes() / 2));
     try {
-      s.v = static_cast<uint16_t*>(dev_.alloc(sequence_bytes() / 2));
+      s.k = static_cast<uint16_t*>(dev_.alloc(kv_bytes() / 2));
+      s.v = static_cast<uint16_t*>(dev_.alloc(kv_bytes() / 2));
+      s.arena = static_cast<float*>(dev_.alloc(arena_floats() * 4));
+      s.stream = dev_.new_stream();
     } catch (...) {
-      dev_.release(s.k);
+      free_sequence(s);
       throw;
     }
+    const LlmConfig& c = cfg_;
+    const int64_t D = c.hidden, hd = D / c.heads, kvd = c.kv_heads * hd;
+    float* p = s.arena;
+    auto take = [&](int64_t n) { float* r = p; p += n; return r; };
+    s.x = take(tmax_ * D), s.h = take(tmax_ * D), s.q = take(tmax_ * D), s.kk = take(tmax_ * kvd), s.vv = take(tmax_ * kvd);
+    s.att = take(tmax_ * D), s.o = take(tmax_ * D), s.g = take(tmax_ * c.ffn), s.u = take(tmax_ * c.ffn);
+    s.lora = take(tmax_ * lora_rank_), s.lora_out = take(tmax_ * scale_len_), s.logits = take(tmax_ * c.vocab);
+    s.partial = take(c.heads * kMaxSplits * hd), s.ml = take(c.heads * kMaxSplits * 2);
+    s.ids = reinterpret_cast<int32_t*>(take(tmax_));
+    s.pick = reinterpret_cast<int32_t*>(take(1));
+    s.pick_val = take(1);
     return s;
   }
   void free_sequence(Sequence& s) {
     if (s.k) dev_.release(s.k);
     if (s.v) dev_.release(s.v);
+    if (s.arena) dev_.release(s.arena);
+    if (s.stream) dev_.free_stream(s.stream);
     s = Sequence{};
   }
 
@@ -139,18 +158,18 @@ class LlmDevice {
       chunk(s, tokens + t0, n, embeddings ? embeddings + t0 * c.hidden : nullptr);
       if (all || last_chunk) {
         const int64_t rows = all ? n : 1;
-        head(rows, all ? 0 : n - 1);
-        if (out) dev_.download(out + (all ? t0 * c.vocab : 0), logits_, (size_t)(rows * c.vocab) * 4);
+        head(s, rows, all ? 0 : n - 1);
+        if (out) dev_.download(out + (all ? t0 * c.vocab : 0), s.logits, (size_t)(rows * c.vocab) * 4, s.stream);
       }
     }
     dev_.check("forward");
   }
 
-  // The most likely next token after the last forward (argmax of its last row, on the device).
-  int32_t greedy(int64_t last_rows) {
-    topk_launch(logits_ + (last_rows - 1) * cfg_.vocab, (int)cfg_.vocab, 1, pick_, pick_val_, dev_.stream());
+  // The most likely next token after the sequence's last forward (argmax of its last row, on the device).
+  int32_t greedy(Sequence& s, int64_t last_rows) {
+    topk_launch(s.logits + (last_rows - 1) * cfg_.vocab, (int)cfg_.vocab, 1, s.pick, s.pick_val, s.stream);
     int32_t id = -1;
-    dev_.download(&id, pick_, 4);
+    dev_.download(&id, s.pick, 4, s.stream);
     dev_.check("argmax");
     return id;
   }
@@ -192,7 +211,7 @@ class LlmDevice {
   }
   void* upload(const void* src, size_t bytes) {
     void* p = track(dev_.alloc(bytes));
-    dev_.upload(p, src, bytes);
+    dev_.upload(p, src, bytes, dev_.stream());
     return p;
   }
   Lin upload_linear(const LinearWeight& w) {
@@ -212,65 +231,65 @@ class LlmDevice {
   }
 
   // out(T, l.out) = x · Wᵀ (+ scale · B (A x))
-  void linear(const Lin& l, const float* x, int64_t T, float* out) {
-    matmul_launch(x, l.w, l.type, nullptr, out, (int)T, (int)l.out, (int)l.in, Activation::None, MatmulKernel::Auto, dev_.stream());
+  void linear(Sequence& s, const Lin& l, const float* x, int64_t T, float* out) {
+    matmul_launch(x, l.w, l.type, nullptr, out, (int)T, (int)l.out, (int)l.in, Activation::None, MatmulKernel::Auto, s.stream);
     if (!l.a) return;
-    matmul_launch(x, l.a, l.a_type, nullptr, lora_, (int)T, (int)l.r, (int)l.in, Activation::None, MatmulKernel::Auto, dev_.stream());
-    matmul_launch(lora_, l.b, l.b_type, nullptr, lora_out_, (int)T, (int)l.out, (int)l.r, Activation::None, MatmulKernel::Auto,
-                  dev_.stream());
-    residual_launch(out, lora_out_, scale_, T * l.out, (int)l.out, dev_.stream());
+    matmul_launch(x, l.a, l.a_type, nullptr, s.lora, (int)T, (int)l.r, (int)l.in, Activation::None, MatmulKernel::Auto, s.stream);
+    matmul_launch(s.lora, l.b, l.b_type, nullptr, s.lora_out, (int)T, (int)l.out, (int)l.r, Activation::None, MatmulKernel::Auto,
+                  s.stream);
+    residual_launch(out, s.lora_out, scale_, T * l.out, (int)l.out, s.stream);
   }
 
   void chunk(Sequence& s, const int32_t* tokens, int64_t T, const float* embeddings) {
     const LlmConfig& c = cfg_;
     const int64_t D = c.hidden, hd = D / c.heads, kvd = c.kv_heads * hd;
-    medllava_stream_t st = dev_.stream();
+    medllava_stream_t st = s.stream;
     std::vector<int32_t> ids((size_t)T);
     for (int64_t t = 0; t < T; ++t) ids[(size_t)t] = tokens[t] < 0 ? 0 : tokens[t];
-    dev_.upload(ids_, ids.data(), (size_t)T * 4);
-    embed_launch(embed_, m_.embed_.type, ids_, x_, (int)T, (int)D, st);
+    dev_.upload(s.ids, ids.data(), (size_t)T * 4, st);
+    embed_launch(embed_, m_.embed_.type, s.ids, s.x, (int)T, (int)D, st);
     for (int64_t t = 0; t < T; ++t)  // spliced image rows
-      if (tokens[t] < 0) dev_.upload(x_ + t * D, embeddings + t * D, (size_t)D * 4);
+      if (tokens[t] < 0) dev_.upload(s.x + t * D, embeddings + t * D, (size_t)D * 4, st);
     const bool adjacent = c.rope_mode == RopeMode::Adjacent;
     const int64_t n_kv = s.n_past + T;
     for (int64_t l = 0; l < c.layers; ++l) {
       const Layer& L = layers_[(size_t)l];
       uint16_t* kc = s.k + l * c.context * kvd;
       uint16_t* vc = s.v + l * c.context * kvd;
-      rmsnorm_launch(x_, L.attn_norm, h_, (int)T, (int)D, c.rms_eps, st);
-      linear(L.wq, h_, T, q_);
-      linear(L.wk, h_, T, k_);
-      linear(L.wv, h_, T, v_);
-      rope_launch(q_, (int)T, (int)c.heads, (int)hd, (int)s.n_past, c.rope_theta, adjacent, st);
-      rope_launch(k_, (int)T, (int)c.kv_heads, (int)hd, (int)s.n_past, c.rope_theta, adjacent, st);
-      kv_append_launch(k_, kc, s.n_past, (int)T, (int)kvd, st);
-      kv_append_launch(v_, vc, s.n_past, (int)T, (int)kvd, st);
+      rmsnorm_launch(s.x, L.attn_norm, s.h, (int)T, (int)D, c.rms_eps, st);
+      linear(s, L.wq, s.h, T, s.q);
+      linear(s, L.wk, s.h, T, s.kk);
+      linear(s, L.wv, s.h, T, s.vv);
+      rope_launch(s.q, (int)T, (int)c.heads, (int)hd, (int)s.n_past, c.rope_theta, adjacent, st);
+      rope_launch(s.kk, (int)T, (int)c.kv_heads, (int)hd, (int)s.n_past, c.rope_theta, adjacent, st);
+      kv_append_launch(s.kk, kc, s.n_past, (int)T, (int)kvd, st);
+      kv_append_launch(s.vv, vc, s.n_past, (int)T, (int)kvd, st);
       if (T == 1) {
         int splits = decode_splits((int)n_kv);
         if (splits > kMaxSplits) splits = kMaxSplits;
-        attention_decode_launch<uint16_t>(q_, kc, vc, att_, partial_, ml_, (int)c.heads, (int)c.kv_heads, (int)hd, (int)n_kv, splits,
-                                          st);
+        attention_decode_launch<uint16_t>(s.q, kc, vc, s.att, s.partial, s.ml, (int)c.heads, (int)c.kv_heads, (int)hd, (int)n_kv,
+                                          splits, st);
       } else {
-        flash_attention_launch<uint16_t>(q_, kc, vc, att_, (int)T, (int)c.heads, (int)c.kv_heads, (int)hd, (int)n_kv, (int)s.n_past,
-                                         true, st);
+        flash_attention_launch<uint16_t>(s.q, kc, vc, s.att, (int)T, (int)c.heads, (int)c.kv_heads, (int)hd, (int)n_kv,
+                                         (int)s.n_past, true, st);
       }
-      linear(L.wo, att_, T, o_);
-      residual_launch(x_, o_, nullptr, T * D, (int)D, st);
-      rmsnorm_launch(x_, L.ffn_norm, h_, (int)T, (int)D, c.rms_eps, st);
-      linear(L.w_gate, h_, T, g_);
-      linear(L.w_up, h_, T, u_);
-      silu_mul_launch(g_, u_, g_, T * c.ffn, st);
-      linear(L.w_down, g_, T, o_);
-      residual_launch(x_, o_, nullptr, T * D, (int)D, st);
+      linear(s, L.wo, s.att, T, s.o);
+      residual_launch(s.x, s.o, nullptr, T * D, (int)D, st);
+      rmsnorm_launch(s.x, L.ffn_norm, s.h, (int)T, (int)D, c.rms_eps, st);
+      linear(s, L.w_gate, s.h, T, s.g);
+      linear(s, L.w_up, s.h, T, s.u);
+      silu_mul_launch(s.g, s.u, s.g, T * c.ffn, st);
+      linear(s, L.w_down, s.g, T, s.o);
+      residual_launch(s.x, s.o, nullptr, T * D, (int)D, st);
     }
     s.n_past += T;
   }
 
-  // logits_(rows, vocab) for rows [first, first + rows) of the last chunk
-  void head(int64_t rows, int64_t first) {
+  // logits(rows, vocab) for rows [first, first + rows) of the last chunk
+  void head(Sequence& s, int64_t rows, int64_t first) {
     const LlmConfig& c = cfg_;
-    rmsnorm_launch(x_ + first * c.hidden, norm_, h_, (int)rows, (int)c.hidden, c.rms_eps, dev_.stream());
-    linear(lm_head_, h_, rows, logits_);
+    rmsnorm_launch(s.x + first * c.hidden, norm_, s.h, (int)rows, (int)c.hidden, c.rms_eps, s.stream);
+    linear(s, lm_head_, s.h, rows, s.logits);
   }
 
   const Llm& m_;
@@ -281,12 +300,8 @@ class LlmDevice {
   void* embed_ = nullptr;
   Lin lm_head_;
   float* norm_ = nullptr;
+  float* scale_ = nullptr;  // (scale_len_) copies of the LoRA scale, for the residual kernel's γ
   std::vector<Layer> layers_;
-  float* arena_ = nullptr;
-  float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *att_ = nullptr, *o_ = nullptr, *g_ = nullptr,
-        *u_ = nullptr, *lora_ = nullptr, *lora_out_ = nullptr, *logits_ = nullptr, *partial_ = nullptr, *ml_ = nullptr, *scale_ = nullptr,
-        *pick_val_ = nullptr;
-  int32_t *ids_ = nullptr, *pick_ = nullptr;
 };
 
 }  // namespace cuda

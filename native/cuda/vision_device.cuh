@@ -67,9 +67,9 @@ class VisionDevice {
           *cols = f + T * c.ffn;
     std::vector<float> host_cols((size_t)(np * pp));
     v_.im2col(pixels, host_cols.data());
-    dev_.upload(cols, host_cols.data(), host_cols.size() * 4);
+    dev_.upload(cols, host_cols.data(), host_cols.size() * 4, st);
     linear(patch_, cols, np, h + D, Activation::None);                 // patch embeddings (+ timm's conv bias)
-    dev_.upload(h, v_.cls_.data(), (size_t)D * 4);                     // the class token
+    dev_.upload(h, v_.cls_.data(), (size_t)D * 4, st);                   // the class token
     residual_launch(h, pos_, nullptr, T * D, (int)D, st);               // + learned positions
     if (pre_w_) layernorm_launch(h, pre_w_, pre_b_, h, (int)T, (int)D, c.eps, st);
     for (const Layer& L : layers_) {
@@ -94,7 +94,7 @@ class VisionDevice {
     } else {
       linear(proj0_, h + first * D, n, res, Activation::None);
     }
-    dev_.download(out, res, (size_t)(n * c.out_dim) * 4);
+    dev_.download(out, res, (size_t)(n * c.out_dim) * 4, st);
     dev_.check("vision encode");
   }
 
@@ -125,14 +125,14 @@ class VisionDevice {
   float* vec(const std::vector<float>& x) {
     if (x.empty()) return nullptr;
     void* p = track(dev_.alloc(x.size() * 4));
-    dev_.upload(p, x.data(), x.size() * 4);
+    dev_.upload(p, x.data(), x.size() * 4, dev_.stream());
     return static_cast<float*>(p);
   }
   Lin lin(const TensorRef& w, const std::vector<float>& b) {
     Lin l;
     const size_t bytes = dtype_bytes(w.type, w.numel());
     void* p = track(dev_.alloc(bytes));
-    dev_.upload(p, w.data, bytes);
+    dev_.upload(p, w.data, bytes, dev_.stream());
     l.w = p, l.type = w.type, l.out = w.shape[0], l.in = w.shape[1], l.b = vec(b);
     return l;
   }

@@ -292,15 +292,20 @@ class EmuDevice : public cuda::DeviceMemory {
     live_.erase(it);
     std::free(p);
   }
-  void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void upload(void* dst, const void* src, size_t bytes, medllava_stream_t) override { std::memcpy(dst, src, bytes); }
+  void download(void* dst, const void* src, size_t bytes, medllava_stream_t) override { std::memcpy(dst, src, bytes); }
   size_t available() override { return budget_ - used_; }
+  // launches run to completion under the emulator: streams are tokens, counted so a leak shows
   medllava_stream_t stream() override { return nullptr; }
+  medllava_stream_t new_stream() override { return reinterpret_cast<medllava_stream_t>(++streams_); }
+  void free_stream(medllava_stream_t) override { --streams_; }
+  int64_t open_streams() const { return streams_; }
   void check(const char*) override {}
   size_t used() const { return used_; }
 
  private:
   size_t budget_, used_ = 0;
+  int64_t streams_ = 0;
   std::map<void*, size_t> live_;
 };
 
@@ -327,24 +332,45 @@ Napi::Value EmulatedGreedy(const Napi::CallbackInfo& info) {
   const Llm llm(cfg, names);
   EmuDevice dev(budget);
   cuda::LlmDevice model(llm, dev, max_batch);
-  cuda::LlmDevice::Sequence seq = model.new_sequence();
+  // an optional second chat, interleaved step by step with the first on its own KV cache, arena and stream
+  const int32_t* p2 = nullptr;
+  int64_t T2 = 0;
+  if (o.Has("secondPrompt")) {
+    p2 = arg_array<int32_t>(o, "secondPrompt", napi_int32_array, -1);
+    T2 = (int64_t)o.Get("secondPrompt").As<Napi::TypedArray>().ElementLength();
+  }
+  cuda::LlmDevice::Sequence seq = model.new_sequence(), seq2;
   Napi::Float32Array logits = Napi::Float32Array::New(env, (size_t)cfg.vocab);
-  Napi::Int32Array out = Napi::Int32Array::New(env, (size_t)steps);
+  Napi::Int32Array out = Napi::Int32Array::New(env, (size_t)steps), out2 = Napi::Int32Array::New(env, (size_t)(p2 ? steps : 0));
+  double bytes = 0;
   try {
+    if (p2) seq2 = model.new_sequence();
     model.forward(seq, prompt.Data(), T, false, logits.Data(), emb);
+    if (p2) model.forward(seq2, p2, T2, false, nullptr);
     for (int64_t i = 0; i < steps; ++i) {
-      const int32_t next = model.greedy(1);
+      const int32_t next = model.greedy(seq, 1);
       out[(size_t)i] = next;
-      if (i + 1 < steps) model.forward(seq, &next, 1, false, nullptr);
+      if (p2) out2[(size_t)i] = model.greedy(seq2, 1);
+      if (i + 1 < steps) {
+        model.forward(seq, &next, 1, false, nullptr);
+        if (p2) {
+          const int32_t n2 = out2[(size_t)i];
+          model.forward(seq2, &n2, 1, false, nullptr);
+        }
+      }
     }
+    bytes = (double)dev.used();
   } catch (...) {
     model.free_sequence(seq);
+    model.free_sequence(seq2);
     throw;
   }
-  const double bytes = (double)dev.used();
   model.free_sequence(seq);
+  model.free_sequence(seq2);
+  if (dev.open_streams() != 0) throw Error(ErrorCode::Cuda, "emulated device: a stream was not freed");
   Napi::Object r = Napi::Object::New(env);
   r.Set("tokens", out);
+  r.Set("secondTokens", out2);
   r.Set("logits", logits);
   r.Set("deviceBytes", bytes);
   return r;

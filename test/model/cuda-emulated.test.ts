@@ -83,6 +83,18 @@ describe('the LLM on the emulated CUDA backend vs the CPU engine', () => {
     expect(Array.from(dev.tokens)).toEqual(cpu.tokens);
   }, 120_000);
 
+  it('two chats interleaved step by step, each on its own device KV cache, arena and stream, both match the CPU', async () => {
+    const spec = specs['F32']!;
+    const a = Int32Array.from([1, 20, 30, 40, 50]);
+    const b = Int32Array.from([1, 99, 98, 97, 96, 95, 94, 93, 92]);
+    const [ca, cb] = [await cpuGreedy(spec, a, 8), await cpuGreedy(spec, b, 8)];
+    const { config, tensors } = llmLoadArgs(spec, { contextLength: 256 });
+    const dev = simt().emulatedGreedy(config, tensors, a, 8, { secondPrompt: b });
+    expect(Array.from(dev.tokens)).toEqual(ca.tokens);
+    expect(Array.from(dev.secondTokens)).toEqual(cb.tokens);
+    expect(ca.tokens).not.toEqual(cb.tokens);
+  }, 120_000);
+
   it('E_OOM before allocating when the model does not fit, saying how much it needs', () => {
     const spec = specs['F32']!;
     const { config, tensors } = llmLoadArgs(spec, { contextLength: 256 });
@@ -92,7 +104,7 @@ describe('the LLM on the emulated CUDA backend vs the CPU engine', () => {
     } catch (e) {
       err = e;
     }
-    expect(err).toMatchObject({ code: 'E_OOM', message: expect.stringMatching(/needs \d+ MiB of device memory \(weights .*\); 1 MiB are free/) });
+    expect(err).toMatchObject({ code: 'E_OOM', message: expect.stringMatching(/needs \d+ MiB of device memory \(weights .*per chat.*\); 1 MiB are free/) });
   });
 });
 

@@ -20,8 +20,8 @@ export interface SimtAddon {
   /** The whole LLM on the CUDA kernels under the emulator (native/cuda/llm_device.cuh): the prompt's last
    * logits, then `steps` greedy tokens picked by the device's argmax. */
   emulatedGreedy(config: NativeLlmConfig, tensors: NativeLlmTensors, prompt: Int32Array, steps: number,
-    options?: { maxBatch?: number; budgetBytes?: number; embeddings?: Float32Array }):
-    { tokens: Int32Array; logits: Float32Array; deviceBytes: number };
+    options?: { maxBatch?: number; budgetBytes?: number; embeddings?: Float32Array; secondPrompt?: Int32Array }):
+    { tokens: Int32Array; secondTokens: Int32Array; logits: Float32Array; deviceBytes: number };
   /** The vision tower + projector on the CUDA kernels under the emulator (native/cuda/vision_device.cuh). */
   emulatedVision(config: NativeVisionConfig, tensors: NativeVisionTensors, pixels: Float32Array): Float32Array;
   setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
