@@ -399,6 +399,107 @@ void gemv_q_avx2(const MatmulArgs& p) {
   });
 }
 
+// ---- AVX-512 VNNI on interleaved Q8_0 / Q4_0 (repack_x16) ---------------------------------------------
+// Activations are quantized per row to Q8_0 (q, d) with each block's Σq. For a group of 16 weight
+// rows and one block, 8 vpdpbusd (u8 weights × s8 activations, 4 products per lane) give the 16
+// int32 block dots at once; the weights' u8 offset (128 for Q8_0, 8 for Q4_0 nibbles) comes off as
+// offset · Σq, then one FMA applies d_w · d_a. About 20 instructions per 512 multiply-adds, where
+// the fp32 kernel spends ~40.
+struct QActSums {
+  std::vector<int8_t> q;
+  std::vector<float> d, sum;  // per block: scale, Σq (as float)
+};
+
+QActSums quantize_rows_q8_sums(const float* a, int64_t M, int64_t K) {
+  QActSums r;
+  const int64_t nb = M * K / kQBlock;
+  r.q.resize((size_t)(M * K));
+  r.d.resize((size_t)nb);
+  r.sum.resize((size_t)nb);
+  ThreadPool::instance().parallel_for((size_t)M, [&](size_t m, int) {
+    for (int64_t b = (int64_t)m * (K / kQBlock); b < ((int64_t)m + 1) * (K / kQBlock); ++b) {
+      const float* x = a + b * kQBlock;
+      float amax = 0;
+      for (int j = 0; j < kQBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
+      const float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
+      int sum = 0;
+      for (int j = 0; j < kQBlock; ++j) {
+        const int q = (int)std::lrintf(x[j] * id);
+        r.q[(size_t)(b * kQBlock + j)] = (int8_t)q;
+        sum += q;
+      }
+      r.d[(size_t)b] = d;
+      r.sum[(size_t)b] = (float)sum;
+    }
+  });
+  return r;
+}
+
+constexpr int kX16Rows = 16;
+inline size_t x16_block_bytes(DType t) { return 32 + (t == DType::Q8_0 ? 8 : 4) * 64; }
+
+// out rows [m0, m0 + RM) × columns [16 g, 16 g + 16) (clipped to N) of the product
+template <int RM>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c"))) void vnni_tile(const MatmulArgs& p, const QActSums& qa,
+                                                                                    int64_t m0, int rm, int64_t g) {
+  const bool q4 = p.w_type == DType::Q4_0;
+  const int64_t blocks = p.K / kQBlock;
+  const size_t bb = x16_block_bytes(p.w_type);
+  const uint8_t* wg = p.w_x16 + (size_t)g * (size_t)blocks * bb;
+  const float offset = q4 ? 8.0f : 128.0f;
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512 acc[RM];
+  for (int i = 0; i < RM; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = wg + (size_t)b * bb;
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+    __m512i w[8];
+    if (q4) {
+      for (int t = 0; t < 4; ++t) {
+        const __m512i raw = _mm512_loadu_si512(blk + 32 + 64 * t);
+        w[t] = _mm512_and_si512(raw, low4);
+        w[t + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
+      }
+    } else {
+      for (int j = 0; j < 8; ++j) w[j] = _mm512_loadu_si512(blk + 32 + 64 * j);
+    }
+    for (int i = 0; i < RM; ++i) {
+      if (i >= rm) break;
+      const int64_t ab = (m0 + i) * blocks + b;
+      const int8_t* a = qa.q.data() + ab * kQBlock;
+      __m512i dot = _mm512_setzero_si512();
+      for (int j = 0; j < 8; ++j) {
+        int32_t run;
+        std::memcpy(&run, a + 4 * j, 4);
+        dot = _mm512_dpbusd_epi32(dot, w[j], _mm512_set1_epi32(run));
+      }
+      const __m512 f = _mm512_sub_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(offset * qa.sum[(size_t)ab]));
+      acc[i] = _mm512_fmadd_ps(f, _mm512_mul_ps(dw, _mm512_set1_ps(qa.d[(size_t)ab])), acc[i]);
+    }
+  }
+  const int64_t n0 = g * kX16Rows;
+  const int cols = (int)std::min<int64_t>(kX16Rows, p.N - n0);
+  for (int i = 0; i < rm; ++i) {
+    alignas(64) float t[kX16Rows];
+    _mm512_store_ps(t, acc[i]);
+    float* row = p.out + (m0 + i) * p.N + n0;
+    for (int j = 0; j < cols; ++j) row[j] = apply_activation(t[j] + (p.bias ? p.bias[n0 + j] : 0.0f), p.act);
+  }
+}
+
+void matmul_vnni_x16(const MatmulArgs& p) {
+  const QActSums qa = quantize_rows_q8_sums(p.a, p.M, p.K);
+  const int64_t groups = (p.N + kX16Rows - 1) / kX16Rows;
+  constexpr int RM = 8;
+  // tasks: runs of 8 column groups (128 columns; their weights stay in L2) × every row of a
+  constexpr int64_t GROUPS = 8;
+  ThreadPool::instance().parallel_for((size_t)((groups + GROUPS - 1) / GROUPS), [&](size_t task, int) {
+    const int64_t g_end = std::min(groups, ((int64_t)task + 1) * GROUPS);
+    for (int64_t m0 = 0; m0 < p.M; m0 += RM)
+      for (int64_t g = (int64_t)task * GROUPS; g < g_end; ++g) vnni_tile<RM>(p, qa, m0, (int)std::min<int64_t>(RM, p.M - m0), g);
+  });
+}
+
 void gemm_avx2(const MatmulArgs& p) {
   ThreadPool& pool = ThreadPool::instance();
   const bool wide = use_avx512();
@@ -460,10 +561,40 @@ void gemm_avx2(const MatmulArgs& p) {
 
 }  // namespace
 
+bool cpu_has_vnni() { return cpu_features().avx512vnni && cpu_features().avx512f && cpu_features().avx512bw; }
+
+std::vector<uint8_t> repack_x16(const void* w, DType type, int64_t N, int64_t K) {
+  std::vector<uint8_t> out;
+  if (!cpu_has_vnni() || (type != DType::Q8_0 && type != DType::Q4_0) || K % kQBlock) return out;
+  const int64_t blocks = K / kQBlock, groups = (N + kX16Rows - 1) / kX16Rows;
+  const size_t bb = x16_block_bytes(type), src_bb = dtype_block_bytes(type), qbytes = type == DType::Q8_0 ? 32 : 16;
+  out.assign((size_t)(groups * blocks) * bb, 0);  // padding rows: scale 0, quants 0
+  const uint8_t* src = static_cast<const uint8_t*>(w);
+  ThreadPool::instance().parallel_for((size_t)groups, [&](size_t g, int) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      uint8_t* dst = out.data() + ((size_t)g * (size_t)blocks + (size_t)b) * bb;
+      for (int r = 0; r < kX16Rows; ++r) {
+        const int64_t n = (int64_t)g * kX16Rows + r;
+        if (n >= N) break;
+        const uint8_t* blk = src + ((size_t)n * (size_t)blocks + (size_t)b) * src_bb;
+        std::memcpy(dst + 2 * r, blk, 2);  // the f16 scale
+        for (size_t run = 0; run < qbytes / 4; ++run) {  // 4-byte runs of the 16 rows, run after run
+          uint32_t q;
+          std::memcpy(&q, blk + 2 + 4 * run, 4);
+          if (type == DType::Q8_0) q ^= 0x80808080u;  // s8 → u8 (q + 128)
+          std::memcpy(dst + 32 + run * 64 + (size_t)r * 4, &q, 4);
+        }
+      }
+    }
+  });
+  return out;
+}
+
 void matmul_cpu(const MatmulArgs& p) {
   check_args(p);
   if (p.M == 0) return;
   if (!use_avx2()) return matmul_cpu_scalar(p);
+  if (p.w_x16 && use_avx512() && cpu_has_vnni() && (p.w_type == DType::Q8_0 || p.w_type == DType::Q4_0)) return matmul_vnni_x16(p);
   if (p.M <= 2) return dtype_is_block(p.w_type) ? gemv_q_avx2(p) : gemv_avx2(p);
   gemm_avx2(p);
 }

@@ -28,6 +28,7 @@ Llm::Llm(const LlmConfig& c, const LlmTensorNames& n) : cfg_(c), lora_scale_(n.l
     w.t = store_.get(ref.first, ref.second);
     expect_shape(w.t, {out, in});
     if (dtype_is_block(w.t.type) && in % dtype_block_elems(w.t.type)) throw Error(ErrorCode::Shape, w.t.where + ": rows are not whole blocks");
+    w.x16 = repack_x16(w.t.data, w.t.type, out, in);
     const auto it = n.lora.find(ref.second);
     if (it != n.lora.end()) {
       w.has_lora = true;
@@ -71,18 +72,19 @@ Llm::Cache Llm::new_cache() const {
 }
 
 void Llm::linear(const LinearWeight& w, const float* x, int64_t T, float* out) const {
-  auto mm = [](const TensorRef& t, const float* in, int64_t rows, float* o) {
+  auto mm = [](const TensorRef& t, const float* in, int64_t rows, float* o, const uint8_t* x16 = nullptr) {
     MatmulArgs a;
     a.a = in;
     a.w = t.data;
     a.w_type = t.type;
+    a.w_x16 = x16;
     a.out = o;
     a.M = rows;
     a.N = t.shape[0];
     a.K = t.shape[1];
     matmul_cpu(a);
   };
-  mm(w.t, x, T, out);
+  mm(w.t, x, T, out, w.x16.empty() ? nullptr : w.x16.data());
   if (!w.has_lora) return;
   // LoRA kept separate: out += scale · B (A x); r is small, so this costs a few per cent
   const int64_t r = w.lora_a.shape[0], N = w.t.shape[0];

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "../core/dtype.h"
 #include "activation.h"  // defines: Activation, apply_activation
@@ -15,6 +16,7 @@ struct MatmulArgs {
   const float* a = nullptr;     // (M, K) row-major activations
   const void* w = nullptr;      // (N, K) row-major, as PyTorch's Linear stores it; dtype w_type
   DType w_type = DType::F32;
+  const uint8_t* w_x16 = nullptr;  // optional: w (Q8_0 / Q4_0) repacked by repack_x16, used where AVX-512 VNNI is
   const float* bias = nullptr;  // (N) or null
   float* out = nullptr;         // (M, N)
   int64_t M = 0, N = 0, K = 0;
@@ -23,6 +25,14 @@ struct MatmulArgs {
 
 // out = act(a · wᵀ + bias). fp32 accumulation.
 void matmul_cpu(const MatmulArgs& args);
+
+// Q8_0 / Q4_0 weights (N, K) interleaved for AVX-512 VNNI: per group of 16 rows and per 32-value
+// block, the 16 f16 scales, then the quants as 4-byte runs of the 16 rows (what one vpdpbusd
+// multiplies against one broadcast run of activations); Q8_0 quants stored as u8 (q + 128), Q4_0 as
+// their nibbles: exactly as many bytes as the blocks. Empty when this CPU has
+// no AVX-512 VNNI or the type is another; matmul_cpu then reads w.
+std::vector<uint8_t> repack_x16(const void* w, DType type, int64_t N, int64_t K);
+bool cpu_has_vnni();
 // The plain scalar twin, always compiled (the fallback when AVX2/FMA/F16C are absent).
 void matmul_cpu_scalar(const MatmulArgs& args);
 
