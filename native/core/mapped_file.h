@@ -26,4 +26,10 @@ class MappedFile {
   std::string path_;
 };
 
+// Tells the OS the pages fully inside [p, p + n) of a read-only file mapping are not needed now: they
+// leave this process's resident set and come back from the file if touched again (used after a
+// tensor has been repacked into its own buffer). No effect on anonymous memory's contents is allowed:
+// call it on file mappings only.
+void drop_resident(const void* p, size_t n);
+
 }  // namespace medllava

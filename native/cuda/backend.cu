@@ -239,11 +239,11 @@ std::vector<KernelBench> bench_kernels(DevicePeaks& peaks) {
     peaks.bandwidth_gbs = 2.0 * (double)big / (copy_ms * 1e-3) / 1e9;
     int sms = 0;
     check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "cudaDeviceGetAttribute");
-    float* sink = static_cast<float*>(buf(4096));
+    float* sink = static_cast<float*>(buf((size_t)sms * 8 * 256 * 4));
     const int iters = 1 << 14;
-    const double fma_ms = time_ms(st, [&] { MEDLLAVA_LAUNCH(cuda::peak_fma_kernel, dim3(sms * 8), dim3(256), 0, st, sink, iters); });
+    const double fma_ms = time_ms(st, [&] { MEDLLAVA_LAUNCH(cuda::peak_fma_kernel, dim3(sms * 8), dim3(256), 0, st, sink, iters, 0); });
     peaks.fp32_tflops = (double)sms * 8 * 256 * iters * 8 * 2 / (fma_ms * 1e-3) / 1e12;
-    const double mma_ms = time_ms(st, [&] { MEDLLAVA_LAUNCH(cuda::peak_wmma_kernel, dim3(sms * 8), dim3(128), 0, st, sink, iters / 4); });
+    const double mma_ms = time_ms(st, [&] { MEDLLAVA_LAUNCH(cuda::peak_wmma_kernel, dim3(sms * 8), dim3(128), 0, st, sink, iters / 4, 0); });
     peaks.tensor_tflops = (double)sms * 8 * 4 * (iters / 4) * 4 * (16.0 * 16 * 16 * 2) / (mma_ms * 1e-3) / 1e12;
 
     auto add = [&](const char* k, std::string shape, double bytes, double flops, double ms) {

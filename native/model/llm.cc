@@ -1,5 +1,7 @@
 #include "llm.h"
 
+#include "../core/mapped_file.h"
+
 #include <cstring>
 
 #include "../core/error.h"
@@ -29,6 +31,8 @@ Llm::Llm(const LlmConfig& c, const LlmTensorNames& n) : cfg_(c), lora_scale_(n.l
     expect_shape(w.t, {out, in});
     if (dtype_is_block(w.t.type) && in % dtype_block_elems(w.t.type)) throw Error(ErrorCode::Shape, w.t.where + ": rows are not whole blocks");
     w.x16 = repack_x16(w.t.data, w.t.type, out, in);
+    // the mapped original is not read again on this path: let its pages go from the resident set
+    if (!w.x16.empty()) drop_resident(w.t.data, dtype_bytes(w.t.type, w.t.numel()));
     const auto it = n.lora.find(ref.second);
     if (it != n.lora.end()) {
       w.has_lora = true;

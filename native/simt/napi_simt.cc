@@ -11,6 +11,7 @@
 #include "../../test/native/simt_selftest.cuh"
 #include "../core/dtype.h"
 #include "../cuda/matmul.cuh"  // defines: matmul_tiled_kernel, matmul_wmma_kernel, matmul_launch
+#include "../cuda/bench.cuh"        // defines: peak_fma_kernel, peak_wmma_kernel
 #include "../cuda/llm_device.cuh"   // defines: DeviceMemory, LlmDevice
 #include "../cuda/transformer.cuh"  // defines: the transformer kernels and their launchers
 #include "../cuda/vision_device.cuh"  // defines: VisionDevice
@@ -252,6 +253,14 @@ Napi::Value CudaOp(const Napi::CallbackInfo& info) {
     cuda::flash_attention_launch<float>(arg_array<float>(o, "q", napi_float32_array, n), arg_array<float>(o, "k", napi_float32_array, n),
                                         arg_array<float>(o, "v", napi_float32_array, n), out.Data(), (int)T, (int)H, (int)H,
                                         (int)hd, (int)T, 0, false, nullptr);
+    return out;
+  }
+  if (op == "peakFma" || op == "peakWmma") {  // the microbenchmark's peak kernels, run small with their results stored
+    const int blocks = (int)arg_int(o, "blocks", 1, 64), iters = (int)arg_int(o, "iters", 0, 1 << 16);
+    const bool fma = op == "peakFma";
+    Napi::Float32Array out = poisoned(env, fma ? blocks * 64 : blocks);
+    if (fma) MEDLLAVA_LAUNCH(cuda::peak_fma_kernel, dim3(blocks), dim3(64), 0, nullptr, out.Data(), iters, 1);
+    else MEDLLAVA_LAUNCH(cuda::peak_wmma_kernel, dim3(blocks), dim3(64), 0, nullptr, out.Data(), iters, 1);
     return out;
   }
   if (op == "topk") {

@@ -183,3 +183,25 @@ describe('CUDA top-k / argmax for sampling', () => {
     }
   });
 });
+
+describe('the GPU microbenchmark\'s peak kernels (bench/kernels) run under the emulator too', () => {
+  it('fp32 FMA chains compute what float32 arithmetic says', () => {
+    const iters = 5;
+    const got = simt().cudaOp('peakFma', { blocks: 2, iters });
+    for (let b = 0; b < 2; b++) {
+      for (let t = 0; t < 64; t++) {
+        let s = 0;
+        for (let i = 0; i < 8; i++) {
+          let a = Math.fround(t * Math.fround(1e-3) + i);
+          for (let it = 0; it < iters; it++) a = Math.fround(a * Math.fround(0.999999) + Math.fround(1e-7));
+          s = Math.fround(s + a);
+        }
+        expect(Math.abs(got[b * 64 + t]! - s)).toBeLessThanOrEqual(Math.abs(s) * 1e-6); // fused vs separate rounding
+      }
+    }
+  });
+  it('bf16 wmma loop: every accumulator counts the rounds', () => {
+    const got = simt().cudaOp('peakWmma', { blocks: 3, iters: 7 });
+    expect(Array.from(got)).toEqual([28, 28, 28]);
+  });
+});
