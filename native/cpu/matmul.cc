@@ -9,6 +9,12 @@
 // (≤ 8 MiB at K = 4096) is read from L3 by every task. Output tiles are the parallel tasks.
 // Tiny M (decode): a GEMV reads w rows directly, no packing, parallel over output columns.
 #include <immintrin.h>
+#include <sys/mman.h>
+
+// GCC 12's AVX-512 intrinsic headers trip -Wmaybe-uninitialized on their own masked builtins
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -490,7 +496,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c"))) void vnni_t
 void matmul_vnni_x16(const MatmulArgs& p) {
   const QActSums qa = quantize_rows_q8_sums(p.a, p.M, p.K);
   const int64_t groups = (p.N + kX16Rows - 1) / kX16Rows;
-  constexpr int RM = 8;
+  constexpr int RM = 16;
   // tasks: runs of 8 column groups (128 columns; their weights stay in L2) × every row of a
   constexpr int64_t GROUPS = 8;
   ThreadPool::instance().parallel_for((size_t)((groups + GROUPS - 1) / GROUPS), [&](size_t task, int) {
@@ -563,19 +569,27 @@ void gemm_avx2(const MatmulArgs& p) {
 
 bool cpu_has_vnni() { return cpu_features().avx512vnni && cpu_features().avx512f && cpu_features().avx512bw; }
 
-std::vector<uint8_t> repack_x16(const void* w, DType type, int64_t N, int64_t K) {
-  std::vector<uint8_t> out;
-  if (!cpu_has_vnni() || (type != DType::Q8_0 && type != DType::Q4_0) || K % kQBlock) return out;
+PackedWeights repack_x16(const void* w, DType type, int64_t N, int64_t K) {
+  if (!cpu_has_vnni() || (type != DType::Q8_0 && type != DType::Q4_0) || K % kQBlock) return nullptr;
   const int64_t blocks = K / kQBlock, groups = (N + kX16Rows - 1) / kX16Rows;
   const size_t bb = x16_block_bytes(type), src_bb = dtype_block_bytes(type), qbytes = type == DType::Q8_0 ? 32 : 16;
-  out.assign((size_t)(groups * blocks) * bb, 0);  // padding rows: scale 0, quants 0
+  // not zero-filled here: the threads below write every byte (first touch spread over the pool)
+  const size_t bytes = (size_t)(groups * blocks) * bb, align = (size_t)2 << 20;
+  uint8_t* buf = static_cast<uint8_t*>(std::aligned_alloc(align, (bytes + align - 1) / align * align));
+  if (!buf) throw Error(ErrorCode::OOM, "repacking weights: cannot allocate " + std::to_string(bytes) + " bytes");
+  madvise(buf, (bytes + align - 1) / align * align, MADV_HUGEPAGE);
+  PackedWeights out(buf, [](const uint8_t* p) { std::free(const_cast<uint8_t*>(p)); });
   const uint8_t* src = static_cast<const uint8_t*>(w);
   ThreadPool::instance().parallel_for((size_t)groups, [&](size_t g, int) {
     for (int64_t b = 0; b < blocks; ++b) {
-      uint8_t* dst = out.data() + ((size_t)g * (size_t)blocks + (size_t)b) * bb;
+      uint8_t* dst = buf + ((size_t)g * (size_t)blocks + (size_t)b) * bb;
       for (int r = 0; r < kX16Rows; ++r) {
         const int64_t n = (int64_t)g * kX16Rows + r;
-        if (n >= N) break;
+        if (n >= N) {  // padding rows: scale 0, quants 0
+          std::memset(dst + 2 * r, 0, 2);
+          for (size_t run = 0; run < qbytes / 4; ++run) std::memset(dst + 32 + run * 64 + (size_t)r * 4, 0, 4);
+          continue;
+        }
         const uint8_t* blk = src + ((size_t)n * (size_t)blocks + (size_t)b) * src_bb;
         std::memcpy(dst + 2 * r, blk, 2);  // the f16 scale
         for (size_t run = 0; run < qbytes / 4; ++run) {  // 4-byte runs of the 16 rows, run after run

@@ -32,7 +32,7 @@ Llm::Llm(const LlmConfig& c, const LlmTensorNames& n) : cfg_(c), lora_scale_(n.l
     if (dtype_is_block(w.t.type) && in % dtype_block_elems(w.t.type)) throw Error(ErrorCode::Shape, w.t.where + ": rows are not whole blocks");
     w.x16 = repack_x16(w.t.data, w.t.type, out, in);
     // the mapped original is not read again on this path: let its pages go from the resident set
-    if (!w.x16.empty()) drop_resident(w.t.data, dtype_bytes(w.t.type, w.t.numel()));
+    if (w.x16) drop_resident(w.t.data, dtype_bytes(w.t.type, w.t.numel()));
     const auto it = n.lora.find(ref.second);
     if (it != n.lora.end()) {
       w.has_lora = true;
@@ -88,7 +88,7 @@ void Llm::linear(const LinearWeight& w, const float* x, int64_t T, float* out) c
     a.K = t.shape[1];
     matmul_cpu(a);
   };
-  mm(w.t, x, T, out, w.x16.empty() ? nullptr : w.x16.data());
+  mm(w.t, x, T, out, w.x16.get());
   if (!w.has_lora) return;
   // LoRA kept separate: out += scale · B (A x); r is small, so this costs a few per cent
   const int64_t r = w.lora_a.shape[0], N = w.t.shape[0];

@@ -43,8 +43,7 @@ void LinearWrap::Construct(const Napi::CallbackInfo& info) {
              "weight has " + std::to_string(wa.ByteLength()) + " bytes; outFeatures × inFeatures of " + dtype_name(dtype_) +
                  " need " + std::to_string(dtype_bytes(dtype_, out_features_ * in_features_)));
   weight_ = Napi::Persistent(wa);
-  auto x16 = repack_x16(static_cast<const uint8_t*>(wa.ArrayBuffer().Data()) + wa.ByteOffset(), dtype_, out_features_, in_features_);
-  if (!x16.empty()) x16_ = std::make_shared<const std::vector<uint8_t>>(std::move(x16));
+  x16_ = repack_x16(static_cast<const uint8_t*>(wa.ArrayBuffer().Data()) + wa.ByteOffset(), dtype_, out_features_, in_features_);
   if (!info[4].IsNull() && !info[4].IsUndefined()) {
     if (!info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
       throw_js(env, ErrorCode::Argument, "bias must be a Float32Array or null, got " + js_type_name(info[4]));
@@ -111,7 +110,7 @@ Napi::Value LinearWrap::DoForward(const Napi::CallbackInfo& info) {
   args.N = out_features_;
   args.K = in_features_;
   args.act = act;
-  args.w_x16 = x16_ ? x16_->data() : nullptr;
+  args.w_x16 = x16_.get();
 
   struct Pins {
     Napi::ObjectReference input, output, self;
