@@ -9,7 +9,6 @@
 // (≤ 8 MiB at K = 4096) is read from L3 by every task. Output tiles are the parallel tasks.
 // Tiny M (decode): a GEMV reads w rows directly, no packing, parallel over output columns.
 #include <immintrin.h>
-#include <sys/mman.h>
 
 // GCC 12's AVX-512 intrinsic headers trip -Wmaybe-uninitialized on their own masked builtins
 #if defined(__GNUC__) && !defined(__clang__)
@@ -574,10 +573,9 @@ PackedWeights repack_x16(const void* w, DType type, int64_t N, int64_t K) {
   const int64_t blocks = K / kQBlock, groups = (N + kX16Rows - 1) / kX16Rows;
   const size_t bb = x16_block_bytes(type), src_bb = dtype_block_bytes(type), qbytes = type == DType::Q8_0 ? 32 : 16;
   // not zero-filled here: the threads below write every byte (first touch spread over the pool)
-  const size_t bytes = (size_t)(groups * blocks) * bb, align = (size_t)2 << 20;
+  const size_t bytes = (size_t)(groups * blocks) * bb, align = 64;
   uint8_t* buf = static_cast<uint8_t*>(std::aligned_alloc(align, (bytes + align - 1) / align * align));
   if (!buf) throw Error(ErrorCode::OOM, "repacking weights: cannot allocate " + std::to_string(bytes) + " bytes");
-  madvise(buf, (bytes + align - 1) / align * align, MADV_HUGEPAGE);
   PackedWeights out(buf, [](const uint8_t* p) { std::free(const_cast<uint8_t*>(p)); });
   const uint8_t* src = static_cast<const uint8_t*>(w);
   ThreadPool::instance().parallel_for((size_t)groups, [&](size_t g, int) {

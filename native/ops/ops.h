@@ -32,7 +32,8 @@ void matmul_cpu(const MatmulArgs& args);
 // multiplies against one broadcast run of activations); Q8_0 quants stored as u8 (q + 128), Q4_0 as
 // their nibbles: exactly as many bytes as the blocks. Empty when this CPU has
 // no AVX-512 VNNI or the type is another; matmul_cpu then reads w.
-// A buffer of repacked weights (2 MiB-aligned, transparent huge pages asked for); null when not repacked.
+// A buffer of repacked weights (64-byte aligned; transparent huge pages were tried: compaction stalls
+// made loading slower on average); null when not repacked.
 using PackedWeights = std::shared_ptr<const uint8_t>;
 PackedWeights repack_x16(const void* w, DType type, int64_t N, int64_t K);
 bool cpu_has_vnni();
