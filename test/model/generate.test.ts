@@ -184,6 +184,22 @@ describe('medllava chat', () => {
     expect(out).toBe(`${api.text}\n`);
   });
 
+  it('--image: answers about an image, the same as the API; /image in the interactive session does the same', async () => {
+    const png = join(root, 'cli.png');
+    await sharp({ create: { width: 64, height: 40, channels: 3, background: { r: 200, g: 40, b: 90 } } }).png().toFile(png);
+    const out = execFileSync(process.execPath, [cli(), 'chat', '--model', gguf, '--image', png, '--prompt', 'What does the image show?',
+      '--max-tokens', '12'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const api = await model.createChat().send({ text: 'What does the image show?', image: png }, { maxTokens: 12 });
+    expect(api.timings.imageMs).toBeGreaterThan(0);
+    expect(out).toBe(`${api.text}\n`);
+    // without the image the answer differs (the image really went in)
+    const noImage = await model.createChat().send({ text: 'What does the image show?' }, { maxTokens: 12 });
+    expect(noImage.tokens).not.toEqual(api.tokens);
+    const repl = execFileSync(process.execPath, [cli(), 'chat', '--model', gguf, '--max-tokens', '12'],
+      { encoding: 'utf8', input: `/image ${png}\nWhat does the image show?\n/quit\n`, stdio: ['pipe', 'pipe', 'pipe'] });
+    expect(repl).toContain(api.text);
+  });
+
   it('the interactive session reads questions until /quit, and /clear starts over', () => {
     const out = execFileSync(process.execPath, [cli(), 'chat', '--model', gguf, '--max-tokens', '4'],
       { encoding: 'utf8', input: 'first?\n/clear\nsecond?\n/quit\n', stdio: ['pipe', 'pipe', 'pipe'] });
