@@ -158,37 +158,6 @@ class CudaDevice : public cuda::DeviceMemory {
   cudaStream_t stream_ = nullptr;
 };
 
-struct RunnerState {
-  CudaDevice dev;
-  std::unique_ptr<cuda::LlmDevice> model;
-};
-
-class CudaLlmRunner : public LlmDeviceRunner {
- public:
-  explicit CudaLlmRunner(const Llm& m) : st_(std::make_shared<RunnerState>()) {
-    st_->model = std::make_unique<cuda::LlmDevice>(m, st_->dev);
-  }
-  // Each chat: its own KV cache, activation arena and stream; chats share only the weights, so their
-  // forwards run concurrently (one at a time per chat: the context wrapper refuses overlapping evals).
-  std::shared_ptr<void> new_sequence() override {
-    auto* seq = new cuda::LlmDevice::Sequence(st_->model->new_sequence());
-    auto st = st_;  // the device outlives every sequence on it
-    return std::shared_ptr<void>(seq, [st](void* p) {
-      auto* s = static_cast<cuda::LlmDevice::Sequence*>(p);
-      st->model->free_sequence(*s);
-      delete s;
-    });
-  }
-  void forward(void* sequence, int64_t n_past, const int32_t* tokens, int64_t T, bool all, float* out,
-               const float* embeddings) override {
-    auto* s = static_cast<cuda::LlmDevice::Sequence*>(sequence);
-    s->n_past = n_past;
-    st_->model->forward(*s, tokens, T, all, out, embeddings);
-  }
-
- private:
-  std::shared_ptr<RunnerState> st_;
-};
 }  // namespace
 
 namespace {
@@ -328,30 +297,14 @@ std::vector<KernelBench> bench_kernels(DevicePeaks& peaks) {
   return out;
 }
 
-namespace {
-class CudaVisionRunner : public VisionDeviceRunner {
- public:
-  explicit CudaVisionRunner(const Vision& v) : tower_(v, dev_) {}
-  void encode(const float* pixels, float* out) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    tower_.encode(pixels, out);
-  }
-
- private:
-  CudaDevice dev_;  // declared before the tower: built first, destroyed last
-  cuda::VisionDevice tower_;
-  std::mutex mu_;
-};
-}  // namespace
-
 std::shared_ptr<VisionDeviceRunner> load_vision(const Vision& v) {
   if (!info().available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + info().reason);
-  return std::make_shared<CudaVisionRunner>(v);
+  return std::make_shared<cuda::VisionRunnerOn<CudaDevice>>(v);
 }
 
 std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m) {
   if (!info().available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + info().reason);
-  return std::make_shared<CudaLlmRunner>(m);
+  return std::make_shared<cuda::LlmRunnerOn<CudaDevice>>(m);
 }
 
 }  // namespace cuda_backend

@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -302,6 +303,44 @@ class LlmDevice {
   float* norm_ = nullptr;
   float* scale_ = nullptr;  // (scale_len_) copies of the LoRA scale, for the residual kernel's γ
   std::vector<Layer> layers_;
+};
+
+// The LlmDeviceRunner (native/model/llm.h) over an LlmDevice on a `Device` — the CUDA runtime's in
+// the addon, the emulated one in the tests, so the tests drive the same path Llm::forward takes.
+// Each chat (sequence) has its own KV cache, activation arena and stream; chats share only the
+// weights, so their forwards run concurrently (one at a time per chat: the context refuses overlaps).
+template <class Device>
+class LlmRunnerOn : public LlmDeviceRunner {
+ public:
+  template <class... DeviceArgs>
+  explicit LlmRunnerOn(const Llm& m, DeviceArgs... args) : st_(std::make_shared<State>(args...)) {
+    st_->model = std::make_unique<LlmDevice>(m, st_->dev);
+  }
+  std::shared_ptr<void> new_sequence() override {
+    auto* seq = new LlmDevice::Sequence(st_->model->new_sequence());
+    auto st = st_;  // the device outlives every sequence on it
+    return std::shared_ptr<void>(seq, [st](void* p) {
+      auto* s = static_cast<LlmDevice::Sequence*>(p);
+      st->model->free_sequence(*s);
+      delete s;
+    });
+  }
+  void forward(void* sequence, int64_t n_past, const int32_t* tokens, int64_t T, bool all, float* out,
+               const float* embeddings) override {
+    auto* s = static_cast<LlmDevice::Sequence*>(sequence);
+    s->n_past = n_past;  // the cache may have been truncated: positions from n_past on are rewritten
+    st_->model->forward(*s, tokens, T, all, out, embeddings);
+  }
+  Device& device() { return st_->dev; }
+
+ private:
+  struct State {
+    template <class... DeviceArgs>
+    explicit State(DeviceArgs... args) : dev(args...) {}
+    Device dev;  // declared first: built first, destroyed last
+    std::unique_ptr<LlmDevice> model;
+  };
+  std::shared_ptr<State> st_;
 };
 
 }  // namespace cuda

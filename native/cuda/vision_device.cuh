@@ -6,6 +6,7 @@
 // emulator in the tests.
 #pragma once
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "../core/error.h"
@@ -150,6 +151,24 @@ class VisionDevice {
   Lin patch_, proj0_, proj2_;
   float *pos_ = nullptr, *pre_w_ = nullptr, *pre_b_ = nullptr, *arena_ = nullptr;
   std::vector<Layer> layers_;
+};
+
+// The VisionDeviceRunner (native/model/vision.h) over a VisionDevice on a `Device`: the CUDA
+// runtime's in the addon, the emulated one in the tests. Encodes are serialised (one arena).
+template <class Device>
+class VisionRunnerOn : public VisionDeviceRunner {
+ public:
+  template <class... DeviceArgs>
+  explicit VisionRunnerOn(const Vision& v, DeviceArgs... args) : dev_(args...), tower_(v, dev_) {}
+  void encode(const float* pixels, float* out) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    tower_.encode(pixels, out);
+  }
+
+ private:
+  Device dev_;  // declared before the tower: built first, destroyed last
+  VisionDevice tower_;
+  std::mutex mu_;
 };
 
 }  // namespace cuda

@@ -394,15 +394,50 @@ Napi::Value EmulatedVision(const Napi::CallbackInfo& info) {
   VisionConfig cfg;
   VisionTensorNames names;
   parse_vision_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
-  const Vision vision(cfg, names);
+  Vision vision(cfg, names);
   Napi::Object holder = Napi::Object::New(env);
   holder.Set("pixels", info[2]);
   const float* px = arg_array<float>(holder, "pixels", napi_float32_array, 3 * cfg.image_size * cfg.image_size);
-  EmuDevice dev((size_t)1 << 40);
-  cuda::VisionDevice tower(vision, dev);
+  // through Vision::encode with the emulated device attached: the addon's path with device 'cuda'
+  vision.attach_device(std::make_shared<cuda::VisionRunnerOn<EmuDevice>>(vision, (size_t)1 << 40));
   Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)(vision.tokens() * cfg.out_dim));
-  tower.encode(px, out.Data());
+  vision.encode(px, out.Data());
   return out;
+}
+
+// emulatedLlm(config, tensors, steps: [{ tokens: Int32Array, truncate?: number, embeddings? }]) ->
+//   Float32Array[] (each step's last logits): a Llm with the emulated device attached, driven through
+//   Llm::new_cache / Llm::forward exactly as NativeLlmContext drives the CUDA one (truncation included).
+Napi::Value EmulatedLlm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsObject() || !info[2].IsArray())
+    throw_js(env, ErrorCode::Argument, "emulatedLlm(config, tensors, steps)");
+  LlmConfig cfg;
+  LlmTensorNames names;
+  parse_llm_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
+  Llm llm(cfg, names);
+  auto runner = std::make_shared<cuda::LlmRunnerOn<EmuDevice>>(llm, (size_t)1 << 40);
+  llm.attach_device(runner);
+  Napi::Array steps = info[2].As<Napi::Array>(), outs = Napi::Array::New(env, steps.Length());
+  {
+    Llm::Cache cache = llm.new_cache();
+    if (!cache.device || !cache.k.empty()) throw Error(ErrorCode::Cuda, "the cache is not the device's");
+    for (uint32_t i = 0; i < steps.Length(); ++i) {
+      const Napi::Object st = steps.Get(i).As<Napi::Object>();
+      if (st.Has("truncate")) {
+        const int64_t n = arg_int(st, "truncate", 0, 1 << 30);
+        if (n < cache.n_past) cache.n_past = n;  // as NativeLlmContext.truncate
+      }
+      const int32_t* tokens = arg_array<int32_t>(st, "tokens", napi_int32_array, -1);
+      const int64_t T = (int64_t)st.Get("tokens").As<Napi::TypedArray>().ElementLength();
+      const float* emb = st.Has("embeddings") ? arg_array<float>(st, "embeddings", napi_float32_array, T * cfg.hidden, true) : nullptr;
+      Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)cfg.vocab);
+      llm.forward(cache, tokens, T, false, out.Data(), emb);
+      outs.Set(i, out);
+    }
+  }  // the cache (its device sequence) goes first
+  if (runner->device().open_streams() != 0) throw Error(ErrorCode::Cuda, "emulated device: a stream was not freed");
+  return outs;
 }
 
 // setOptions({ blockOrder: 'forward' | 'reverse' | 'shuffle', seed, reverseThreads, poisonShared })
@@ -440,6 +475,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaOp", Napi::Function::New<guarded<CudaOp>>(env, "cudaOp"));
   exports.Set("emulatedGreedy", Napi::Function::New<guarded<EmulatedGreedy>>(env, "emulatedGreedy"));
   exports.Set("emulatedVision", Napi::Function::New<guarded<EmulatedVision>>(env, "emulatedVision"));
+  exports.Set("emulatedLlm", Napi::Function::New<guarded<EmulatedLlm>>(env, "emulatedLlm"));
   exports.Set("setOptions", Napi::Function::New<guarded<SetOptions>>(env, "setOptions"));
   exports.Set("stats", Napi::Function::New<guarded<Stats>>(env, "stats"));
   return exports;

@@ -95,6 +95,29 @@ describe('the LLM on the emulated CUDA backend vs the CPU engine', () => {
     expect(ca.tokens).not.toEqual(cb.tokens);
   }, 120_000);
 
+  it('through Llm::forward with the device attached (the addon\'s path): steps, truncation and reuse match the CPU context', async () => {
+    const spec = specs['Q8_0']!;
+    const steps = [
+      { tokens: Int32Array.from([1, 11, 12, 13, 14, 15]) },
+      { tokens: Int32Array.of(16) },
+      { tokens: Int32Array.from([21, 22]), truncate: 3 },  // a new turn that shares the first 3 positions
+      { tokens: Int32Array.of(23) },
+    ];
+    const { config, tensors } = llmLoadArgs(spec, { contextLength: 256 });
+    const dev = simt().emulatedLlm(config, tensors, steps);
+    const llm = await loadLlm(spec, { contextLength: 256 });
+    const ctx = llm.createContext();
+    for (const [i, st] of steps.entries()) {
+      if (st.truncate !== undefined) ctx.truncate(st.truncate);
+      const cpu = await ctx.eval(st.tokens);
+      // Q8_0: the CPU quantizes activations to Q8_0 (VNNI / decode path), the device does not
+      expect(relativeError(dev[i]!, cpu), `step ${i}`).toBeLessThan(2e-2);
+      expect(argmax(dev[i]!), `step ${i}`).toBe(argmax(cpu));
+    }
+    ctx.dispose();
+    llm.dispose();
+  }, 120_000);
+
   it('E_OOM before allocating when the model does not fit, saying how much it needs', () => {
     const spec = specs['F32']!;
     const { config, tensors } = llmLoadArgs(spec, { contextLength: 256 });

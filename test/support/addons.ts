@@ -22,6 +22,10 @@ export interface SimtAddon {
   emulatedGreedy(config: NativeLlmConfig, tensors: NativeLlmTensors, prompt: Int32Array, steps: number,
     options?: { maxBatch?: number; budgetBytes?: number; embeddings?: Float32Array; secondPrompt?: Int32Array }):
     { tokens: Int32Array; secondTokens: Int32Array; logits: Float32Array; deviceBytes: number };
+  /** A NativeLlm-equivalent Llm with the emulated CUDA device attached, driven through Llm::forward like a context:
+   * each step's last-row logits; `truncate` forgets cached positions first, as NativeLlmContext.truncate. */
+  emulatedLlm(config: NativeLlmConfig, tensors: NativeLlmTensors,
+    steps: { tokens: Int32Array; truncate?: number; embeddings?: Float32Array }[]): Float32Array[];
   /** The vision tower + projector on the CUDA kernels under the emulator (native/cuda/vision_device.cuh). */
   emulatedVision(config: NativeVisionConfig, tensors: NativeVisionTensors, pixels: Float32Array): Float32Array;
   setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
