@@ -296,6 +296,54 @@ __attribute__((target("avx2,fma,f16c"))) void gemv_columns(const MatmulArgs& p, 
   }
 }
 
+// Sixteen weights of a f32 / f16 / bf16 row from element `off`, as f32 (AVX-512).
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) inline __m512 load16(const void* w, DType t, int64_t off) {
+  switch (t) {
+    case DType::F16:
+      return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + off)));
+    case DType::BF16: {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + off));
+      return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    default: return _mm512_loadu_ps(static_cast<const float*>(w) + off);
+  }
+}
+
+// A few rows (a chat turn's prompt): every weight row is read once, converted in registers, and
+// multiplied into up to 8 activation rows at a time — no packed copy of w (which for a 16-token
+// prompt cost more than the products: converting and writing every weight as f32).
+constexpr int64_t kSmallM = 16;
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void small_m_columns(const MatmulArgs& p, int64_t n_begin,
+                                                                                   int64_t n_end) {
+  const int64_t K16 = p.K / 16 * 16;
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    const int64_t row = n * p.K;
+    for (int64_t m0 = 0; m0 < p.M; m0 += 8) {
+      const int rm = (int)std::min<int64_t>(8, p.M - m0);
+      __m512 acc[8];
+      for (int i = 0; i < 8; ++i) acc[i] = _mm512_setzero_ps();
+      for (int64_t k = 0; k < K16; k += 16) {
+        const __m512 w = load16(p.w, p.w_type, row + k);
+        for (int i = 0; i < 8; ++i)
+          if (i < rm) acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(p.a + (m0 + i) * p.K + k), w, acc[i]);
+      }
+      for (int i = 0; i < rm; ++i) {
+        float v = _mm512_reduce_add_ps(acc[i]);
+        for (int64_t k = K16; k < p.K; ++k) v += p.a[(m0 + i) * p.K + k] * load_weight(p.w, p.w_type, row + k);
+        if (p.bias) v += p.bias[n];
+        p.out[(m0 + i) * p.N + n] = apply_activation(v, p.act);
+      }
+    }
+  }
+}
+
+void small_m_avx512(const MatmulArgs& p) {
+  constexpr int64_t COLS = 32;
+  ThreadPool::instance().parallel_for((size_t)((p.N + COLS - 1) / COLS), [&](size_t task, int) {
+    small_m_columns(p, (int64_t)task * COLS, std::min<int64_t>(p.N, ((int64_t)task + 1) * COLS));
+  });
+}
+
 void gemv_avx2(const MatmulArgs& p) {
   constexpr int64_t COLS = 64;  // columns per task
   const int64_t tasks = (p.N + COLS - 1) / COLS;
@@ -608,6 +656,7 @@ void matmul_cpu(const MatmulArgs& p) {
   if (!use_avx2()) return matmul_cpu_scalar(p);
   if (p.w_x16 && use_avx512() && cpu_has_vnni() && (p.w_type == DType::Q8_0 || p.w_type == DType::Q4_0)) return matmul_vnni_x16(p);
   if (p.M <= 2) return dtype_is_block(p.w_type) ? gemv_q_avx2(p) : gemv_avx2(p);
+  if (p.M <= kSmallM && !dtype_is_block(p.w_type) && use_avx512()) return small_m_avx512(p);
   gemm_avx2(p);
 }
 
