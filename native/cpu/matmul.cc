@@ -461,6 +461,7 @@ void gemv_q_avx2(const MatmulArgs& p) {
 struct QActSums {
   std::vector<int8_t> q;
   std::vector<float> d, sum;  // per block: scale, Σq (as float)
+  std::vector<float> sum_lo;  // per block: Σq over its first 16 values (Q6_K's half-block scales); Σ of the rest = sum - sum_lo
 };
 
 QActSums quantize_rows_q8_sums(const float* a, int64_t M, int64_t K) {
@@ -469,74 +470,99 @@ QActSums quantize_rows_q8_sums(const float* a, int64_t M, int64_t K) {
   r.q.resize((size_t)(M * K));
   r.d.resize((size_t)nb);
   r.sum.resize((size_t)nb);
+  r.sum_lo.resize((size_t)nb);
   ThreadPool::instance().parallel_for((size_t)M, [&](size_t m, int) {
     for (int64_t b = (int64_t)m * (K / kQBlock); b < ((int64_t)m + 1) * (K / kQBlock); ++b) {
       const float* x = a + b * kQBlock;
       float amax = 0;
       for (int j = 0; j < kQBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
       const float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
-      int sum = 0;
+      int sum = 0, lo = 0;
       for (int j = 0; j < kQBlock; ++j) {
         const int q = (int)std::lrintf(x[j] * id);
         r.q[(size_t)(b * kQBlock + j)] = (int8_t)q;
         sum += q;
+        if (j == 15) lo = sum;
       }
       r.d[(size_t)b] = d;
       r.sum[(size_t)b] = (float)sum;
+      r.sum_lo[(size_t)b] = (float)lo;
     }
   });
   return r;
 }
 
 constexpr int kX16Rows = 16;
-inline size_t x16_block_bytes(DType t) { return 32 + (t == DType::Q8_0 ? 8 : 4) * 64; }
+// Bytes of one 32-value block of 16 rows: the f16 scale vectors, then the quant runs.
+//   Q8_0: d            | 8 runs of u8 (q + 128)        value = d·u − 128·d
+//   Q4_0: d            | 4 runs of nibble pairs        value = d·u − 8·d
+//   Q4_K: d·sc, dmin·m | 4 runs of nibble pairs        value = s·u − mn   (one 6-bit scale / min per 32)
+//   Q6_K: s_lo, s_hi   | 8 runs of u8 (the 6-bit q)    value = s·u − 32·s (a scale per 16 values)
+inline size_t x16_scale_bytes(DType t) { return t == DType::Q4_K || t == DType::Q6_K ? 64 : 32; }
+inline int x16_runs(DType t) { return t == DType::Q8_0 || t == DType::Q6_K ? 8 : 4; }
+inline size_t x16_block_bytes(DType t) { return x16_scale_bytes(t) + (size_t)x16_runs(t) * 64; }
 
 // out rows [m0, m0 + RM) × columns [16 g, 16 g + 16) (clipped to N) of the product
 template <int RM>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c"))) void vnni_tile(const MatmulArgs& p, const QActSums& qa,
                                                                                     int64_t m0, int rm, int64_t g) {
-  const bool q4 = p.w_type == DType::Q4_0;
+  const DType t = p.w_type;
+  const bool nibbles = t == DType::Q4_0 || t == DType::Q4_K;
   const int64_t blocks = p.K / kQBlock;
-  const size_t bb = x16_block_bytes(p.w_type);
+  const size_t bb = x16_block_bytes(t), sb = x16_scale_bytes(t);
   const uint8_t* wg = p.w_x16 + (size_t)g * (size_t)blocks * bb;
-  const float offset = q4 ? 8.0f : 128.0f;
+  const float offset = t == DType::Q4_0 ? 8.0f : t == DType::Q8_0 ? 128.0f : 32.0f;
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m512 acc[RM];
   for (int i = 0; i < RM; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = wg + (size_t)b * bb;
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+    const __m512 s0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+    const __m512 s1 = sb == 64 ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32))) : s0;
     __m512i w[8];
-    if (q4) {
-      for (int t = 0; t < 4; ++t) {
-        const __m512i raw = _mm512_loadu_si512(blk + 32 + 64 * t);
-        w[t] = _mm512_and_si512(raw, low4);
-        w[t + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
+    if (nibbles) {
+      for (int r = 0; r < 4; ++r) {
+        const __m512i raw = _mm512_loadu_si512(blk + sb + 64 * r);
+        w[r] = _mm512_and_si512(raw, low4);
+        w[r + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
       }
     } else {
-      for (int j = 0; j < 8; ++j) w[j] = _mm512_loadu_si512(blk + 32 + 64 * j);
+      for (int j = 0; j < 8; ++j) w[j] = _mm512_loadu_si512(blk + sb + 64 * j);
     }
     for (int i = 0; i < RM; ++i) {
       if (i >= rm) break;
       const int64_t ab = (m0 + i) * blocks + b;
       const int8_t* a = qa.q.data() + ab * kQBlock;
-      __m512i dot = _mm512_setzero_si512();
-      for (int j = 0; j < 8; ++j) {
+      __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+      for (int j = 0; j < 4; ++j) {
         int32_t run;
         std::memcpy(&run, a + 4 * j, 4);
-        dot = _mm512_dpbusd_epi32(dot, w[j], _mm512_set1_epi32(run));
+        lo = _mm512_dpbusd_epi32(lo, w[j], _mm512_set1_epi32(run));
+        std::memcpy(&run, a + 16 + 4 * j, 4);
+        hi = _mm512_dpbusd_epi32(hi, w[j + 4], _mm512_set1_epi32(run));
       }
-      const __m512 f = _mm512_sub_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(offset * qa.sum[(size_t)ab]));
-      acc[i] = _mm512_fmadd_ps(f, _mm512_mul_ps(dw, _mm512_set1_ps(qa.d[(size_t)ab])), acc[i]);
+      const __m512 da = _mm512_set1_ps(qa.d[(size_t)ab]);
+      const float sum = qa.sum[(size_t)ab], sum_lo = qa.sum_lo[(size_t)ab];
+      __m512 f;
+      if (t == DType::Q6_K) {  // a scale per 16 values: each half with its own, offset 32
+        const __m512 flo = _mm512_sub_ps(_mm512_cvtepi32_ps(lo), _mm512_set1_ps(32.0f * sum_lo));
+        const __m512 fhi = _mm512_sub_ps(_mm512_cvtepi32_ps(hi), _mm512_set1_ps(32.0f * (sum - sum_lo)));
+        f = _mm512_fmadd_ps(flo, s0, _mm512_mul_ps(fhi, s1));
+      } else if (t == DType::Q4_K) {  // s·Σu·a − mn·Σa
+        f = _mm512_fnmadd_ps(s1, _mm512_set1_ps(sum), _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi)), s0));
+      } else {  // d·(Σu·a − offset·Σa)
+        f = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi)), _mm512_set1_ps(offset * sum)), s0);
+      }
+      acc[i] = _mm512_fmadd_ps(f, da, acc[i]);
     }
   }
   const int64_t n0 = g * kX16Rows;
   const int cols = (int)std::min<int64_t>(kX16Rows, p.N - n0);
   for (int i = 0; i < rm; ++i) {
-    alignas(64) float t[kX16Rows];
-    _mm512_store_ps(t, acc[i]);
+    alignas(64) float out[kX16Rows];
+    _mm512_store_ps(out, acc[i]);
     float* row = p.out + (m0 + i) * p.N + n0;
-    for (int j = 0; j < cols; ++j) row[j] = apply_activation(t[j] + (p.bias ? p.bias[n0 + j] : 0.0f), p.act);
+    for (int j = 0; j < cols; ++j) row[j] = apply_activation(out[j] + (p.bias ? p.bias[n0 + j] : 0.0f), p.act);
   }
 }
 
@@ -616,10 +642,65 @@ void gemm_avx2(const MatmulArgs& p) {
 
 bool cpu_has_vnni() { return cpu_features().avx512vnni && cpu_features().avx512f && cpu_features().avx512bw; }
 
+namespace {
+// The 6-bit scale and min of sub-block j of a Q4_K super-block (12 packed bytes), as GGML packs them.
+void q4k_scale_min(int j, const uint8_t* q, int* d, int* m) {
+  if (j < 4) {
+    *d = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// Row n's 32-value block b of a stored tensor, as the x16 format holds it: the scale pair (f16 bits:
+// s and mn / s_lo and s_hi / d) and the unsigned values u[32] (Q8_0: q + 128; Q4_0 / Q4_K: 0..15;
+// Q6_K: 0..63). Q8_0 and Q4_0 keep their bytes as they are (raw16 / raw32); the K-quants are decoded.
+void x16_source_block(const uint8_t* src, DType t, int64_t blocks, int64_t n, int64_t b, uint16_t sc[2], uint8_t u[32]) {
+  if (t == DType::Q8_0 || t == DType::Q4_0) {
+    const uint8_t* blk = src + ((size_t)n * (size_t)blocks + (size_t)b) * dtype_block_bytes(t);
+    std::memcpy(&sc[0], blk, 2);
+    sc[1] = sc[0];
+    for (int l = 0; l < 32; ++l) {
+      if (t == DType::Q8_0) u[l] = (uint8_t)(blk[2 + l] ^ 0x80);
+      else u[l] = l < 16 ? (blk[2 + l] & 0xF) : (blk[2 + l - 16] >> 4);
+    }
+    return;
+  }
+  const int64_t super = b / 8, j = b % 8;  // 8 blocks of 32 per super-block of 256
+  const uint8_t* sbk = src + ((size_t)n * (size_t)(blocks / 8) + (size_t)super) * dtype_block_bytes(t);
+  if (t == DType::Q4_K) {  // d, dmin, scales[12], qs[128]
+    const float d = f16_to_f32((uint16_t)(sbk[0] | sbk[1] << 8)), dmin = f16_to_f32((uint16_t)(sbk[2] | sbk[3] << 8));
+    int s6, m6;
+    q4k_scale_min((int)j, sbk + 4, &s6, &m6);
+    sc[0] = f32_to_f16(d * (float)s6);
+    sc[1] = f32_to_f16(dmin * (float)m6);
+    const uint8_t* q = sbk + 16 + 32 * (j / 2);
+    for (int l = 0; l < 32; ++l) u[l] = (j & 1) ? (q[l] >> 4) : (q[l] & 0xF);
+    return;
+  }
+  // Q6_K: ql[128], qh[64], scales[16] int8, d; block j = half (j / 4), group (j % 4)
+  const int64_t half = j / 4, grp = j % 4;
+  const uint8_t* ql = sbk + 64 * half;
+  const uint8_t* qh = sbk + 128 + 32 * half;
+  const int8_t* s8 = reinterpret_cast<const int8_t*>(sbk + 192) + 8 * half;
+  const float d = f16_to_f32((uint16_t)(sbk[208] | sbk[209] << 8));
+  sc[0] = f32_to_f16(d * (float)s8[2 * grp]);
+  sc[1] = f32_to_f16(d * (float)s8[2 * grp + 1]);
+  for (int l = 0; l < 32; ++l) {
+    const int lo = (grp & 1) ? ql[l + 32] : ql[l];
+    u[l] = (uint8_t)(((grp < 2 ? lo : lo >> 4) & 0xF) | (((qh[l] >> (2 * grp)) & 3) << 4));
+  }
+}
+}  // namespace
+
 PackedWeights repack_x16(const void* w, DType type, int64_t N, int64_t K) {
-  if (!cpu_has_vnni() || (type != DType::Q8_0 && type != DType::Q4_0) || K % kQBlock) return nullptr;
+  const bool ok = type == DType::Q8_0 || type == DType::Q4_0 || type == DType::Q4_K || type == DType::Q6_K;
+  if (!cpu_has_vnni() || !ok || K % dtype_block_elems(type)) return nullptr;
   const int64_t blocks = K / kQBlock, groups = (N + kX16Rows - 1) / kX16Rows;
-  const size_t bb = x16_block_bytes(type), src_bb = dtype_block_bytes(type), qbytes = type == DType::Q8_0 ? 32 : 16;
+  const size_t bb = x16_block_bytes(type), sb = x16_scale_bytes(type);
+  const bool nibbles = type == DType::Q4_0 || type == DType::Q4_K;
   // not zero-filled here: the threads below write every byte (first touch spread over the pool)
   const size_t bytes = (size_t)(groups * blocks) * bb, align = 64;
   uint8_t* buf = static_cast<uint8_t*>(std::aligned_alloc(align, (bytes + align - 1) / align * align));
@@ -631,18 +712,20 @@ PackedWeights repack_x16(const void* w, DType type, int64_t N, int64_t K) {
       uint8_t* dst = buf + ((size_t)g * (size_t)blocks + (size_t)b) * bb;
       for (int r = 0; r < kX16Rows; ++r) {
         const int64_t n = (int64_t)g * kX16Rows + r;
-        if (n >= N) {  // padding rows: scale 0, quants 0
-          std::memset(dst + 2 * r, 0, 2);
-          for (size_t run = 0; run < qbytes / 4; ++run) std::memset(dst + 32 + run * 64 + (size_t)r * 4, 0, 4);
-          continue;
-        }
-        const uint8_t* blk = src + ((size_t)n * (size_t)blocks + (size_t)b) * src_bb;
-        std::memcpy(dst + 2 * r, blk, 2);  // the f16 scale
-        for (size_t run = 0; run < qbytes / 4; ++run) {  // 4-byte runs of the 16 rows, run after run
-          uint32_t q;
-          std::memcpy(&q, blk + 2 + 4 * run, 4);
-          if (type == DType::Q8_0) q ^= 0x80808080u;  // s8 → u8 (q + 128)
-          std::memcpy(dst + 32 + run * 64 + (size_t)r * 4, &q, 4);
+        uint16_t sc[2] = {0, 0};
+        uint8_t u[32] = {};  // padding rows: scales 0, values 0
+        if (n < N) x16_source_block(src, type, blocks, n, b, sc, u);
+        std::memcpy(dst + 2 * r, &sc[0], 2);
+        if (sb == 64) std::memcpy(dst + 32 + 2 * r, &sc[1], 2);
+        // 4-byte runs of the 16 rows, run after run: values (4 j … 4 j + 3), or as nibble pairs
+        // (value t | value t + 16 << 4) for the 4-bit types
+        for (int run = 0; run < x16_runs(type); ++run) {
+          uint8_t v[4];
+          for (int e = 0; e < 4; ++e) {
+            const int i = 4 * run + e;
+            v[e] = nibbles ? (uint8_t)(u[i] | u[i + 16] << 4) : u[i];
+          }
+          std::memcpy(dst + sb + (size_t)run * 64 + (size_t)r * 4, v, 4);
         }
       }
     }
@@ -654,7 +737,7 @@ void matmul_cpu(const MatmulArgs& p) {
   check_args(p);
   if (p.M == 0) return;
   if (!use_avx2()) return matmul_cpu_scalar(p);
-  if (p.w_x16 && use_avx512() && cpu_has_vnni() && (p.w_type == DType::Q8_0 || p.w_type == DType::Q4_0)) return matmul_vnni_x16(p);
+  if (p.w_x16 && use_avx512() && cpu_has_vnni() && dtype_is_block(p.w_type)) return matmul_vnni_x16(p);
   if (p.M <= 2) return dtype_is_block(p.w_type) ? gemv_q_avx2(p) : gemv_avx2(p);
   if (p.M <= kSmallM && !dtype_is_block(p.w_type) && use_avx512()) return small_m_avx512(p);
   gemm_avx2(p);
