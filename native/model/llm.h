@@ -40,7 +40,7 @@ struct LlmTensorNames {
 
 struct LinearWeight {
   TensorRef t;  // (out, in)
-  PackedWeights x16;  // Q8_0 / Q4_0 repacked for AVX-512 VNNI (repack_x16), where the CPU has it
+  PackedWeights x16;  // GGML blocks repacked for AVX-512 VNNI (repack_x16), where the CPU has it
   bool has_lora = false;
   TensorRef lora_a, lora_b;  // (r, in), (out, r)
 };

@@ -26,7 +26,7 @@ class LinearWrap : public Napi::ObjectWrap<LinearWrap> {
 
   Napi::Reference<Napi::TypedArray> weight_;
   Napi::Reference<Napi::Float32Array> bias_;
-  PackedWeights x16_;  // Q8_0 / Q4_0 repacked for AVX-512 VNNI, as the model does
+  PackedWeights x16_;  // GGML blocks repacked for AVX-512 VNNI, as the model does
   DType dtype_ = DType::F32;
   int64_t out_features_ = 0, in_features_ = 0;
   int inflight_ = 0;

@@ -27,11 +27,12 @@ struct MatmulArgs {
 // out = act(a · wᵀ + bias). fp32 accumulation.
 void matmul_cpu(const MatmulArgs& args);
 
-// Q8_0 / Q4_0 weights (N, K) interleaved for AVX-512 VNNI: per group of 16 rows and per 32-value
-// block, the 16 f16 scales, then the quants as 4-byte runs of the 16 rows (what one vpdpbusd
-// multiplies against one broadcast run of activations); Q8_0 quants stored as u8 (q + 128), Q4_0 as
-// their nibbles: exactly as many bytes as the blocks. Empty when this CPU has
-// no AVX-512 VNNI or the type is another; matmul_cpu then reads w.
+// GGML block weights (N, K) — Q8_0, Q4_0, Q4_K, Q6_K — interleaved for AVX-512 VNNI: per group of
+// 16 rows and per 32-value block, f16 scale vectors (Q4_K: d·sc and dmin·m; Q6_K: the two per-16
+// scales), then the unsigned values as 4-byte runs of the 16 rows (what one vpdpbusd multiplies
+// against one broadcast run of activations): Q8_0 as q + 128, the 4-bit types as nibble pairs, Q6_K
+// as its 6-bit values. As many bytes as the blocks for Q8_0 / Q4_0, 11 % more for Q4_K, 37 % more
+// for Q6_K. Null when this CPU has no AVX-512 VNNI or the type is another; matmul_cpu then reads w.
 // A buffer of repacked weights (64-byte aligned; transparent huge pages were tried: compaction stalls
 // made loading slower on average); null when not repacked.
 using PackedWeights = std::shared_ptr<const uint8_t>;
