@@ -654,20 +654,10 @@ void q4k_scale_min(int j, const uint8_t* q, int* d, int* m) {
   }
 }
 
-// Row n's 32-value block b of a stored tensor, as the x16 format holds it: the scale pair (f16 bits:
-// s and mn / s_lo and s_hi / d) and the unsigned values u[32] (Q8_0: q + 128; Q4_0 / Q4_K: 0..15;
-// Q6_K: 0..63). Q8_0 and Q4_0 keep their bytes as they are (raw16 / raw32); the K-quants are decoded.
+// Row n's 32-value block b of a K-quant tensor, decoded as the x16 format holds it: the scale pair
+// (f16 bits — Q4_K: d·sc and dmin·m; Q6_K: the two per-16 scales) and the unsigned values u[32]
+// (Q4_K: 0..15; Q6_K: 0..63). (Q8_0 / Q4_0 keep their own bytes: repack_x16 copies them.)
 void x16_source_block(const uint8_t* src, DType t, int64_t blocks, int64_t n, int64_t b, uint16_t sc[2], uint8_t u[32]) {
-  if (t == DType::Q8_0 || t == DType::Q4_0) {
-    const uint8_t* blk = src + ((size_t)n * (size_t)blocks + (size_t)b) * dtype_block_bytes(t);
-    std::memcpy(&sc[0], blk, 2);
-    sc[1] = sc[0];
-    for (int l = 0; l < 32; ++l) {
-      if (t == DType::Q8_0) u[l] = (uint8_t)(blk[2 + l] ^ 0x80);
-      else u[l] = l < 16 ? (blk[2 + l] & 0xF) : (blk[2 + l - 16] >> 4);
-    }
-    return;
-  }
   const int64_t super = b / 8, j = b % 8;  // 8 blocks of 32 per super-block of 256
   const uint8_t* sbk = src + ((size_t)n * (size_t)(blocks / 8) + (size_t)super) * dtype_block_bytes(t);
   if (t == DType::Q4_K) {  // d, dmin, scales[12], qs[128]
@@ -712,6 +702,17 @@ PackedWeights repack_x16(const void* w, DType type, int64_t N, int64_t K) {
       uint8_t* dst = buf + ((size_t)g * (size_t)blocks + (size_t)b) * bb;
       for (int r = 0; r < kX16Rows; ++r) {
         const int64_t n = (int64_t)g * kX16Rows + r;
+        if (n < N && (type == DType::Q8_0 || type == DType::Q4_0)) {  // the blocks' own bytes, run by run
+          const uint8_t* blk = src + ((size_t)n * (size_t)blocks + (size_t)b) * dtype_block_bytes(type);
+          std::memcpy(dst + 2 * r, blk, 2);
+          for (int run = 0; run < x16_runs(type); ++run) {
+            uint32_t q;
+            std::memcpy(&q, blk + 2 + 4 * run, 4);
+            if (type == DType::Q8_0) q ^= 0x80808080u;  // s8 → u8 (q + 128)
+            std::memcpy(dst + sb + (size_t)run * 64 + (size_t)r * 4, &q, 4);
+          }
+          continue;
+        }
         uint16_t sc[2] = {0, 0};
         uint8_t u[32] = {};  // padding rows: scales 0, values 0
         if (n < N) x16_source_block(src, type, blocks, n, b, sc, u);
