@@ -271,6 +271,7 @@ AlignedBuffer aligned_floats(size_t n) {
 
 // Output columns [n_begin, n_end) for every row of a; each w row is read once.
 __attribute__((target("avx2,fma,f16c"))) void gemv_columns(const MatmulArgs& p, int64_t n_begin, int64_t n_end) {
+  const int64_t es = (int64_t)dtype_size(p.w_type);
   for (int64_t n = n_begin; n < n_end; ++n) {
     const int64_t row = n * p.K;
     for (int64_t m = 0; m < p.M; ++m) {
@@ -278,6 +279,8 @@ __attribute__((target("avx2,fma,f16c"))) void gemv_columns(const MatmulArgs& p, 
       __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
       int64_t k = 0;
       for (; k + 32 <= p.K; k += 32) {
+        // streaming the weights bounds this: ask for what comes 1 KiB ahead (one 64-byte line per step for f16)
+        _mm_prefetch(static_cast<const char*>(p.w) + (row + k) * es + 1024, _MM_HINT_T0);
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), load8(p.w, p.w_type, row + k), s0);
         s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), load8(p.w, p.w_type, row + k + 8), s1);
         s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 16), load8(p.w, p.w_type, row + k + 16), s2);
@@ -398,6 +401,7 @@ __attribute__((target("avx2,fma,f16c"))) void gemv_q_columns(const MatmulArgs& p
       __m256 acc = _mm256_setzero_ps();
       for (int64_t b = 0; b < blocks; ++b) {
         const uint8_t* blk = row + b * bb;
+        _mm_prefetch(reinterpret_cast<const char*>(blk) + 16 * bb, _MM_HINT_T0);  // streaming-bound: ~0.5 KiB ahead
         __m256i w;
         if (p.w_type == DType::Q8_0) {
           w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
@@ -517,6 +521,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c"))) void vnni_t
   for (int i = 0; i < RM; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = wg + (size_t)b * bb;
+    // decode (a few rows) is bound by streaming the weights: ask for the block 6 ahead now
+    if (rm <= 2)
+      for (size_t c = 0; c < bb; c += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + 6 * bb + c), _MM_HINT_T0);
     const __m512 s0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
     const __m512 s1 = sb == 64 ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32))) : s0;
     __m512i w[8];
