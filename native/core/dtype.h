@@ -7,15 +7,7 @@
 #include <string>
 
 #include "error.h"
-
-// Host + device (nvcc) for the helpers CUDA kernels use too.
-#ifndef MEDLLAVA_HD
-#if defined(__CUDACC__)
-#define MEDLLAVA_HD __host__ __device__
-#else
-#define MEDLLAVA_HD
-#endif
-#endif
+#include "hd.h"  // defines: MEDLLAVA_HD
 
 namespace medllava {
 

@@ -360,23 +360,38 @@ void gemv_avx2(const MatmulArgs& p) {
 // an activation block then meet as int8 × int8 → int32 dot products (maddubs on |w| and sign-moved
 // a), scaled by both blocks' scales. Decode is memory-bound: this reads each weight byte once and
 // spends ~6 instructions per 32 weights, where dequantizing to f32 spends ~4 per 8.
-struct QActivations {
+// Rows of activations as Q8_0 blocks (the AVX2 decode GEMV reads q and d; the VNNI kernels the sums too).
+struct QActSums {
   std::vector<int8_t> q;   // (M, K)
-  std::vector<float> d;    // (M, K / 32)
+  std::vector<float> d, sum;  // per block: scale, Σq (as float)
+  std::vector<float> sum_lo;  // per block: Σq over its first 16 values (Q6_K's half-block scales); Σ of the rest = sum - sum_lo
 };
 
-QActivations quantize_rows_q8(const float* a, int64_t M, int64_t K) {
-  QActivations r;
+QActSums quantize_rows_q8_sums(const float* a, int64_t M, int64_t K) {
+  QActSums r;
+  const int64_t nb = M * K / kQBlock;
   r.q.resize((size_t)(M * K));
-  r.d.resize((size_t)(M * K / kQBlock));
-  for (int64_t b = 0; b < M * K / kQBlock; ++b) {
-    const float* x = a + b * kQBlock;
-    float amax = 0;
-    for (int j = 0; j < kQBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
-    const float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
-    r.d[(size_t)b] = d;
-    for (int j = 0; j < kQBlock; ++j) r.q[(size_t)(b * kQBlock + j)] = (int8_t)std::lrintf(x[j] * id);
-  }
+  r.d.resize((size_t)nb);
+  r.sum.resize((size_t)nb);
+  r.sum_lo.resize((size_t)nb);
+  ThreadPool::instance().parallel_for((size_t)M, [&](size_t m, int) {
+    for (int64_t b = (int64_t)m * (K / kQBlock); b < ((int64_t)m + 1) * (K / kQBlock); ++b) {
+      const float* x = a + b * kQBlock;
+      float amax = 0;
+      for (int j = 0; j < kQBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
+      const float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
+      int sum = 0, lo = 0;
+      for (int j = 0; j < kQBlock; ++j) {
+        const int q = (int)std::lrintf(x[j] * id);
+        r.q[(size_t)(b * kQBlock + j)] = (int8_t)q;
+        sum += q;
+        if (j == 15) lo = sum;
+      }
+      r.d[(size_t)b] = d;
+      r.sum[(size_t)b] = (float)sum;
+      r.sum_lo[(size_t)b] = (float)lo;
+    }
+  });
   return r;
 }
 
@@ -387,7 +402,7 @@ __attribute__((target("avx2,fma,f16c"))) inline float hsum(__m256 s) {
   return _mm_cvtss_f32(q);
 }
 
-__attribute__((target("avx2,fma,f16c"))) void gemv_q_columns(const MatmulArgs& p, const QActivations& qa, int64_t n_begin,
+__attribute__((target("avx2,fma,f16c"))) void gemv_q_columns(const MatmulArgs& p, const QActSums& qa, int64_t n_begin,
                                                              int64_t n_end) {
   const int64_t blocks = p.K / kQBlock;
   const size_t bb = dtype_block_bytes(p.w_type);
@@ -449,53 +464,19 @@ void gemv_q_avx2(const MatmulArgs& p) {
     });
     return;
   }
-  const QActivations qa = quantize_rows_q8(p.a, p.M, p.K);
+  const QActSums qa = quantize_rows_q8_sums(p.a, p.M, p.K);
   constexpr int64_t COLS = 64;
   ThreadPool::instance().parallel_for((size_t)((p.N + COLS - 1) / COLS), [&](size_t task, int) {
     gemv_q_columns(p, qa, (int64_t)task * COLS, std::min<int64_t>(p.N, ((int64_t)task + 1) * COLS));
   });
 }
 
-// ---- AVX-512 VNNI on interleaved Q8_0 / Q4_0 (repack_x16) ---------------------------------------------
-// Activations are quantized per row to Q8_0 (q, d) with each block's Σq. For a group of 16 weight
+// ---- AVX-512 VNNI on interleaved GGML blocks (repack_x16) -----------------------------------------------
+// Activations are quantized per row to Q8_0 (quantize_rows_q8_sums: q, d and each block's Σq). For a group of 16 weight
 // rows and one block, 8 vpdpbusd (u8 weights × s8 activations, 4 products per lane) give the 16
 // int32 block dots at once; the weights' u8 offset (128 for Q8_0, 8 for Q4_0 nibbles) comes off as
 // offset · Σq, then one FMA applies d_w · d_a. About 20 instructions per 512 multiply-adds, where
 // the fp32 kernel spends ~40.
-struct QActSums {
-  std::vector<int8_t> q;
-  std::vector<float> d, sum;  // per block: scale, Σq (as float)
-  std::vector<float> sum_lo;  // per block: Σq over its first 16 values (Q6_K's half-block scales); Σ of the rest = sum - sum_lo
-};
-
-QActSums quantize_rows_q8_sums(const float* a, int64_t M, int64_t K) {
-  QActSums r;
-  const int64_t nb = M * K / kQBlock;
-  r.q.resize((size_t)(M * K));
-  r.d.resize((size_t)nb);
-  r.sum.resize((size_t)nb);
-  r.sum_lo.resize((size_t)nb);
-  ThreadPool::instance().parallel_for((size_t)M, [&](size_t m, int) {
-    for (int64_t b = (int64_t)m * (K / kQBlock); b < ((int64_t)m + 1) * (K / kQBlock); ++b) {
-      const float* x = a + b * kQBlock;
-      float amax = 0;
-      for (int j = 0; j < kQBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
-      const float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
-      int sum = 0, lo = 0;
-      for (int j = 0; j < kQBlock; ++j) {
-        const int q = (int)std::lrintf(x[j] * id);
-        r.q[(size_t)(b * kQBlock + j)] = (int8_t)q;
-        sum += q;
-        if (j == 15) lo = sum;
-      }
-      r.d[(size_t)b] = d;
-      r.sum[(size_t)b] = (float)sum;
-      r.sum_lo[(size_t)b] = (float)lo;
-    }
-  });
-  return r;
-}
-
 constexpr int kX16Rows = 16;
 // Bytes of one 32-value block of 16 rows: the f16 scale vectors, then the quant runs.
 //   Q8_0: d            | 8 runs of u8 (q + 128)        value = d·u − 128·d

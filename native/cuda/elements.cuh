@@ -31,6 +31,18 @@ __device__ __forceinline__ float bf16_bits_f32(uint16_t b) {
   return f;
 #endif
 }
+// One element of a typed array as f32: f32, __half, __nv_bfloat16, or f16 bits.
+template <class T>
+__device__ __forceinline__ float to_f32(T v);
+template <>
+__device__ __forceinline__ float to_f32<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(v); }
+template <>
+__device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <>
+__device__ __forceinline__ float to_f32<uint16_t>(uint16_t v) { return half_bits_f32(v); }  // f16 bits (the KV cache)
+
 __device__ __forceinline__ uint16_t load_u16(const uint8_t* p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
 // Element i of a row stored as `type` (f32 / f16 / bf16 / GGML blocks), as f32. Block types decode

@@ -17,15 +17,6 @@ namespace medllava {
 namespace cuda {
 
 template <class T>
-__device__ __forceinline__ float to_f32(T v);
-template <>
-__device__ __forceinline__ float to_f32<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(v); }
-template <>
-__device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <class T>
 __device__ __forceinline__ T from_f32(float v);
 template <>
 __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half(v); }

@@ -124,13 +124,6 @@ __global__ void kv_append_kernel(const float* __restrict__ src, uint16_t* __rest
 // head's KV head at column kvh·hd) are f32 (a ViT's) or f16 (the KV cache).
 constexpr int kFlashQ = 16, kFlashK = 32, kFlashWarps = 4, kMaxChunks = 4, kMaxHd = 32 * kMaxChunks;
 
-template <class KV>
-__device__ __forceinline__ float kv_f32(KV v);
-template <>
-__device__ __forceinline__ float kv_f32<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float kv_f32<uint16_t>(uint16_t v) { return half_bits_f32(v); }
-
 // State of one query row: running max m, running sum l, unnormalised output acc (this lane's dims).
 struct FlashRow {
   float m, l, acc[kMaxChunks];
@@ -197,8 +190,8 @@ __global__ void __launch_bounds__(32 * kFlashWarps)
     for (int i = threadIdx.x; i < n * hd; i += blockDim.x) {
       const int j = i / hd, d = i % hd;
       const int64_t g = (int64_t)(k0 + j) * kv_stride + (int64_t)kvh * hd + d;
-      Ks[j * (hd + 1) + d] = kv_f32(k[g]);
-      Vs[j * (hd + 1) + d] = kv_f32(v[g]);
+      Ks[j * (hd + 1) + d] = to_f32(k[g]);
+      Vs[j * (hd + 1) + d] = to_f32(v[g]);
     }
     __syncthreads();  // the tile is complete
 #pragma unroll
@@ -254,8 +247,8 @@ __global__ void __launch_bounds__(32 * kFlashWarps)
       for (int i = threadIdx.x; i < n * hd; i += blockDim.x) {
         const int j = i / hd, d = i % hd;
         const int64_t gi = (int64_t)(k0 + j) * kv_stride + (int64_t)kvh * hd + d;
-        Ks[j * (hd + 1) + d] = kv_f32(k[gi]);
-        Vs[j * (hd + 1) + d] = kv_f32(v[gi]);
+        Ks[j * (hd + 1) + d] = to_f32(k[gi]);
+        Vs[j * (hd + 1) + d] = to_f32(v[gi]);
       }
       __syncthreads();  // the tile (and Qs) is complete
       if (mine) flash_tile(st, Qs[warp], Ks, Vs, Ps[warp], n, k0, end, hd, scale);

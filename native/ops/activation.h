@@ -3,13 +3,7 @@
 #pragma once
 #include <cmath>
 
-#ifndef MEDLLAVA_HD
-#if defined(__CUDACC__)
-#define MEDLLAVA_HD __host__ __device__
-#else
-#define MEDLLAVA_HD
-#endif
-#endif
+#include "../core/hd.h"  // defines: MEDLLAVA_HD
 
 namespace medllava {
 
