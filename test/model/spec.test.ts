@@ -185,6 +185,22 @@ describe('LLaVA-Rad layout (LoRA adapter over a Vicuna base, non_lora_trainables
     expect(spec.files.weights['model.layers.0.self_attn.q_proj.weight']).toMatch(/vicuna-7b-v1\.5\/model\.safetensors$/);
   });
 
+  it('a tower config that is not a timm ViT, or an image size the positions do not fit, is refused with a code', async () => {
+    const bad = join(root, 'rad-bad-tower');
+    cpSync(rad.dir, bad, { recursive: true });
+    const cfgPath = join(bad, 'biomedclipcxr_518.json');
+    const cfg = JSON.parse(readFileSync(cfgPath, 'utf8')) as { vision_cfg: Record<string, unknown> };
+    const opts = { baseModel: rad.base };
+    writeFileSync(cfgPath, JSON.stringify({ ...cfg, vision_cfg: { ...cfg.vision_cfg, timm_model_name: 'convnext_base' } }));
+    await expect(loadModelSpec(bad, opts)).rejects.toMatchObject({ code: 'E_UNSUPPORTED', message: expect.stringMatching(/not a timm ViT/) });
+    writeFileSync(cfgPath, JSON.stringify({ ...cfg, vision_cfg: { ...cfg.vision_cfg, image_size: 56 } }));
+    await expect(loadModelSpec(bad, opts)).rejects.toMatchObject({ code: 'E_SHAPE', message: expect.stringMatching(/pos_embed/) });
+    writeFileSync(cfgPath, JSON.stringify({ ...cfg, vision_cfg: { ...cfg.vision_cfg, image_size: [42, 56] } }));
+    await expect(loadModelSpec(bad, opts)).rejects.toMatchObject({ code: 'E_UNSUPPORTED' });
+    writeFileSync(cfgPath, '{ not json');
+    await expect(loadModelSpec(bad, opts)).rejects.toMatchObject({ code: 'E_FORMAT' });
+  });
+
   it('the base model and the tower can be given explicitly; missing ones are E_IO', async () => {
     const alone = join(root, 'rad-alone');
     cpSync(rad.dir, alone, { recursive: true });
