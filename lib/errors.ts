@@ -1,4 +1,8 @@
-/** Every rejection from medllava is an Error with one of these codes (see shared/API.md). */
+/**
+ * Every rejection from medllava is an Error with one of these codes (docs/API.md has the table).
+ * E_INTERNAL is medllava's own failure (a bug, or the system refusing a thread or a mapping), never
+ * the caller's: report it. E_OOM: an allocation failed.
+ */
 export const ERROR_CODES = [
   'E_ARGUMENT',
   'E_IO',
@@ -10,6 +14,7 @@ export const ERROR_CODES = [
   'E_ABORTED',
   'E_OOM',
   'E_CUDA',
+  'E_INTERNAL',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

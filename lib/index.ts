@@ -1,6 +1,7 @@
 /**
- * medllava — LLaVA-Med and LLaVA-Rad for Node.js. The public API (see shared/API.md); nothing
- * else is public. Model loading, chat, training and evaluation join as their issues land.
+ * medllava — LLaVA-Med and LLaVA-Rad for Node.js. The public API (docs/API.md); nothing else is
+ * public. Today: backend info, checkpoint discovery, tokenizers and templates, model loading, chat
+ * and generation; training and evaluation are not implemented yet.
  */
 export { getBackendInfo } from './backend.js';
 export type { BackendInfo, CudaDeviceInfo } from './backend.js';

@@ -1,5 +1,5 @@
 // medllava::Error — the one failure type of the core. Every throw site names a code from the
-// list in ../shared/API.md; napi/ turns it into a JS Error with `.code`.
+// list in docs/API.md; napi/ turns it into a JS Error with `.code`.
 #pragma once
 #include <stdexcept>
 #include <string>
@@ -17,6 +17,7 @@ enum class ErrorCode {
   Aborted,      // E_ABORTED
   OOM,          // E_OOM
   Cuda,         // E_CUDA
+  Internal,     // E_INTERNAL: medllava's own failure (a bug, or the system refused something), not the caller's
 };
 
 inline const char* error_code_name(ErrorCode c) {
@@ -31,8 +32,9 @@ inline const char* error_code_name(ErrorCode c) {
     case ErrorCode::Aborted: return "E_ABORTED";
     case ErrorCode::OOM: return "E_OOM";
     case ErrorCode::Cuda: return "E_CUDA";
+    case ErrorCode::Internal: return "E_INTERNAL";
   }
-  return "E_ARGUMENT";
+  return "E_INTERNAL";
 }
 
 class Error : public std::runtime_error {

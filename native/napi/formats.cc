@@ -43,11 +43,11 @@ std::vector<uint64_t> get_dims(Napi::Env env, const Napi::Value& v, const char* 
   return dims;
 }
 
+// The bytes of any live TypedArray, read synchronously on the JS thread (workers get copies).
 const uint8_t* typed_bytes(Napi::Env env, const Napi::Value& v, size_t* n, const char* what) {
-  if (!v.IsTypedArray()) throw_js(env, ErrorCode::Argument, std::string(what) + " must be a TypedArray, got " + js_type_name(v));
-  Napi::TypedArray t = v.As<Napi::TypedArray>();
+  Napi::TypedArray t = checked_typed(env, v, kAnyTypedArray, what);
   *n = t.ByteLength();
-  return static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+  return typed_data(t);
 }
 
 // ---- safetensors ----------------------------------------------------------------------------------
@@ -120,7 +120,8 @@ Napi::Value WriteSafetensors(const Napi::CallbackInfo& info) {
     throw_js(env, ErrorCode::Argument, "writeSafetensors(path, tensors[], metadata)");
   const std::string path = get_string(env, info[0], "path");
   auto tensors = std::make_shared<std::vector<safetensors::TensorToWrite>>();
-  auto pins = std::make_shared<std::vector<Napi::ObjectReference>>();
+  // the worker writes copies: JS may detach or transfer a tensor's buffer while it runs
+  auto copies = std::make_shared<std::vector<std::shared_ptr<std::vector<uint8_t>>>>();
   Napi::Array arr = info[1].As<Napi::Array>();
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     if (!arr.Get(i).IsObject()) throw_js(env, ErrorCode::Argument, "tensors[" + std::to_string(i) + "] must be an object");
@@ -129,10 +130,17 @@ Napi::Value WriteSafetensors(const Napi::CallbackInfo& info) {
     t.name = get_string(env, o.Get("name"), "tensor name");
     t.dtype = get_string(env, o.Get("dtype"), "tensor dtype");
     t.shape = get_dims(env, o.Get("shape"), "tensor shape");
-    size_t n;
-    t.data = typed_bytes(env, o.Get("data"), &n, "tensor data");
-    t.bytes = n;
-    pins->push_back(Napi::Persistent(o.Get("data").As<Napi::Object>()));
+    const std::string what = "tensor '" + t.name + "' data";
+    const Napi::TypedArray d = checked_typed(env, o.Get("data"), kAnyTypedArray, what);
+    // raw bytes (Uint8Array) or elements of the dtype's width (Float32Array for F32, Uint16Array for BF16…)
+    const size_t es = safetensors::dtype_bytes(t.dtype);
+    if (d.TypedArrayType() != napi_uint8_array && es != 0 && d.ElementSize() != es)
+      throw_js(env, ErrorCode::Argument,
+               what + " is a " + js_type_name(d) + " (" + std::to_string(d.ElementSize()) + "-byte elements) but " + t.dtype +
+                   " has " + std::to_string(es) + "-byte elements; pass a Uint8Array of raw bytes or an array of that width");
+    copies->push_back(copy_typed<uint8_t>(env, d, kAnyTypedArray, what));
+    t.data = copies->back()->data();
+    t.bytes = copies->back()->size();
     tensors->push_back(std::move(t));
   }
   auto meta = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
@@ -143,7 +151,7 @@ Napi::Value WriteSafetensors(const Napi::CallbackInfo& info) {
     meta->emplace_back(k, get_string(env, m.Get(k), "metadata value"));
   }
   return PromiseWorker::Start(
-      env, [=] { safetensors::write(path, *tensors, *meta); }, [pins](Napi::Env e) { return e.Undefined(); });
+      env, [=] { safetensors::write(path, *tensors, *meta); }, [copies](Napi::Env e) { return e.Undefined(); });
 }
 
 // ---- GGUF ----------------------------------------------------------------------------------------
@@ -373,7 +381,8 @@ Napi::Value WriteGguf(const Napi::CallbackInfo& info) {
     std::vector<uint8_t> quantized;
   };
   auto tensors = std::make_shared<std::vector<Pending>>();
-  auto pins = std::make_shared<std::vector<Napi::ObjectReference>>();
+  // the worker writes copies: JS may detach or transfer a tensor's buffer while it runs
+  auto copies = std::make_shared<std::vector<std::shared_ptr<std::vector<uint8_t>>>>();
   Napi::Array ta = info[2].As<Napi::Array>();
   for (uint32_t i = 0; i < ta.Length(); ++i) {
     Napi::Object o = ta.Get(i).As<Napi::Object>();
@@ -382,9 +391,15 @@ Napi::Value WriteGguf(const Napi::CallbackInfo& info) {
     p.t.dims = get_dims(env, o.Get("dims"), "tensor dims");
     p.t.type = ggml_type_from(env, o.Get("type"));
     Napi::Value d = o.Get("data");
-    size_t n;
-    const uint8_t* bytes = typed_bytes(env, d, &n, "tensor data");
-    if (d.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array && p.t.type != ggml::F32) {
+    const std::string what = "tensor '" + p.t.name + "' data";
+    const Napi::TypedArray da = checked_typed(env, d, kAnyTypedArray, what);
+    if (da.TypedArrayType() != napi_float32_array && da.TypedArrayType() != napi_uint8_array)
+      throw_js(env, ErrorCode::Argument, what + " must be a Float32Array (values) or a Uint8Array (bytes in the type's layout), got " +
+                                             js_type_name(d));
+    copies->push_back(copy_typed<uint8_t>(env, d, kAnyTypedArray, what));
+    const uint8_t* bytes = copies->back()->data();
+    const size_t n = copies->back()->size();
+    if (da.TypedArrayType() == napi_float32_array && p.t.type != ggml::F32) {
       if (!ggml::can_quantize(p.t.type))
         throw_js(env, ErrorCode::Unsupported, std::string("cannot quantize to ") + ggml::type_info(p.t.type)->name);
       p.f32 = reinterpret_cast<const float*>(bytes);
@@ -393,7 +408,6 @@ Napi::Value WriteGguf(const Napi::CallbackInfo& info) {
       p.t.data = bytes;
       p.t.bytes = n;
     }
-    pins->push_back(Napi::Persistent(d.As<Napi::Object>()));
     tensors->push_back(std::move(p));
   }
   const uint64_t alignment = (uint64_t)get_int(env, info[3], "alignment", 1, 1 << 20);
@@ -414,16 +428,16 @@ Napi::Value WriteGguf(const Napi::CallbackInfo& info) {
         }
         gguf::write(path, *meta, out, alignment);
       },
-      [pins](Napi::Env e) { return e.Undefined(); });
+      [copies](Napi::Env e) { return e.Undefined(); });
 }
 
 // ggmlQuantize(type, Float32Array) -> Uint8Array ; ggmlDequantize(type, Uint8Array, n) -> Float32Array
 Napi::Value GgmlQuantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const uint32_t t = ggml_type_from(env, info.Length() ? info[0] : env.Undefined());
-  if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-    throw_js(env, ErrorCode::Argument, "ggmlQuantize(type, Float32Array)");
-  Napi::Float32Array x = info[1].As<Napi::Float32Array>();
+  Napi::Float32Array x =
+      checked_typed(env, info.Length() > 1 ? info[1] : env.Undefined(), napi_float32_array, "ggmlQuantize(type, values): values")
+          .As<Napi::Float32Array>();
   const ggml::TypeInfo* ti = ggml::type_info(t);
   if (x.ElementLength() % ti->block_elems) throw_js(env, ErrorCode::Shape, "length is not a multiple of the block size");
   Napi::Uint8Array out = Napi::Uint8Array::New(env, x.ElementLength() / ti->block_elems * ti->block_bytes);
@@ -435,7 +449,9 @@ Napi::Value GgmlDequantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const uint32_t t = ggml_type_from(env, info.Length() ? info[0] : env.Undefined());
   size_t n_bytes;
-  const uint8_t* p = typed_bytes(env, info.Length() > 1 ? info[1] : env.Undefined(), &n_bytes, "data");
+  const Napi::TypedArray da = checked_typed(env, info.Length() > 1 ? info[1] : env.Undefined(), napi_uint8_array, "ggmlDequantize(type, data): data");
+  n_bytes = da.ByteLength();
+  const uint8_t* p = typed_data(da);
   const int64_t n = get_int(env, info.Length() > 2 ? info[2] : env.Undefined(), "n", 0, (int64_t)1 << 40);
   const ggml::TypeInfo* ti = ggml::type_info(t);
   if (n % ti->block_elems || (uint64_t)(n / ti->block_elems) * ti->block_bytes != n_bytes)

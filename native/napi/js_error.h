@@ -3,8 +3,13 @@
 #pragma once
 #include <napi.h>
 
+#include <cstring>
+#include <exception>
 #include <functional>
+#include <memory>
+#include <new>
 #include <string>
+#include <vector>
 
 #include "../core/error.h"
 
@@ -21,6 +26,25 @@ inline Napi::Error make_error(Napi::Env env, const char* code, const std::string
   throw make_error(env, error_code_name(code), message);
 }
 
+// What a C++ exception that is not a medllava::Error means for the caller: E_OOM when an allocation
+// failed, otherwise E_INTERNAL — our failure (a bug, or the system refusing a thread, a mutex, a
+// mapping), never E_ARGUMENT, so a user can tell their own mistake from ours.
+struct ForeignError {
+  const char* code;
+  std::string message;
+};
+inline ForeignError foreign_error(std::exception_ptr ep) {
+  try {
+    std::rethrow_exception(ep);
+  } catch (const std::bad_alloc&) {
+    return {"E_OOM", "out of memory: an allocation failed (free memory, or use a smaller context / model)"};
+  } catch (const std::exception& e) {
+    return {"E_INTERNAL", std::string("internal error in medllava (please report it): ") + e.what()};
+  } catch (...) {
+    return {"E_INTERNAL", "internal error in medllava (please report it): an unknown exception"};
+  }
+}
+
 // Runs f() and turns any C++ exception into a JS Error with .code. node-addon-api only converts
 // Napi::Error; anything else escaping a callback would std::terminate the process.
 template <class F>
@@ -31,10 +55,9 @@ decltype(auto) guard(Napi::Env env, F&& f) {
     throw;
   } catch (const Error& e) {
     throw make_error(env, e.code_name(), e.what());
-  } catch (const std::bad_alloc&) {
-    throw make_error(env, "E_OOM", "out of memory");
-  } catch (const std::exception& e) {
-    throw make_error(env, "E_ARGUMENT", e.what());
+  } catch (...) {
+    const ForeignError fe = foreign_error(std::current_exception());
+    throw make_error(env, fe.code, fe.message);
   }
 }
 
@@ -65,12 +88,10 @@ class PromiseWorker : public Napi::AsyncWorker {
     } catch (const Error& e) {
       code_ = e.code_name();
       SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      code_ = "E_OOM";
-      SetError("out of memory");
-    } catch (const std::exception& e) {
-      code_ = "E_ARGUMENT";
-      SetError(e.what());
+    } catch (...) {
+      ForeignError fe = foreign_error(std::current_exception());
+      code_ = fe.code;
+      SetError(fe.message);
     }
   }
   void OnOK() override {
@@ -96,23 +117,32 @@ class PromiseWorker : public Napi::AsyncWorker {
   Work work_;
   Result result_;
   Done done_;
-  std::string code_ = "E_ARGUMENT";
+  std::string code_ = "E_INTERNAL";
 };
+
+constexpr napi_typedarray_type kAnyTypedArray = (napi_typedarray_type)-1;
+inline const char* typed_array_name(napi_typedarray_type t) {
+  switch (t) {
+    case napi_int8_array: return "Int8Array";
+    case napi_uint8_array: return "Uint8Array";
+    case napi_uint8_clamped_array: return "Uint8ClampedArray";
+    case napi_int16_array: return "Int16Array";
+    case napi_uint16_array: return "Uint16Array";
+    case napi_int32_array: return "Int32Array";
+    case napi_uint32_array: return "Uint32Array";
+    case napi_float32_array: return "Float32Array";
+    case napi_float64_array: return "Float64Array";
+    case napi_bigint64_array: return "BigInt64Array";
+    case napi_biguint64_array: return "BigUint64Array";
+    default: return "TypedArray";
+  }
+}
 
 // Argument helpers: every message says which argument, what was expected and what was given.
 inline std::string js_type_name(const Napi::Value& v) {
   if (v.IsUndefined()) return "undefined";
   if (v.IsNull()) return "null";
-  if (v.IsTypedArray()) {
-    switch (v.As<Napi::TypedArray>().TypedArrayType()) {
-      case napi_float32_array: return "Float32Array";
-      case napi_uint16_array: return "Uint16Array";
-      case napi_float64_array: return "Float64Array";
-      case napi_uint8_array: return "Uint8Array";
-      case napi_int32_array: return "Int32Array";
-      default: return "TypedArray";
-    }
-  }
+  if (v.IsTypedArray()) return typed_array_name(v.As<Napi::TypedArray>().TypedArrayType());
   if (v.IsArray()) return "Array";
   if (v.IsString()) return "string";
   if (v.IsNumber()) return "number";
@@ -129,6 +159,43 @@ inline int64_t get_int(Napi::Env env, const Napi::Value& v, const char* what, in
              std::string(what) + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "], got " +
                  std::to_string(d));
   return (int64_t)d;
+}
+
+// ---- Typed arrays coming in from JS -------------------------------------------------------------
+// Every typed-array argument is checked for its element type (a Uint8Array read as floats would
+// read 4x past its end) and, when a worker will read it, copied into memory the worker owns: JS
+// can transfer or detach an ArrayBuffer (ArrayBuffer.prototype.transfer()) while the worker runs,
+// and no N-API call pins it. A copy costs one memcpy next to work that is orders larger.
+
+// `v` as a TypedArray of type `want` (kAnyTypedArray: any kind) holding `n` elements (n < 0: any);
+// E_ARGUMENT for another kind or a detached buffer, E_SHAPE for a length.
+inline Napi::TypedArray checked_typed(Napi::Env env, const Napi::Value& v, napi_typedarray_type want, const std::string& what,
+                                      int64_t n = -1) {
+  const char* want_name = want == kAnyTypedArray ? "TypedArray" : typed_array_name(want);
+  if (!v.IsTypedArray() || (want != kAnyTypedArray && v.As<Napi::TypedArray>().TypedArrayType() != want))
+    throw_js(env, ErrorCode::Argument, what + " must be a " + want_name + ", got " + js_type_name(v));
+  Napi::TypedArray a = v.As<Napi::TypedArray>();
+  if (a.ArrayBuffer().IsDetached())
+    throw_js(env, ErrorCode::Argument, what + "'s ArrayBuffer is detached (transferred?); pass a live array");
+  if (n >= 0 && (int64_t)a.ElementLength() != n)
+    throw_js(env, ErrorCode::Shape,
+             what + " holds " + std::to_string(a.ElementLength()) + " elements, expected " + std::to_string(n));
+  return a;
+}
+
+inline const uint8_t* typed_data(const Napi::TypedArray& a) {
+  return static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+}
+
+// A worker-owned copy of a checked typed array's elements.
+template <class T>
+std::shared_ptr<std::vector<T>> copy_typed(Napi::Env env, const Napi::Value& v, napi_typedarray_type want, const std::string& what,
+                                           int64_t n = -1) {
+  Napi::TypedArray a = checked_typed(env, v, want, what, n);
+  if (a.ByteLength() % sizeof(T)) throw_js(env, ErrorCode::Shape, what + " is not a whole number of elements");
+  auto out = std::make_shared<std::vector<T>>(a.ByteLength() / sizeof(T));
+  if (a.ByteLength()) std::memcpy(out->data(), typed_data(a), a.ByteLength());
+  return out;
 }
 
 }  // namespace napi

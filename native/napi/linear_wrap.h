@@ -1,5 +1,6 @@
 // LinearWrap <-> lib/native.ts `NativeLinear`: a (N, K) weight (+ bias) and its matmul.
-// The weight and bias stay in the caller's TypedArrays (zero-copy, pinned by references).
+// The weight and bias are copied at construction (JS may detach or transfer its buffers at any time;
+// a worker never reads JS-owned memory), so a NativeLinear costs its weight's bytes once more.
 #pragma once
 #include <napi.h>
 
@@ -24,12 +25,11 @@ class LinearWrap : public Napi::ObjectWrap<LinearWrap> {
   Napi::Value GetDisposed(const Napi::CallbackInfo& info);
   void Release();
 
-  Napi::Reference<Napi::TypedArray> weight_;
-  Napi::Reference<Napi::Float32Array> bias_;
+  std::shared_ptr<const std::vector<uint8_t>> weight_;  // (N, K) in dtype_
+  std::shared_ptr<const std::vector<float>> bias_;      // (N) or null
   PackedWeights x16_;  // GGML blocks repacked for AVX-512 VNNI, as the model does
   DType dtype_ = DType::F32;
   int64_t out_features_ = 0, in_features_ = 0;
-  int inflight_ = 0;
   bool disposed_ = false;
 };
 

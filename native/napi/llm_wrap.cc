@@ -82,35 +82,32 @@ Napi::Value LlmContextWrap::Eval(const Napi::CallbackInfo& info) {
   return guard(env, [&]() -> Napi::Value {
     if (!cache_) throw_js(env, ErrorCode::Argument, "this context has been disposed");
     if (busy_) throw_js(env, ErrorCode::Argument, "an eval is already running on this context; await it first");
-    if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-      throw_js(env, ErrorCode::Argument, "eval(tokens: Int32Array, options)");
-    Napi::Int32Array tokens = info[0].As<Napi::Int32Array>();
-    const int64_t T = (int64_t)tokens.ElementLength();
+    if (info.Length() < 1) throw_js(env, ErrorCode::Argument, "eval(tokens: Int32Array, options)");
+    // the worker reads copies: JS may detach or transfer its buffers while the eval runs
+    auto tokens = copy_typed<int32_t>(env, info[0], napi_int32_array, "eval(tokens): tokens");
+    const int64_t T = (int64_t)tokens->size();
     if (T == 0) throw_js(env, ErrorCode::Argument, "eval needs at least one token");
+    if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsObject())
+      throw_js(env, ErrorCode::Argument, "eval(tokens, options): options must be an object, got " + js_type_name(info[1]));
     Napi::Object opts = info.Length() > 1 && info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
     const bool all = opts.Get("allLogits").ToBoolean();
-    const float* emb = nullptr;
-    auto pins = std::make_shared<std::vector<Napi::ObjectReference>>();
     const int64_t D = llm_->config().hidden;
-    if (opts.Get("embeddings").IsTypedArray()) {
-      Napi::Float32Array e = opts.Get("embeddings").As<Napi::Float32Array>();
-      if ((int64_t)e.ElementLength() != T * D) throw_js(env, ErrorCode::Shape, "embeddings must hold tokens × hidden values");
-      emb = e.Data();
-      pins->push_back(Napi::Persistent(e.As<Napi::Object>()));
-    }
+    std::shared_ptr<std::vector<float>> emb;
+    if (!opts.Get("embeddings").IsUndefined())
+      emb = copy_typed<float>(env, opts.Get("embeddings"), napi_float32_array, "eval options.embeddings (tokens × hidden)", T * D);
     const int64_t V = llm_->config().vocab;
     Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)((all ? T : 1) * V));
-    pins->push_back(Napi::Persistent(tokens.As<Napi::Object>()));
+    // `out` is ours until the promise resolves: JS cannot reach (or detach) it before then
+    auto pins = std::make_shared<std::vector<Napi::ObjectReference>>();
     pins->push_back(Napi::Persistent(out.As<Napi::Object>()));
     pins->push_back(Napi::Persistent(Value()));
     busy_ = true;
     auto llm = llm_;
     auto cache = cache_;
-    const int32_t* tp = tokens.Data();
     float* op = out.Data();
     return PromiseWorker::Start(
-        env, [=] { llm->forward(*cache, tp, T, all, op, emb); }, [pins](Napi::Env) { return (*pins)[pins->size() - 2].Value(); },
-        [this] { busy_ = false; });
+        env, [=] { llm->forward(*cache, tokens->data(), T, all, op, emb ? emb->data() : nullptr); },
+        [pins](Napi::Env) { return (*pins)[0].Value(); }, [this] { busy_ = false; });
   });
 }
 

@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <utility>
@@ -42,6 +43,26 @@ inline double config_number(Napi::Env env, const Napi::Object& o, const char* ke
   const Napi::Value v = o.Get(key);
   if (!v.IsNumber()) throw_js(env, ErrorCode::Argument, std::string("config.") + key + " must be a number");
   return v.As<Napi::Number>().DoubleValue();
+}
+
+// config.<key> as an integer in [min, max]; E_ARGUMENT for a fraction, NaN or out-of-range value.
+inline int64_t config_int(Napi::Env env, const Napi::Object& o, const char* key, int64_t min, int64_t max) {
+  return get_int(env, o.Get(key), (std::string("config.") + key).c_str(), min, max);
+}
+
+// config.<key> as one of `allowed` (the first is the default when `fallback` and the key is absent);
+// E_UNSUPPORTED naming the value otherwise — an unknown name never silently becomes a default.
+inline std::string config_choice(Napi::Env env, const Napi::Object& o, const char* key, std::initializer_list<const char*> allowed,
+                                 bool fallback = false) {
+  const Napi::Value v = o.Get(key);
+  if (fallback && v.IsUndefined()) return *allowed.begin();
+  std::string list;
+  for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + "'" + a + "'";
+  if (!v.IsString()) throw_js(env, ErrorCode::Argument, std::string("config.") + key + " must be one of " + list + ", got " + js_type_name(v));
+  const std::string s = v.As<Napi::String>().Utf8Value();
+  for (const char* a : allowed)
+    if (s == a) return s;
+  throw_js(env, ErrorCode::Unsupported, std::string("config.") + key + " '" + s + "' is not supported (supported: " + list + ")");
 }
 
 // In a wrapped class's constructor: the object its External carries, or E_ARGUMENT saying how to make one.

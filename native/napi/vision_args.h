@@ -24,18 +24,20 @@ inline Ref opt(Napi::Env env, const Napi::Object& o, const char* key) { return o
 inline void parse_vision_args(Napi::Env env, const Napi::Object& c, const Napi::Object& t, VisionConfig& cfg, VisionTensorNames& n) {
   using vision_args_detail::opt;
   using vision_args_detail::ref;
-  cfg.image_size = (int64_t)config_number(env, c, "imageSize");
-  cfg.patch = (int64_t)config_number(env, c, "patchSize");
-  cfg.hidden = (int64_t)config_number(env, c, "hidden");
-  cfg.layers = (int64_t)config_number(env, c, "layers");
-  cfg.heads = (int64_t)config_number(env, c, "heads");
-  cfg.ffn = (int64_t)config_number(env, c, "ffn");
+  constexpr int64_t kDim = 1 << 20;  // far above any real width; keeps products in int64
+  cfg.image_size = config_int(env, c, "imageSize", 1, 1 << 16);
+  cfg.patch = config_int(env, c, "patchSize", 1, 1 << 16);
+  cfg.hidden = config_int(env, c, "hidden", 1, kDim);
+  cfg.layers = config_int(env, c, "layers", 1, 4096);
+  cfg.heads = config_int(env, c, "heads", 1, kDim);
+  cfg.ffn = config_int(env, c, "ffn", 1, kDim);
   cfg.eps = (float)config_number(env, c, "layerNormEps");
-  cfg.select_layer = (int64_t)config_number(env, c, "selectLayer");
-  cfg.out_dim = (int64_t)config_number(env, c, "outDim");
-  cfg.act = c.Get("activation").ToString().Utf8Value() == "gelu" ? Activation::Gelu : Activation::QuickGelu;
-  cfg.keep_cls = c.Get("selectFeature").ToString().Utf8Value() == "cls_patch";
-  cfg.projector_mlp = c.Get("projector").ToString().Utf8Value() == "mlp2x_gelu";
+  if (!(cfg.eps > 0)) throw_js(env, ErrorCode::Argument, "config.layerNormEps must be > 0, got " + std::to_string(cfg.eps));
+  cfg.select_layer = config_int(env, c, "selectLayer", -4096, 4096);
+  cfg.out_dim = config_int(env, c, "outDim", 1, kDim);
+  cfg.act = config_choice(env, c, "activation", {"quick_gelu", "gelu"}) == "gelu" ? Activation::Gelu : Activation::QuickGelu;
+  cfg.keep_cls = config_choice(env, c, "selectFeature", {"patch", "cls_patch"}) == "cls_patch";
+  cfg.projector_mlp = config_choice(env, c, "projector", {"linear", "mlp2x_gelu"}) == "mlp2x_gelu";
   n.patch_embed = ref(env, t, "patchEmbed");
   n.patch_bias = opt(env, t, "patchBias");
   n.class_embed = ref(env, t, "classEmbed");

@@ -42,20 +42,15 @@ Napi::Value VisionWrap::Encode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
     if (!vision_) throw_js(env, ErrorCode::Argument, "this vision tower has been disposed");
-    if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-      throw_js(env, ErrorCode::Argument, "encode(pixels: Float32Array)");
-    Napi::Float32Array px = info[0].As<Napi::Float32Array>();
     const int64_t S = vision_->config().image_size;
-    if ((int64_t)px.ElementLength() != 3 * S * S)
-      throw_js(env, ErrorCode::Shape, "pixels must hold 3 × " + std::to_string(S) + " × " + std::to_string(S) + " values");
+    // the worker reads a copy: JS may detach or transfer the pixels' buffer while it runs
+    auto px = copy_typed<float>(env, info.Length() ? info[0] : env.Undefined(), napi_float32_array,
+                                "encode(pixels): pixels (3 × " + std::to_string(S) + " × " + std::to_string(S) + ")", 3 * S * S);
     Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)(vision_->tokens() * vision_->config().out_dim));
-    auto pins = std::make_shared<std::vector<Napi::ObjectReference>>();
-    pins->push_back(Napi::Persistent(px.As<Napi::Object>()));
-    pins->push_back(Napi::Persistent(out.As<Napi::Object>()));
+    auto pin = std::make_shared<Napi::ObjectReference>(Napi::Persistent(out.As<Napi::Object>()));
     auto v = vision_;
-    const float* in = px.Data();
     float* o = out.Data();
-    return PromiseWorker::Start(env, [=] { v->encode(in, o); }, [pins](Napi::Env) { return (*pins)[1].Value(); });
+    return PromiseWorker::Start(env, [=] { v->encode(px->data(), o); }, [pin](Napi::Env) { return pin->Value(); });
   });
 }
 

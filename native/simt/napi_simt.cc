@@ -6,6 +6,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <system_error>
 #include <vector>
 
 #include "../../test/native/simt_selftest.cuh"
@@ -469,7 +470,26 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// throwFrom(kind, where): throws a C++ exception of `kind` ('medllava' | 'system_error' | 'bad_alloc' |
+// 'logic' | 'unknown') through the addon's own guard ('sync') or PromiseWorker ('async'), so the test can
+// check the code each becomes (E_INTERNAL for ours, E_OOM for allocation, never E_ARGUMENT).
+[[noreturn]] void throw_kind(const std::string& kind) {
+  if (kind == "medllava") throw Error(ErrorCode::Shape, "a medllava error");
+  if (kind == "system_error") throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again), "thread");
+  if (kind == "bad_alloc") throw std::bad_alloc();
+  if (kind == "logic") throw std::logic_error("an invariant broke");
+  throw 42;
+}
+
+Napi::Value ThrowFrom(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string kind = info[0].ToString().Utf8Value(), where = info[1].ToString().Utf8Value();
+  if (where == "sync") throw_kind(kind);
+  return PromiseWorker::Start(env, [kind] { throw_kind(kind); }, [](Napi::Env e) { return e.Undefined(); });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("throwFrom", Napi::Function::New<guarded<ThrowFrom>>(env, "throwFrom"));
   exports.Set("run", Napi::Function::New<guarded<Run>>(env, "run"));
   exports.Set("matmul", Napi::Function::New<guarded<Matmul>>(env, "matmul"));
   exports.Set("cudaOp", Napi::Function::New<guarded<CudaOp>>(env, "cudaOp"));
