@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 
 import { FIXTURE_SHAPES, generateFixture } from '../lib/fixtures/generate.js';
-import { loadModel, loadModelSpec } from '../lib/index.js';
+import { getBackendInfo, loadModel, loadModelSpec } from '../lib/index.js';
 import { loadVision } from '../lib/model/vision.js';
 import { native, packageRoot } from '../lib/native.js';
 import { importPeer } from '../test/support/peers.js';
@@ -22,7 +22,7 @@ const root = packageRoot();
 const cache = join(root, '.bench-cache');
 const PREFILL = Number(process.env['BENCH_PREFILL'] ?? 512);
 const DECODE = Number(process.env['BENCH_DECODE'] ?? 128);
-const threads = native().getBackendInfo().cpu.threads;
+const threads = getBackendInfo().cpu.threads;
 const worker = join(dirname(fileURLToPath(import.meta.url)), 'e2e-worker.js');
 
 interface Result { loadMs: number; prefillTps: number; decodeTps: number; maxRssMiB: number }

@@ -1,4 +1,4 @@
-import { native } from './native.js';
+import { cudaProbedSync, native } from './native.js';
 
 export interface CudaDeviceInfo {
   name: string;
@@ -13,7 +13,7 @@ export interface BackendInfo {
     threads: number;
     /** e.g. ['avx2', 'fma', 'f16c'] */
     features: string[];
-    /** which CPU kernel family runs: 'avx2' (AVX2+FMA+F16C) or the portable 'scalar' fallback */
+    /** which CPU kernel family runs: 'avx512' (F/BW/VL, + VNNI where present), 'avx2' (AVX2+FMA+F16C) or the portable 'scalar' one */
     dispatch: 'avx512' | 'avx2' | 'scalar';
   };
   cuda: {
@@ -27,8 +27,13 @@ export interface BackendInfo {
   };
 }
 
-/** What this machine and this build of medllava can run on. */
+/**
+ * What this machine and this build of medllava can run on. The first call in a process waits for
+ * the CUDA probe (a child process that initialises CUDA first, so a broken driver cannot crash
+ * this one) unless loadModel() has already run it asynchronously.
+ */
 export function getBackendInfo(): BackendInfo {
+  cudaProbedSync();
   const info = native().getBackendInfo();
   return {
     cpu: { threads: info.cpu.threads, features: [...info.cpu.features], dispatch: info.cpu.dispatch },

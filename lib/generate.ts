@@ -1,6 +1,7 @@
 /**
  * Token generation over a native context: prompt evaluation with KV-cache reuse, sampling, EOS,
- * stop strings, max tokens, AbortSignal (checked before every token), streaming text that never
+ * stop strings, max tokens, AbortSignal (checked before every token), a context that fills up
+ * mid-answer (the answer so far comes back, stopReason 'context'), streaming text that never
  * splits a UTF-8 character, per-token log-probabilities and timings.
  */
 import { medllavaError } from './errors.js';
@@ -18,45 +19,87 @@ export interface GenerateOptions extends SamplingOptions {
 export interface Reply {
   text: string;
   tokens: number[];
-  stopReason: 'eos' | 'length' | 'stop' | 'abort';
+  /**
+   * eos: the model ended its answer; length: maxTokens reached; stop: a stop string appeared;
+   * abort: the signal fired; context: the context filled up — `text` is what fitted.
+   */
+  stopReason: 'eos' | 'length' | 'stop' | 'abort' | 'context';
   logprobs?: number[];
-  timings: { promptTokens: number; promptMs: number; genTokens: number; genMs: number; imageMs: number };
+  /**
+   * promptTokens: the prompt's length (image rows included); reusedTokens: how many of them came
+   * from the chat's KV cache (a later turn re-evaluates only what changed), so
+   * promptTokens − reusedTokens were evaluated.
+   */
+  timings: { promptTokens: number; reusedTokens: number; promptMs: number; genTokens: number; genMs: number; imageMs: number };
 }
 
-/** A context plus the tokens its cache holds, so a new prompt only evaluates what changed. */
+/**
+ * Image rows spliced into a prompt: `rows` positions from `at` take `features` (rows × hidden).
+ * `image` is the identity of the encoded image: a cached prefix is reused only for the same one.
+ * Image identity travels here, next to the tokens, never in the token values.
+ */
+export interface ImageSpan {
+  at: number;
+  rows: number;
+  features: Float32Array;
+  image: object;
+}
+
+/** What a context's cache holds at one position: a token, or row `row` of an image. */
+type CachedPosition = number | { image: object; row: number };
+const samePosition = (a: CachedPosition, b: CachedPosition) =>
+  typeof a === 'number' || typeof b === 'number' ? a === b : a.image === b.image && a.row === b.row;
+
+/** The token value the native context gets for an image row: any negative id takes its embeddings row. */
+const IMAGE_ROW = -1;
+
+/** A context plus what its cache holds, so a new prompt only evaluates what changed. */
 export class CachedContext {
-  tokens: number[] = [];
+  private held: CachedPosition[] = [];
   constructor(readonly ctx: NativeLlmContext) {}
 
+  /** positions the cache holds */
+  get length(): number {
+    return this.held.length;
+  }
+
   /**
-   * Evaluates `prompt` reusing the longest cached prefix; returns the last token's logits.
-   * Negative tokens are image rows, taken from `embeddings` (prompt length × hidden); each row's
-   * token must be unique to its image so that a cached prefix is only reused for the same image.
+   * Evaluates `prompt` (text tokens; positions covered by `images` are image rows) reusing the
+   * longest cached prefix; returns the last position's logits and how many positions were reused.
    */
-  async prefill(prompt: number[], embeddings?: Float32Array, hidden = 0): Promise<Float32Array> {
+  async prefill(prompt: number[], images: ImageSpan[] = [], hidden = 0): Promise<{ logits: Float32Array; reused: number }> {
     if (prompt.length === 0) throw medllavaError('E_ARGUMENT', 'the prompt is empty');
+    const want: CachedPosition[] = prompt.slice();
+    for (const s of images) for (let r = 0; r < s.rows; r++) want[s.at + r] = { image: s.image, row: r };
     let keep = 0;
-    while (keep < prompt.length && keep < this.tokens.length && this.tokens[keep] === prompt[keep]) keep++;
-    if (keep === prompt.length) keep--; // re-evaluate the last token to get its logits
+    while (keep < want.length && keep < this.held.length && samePosition(this.held[keep]!, want[keep]!)) keep++;
+    if (keep === want.length) keep--; // re-evaluate the last position to get its logits
     this.ctx.truncate(keep);
-    this.tokens = this.tokens.slice(0, keep);
-    const rest = prompt.slice(keep);
-    const rows = embeddings && rest.some((t) => t < 0) ? embeddings.subarray(keep * hidden, prompt.length * hidden) : undefined;
-    const logits = await this.ctx.eval(Int32Array.from(rest), rows ? { embeddings: rows } : {});
-    this.tokens.push(...rest);
-    return logits;
+    this.held = this.held.slice(0, keep);
+    const rest = want.slice(keep);
+    const tokens = Int32Array.from(rest, (p) => (typeof p === 'number' ? p : IMAGE_ROW));
+    let embeddings: Float32Array | undefined;
+    for (const s of images) {
+      if (s.at + s.rows <= keep) continue;
+      embeddings ??= new Float32Array(rest.length * hidden);
+      const from = Math.max(s.at, keep);
+      embeddings.set(s.features.subarray((from - s.at) * hidden, s.rows * hidden), (from - keep) * hidden);
+    }
+    const logits = await this.ctx.eval(tokens, embeddings ? { embeddings } : {});
+    this.held.push(...rest);
+    return { logits, reused: keep };
   }
 
   async push(token: number): Promise<Float32Array> {
     const logits = await this.ctx.eval(Int32Array.from([token]));
-    this.tokens.push(token);
+    this.held.push(token);
     return logits;
   }
 }
 
 /** Yields text pieces as they become final; resolves to the Reply. */
 export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt: number[], o: GenerateOptions = {},
-  image?: { embeddings: Float32Array; hidden: number; ms: number }): AsyncGenerator<string, Reply, void> {
+  image?: { spans: ImageSpan[]; hidden: number; ms: number }): AsyncGenerator<string, Reply, void> {
   validateSampling(o);
   const maxTokens = o.maxTokens ?? 256;
   if (!Number.isInteger(maxTokens) || maxTokens < 0) throw medllavaError('E_ARGUMENT', `maxTokens must be an integer ≥ 0, got ${maxTokens}`);
@@ -64,14 +107,18 @@ export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt:
   const rng = new SeededRandom(o.seed ?? 0x5eed);
   const t0 = performance.now();
   if (o.signal?.aborted) throw medllavaError('E_ABORTED', 'aborted before the prompt was evaluated');
-  let logits = await cc.prefill(prompt, image?.embeddings, image?.hidden ?? 0);
+  // a prompt that does not fit is the caller's to shorten: E_CONTEXT_FULL (nothing was generated)
+  const pre = await cc.prefill(prompt, image?.spans ?? [], image?.hidden ?? 0);
+  let logits = pre.logits;
   const promptMs = performance.now() - t0;
   const t1 = performance.now();
   const decoder = tokenizer.createDecoder();
   const tokens: number[] = [];
   const logprobs: number[] = [];
   // what the repetition penalty looks at: the prompt's text tokens, then each new token (grown in place)
-  const history = prompt.filter((t) => t >= 0);
+  const imageRow = new Uint8Array(prompt.length);
+  for (const s of image?.spans ?? []) imageRow.fill(1, s.at, s.at + s.rows);
+  const history = prompt.filter((t, i) => !imageRow[i] && t >= 0);
   let text = '';
   let emitted = 0;
   let stopReason: Reply['stopReason'] = 'length';
@@ -104,12 +151,25 @@ export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt:
       yield text.slice(emitted, end);
       emitted = end;
     }
-    if (tokens.length < maxTokens) logits = await cc.push(choice.token);
+    if (tokens.length < maxTokens) {
+      try {
+        logits = await cc.push(choice.token);
+      } catch (e) {
+        // the context is full: the answer so far is the reply (the last token was sampled but its
+        // logits would not fit; it is part of the text)
+        if ((e as { code?: string }).code !== 'E_CONTEXT_FULL') throw e;
+        stopReason = 'context';
+        break;
+      }
+    }
   }
   if (stopReason !== 'stop') text += decoder.flush();
   if (text.length > emitted) yield text.slice(emitted);
   return {
     text, tokens, stopReason, ...(o.logprobs ? { logprobs } : {}),
-    timings: { promptTokens: prompt.length, promptMs, genTokens: tokens.length, genMs: performance.now() - t1, imageMs: image?.ms ?? 0 },
+    timings: {
+      promptTokens: prompt.length, reusedTokens: pre.reused, promptMs, genTokens: tokens.length, genMs: performance.now() - t1,
+      imageMs: image?.ms ?? 0,
+    },
   };
 }

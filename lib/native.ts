@@ -6,7 +6,7 @@
  * touch CUDA; if it crashes (a driver mismatch can segfault inside the CUDA runtime) the binary is
  * loaded with CUDA disabled and getBackendInfo() reports why.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -102,16 +102,23 @@ export interface NativeLlmTensors {
   lora?: { scale: number; pairs: Record<string, { a: NativeTensorRef; b: NativeTensorRef }> };
 }
 export interface NativeLlmContext {
-  /** Runs tokens after the cached ones; logits of the last token (or of every token) × vocab. -1 tokens take rows of `embeddings`. */
+  /**
+   * Runs tokens after the cached ones; logits of the last token (or of every token) × vocab.
+   * Negative tokens take their row of `embeddings` (tokens × hidden). The first eval allocates the
+   * KV cache (on the worker, not the JS thread). The arrays are copied before the worker runs.
+   */
   eval(tokens: Int32Array, options?: { allLogits?: boolean; embeddings?: Float32Array }): Promise<Float32Array>;
   reset(): void;
   /** Forgets cached positions from n on. */
   truncate(n: number): void;
   readonly nPast: number;
+  /** positions the KV cache holds */
+  readonly capacity: number;
   dispose(): void;
 }
 export interface NativeLlm {
-  createContext(): NativeLlmContext;
+  /** A KV cache of `capacity` positions (default, or more than the context: the model's whole context). */
+  createContext(options?: { capacity?: number }): NativeLlmContext;
   dispose(): void;
 }
 
@@ -196,49 +203,84 @@ export function packageRoot(): string {
 
 const require = createRequire(import.meta.url);
 
-// The child loads the binary and initialises CUDA; exit 0 means it is safe in this process too.
+// The child loads the binary and initialises CUDA; exit 0 means it is safe in this process too
+// (nothing is read from its output: the exit status decides).
 // MEDLLAVA_PROBE_SIMULATE_CRASH lets the tests check the crash path without a broken driver.
 const PROBE = `
 const m = require(process.env.MEDLLAVA_PROBE_BINARY);
 if (process.env.MEDLLAVA_PROBE_SIMULATE_CRASH === '1') process.kill(process.pid, 'SIGSEGV');
-const info = m.getBackendInfo();
-process.stdout.write(JSON.stringify(info.cuda));
+m.getBackendInfo();
 `;
 
 let addon: NativeAddon | undefined;
-let probeNote: string | undefined;
+let binaryPath: string | undefined;
+/** undefined: not probed yet; null: probed, CUDA safe to touch; string: why CUDA was disabled */
+let probeResult: string | null | undefined;
+let probeRun: Promise<void> | undefined;
 
-function describeChildFailure(r: ReturnType<typeof spawnSync>): string {
+function describeChildFailure(r: { error?: Error; signal?: NodeJS.Signals | null; status: number | null; stderr: string }): string {
   if (r.error) return `the CUDA probe process could not run (${r.error.message})`;
   if (r.signal) return `the CUDA probe process was killed by ${r.signal} while initialising CUDA`;
-  const err = String(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ');
+  const err = r.stderr.trim().split('\n').slice(-3).join(' | ');
   return `the CUDA probe process exited with status ${r.status} while initialising CUDA${err ? `: ${err}` : ''}`;
 }
 
-/** The addon, loaded once per process (after the CUDA probe). */
+function settleProbe(reason: string | null): void {
+  if (probeResult !== undefined) return; // the first probe to finish decides
+  probeResult = reason;
+  if (reason) native().cudaDisable(`CUDA disabled: ${reason}`);
+}
+
+/**
+ * The addon, loaded once per process. Loading it does not touch CUDA: only getBackendInfo and
+ * 'cuda' loads / forwards do, and those wait for the CUDA probe first (cudaProbed / cudaProbedSync).
+ */
 export function native(): NativeAddon {
   if (addon) return addon;
   const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
-  const binary = nodeGypBuild.resolve(packageRoot());
-  let disableReason: string | undefined;
-  if (process.env.MEDLLAVA_CUDA !== 'off') {
-    const r = spawnSync(process.execPath, ['-e', PROBE], {
-      env: { ...process.env, MEDLLAVA_PROBE_BINARY: binary },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      encoding: 'utf8',
-      timeout: 60_000,
-    });
-    if (r.status !== 0 || r.signal || r.error) disableReason = describeChildFailure(r);
-    probeNote = disableReason;
-  }
-  const loaded = require(binary) as NativeAddon;
-  if (disableReason) loaded.cudaDisable(`CUDA disabled: ${disableReason}`);
-  addon = loaded;
+  binaryPath = nodeGypBuild.resolve(packageRoot());
+  addon = require(binaryPath) as NativeAddon;
+  if (process.env.MEDLLAVA_CUDA === 'off') probeResult = null; // the addon disabled CUDA itself; nothing to probe
   return addon;
+}
+
+const probeEnv = () => ({ ...process.env, MEDLLAVA_PROBE_BINARY: binaryPath! });
+
+/**
+ * Initialises CUDA once in a child process before this one touches it, so a broken driver that
+ * crashes on init takes down the child, not the user's process (CUDA is then disabled with the
+ * reason). Asynchronous: the event loop keeps running while the child starts (loadModel awaits it).
+ */
+export function cudaProbed(): Promise<void> {
+  native();
+  if (probeResult !== undefined) return Promise.resolve();
+  probeRun ??= new Promise<void>((resolve) => {
+    const child = spawn(process.execPath, ['-e', PROBE], { env: probeEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr = (stderr + d).slice(-4096); });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('error', (error) => { clearTimeout(timer); settleProbe(describeChildFailure({ error, status: null, stderr })); resolve(); });
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      settleProbe(status === 0 && !signal ? null : describeChildFailure({ status, signal, stderr }));
+      resolve();
+    });
+  });
+  return probeRun;
+}
+
+/** cudaProbed() for the synchronous getBackendInfo(): blocks while the child runs, once per process. */
+export function cudaProbedSync(): void {
+  native();
+  if (probeResult !== undefined) return;
+  const r = spawnSync(process.execPath, ['-e', PROBE], { env: probeEnv(), stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8',
+    timeout: 60_000 });
+  settleProbe(r.status === 0 && !r.signal && !r.error ? null
+    : describeChildFailure({ error: r.error, signal: r.signal, status: r.status, stderr: String(r.stderr ?? '') }));
 }
 
 /** Why the load-time CUDA probe disabled CUDA, if it did. */
 export function cudaProbeNote(): string | undefined {
-  native();
-  return probeNote;
+  cudaProbedSync();
+  return probeResult ?? undefined;
 }

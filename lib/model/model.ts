@@ -1,8 +1,12 @@
 /**
- * loadModel(): a checkpoint ready to run — spec, tokenizer, the native vision tower + projector and
- * LLM — and chats over it, on the CPU. Each '<image>' of a prompt (token -200) becomes the image's
- * projected patches (LLaVA-Med v1.0: <im_start> patches <im_end>). The CUDA device and LLaVA-Rad's
- * timm tower are not implemented yet and say so with E_UNSUPPORTED.
+ * loadModel(): a checkpoint ready to run — spec, tokenizer, the native vision tower + projector
+ * (CLIP, or LLaVA-Rad's timm ViT) and LLM, on the CPU or a CUDA device — and chats over it. Each
+ * '<image>' of a prompt (token -200) becomes the image's projected patches (LLaVA-Med v1.0:
+ * <im_start> patches <im_end>); the patches travel as spans beside the tokens, identified by the
+ * encoded image, so a chat's cached prefix is reused only for the same image.
+ *
+ * Lifecycles: Chat.dispose() frees its KV cache; Model.dispose() disposes every chat of the model
+ * (a chat used afterwards throws E_ARGUMENT). Model.forward() sizes its cache to the prompt.
  */
 import { statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -10,9 +14,9 @@ import { open } from 'node:fs/promises';
 import type { Sharp } from 'sharp';
 
 import { medllavaError } from '../errors.js';
-import { CachedContext, generate, type GenerateOptions, type Reply } from '../generate.js';
+import { CachedContext, generate, type GenerateOptions, type ImageSpan, type Reply } from '../generate.js';
 import { preprocessImage } from '../image/preprocess.js';
-import { native, type NativeLlm, type NativeVision } from '../native.js';
+import { cudaProbed, native, type NativeLlm, type NativeVision } from '../native.js';
 import { loadTokenizer } from '../tokenizer/load.js';
 import { renderPrompt, type Message } from '../tokenizer/templates.js';
 import { IMAGE_TOKEN_INDEX, type Tokenizer } from '../tokenizer/tokenizer.js';
@@ -20,7 +24,7 @@ import { loadLlm } from './llm.js';
 import { loadModelSpec, type ModelSpec } from './spec.js';
 import { loadVision } from './vision.js';
 
-/** A path, encoded bytes, or a sharp pipeline (shared/API.md). */
+/** A path, encoded bytes, or a sharp pipeline (docs/API.md). */
 export type ImageInput = string | Uint8Array | Sharp;
 
 export interface LoadModelOptions {
@@ -76,6 +80,8 @@ export interface Chat {
   stream(message: ChatMessage, options?: GenerateOptions): AsyncIterable<string>;
   readonly history: { role: 'user' | 'assistant'; text: string; image?: boolean }[];
   reset(): void;
+  /** Frees the chat's KV cache now (instead of at garbage collection); the chat cannot be used after. */
+  dispose(): void;
 }
 
 export interface Model {
@@ -85,31 +91,55 @@ export interface Model {
   encodeImage(image: ImageInput): Promise<Float32Array>;
   forward(input: { tokens: ArrayLike<number>; images?: ImageInput[] }, options?: { allLogits?: boolean }): Promise<Float32Array>;
   createChat(options?: { template?: string; systemPrompt?: string }): Chat;
+  /** Frees the weights and disposes every chat of this model (their later use throws E_ARGUMENT). */
   dispose(): Promise<void>;
 }
 
-/** Prompt tokens with every -200 expanded to the image's rows, and the embeddings those rows take. */
+/** An encoded image: its projected patches; the array's identity is the image's identity. */
+type EncodedImage = Float32Array;
+
+/** Prompt tokens with every -200 expanded to the image's rows (IMAGE_ROW there), and the spans. */
 interface Expanded {
   tokens: number[];
-  embeddings?: Float32Array;
+  spans: ImageSpan[];
 }
+
+/** The token value at an image row: the native context takes any negative id's row from the embeddings. */
+const IMAGE_ROW = -1;
 
 class ChatImpl implements Chat {
   readonly history: { role: 'user' | 'assistant'; text: string; image?: boolean }[] = [];
   private cc: CachedContext | undefined;
   private running = false;
-  /** encoded features of the images in history, in order */
-  private images: { features: Float32Array; serial: number }[] = [];
+  private disposed = false;
+  /** the encoded images of the history, in order */
+  private images: EncodedImage[] = [];
 
   constructor(private readonly model: ModelImpl, private readonly template: string, private readonly systemPrompt?: string) {}
 
+  private usable(): void {
+    this.model.llm(); // E_ARGUMENT once the model is disposed
+    if (this.disposed) throw medllavaError('E_ARGUMENT', 'this chat has been disposed; create another with model.createChat()');
+  }
+
   reset(): void {
+    this.usable();
     if (this.running) throw medllavaError('E_ARGUMENT', 'cannot reset a chat while it is answering');
     this.history.length = 0;
     this.images = [];
   }
 
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.cc?.ctx.dispose(); // an eval in flight keeps the cache until it ends
+    this.cc = undefined;
+    this.images = [];
+    this.model.forget(this);
+  }
+
   async *stream(message: ChatMessage, options: GenerateOptions = {}): AsyncGenerator<string, Reply, void> {
+    this.usable();
     if (!message || typeof message.text !== 'string') throw medllavaError('E_ARGUMENT', 'a message needs text');
     if (this.running) throw medllavaError('E_ARGUMENT', 'this chat is already answering; await it, or create another chat');
     this.running = true;
@@ -118,9 +148,10 @@ class ChatImpl implements Chat {
       const images = [...this.images];
       if (message.image !== undefined) {
         const t0 = performance.now();
-        images.push({ features: await this.model.encodeImage(message.image), serial: this.model.nextImageSerial() });
+        images.push(await this.model.encodeImage(message.image));
         imageMs = performance.now() - t0;
       }
+      this.usable(); // the model or the chat may have been disposed while the image was encoded
       this.cc ??= new CachedContext(this.model.llm().createContext());
       const hasImage = message.image !== undefined;
       const messages: Message[] = [...this.history.map((h) => ({ role: h.role, text: h.text, image: h.image })),
@@ -128,7 +159,7 @@ class ChatImpl implements Chat {
       const prompt = renderPrompt(this.template, messages, { systemPrompt: this.systemPrompt, addGenerationPrompt: true });
       const ex = this.model.expand(this.model.tokenizer.encodePrompt(prompt), images);
       const gen = generate(this.cc, this.model.tokenizer, ex.tokens, options,
-        ex.embeddings ? { embeddings: ex.embeddings, hidden: this.model.spec.llm.hidden, ms: imageMs } : undefined);
+        ex.spans.length ? { spans: ex.spans, hidden: this.model.spec.llm.hidden, ms: imageMs } : undefined);
       let r = await gen.next();
       while (!r.done) {
         yield r.value;
@@ -153,7 +184,8 @@ class ChatImpl implements Chat {
 
 class ModelImpl implements Model {
   private native: NativeLlm | undefined;
-  private serial = 0;
+  /** the chats alive on this model, disposed with it */
+  private readonly chats = new Set<ChatImpl>();
 
   /** device: where the LLM and the vision tower run */
   constructor(readonly spec: ModelSpec, readonly tokenizer: Tokenizer, llm: NativeLlm, private vision: NativeVision | undefined,
@@ -161,37 +193,34 @@ class ModelImpl implements Model {
     this.native = llm;
   }
 
-  nextImageSerial(): number {
-    return ++this.serial;
+  forget(chat: ChatImpl): void {
+    this.chats.delete(chat);
   }
 
   /** Replaces each -200 with its image's rows (LLaVA-Med v1.0: framed by <im_start> … <im_end>). */
-  expand(tokens: number[], images: { features: Float32Array; serial: number }[]): Expanded {
+  expand(tokens: number[], images: EncodedImage[]): Expanded {
     const slots = tokens.filter((t) => t === IMAGE_TOKEN_INDEX).length;
-    if (slots === 0) return { tokens };
+    if (slots === 0) return { tokens, spans: [] };
     if (slots !== images.length) {
       throw medllavaError('E_ARGUMENT', `the prompt has ${slots} <image> placeholder(s) but ${images.length} image(s) were given`);
     }
     const D = this.spec.llm.hidden;
-    const n = images[0]!.features.length / D;
     const frame = this.spec.mmUseImStartEnd
       ? [this.tokenizer.encodePrompt('<im_start>').slice(1), this.tokenizer.encodePrompt('<im_end>').slice(1)]
       : [[], []];
     const out: number[] = [];
-    const rows: { at: number; features: Float32Array }[] = [];
+    const spans: ImageSpan[] = [];
     let k = 0;
     for (const t of tokens) {
       if (t !== IMAGE_TOKEN_INDEX) { out.push(t); continue; }
       const img = images[k++]!;
       out.push(...frame[0]!);
-      rows.push({ at: out.length, features: img.features });
-      // placeholders unique to this image and row: a cached prefix is reused only for the same image
-      for (let i = 0; i < n; i++) out.push(-(1 + img.serial * 1_000_000 + i));
+      const rows = img.length / D;
+      spans.push({ at: out.length, rows, features: img, image: img });
+      for (let i = 0; i < rows; i++) out.push(IMAGE_ROW);
       out.push(...frame[1]!);
     }
-    const embeddings = new Float32Array(out.length * D);
-    for (const r of rows) embeddings.set(r.features, r.at * D);
-    return { tokens: out, embeddings };
+    return { tokens: out, spans };
   }
 
   llm(): NativeLlm {
@@ -210,24 +239,37 @@ class ModelImpl implements Model {
   }
 
   async forward(input: { tokens: ArrayLike<number>; images?: ImageInput[] }, options: { allLogits?: boolean } = {}) {
-    const images = [];
-    for (const img of input.images ?? []) images.push({ features: await this.encodeImage(img), serial: this.nextImageSerial() });
+    const images: EncodedImage[] = [];
+    for (const img of input.images ?? []) images.push(await this.encodeImage(img));
     const ex = this.expand(Array.from(input.tokens), images);
-    const ctx = this.llm().createContext();
+    // a cache for exactly this input, not the whole context (E_CONTEXT_FULL when it exceeds the context)
+    const ctx = this.llm().createContext({ capacity: Math.max(1, ex.tokens.length) });
+    const cc = new CachedContext(ctx);
     try {
-      return await ctx.eval(Int32Array.from(ex.tokens), { allLogits: options.allLogits ?? false,
-        ...(ex.embeddings ? { embeddings: ex.embeddings } : {}) });
+      if (!(options.allLogits ?? false)) return (await cc.prefill(ex.tokens, ex.spans, this.spec.llm.hidden)).logits;
+      return await ctx.eval(Int32Array.from(ex.tokens), { allLogits: true, ...(ex.spans.length ? { embeddings: this.rows(ex) } : {}) });
     } finally {
       ctx.dispose();
     }
   }
 
+  /** The (tokens × hidden) embeddings of an expanded prompt: image rows filled, text rows zero. */
+  private rows(ex: Expanded): Float32Array {
+    const D = this.spec.llm.hidden;
+    const e = new Float32Array(ex.tokens.length * D);
+    for (const s of ex.spans) e.set(s.features, s.at * D);
+    return e;
+  }
+
   createChat(options: { template?: string; systemPrompt?: string } = {}): Chat {
     this.llm();
-    return new ChatImpl(this, options.template ?? this.spec.template, options.systemPrompt);
+    const chat = new ChatImpl(this, options.template ?? this.spec.template, options.systemPrompt);
+    this.chats.add(chat);
+    return chat;
   }
 
   async dispose(): Promise<void> {
+    for (const chat of [...this.chats]) chat.dispose();
     this.native?.dispose();
     this.native = undefined;
     this.vision?.dispose();
@@ -244,6 +286,7 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
     throw medllavaError('E_ARGUMENT', `device must be 'auto', 'cpu' or 'cuda', got '${String(requested)}'`);
   }
   // 'auto': CUDA when a device is there, else the CPU (getBackendInfo().cuda.reason says why not)
+  await cudaProbed(); // without blocking the event loop; the synchronous getBackendInfo() then finds it done
   const cuda = native().getBackendInfo().cuda;
   if (requested === 'cuda' && !cuda.available) {
     throw medllavaError(cuda.compiled ? 'E_CUDA' : 'E_UNSUPPORTED', `device 'cuda' was asked for, but CUDA is not available: ${cuda.reason}`);

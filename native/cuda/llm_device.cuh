@@ -46,8 +46,9 @@ class LlmDevice {
   // One chat's state on the device: its KV cache, its activation arena and its own stream, so that
   // sequences share only the (read-only) weights and can run concurrently.
   struct Sequence {
-    uint16_t* k = nullptr;  // (layers, context, kv_heads · head_dim) f16
+    uint16_t* k = nullptr;  // (layers, capacity, kv_heads · head_dim) f16
     uint16_t* v = nullptr;
+    int64_t capacity = 0;  // positions the cache holds (≤ the model's context)
     int64_t n_past = 0;
     medllava_stream_t stream = nullptr;
     float* arena = nullptr;
@@ -99,20 +100,25 @@ class LlmDevice {
   LlmDevice(const LlmDevice&) = delete;
   LlmDevice& operator=(const LlmDevice&) = delete;
 
-  size_t kv_bytes() const {
+  // K + V bytes of a cache of `tokens` positions (0: the model's whole context)
+  size_t kv_bytes(int64_t tokens = 0) const {
     const LlmConfig& c = cfg_;
-    return (size_t)(c.layers * c.context * c.kv_heads * (c.hidden / c.heads)) * 2 * 2;
+    return (size_t)(c.layers * (tokens > 0 ? tokens : c.context) * c.kv_heads * (c.hidden / c.heads)) * 2 * 2;
   }
-  size_t sequence_bytes() const { return kv_bytes() + arena_floats() * 4; }
+  size_t sequence_bytes(int64_t tokens = 0) const { return kv_bytes(tokens) + arena_floats() * 4; }
 
-  Sequence new_sequence() {
-    if (sequence_bytes() > dev_.available())
-      throw Error(ErrorCode::OOM, "a chat needs " + mib(sequence_bytes()) + " of device memory (KV cache " + mib(kv_bytes()) +
-                                      ", activations " + mib(arena_floats() * 4) + "); " + mib(dev_.available()) + " are free");
+  // A sequence whose cache holds `capacity` positions (0 or more than the context: the whole context).
+  Sequence new_sequence(int64_t capacity = 0) {
+    if (capacity <= 0 || capacity > cfg_.context) capacity = cfg_.context;
+    if (sequence_bytes(capacity) > dev_.available())
+      throw Error(ErrorCode::OOM, "a chat needs " + mib(sequence_bytes(capacity)) + " of device memory (KV cache " +
+                                      mib(kv_bytes(capacity)) + ", activations " + mib(arena_floats() * 4) + "); " +
+                                      mib(dev_.available()) + " are free");
     Sequence s;
+    s.capacity = capacity;
     try {
-      s.k = static_cast<uint16_t*>(dev_.alloc(kv_bytes() / 2));
-      s.v = static_cast<uint16_t*>(dev_.alloc(kv_bytes() / 2));
+      s.k = static_cast<uint16_t*>(dev_.alloc(kv_bytes(capacity) / 2));
+      s.v = static_cast<uint16_t*>(dev_.alloc(kv_bytes(capacity) / 2));
       s.arena = static_cast<float*>(dev_.alloc(arena_floats() * 4));
       s.stream = dev_.new_stream();
     } catch (...) {
@@ -145,8 +151,8 @@ class LlmDevice {
   void forward(Sequence& s, const int32_t* tokens, int64_t T, bool all, float* out, const float* embeddings = nullptr) {
     const LlmConfig& c = cfg_;
     if (T <= 0) throw Error(ErrorCode::Argument, "forward needs at least one token");
-    if (s.n_past + T > c.context)
-      throw Error(ErrorCode::ContextFull, "the context holds " + std::to_string(c.context) + " tokens; " +
+    if (s.n_past + T > s.capacity)
+      throw Error(ErrorCode::ContextFull, "the context holds " + std::to_string(s.capacity) + " tokens; " +
                                               std::to_string(s.n_past) + " are used and " + std::to_string(T) + " more were given");
     for (int64_t t = 0; t < T; ++t) {
       if (tokens[t] >= c.vocab) throw Error(ErrorCode::Argument, "token id " + std::to_string(tokens[t]) + " is outside the vocabulary");
@@ -255,8 +261,8 @@ class LlmDevice {
     const int64_t n_kv = s.n_past + T;
     for (int64_t l = 0; l < c.layers; ++l) {
       const Layer& L = layers_[(size_t)l];
-      uint16_t* kc = s.k + l * c.context * kvd;
-      uint16_t* vc = s.v + l * c.context * kvd;
+      uint16_t* kc = s.k + l * s.capacity * kvd;
+      uint16_t* vc = s.v + l * s.capacity * kvd;
       rmsnorm_launch(s.x, L.attn_norm, s.h, (int)T, (int)D, c.rms_eps, st);
       linear(s, L.wq, s.h, T, s.q);
       linear(s, L.wk, s.h, T, s.kk);
@@ -316,8 +322,8 @@ class LlmRunnerOn : public LlmDeviceRunner {
   explicit LlmRunnerOn(const Llm& m, DeviceArgs... args) : st_(std::make_shared<State>(args...)) {
     st_->model = std::make_unique<LlmDevice>(m, st_->dev);
   }
-  std::shared_ptr<void> new_sequence() override {
-    auto* seq = new LlmDevice::Sequence(st_->model->new_sequence());
+  std::shared_ptr<void> new_sequence(int64_t capacity) override {
+    auto* seq = new LlmDevice::Sequence(st_->model->new_sequence(capacity));
     auto st = st_;  // the device outlives every sequence on it
     return std::shared_ptr<void>(seq, [st](void* p) {
       auto* s = static_cast<LlmDevice::Sequence*>(p);

@@ -63,15 +63,17 @@ Llm::Llm(const LlmConfig& c, const LlmTensorNames& n) : cfg_(c), lora_scale_(n.l
   }
 }
 
-Llm::Cache Llm::new_cache() const {
+Llm::Cache Llm::new_cache(int64_t capacity) const {
   Cache c;
+  c.capacity = capacity <= 0 || capacity > cfg_.context ? cfg_.context : capacity;
   if (device_) {
-    c.device = device_->new_sequence();
+    c.device = device_->new_sequence(c.capacity);
     return c;
   }
-  const size_t n = (size_t)(cfg_.layers * cfg_.context * cfg_.kv_heads * (cfg_.hidden / cfg_.heads));
+  const size_t n = (size_t)(cfg_.layers * c.capacity * cfg_.kv_heads * (cfg_.hidden / cfg_.heads));
   c.k.assign(n, 0);
   c.v.assign(n, 0);
+  c.bytes = 2 * n * sizeof(uint16_t);
   return c;
 }
 
@@ -117,8 +119,8 @@ void Llm::embed_row(int32_t token, float* out) const {
 void Llm::forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, float* out, const float* embeddings) const {
   const LlmConfig& c = cfg_;
   if (T <= 0) throw Error(ErrorCode::Argument, "forward needs at least one token");
-  if (cache.n_past + T > c.context)
-    throw Error(ErrorCode::ContextFull, "the context holds " + std::to_string(c.context) + " tokens; " + std::to_string(cache.n_past) +
+  if (cache.n_past + T > cache.capacity)
+    throw Error(ErrorCode::ContextFull, "the context holds " + std::to_string(cache.capacity) + " tokens; " + std::to_string(cache.n_past) +
                                             " are used and " + std::to_string(T) + " more were given");
   if (device_) {
     device_->forward(cache.device.get(), cache.n_past, tokens, T, all, out, embeddings);
@@ -136,7 +138,7 @@ void Llm::forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, floa
       embed_row(tokens[t], &x[(size_t)(t * D)]);
     }
   }
-  const size_t layer_stride = (size_t)(c.context * kvd);
+  const size_t layer_stride = (size_t)(cache.capacity * kvd);
   for (int64_t l = 0; l < c.layers; ++l) {
     const Layer& L = layers_[(size_t)l];
     rmsnorm_cpu(x.data(), L.attn_norm.data(), h.data(), T, D, c.rms_eps);

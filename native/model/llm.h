@@ -50,7 +50,8 @@ struct LinearWeight {
 class LlmDeviceRunner {
  public:
   virtual ~LlmDeviceRunner() = default;
-  virtual std::shared_ptr<void> new_sequence() = 0;
+  // a sequence whose KV cache holds `capacity` positions (≤ the model's context)
+  virtual std::shared_ptr<void> new_sequence(int64_t capacity) = 0;
   // As Llm::forward, for the sequence's positions from n_past on
   virtual void forward(void* sequence, int64_t n_past, const int32_t* tokens, int64_t T, bool all, float* out,
                        const float* embeddings) = 0;
@@ -66,14 +67,18 @@ class Llm {
   bool on_device() const { return device_ != nullptr; }
 
   struct Cache {
-    std::vector<uint16_t> k, v;  // (layers, context, kv_heads, head_dim) f16 — on the CPU
+    std::vector<uint16_t> k, v;  // (layers, capacity, kv_heads, head_dim) f16 — on the CPU
     std::shared_ptr<void> device;  // the device's KV cache, when the model runs there
+    int64_t capacity = 0;          // positions it holds (≤ the model's context)
     int64_t n_past = 0;
+    size_t bytes = 0;              // host bytes it holds (K + V), for the JS heap's external-memory count
   };
-  Cache new_cache() const;
+  // A cache of `capacity` positions (0, or more than the context: the whole context). Allocates and
+  // zeroes it: call it off the JS thread.
+  Cache new_cache(int64_t capacity = 0) const;
 
   // Runs `tokens` after the cache's n_past positions; writes logits for every token (all = true)
-  // or the last one: out (all ? T : 1, vocab). E_CONTEXT_FULL when the cache would overflow.
+  // or the last one: out (all ? T : 1, vocab). E_CONTEXT_FULL when the cache's capacity would overflow.
   // `embeddings`, when given, replaces the rows of tokens < 0 (spliced image features, (T, hidden)).
   void forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, float* out, const float* embeddings = nullptr) const;
 

@@ -3,6 +3,7 @@
 #include "../cuda/backend.h"
 #include "llm_args.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "js_error.h"
@@ -52,7 +53,15 @@ Napi::Value LlmWrap::CreateContext(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
     if (!llm_) throw_js(env, ErrorCode::Argument, "this model has been disposed");
-    return context_ctor(env).New({wrap_external<Llm>(env, llm_)});
+    // createContext({ capacity }): a KV cache of `capacity` positions (default, or more than the
+    // model's context: the whole context)
+    int64_t capacity = llm_->config().context;
+    if (info.Length() > 0 && !info[0].IsUndefined()) {
+      if (!info[0].IsObject()) throw_js(env, ErrorCode::Argument, "createContext(options): options must be an object");
+      const Napi::Value c = info[0].As<Napi::Object>().Get("capacity");
+      if (!c.IsUndefined()) capacity = std::min(capacity, get_int(env, c, "options.capacity", 1, (int64_t)1 << 40));
+    }
+    return context_ctor(env).New({wrap_external<Llm>(env, llm_), Napi::Number::New(env, (double)capacity)});
   });
 }
 
@@ -66,14 +75,29 @@ Napi::Function LlmContextWrap::Define(Napi::Env env) {
                                  {InstanceMethod<&LlmContextWrap::Eval>("eval"), InstanceMethod<&LlmContextWrap::Reset>("reset"),
                                   InstanceMethod<&LlmContextWrap::Truncate>("truncate"),
                                   InstanceMethod<&LlmContextWrap::Dispose>("dispose"),
-                                  InstanceAccessor<&LlmContextWrap::GetNPast>("nPast")});
+                                  InstanceAccessor<&LlmContextWrap::GetNPast>("nPast"),
+                                  InstanceAccessor<&LlmContextWrap::GetCapacity>("capacity")});
   env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(f)));
   return f;
 }
 
 LlmContextWrap::LlmContextWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LlmContextWrap>(info) {
-  llm_ = unwrap_external<Llm>(info, "contexts are created with NativeLlm.createContext()");
-  guard(info.Env(), [&] { cache_ = std::make_shared<Llm::Cache>(llm_->new_cache()); });
+  const char* how = "contexts are created with NativeLlm.createContext()";
+  if (info.Length() != 2 || !info[0].IsExternal() || !info[1].IsNumber()) throw make_error(info.Env(), "E_ARGUMENT", how);
+  llm_ = *info[0].As<Napi::External<std::shared_ptr<const Llm>>>().Data();
+  capacity_ = (int64_t)info[1].As<Napi::Number>().DoubleValue();
+  cache_ = std::make_shared<Llm::Cache>();  // empty: the first eval allocates it off the JS thread
+}
+
+LlmContextWrap::~LlmContextWrap() {
+  if (reported_) Napi::MemoryManagement::AdjustExternalMemory(Env(), -reported_);
+}
+
+// Tells V8 how many bytes the cache holds, so garbage collection feels them (once, after allocation).
+void LlmContextWrap::ReportMemory(Napi::Env env) {
+  if (reported_ || !cache_ || cache_->bytes == 0) return;
+  reported_ = (int64_t)cache_->bytes;
+  Napi::MemoryManagement::AdjustExternalMemory(env, reported_);
 }
 
 // eval(tokens: Int32Array, { allLogits?: boolean, embeddings?: Float32Array }) -> Promise<Float32Array>
@@ -104,10 +128,23 @@ Napi::Value LlmContextWrap::Eval(const Napi::CallbackInfo& info) {
     busy_ = true;
     auto llm = llm_;
     auto cache = cache_;
+    const int64_t capacity = capacity_;
     float* op = out.Data();
     return PromiseWorker::Start(
-        env, [=] { llm->forward(*cache, tokens->data(), T, all, op, emb ? emb->data() : nullptr); },
-        [pins](Napi::Env) { return (*pins)[0].Value(); }, [this] { busy_ = false; });
+        env,
+        [=] {
+          if (cache->capacity == 0) {  // first eval: allocate and zero the KV cache here, off the JS thread
+            const int64_t n_past = cache->n_past;
+            *cache = llm->new_cache(capacity);
+            cache->n_past = n_past;
+          }
+          llm->forward(*cache, tokens->data(), T, all, op, emb ? emb->data() : nullptr);
+        },
+        [pins](Napi::Env) { return (*pins)[0].Value(); },
+        [this, env] {
+          busy_ = false;
+          ReportMemory(env);
+        });
   });
 }
 
@@ -133,10 +170,18 @@ Napi::Value LlmContextWrap::GetNPast(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), cache_ ? (double)cache_->n_past : 0);
 }
 
+Napi::Value LlmContextWrap::GetCapacity(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), (double)capacity_); }
+
 Napi::Value LlmContextWrap::Dispose(const Napi::CallbackInfo& info) {
-  // an eval in flight holds its own reference to the cache
+  // an eval in flight holds its own reference to the cache, which goes when it ends; otherwise the
+  // cache is freed on the worker pool (unmapping a large cache takes tens of ms: not on the JS thread)
+  if (cache_ && cache_.use_count() == 1 && cache_->bytes >= ((size_t)1 << 20)) {
+    PromiseWorker::Start(info.Env(), [c = std::move(cache_)]() mutable { c.reset(); }, [](Napi::Env e) { return e.Undefined(); });
+  }
   cache_.reset();
   llm_.reset();
+  if (reported_) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -reported_);
+  reported_ = 0;
   return info.Env().Undefined();
 }
 

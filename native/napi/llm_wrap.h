@@ -27,15 +27,21 @@ class LlmContextWrap : public Napi::ObjectWrap<LlmContextWrap> {
  public:
   static Napi::Function Define(Napi::Env env);
   explicit LlmContextWrap(const Napi::CallbackInfo& info);
+  ~LlmContextWrap() override;
 
  private:
   Napi::Value Eval(const Napi::CallbackInfo& info);
   Napi::Value Reset(const Napi::CallbackInfo& info);
   Napi::Value Truncate(const Napi::CallbackInfo& info);
   Napi::Value GetNPast(const Napi::CallbackInfo& info);
+  Napi::Value GetCapacity(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
+  void ReportMemory(Napi::Env env);
   std::shared_ptr<const Llm> llm_;
+  // allocated (and zeroed) by the first eval's worker, never on the JS thread; capacity 0 until then
   std::shared_ptr<Llm::Cache> cache_;
+  int64_t capacity_ = 0;   // positions the cache will hold
+  int64_t reported_ = 0;   // bytes reported to V8 as external memory (AdjustExternalMemory)
   bool busy_ = false;
 };
 

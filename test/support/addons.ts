@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
 import {
-  native, packageRoot, type NativeAddon, type NativeDType, type NativeLlmConfig, type NativeLlmTensors, type NativeVisionConfig,
+  cudaProbedSync, native, packageRoot, type NativeAddon, type NativeDType, type NativeLlmConfig, type NativeLlmTensors, type NativeVisionConfig,
   type NativeVisionTensors,
 } from '../../lib/native.js';
 
@@ -33,7 +33,9 @@ export interface SimtAddon {
   stats(): { launches: number; blocks: number; threads: number; switches: number };
 }
 
+/** The product addon, after the CUDA probe (as getBackendInfo() does), so tests may touch CUDA through it. */
 export function addon(): NativeAddon {
+  cudaProbedSync();
   return native();
 }
 
