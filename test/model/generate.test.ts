@@ -136,16 +136,22 @@ describe('chat', () => {
     await expect(model.createChat().send({ text: 'x', image: new Uint8Array([1, 2, 3]) })).rejects.toMatchObject({ code: 'E_IMAGE' });
   });
 
-  it("device 'cuda' without a GPU is E_CUDA with CUDA's reason; 'auto' falls back to the CPU; a missing model is refused", async () => {
+  it("device 'cuda': without a GPU E_CUDA with CUDA's reason and 'auto' on the CPU; with one, 'auto' and 'cuda' run there", async () => {
     const cuda = getBackendInfo().cuda;
+    const spec = await loadModelSpec(gguf);
     if (!cuda.available) {
       await expect(loadModel(gguf, { device: 'cuda' })).rejects.toMatchObject({
         code: cuda.compiled ? 'E_CUDA' : 'E_UNSUPPORTED', message: expect.stringContaining(cuda.reason!) });
       expect(model.device).toBe('cpu');
+      // the native loader's own check, below loadModel's
+      await expect(loadLlm(spec, { device: 'cuda' })).rejects.toMatchObject({ code: cuda.compiled ? 'E_CUDA' : 'E_UNSUPPORTED' });
+    } else {
+      expect(model.device).toBe('cuda'); // 'auto'
+      const m = await loadModel(gguf, { device: 'cuda' });
+      expect(m.device).toBe('cuda');
+      await m.dispose();
+      (await loadLlm(spec, { device: 'cuda' })).dispose();
     }
-    // the native loader's own check, below loadModel's
-    const spec = await loadModelSpec(gguf);
-    if (!cuda.available) await expect(loadLlm(spec, { device: 'cuda' })).rejects.toMatchObject({ code: cuda.compiled ? 'E_CUDA' : 'E_UNSUPPORTED' });
     await expect(loadModel(gguf, { device: 'tpu' as 'cpu' })).rejects.toMatchObject({ code: 'E_ARGUMENT' });
     await expect(loadModel()).rejects.toMatchObject({ code: 'E_ARGUMENT', message: expect.stringMatching(/no bundled demo model/) });
   });

@@ -23,13 +23,24 @@ describe('getBackendInfo', () => {
     expect(Array.isArray(info.cuda.devices)).toBe(true);
   });
 
-  it('on this machine (nvcc, no GPU): compiled, not available, with the reason from cudaGetDeviceCount', () => {
-    if (process.env.MEDLLAVA_EXPECT_GPU === '1') return; // a GPU machine: covered by the CUDA suites
+  it.runIf(!getBackendInfo().cuda.available)('without a usable GPU: not available, no devices, and the reason from cudaGetDeviceCount', () => {
     const info = getBackendInfo();
     expect(info.cuda.available).toBe(false);
     expect(info.cuda.devices).toEqual([]);
     if (info.cuda.compiled) expect(info.cuda.reason).toMatch(/^cudaGetDeviceCount: cudaError\w+ \(.+\)$/);
     else expect(info.cuda.reason).toMatch(/no CUDA backend/);
+  });
+
+  it.runIf(getBackendInfo().cuda.available)('with a GPU: available, its devices listed (name, memory, compute capability), no reason', () => {
+    const info = getBackendInfo();
+    expect(info.cuda.compiled).toBe(true);
+    expect(info.cuda.reason).toBeUndefined();
+    expect(info.cuda.devices.length).toBeGreaterThan(0);
+    for (const d of info.cuda.devices) {
+      expect(d.name.length).toBeGreaterThan(0);
+      expect(d.memoryBytes).toBeGreaterThan(2 ** 30);
+      expect(d.computeCapability).toMatch(/^\d+\.\d+$/);
+    }
   });
 
   it('reports the CPU features the kernels dispatch on', () => {
@@ -105,12 +116,17 @@ describe('errors cross the boundary with .code', () => {
     lin.dispose();
   });
 
-  it('the CUDA device on a machine without one rejects with a code, and the process survives', async () => {
-    if (getBackendInfo().cuda.available) return;
-    const lin = new (n().NativeLinear)(new Float32Array(6), 'f32', 2, 3, null);
-    const err = await lin.forward(new Float32Array(3), 1, { device: 'cuda' }).catch((e: unknown) => e);
-    expect(isMedllavaError(err)).toBe(true);
-    expect(['E_CUDA', 'E_UNSUPPORTED']).toContain((err as { code: string }).code);
+  it('NativeLinear on the CUDA device: without a GPU a rejection with a code (the process survives); with one, the CPU\'s result', async () => {
+    const lin = new (n().NativeLinear)(new Float32Array([1, 2, 3, 4, 5, 6]), 'f32', 2, 3, null);
+    const x = new Float32Array([1, -1, 2]);
+    if (getBackendInfo().cuda.available) {
+      const out = await lin.forward(x, 1, { device: 'cuda' });
+      expect(Array.from(out)).toEqual([5, 11]);
+    } else {
+      const err = await lin.forward(x, 1, { device: 'cuda' }).catch((e: unknown) => e);
+      expect(isMedllavaError(err)).toBe(true);
+      expect(['E_CUDA', 'E_UNSUPPORTED']).toContain((err as { code: string }).code);
+    }
     lin.dispose();
   });
 
