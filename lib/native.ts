@@ -12,6 +12,8 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { medllavaError } from './errors.js';
+
 export interface NativeCudaDevice {
   name: string;
   memoryBytes: number;
@@ -153,7 +155,8 @@ export interface NativeAddon {
   getBackendInfo(): NativeBackendInfo;
   cudaCompiled(): boolean;
   cudaDisable(reason: string): void;
-  setCpuDispatch(mode: 'auto' | 'avx2' | 'scalar'): void;
+  /** Forces a kernel family (tests): 'avx512-novnni' = AVX-512 without the VNNI int8 path (a CPU without VNNI). */
+  setCpuDispatch(mode: 'auto' | 'avx512-novnni' | 'avx2' | 'scalar'): void;
   setThreads(threads: number): void;
   /** GFLOP/s of independent fp32 FMA chains on `threads` threads for about `ms` ms. */
   measureFmaPeak(threads: number, ms: number): Promise<number>;
@@ -238,7 +241,12 @@ function settleProbe(reason: string | null): void {
 export function native(): NativeAddon {
   if (addon) return addon;
   const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
-  binaryPath = nodeGypBuild.resolve(packageRoot());
+  try {
+    binaryPath = nodeGypBuild.resolve(packageRoot());
+  } catch {
+    throw medllavaError('E_UNSUPPORTED', `medllava has no prebuilt binary for ${process.platform}-${process.arch} and none was ` +
+      'built here: run `npx medllava build` (needs cmake ≥ 3.19 and a C++17 compiler; nvcc adds the CUDA backend)');
+  }
   addon = require(binaryPath) as NativeAddon;
   if (process.env.MEDLLAVA_CUDA === 'off') probeResult = null; // the addon disabled CUDA itself; nothing to probe
   return addon;

@@ -1,15 +1,18 @@
 #!/usr/bin/env node
-/** The `medllava` command. Commands join with their issues (chat, convert, fixture, train, eval). */
+/** The `medllava` command: info, build, chat, convert, fixture (train and eval join with their issues). */
 import { Command } from 'commander';
 
 import { getBackendInfo } from '../backend.js';
 import { isMedllavaError } from '../errors.js';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 import cliProgress from 'cli-progress';
 
 import { convertModel } from '../convert/convert.js';
 import { loadModel } from '../model/model.js';
+import { packageRoot } from '../native.js';
 import { FIXTURE_LAYOUTS, FIXTURE_SIZES, generateFixture, type FixtureLayout, type FixtureSize } from '../fixtures/generate.js';
 
 function formatBytes(n: number): string {
@@ -65,6 +68,17 @@ program
   .action((opts: { json?: boolean }) => {
     const info = getBackendInfo();
     process.stdout.write(opts.json ? `${JSON.stringify(info, null, 2)}\n` : `${formatBackendInfo(info)}\n`);
+  });
+
+program
+  .command('build')
+  .description('compile the addon from source here (for a platform with no prebuilt binary); needs cmake ≥ 3.19 and a C++17 compiler')
+  .option('--no-cuda', 'leave the CUDA backend out even when nvcc is found')
+  .action((opts: { cuda: boolean }) => {
+    const r = spawnSync(process.execPath, [join(packageRoot(), 'scripts', 'build-native.mjs')], {
+      stdio: 'inherit', env: { ...process.env, ...(opts.cuda ? {} : { MEDLLAVA_CUDA: 'off' }) },
+    });
+    process.exitCode = r.status ?? 1;
   });
 
 program

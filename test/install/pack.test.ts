@@ -1,7 +1,10 @@
 /**
- * Installing like users do: `npm pack`, then `npm install ./medllava-*.tgz` in a fresh directory
- * (a) with prebuilds present — no compiler may run — and (b) without — cmake-js compiles.
- * Also builds the addon with node-gyp from binding.gyp, the build prebuildify drives by default.
+ * Installing like users do, with npm's install scripts off (`--ignore-scripts`, as npm's
+ * allowScripts policy will make the default): (a) `npm pack` runs prepack, which builds the
+ * prebuild that ships inside the tarball; a fresh project installs it with no compiler on the PATH
+ * and runs a forward pass; (b) a tarball without a binary for this platform says so in one line
+ * (no stack trace) and `medllava build` compiles it with cmake-js. Also builds the addon with
+ * node-gyp from binding.gyp, the build prebuildify drives by default.
  *
  * Costs minutes (one CUDA prebuild, one CPU-only cmake-js compile, one node-gyp compile, npm
  * installs from the registry); everything happens in temporary directories, never in the repo's
@@ -29,11 +32,13 @@ function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = 
   return r.stdout;
 }
 
-function pack(dir: string, dest: string): string {
+function pack(dir: string, dest: string, scripts = false): string {
   mkdirSync(dest, { recursive: true });
-  const out = run(npm, ['pack', '--ignore-scripts', '--json', '--pack-destination', dest], dir);
-  const [info] = JSON.parse(out) as { filename: string; files: { path: string }[] }[];
-  return join(dest, info!.filename);
+  // (stdout also carries the lifecycle scripts' output when they run: take the tarball from `dest`)
+  run(npm, ['pack', ...(scripts ? [] : ['--ignore-scripts']), '--pack-destination', dest], dir);
+  const tarballs = readdirSync(dest).filter((f) => f.endsWith('.tgz'));
+  expect(tarballs).toHaveLength(1);
+  return join(dest, tarballs[0]!);
 }
 
 function freshProject(name: string): string {
@@ -43,10 +48,24 @@ function freshProject(name: string): string {
   return dir;
 }
 
-function backendInfoIn(dir: string): { cuda: { compiled: boolean } } {
+function backendInfoIn(dir: string, env: NodeJS.ProcessEnv = {}): { cuda: { compiled: boolean } } {
   const out = run(process.execPath, ['--input-type=module', '-e',
-    "import { getBackendInfo } from 'medllava'; process.stdout.write(JSON.stringify(getBackendInfo()));"], dir);
+    "import { getBackendInfo } from 'medllava'; process.stdout.write(JSON.stringify(getBackendInfo()));"], dir, env);
   return JSON.parse(out) as { cuda: { compiled: boolean } };
+}
+
+/** npm's own CLI, run by this node: works with a PATH that has nothing else on it */
+const npmCli = join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js');
+
+/** A PATH holding only node and sh: no cc, c++, g++, cmake, make, ninja or nvcc can be found. */
+function noCompilerPath(): string {
+  const bin = join(work, 'bin-no-compilers');
+  if (!existsSync(bin)) {
+    mkdirSync(bin);
+    symlinkSync(process.execPath, join(bin, 'node'));
+    symlinkSync('/bin/sh', join(bin, 'sh'));
+  }
+  return bin;
 }
 
 let plainTarball = '';
@@ -78,34 +97,55 @@ describe('npm pack', () => {
   });
 });
 
-describe('npm install of the packed tarball', () => {
-  it('(b) without prebuilds: the install script compiles with cmake-js', () => {
+describe('npm install of the packed tarball, install scripts off', () => {
+  it('(b) without a binary for this platform: one clear line saying how to build, then `medllava build` compiles it', () => {
     const dir = freshProject('no-prebuild');
-    run(npm, ['install', '--no-audit', '--no-fund', plainTarball], dir, { MEDLLAVA_CUDA: 'off' });
+    run(npm, ['install', '--ignore-scripts', '--no-audit', '--no-fund', plainTarball], dir);
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', "import { getBackendInfo } from 'medllava'; getBackendInfo();"],
+      { cwd: dir, encoding: 'utf8' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/no prebuilt binary for linux-x64.*npx medllava build/);
+    const cli = spawnSync(join(dir, 'node_modules/.bin/medllava'), ['info'], { cwd: dir, encoding: 'utf8' });
+    expect(cli.status).toBe(1);
+    expect(cli.stderr.trim().split('\n')).toHaveLength(1); // one line, no stack trace
+    expect(cli.stderr.trim()).toMatch(/^medllava: .*npx medllava build.*\(E_UNSUPPORTED\)$/);
+    run(join(dir, 'node_modules/.bin/medllava'), ['build', '--no-cuda'], dir);
     expect(existsSync(join(dir, 'node_modules/medllava/build/Release/medllava.node'))).toBe(true);
-    const info = backendInfoIn(dir);
-    expect(info.cuda.compiled).toBe(false);
+    expect(backendInfoIn(dir).cuda.compiled).toBe(false);
     expect(run(join(dir, 'node_modules/.bin/medllava'), ['info'], dir)).toMatch(/^cpu: /);
   }, 900_000);
 
-  it('(a) with prebuilds: `npm run prebuild:pack` output installs with no compiler run', () => {
-    run(process.execPath, [join(unpacked, 'scripts/prebuild-pack.mjs')], unpacked);
-    const arch = `${process.platform}-${process.arch}`;
-    expect(readdirSync(join(unpacked, 'prebuilds', arch))).toEqual(['medllava.node']);
+  it('(a) `npm pack` ships a prebuilt binary; it installs and runs a forward pass with no compiler on the PATH', () => {
+    // npm pack with its scripts: prepare (dist/), prepack (the prebuild, CUDA included when nvcc is here)
     rmSync(join(unpacked, 'build'), { recursive: true, force: true });
-    rmSync(join(unpacked, 'node_modules'));
-    prebuiltTarball = pack(unpacked, join(work, 'prebuilt'));
+    prebuiltTarball = pack(unpacked, join(work, 'prebuilt'), true);
+    const arch = `${process.platform}-${process.arch}`;
+    const listing = run('tar', ['-tzf', prebuiltTarball], work);
+    expect(listing).toContain(`package/prebuilds/${arch}/medllava.node`);
+    expect(listing).not.toMatch(/package\/build\//);
 
     const dir = freshProject('with-prebuild');
-    // a compiler that always fails: if the install tried to build, it would fail
-    const noCompilers = { CC: '/bin/false', CXX: '/bin/false', CMAKE_C_COMPILER: '/bin/false', CUDACXX: '/bin/false' };
-    run(npm, ['install', '--no-audit', '--no-fund', prebuiltTarball], dir, noCompilers);
+    const env = { PATH: noCompilerPath() };
+    expect(spawnSync('sh', ['-c', 'command -v cc || command -v c++ || command -v g++ || command -v cmake'], { env }).status).not.toBe(0);
+    run(process.execPath, [npmCli, 'install', '--ignore-scripts', '--no-audit', '--no-fund', prebuiltTarball], dir, env);
     expect(existsSync(join(dir, 'node_modules/medllava/build'))).toBe(false);
-    expect(existsSync(join(dir, 'node_modules/medllava/prebuilds', arch, 'medllava.node'))).toBe(true);
-    const info = backendInfoIn(dir);
+    const info = backendInfoIn(dir, env);
     // the prebuild carries CUDA when this machine has nvcc (as CI does)
     const hasNvcc = spawnSync('nvcc', ['--version']).status === 0;
     expect(info.cuda.compiled).toBe(hasNvcc && process.env.MEDLLAVA_CUDA !== 'off');
+    // a forward pass through the installed package, on a fixture its own CLI writes
+    run(process.execPath, [join(dir, 'node_modules/medllava/dist/lib/cli/main.js'), 'fixture', '--layout', 'gguf', '--gguf-type', 'F32',
+      '--out', join(dir, 'fx')], dir, env);
+    const out = run(process.execPath, ['--input-type=module', '-e', `
+      import { readdirSync } from 'node:fs';
+      import { loadModel } from 'medllava';
+      const f = readdirSync('fx').find((n) => n.startsWith('ggml-model'));
+      const m = await loadModel('fx/' + f, { device: 'cpu' });
+      const logits = await m.forward({ tokens: [1, 20, 30, 40] });
+      const reply = await m.createChat().send({ text: 'hello' }, { maxTokens: 4 });
+      process.stdout.write(JSON.stringify({ n: logits.length, finite: logits.every(Number.isFinite), tokens: reply.tokens.length }));
+      await m.dispose();`], dir, env);
+    expect(JSON.parse(out)).toEqual({ n: 600, finite: true, tokens: 4 });
   }, 900_000);
 });
 
