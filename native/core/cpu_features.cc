@@ -61,8 +61,11 @@ bool use_avx2() {
 
 bool use_avx512() {
   const auto& f = cpu_features();
-  return cpu_dispatch() == CpuDispatch::Auto && use_avx2() && f.avx512f && f.avx512bw && f.avx512vl;
+  const CpuDispatch d = cpu_dispatch();
+  return (d == CpuDispatch::Auto || d == CpuDispatch::Avx512NoVnni) && use_avx2() && f.avx512f && f.avx512bw && f.avx512vl;
 }
+
+bool use_vnni() { return cpu_dispatch() == CpuDispatch::Auto && use_avx512() && cpu_features().avx512vnni; }
 
 const char* cpu_dispatch_name() { return use_avx512() ? "avx512" : use_avx2() ? "avx2" : "scalar"; }
 

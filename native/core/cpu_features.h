@@ -15,14 +15,18 @@ struct CpuFeatures {
 const CpuFeatures& cpu_features();        // what the CPU reports
 std::vector<std::string> cpu_feature_names();  // e.g. {"avx2","fma","f16c"}
 
-enum class CpuDispatch { Auto, Avx2, Scalar };
-// Tests force the AVX2 or the scalar kernels to check them on machines that have better.
+enum class CpuDispatch { Auto, Avx512NoVnni, Avx2, Scalar };
+// Tests force each kernel family to check it on machines that have better: AVX-512 without its
+// VNNI int8 path, AVX2, or the scalar kernels.
 void set_cpu_dispatch(CpuDispatch d);
 CpuDispatch cpu_dispatch();
 // True when the AVX2+FMA+F16C kernels may run (CPU supports them and dispatch is not Scalar).
 bool use_avx2();
-// True when the AVX-512 (F, BW, VL) kernels may run: the CPU and OS support them and dispatch is Auto.
+// True when the AVX-512 (F, BW, VL) kernels may run: the CPU and OS support them and dispatch is
+// Auto or Avx512NoVnni.
 bool use_avx512();
+// True when the AVX-512 VNNI int8 kernels may run: use_avx512(), the CPU has VNNI, dispatch is Auto.
+bool use_vnni();
 // The kernel family in use: "avx512", "avx2" or "scalar".
 const char* cpu_dispatch_name();
 

@@ -726,7 +726,7 @@ void matmul_cpu(const MatmulArgs& p) {
   check_args(p);
   if (p.M == 0) return;
   if (!use_avx2()) return matmul_cpu_scalar(p);
-  if (p.w_x16 && use_avx512() && cpu_has_vnni() && dtype_is_block(p.w_type)) return matmul_vnni_x16(p);
+  if (p.w_x16 && use_vnni() && dtype_is_block(p.w_type)) return matmul_vnni_x16(p);
   if (p.M <= 2) return dtype_is_block(p.w_type) ? gemv_q_avx2(p) : gemv_avx2(p);
   if (p.M <= kSmallM && !dtype_is_block(p.w_type) && use_avx512()) return small_m_avx512(p);
   gemm_avx2(p);

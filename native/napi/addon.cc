@@ -69,9 +69,10 @@ Napi::Value CudaDisable(const Napi::CallbackInfo& info) {
 Napi::Value SetCpuDispatch(const Napi::CallbackInfo& info) {
   const std::string mode = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
   if (mode == "auto") set_cpu_dispatch(CpuDispatch::Auto);
+  else if (mode == "avx512-novnni") set_cpu_dispatch(CpuDispatch::Avx512NoVnni);
   else if (mode == "avx2") set_cpu_dispatch(CpuDispatch::Avx2);
   else if (mode == "scalar") set_cpu_dispatch(CpuDispatch::Scalar);
-  else throw_js(info.Env(), ErrorCode::Argument, "setCpuDispatch(mode): mode must be 'auto', 'avx2' or 'scalar', got '" + mode + "'");
+  else throw_js(info.Env(), ErrorCode::Argument, "setCpuDispatch(mode): mode must be 'auto', 'avx512-novnni', 'avx2' or 'scalar', got '" + mode + "'");
   return info.Env().Undefined();
 }
 

@@ -147,28 +147,35 @@ describe('matmul on the CPU', () => {
         const ref = matmulReference(a, values, bias, M, N, K, 'gelu');
         const scale = matmulErrorScale(a, values, bias, M, N, K);
         const lin = new n.NativeLinear(raw, dtype, N, K, bias);
-        n.setCpuDispatch('scalar');
-        const scalar = relativeError(await lin.forward(a, M, { activation: 'gelu' }), ref, scale);
-        n.setCpuDispatch('avx2');
-        const avx2Out = await lin.forward(a, M, { activation: 'gelu' });
-        n.setCpuDispatch('auto');
-        const fastOut = await lin.forward(a, M, { activation: 'gelu' });
+        const run = async (d: 'auto' | 'avx512-novnni' | 'avx2' | 'scalar') => {
+          n.setCpuDispatch(d);
+          try {
+            return await lin.forward(a, M, { activation: 'gelu' });
+          } finally {
+            n.setCpuDispatch('auto');
+          }
+        };
+        const scalar = relativeError(await run('scalar'), ref, scale);
+        const outs = { avx2: await run('avx2'), 'avx512-novnni': await run('avx512-novnni'), auto: await run('auto') };
         lin.dispose();
         expect(scalar).toBeLessThan(1e-5);
-        // AVX-512 VNNI (where the CPU has it) runs every M on int8 products of Q8_0-quantized activations
+        // decode (M ≤ 2) on AVX2 — and on AVX-512 without VNNI, which uses the same GEMV — and every M on
+        // AVX-512 VNNI quantize the activations to Q8_0, as llama.cpp does: judged against the float64
+        // product of exactly those activations, with what the rounding costs bounded separately
+        const aq = quantizeRowsQ8(a, M, K);
+        const refQ = matmulReference(aq, values, bias, M, N, K, 'gelu');
         const info = n.getBackendInfo().cpu;
-        const vnni = info.dispatch === 'avx512' && info.features.includes('avx512vnni');
-        if (M > 2) expect(relativeError(avx2Out, ref, scale)).toBeLessThanOrEqual(2 * scalar + 1e-7);
-        if (M > 2 && !vnni) {
-          expect(relativeError(fastOut, ref, scale)).toBeLessThanOrEqual(2 * scalar + 1e-7);
-        } else {
-          // decode (M ≤ 2), and every M on VNNI, quantizes the activations to Q8_0 too, as llama.cpp does: judge
-          // it against the float64 product of exactly those activations, and bound what the rounding costs
-          const aq = quantizeRowsQ8(a, M, K);
-          const refQ = matmulReference(aq, values, bias, M, N, K, 'gelu');
-          expect(relativeError(fastOut, refQ, scale)).toBeLessThanOrEqual(2 * scalar + 1e-7);
-          expect(relativeError(fastOut, ref, scale)).toBeLessThan(1e-2);
+        const has512 = info.features.includes('avx512f') && info.features.includes('avx512bw') && info.features.includes('avx512vl');
+        const vnni = has512 && info.features.includes('avx512vnni');
+        const quantizes = { avx2: M <= 2, 'avx512-novnni': M <= 2, auto: M <= 2 || vnni };
+        for (const d of ['avx2', 'avx512-novnni', 'auto'] as const) {
+          const err = relativeError(outs[d], quantizes[d] ? refQ : ref, scale);
+          expect(err, `${d}: ${err} vs the ${quantizes[d] ? 'Q8_0-activation' : 'float64'} reference`).toBeLessThanOrEqual(2 * scalar + 1e-7);
+          if (quantizes[d]) expect(relativeError(outs[d], ref, scale)).toBeLessThan(1e-2);
         }
+        // negative control: the quantized reference is far enough from the exact one that judging a
+        // quantizing kernel against the wrong one would fail (so the two checks above are distinct)
+        expect(relativeError(refQ, ref, scale)).toBeGreaterThan(10 * (2 * scalar + 1e-7));
       });
     }
   }
