@@ -242,7 +242,8 @@ export function native(): NativeAddon {
   if (addon) return addon;
   const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
   try {
-    binaryPath = nodeGypBuild.resolve(packageRoot());
+    // MEDLLAVA_ADDON_PATH: another build of the addon (the sanitizer build the tests run under)
+    binaryPath = process.env.MEDLLAVA_ADDON_PATH || nodeGypBuild.resolve(packageRoot());
   } catch {
     throw medllavaError('E_UNSUPPORTED', `medllava has no prebuilt binary for ${process.platform}-${process.arch} and none was ` +
       'built here: run `npx medllava build` (needs cmake ≥ 3.19 and a C++17 compiler; nvcc adds the CUDA backend)');
