@@ -105,13 +105,23 @@ program
     }).finally(progress.stop);
     process.stderr.write(`${model.spec.family}: ${model.spec.llm.layers} layers × ${model.spec.llm.hidden}, template ${model.spec.template}\n`);
     const chat = model.createChat();
-    const ac = new AbortController();
-    process.on('SIGINT', () => ac.abort());
+    // Ctrl-C stops the answer being written (a fresh signal per answer, so the next question still
+    // runs); a Ctrl-C while no answer is running leaves, as a terminal user expects
+    let answering: AbortController | undefined;
+    process.on('SIGINT', () => {
+      if (answering) answering.abort();
+      else process.exit(130);
+    });
     const ask = async (text: string, image?: string) => {
-      const gen = chat.stream({ text, ...(image ? { image } : {}) },
-        { temperature: opts.temperature, maxTokens: opts.maxTokens, seed: opts.seed, signal: ac.signal });
-      for await (const piece of gen) process.stdout.write(piece);
-      process.stdout.write('\n');
+      answering = new AbortController();
+      try {
+        const gen = chat.stream({ text, ...(image ? { image } : {}) },
+          { temperature: opts.temperature, maxTokens: opts.maxTokens, seed: opts.seed, signal: answering.signal });
+        for await (const piece of gen) process.stdout.write(piece);
+        process.stdout.write('\n');
+      } finally {
+        answering = undefined;
+      }
     };
     if (opts.prompt !== undefined) {
       await ask(opts.prompt, opts.image);

@@ -1,5 +1,5 @@
-// CPU transformer ops: RMSNorm, RoPE, SiLU·mul, cached causal attention. fp32 accumulation; the KV
-// cache is f16 (as llama.cpp's), converted on read.
+// CPU transformer ops: RMSNorm, LayerNorm, RoPE, SiLU·mul, cached causal attention (GQA, f16 KV
+// cache as llama.cpp keeps it, converted on read) and full (ViT) attention. fp32 accumulation.
 #include <immintrin.h>
 
 #include <algorithm>
