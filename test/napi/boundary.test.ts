@@ -13,7 +13,7 @@ import { addon } from '../support/addons.js';
 import { randomNormal } from '../support/reference.js';
 
 describe('getBackendInfo', () => {
-  it('has the shape shared/API.md gives', () => {
+  it('has the shape docs/API.md gives', () => {
     const info = getBackendInfo();
     expect(Object.keys(info).sort()).toEqual(['cpu', 'cuda']);
     expect(Number.isInteger(info.cpu.threads) && info.cpu.threads >= 1).toBe(true);
