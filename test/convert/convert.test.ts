@@ -1,10 +1,10 @@
 /**
  * medllava convert: HF checkpoints → GGUF pairs that llama.cpp (node-llama-cpp) runs to the same
  * next-token distribution as a float64 reference over the original HF weights; LLaVA-Rad → one
- * safetensors checkpoint with the LoRA merged exactly as numpy + torch compute it.
+ * safetensors checkpoint with the LoRA merged into every adapted linear as torch computes it (float64).
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -15,8 +15,8 @@ import { generateFixture } from '../../lib/fixtures/generate.js';
 import { loadModelSpec, loadTokenizer } from '../../lib/index.js';
 import { native, packageRoot } from '../../lib/native.js';
 import { llamaNextLogProbs } from '../support/llama-reference.js';
+import { redrawAdapter, torchLoraMerge } from '../support/lora.js';
 import { importPeer } from '../support/peers.js';
-import { python } from '../support/python.js';
 
 const root = mkdtempSync(join(tmpdir(), 'medllava-convert-'));
 
@@ -97,28 +97,49 @@ describe('HF → GGUF', () => {
 });
 
 describe('HF → safetensors', () => {
-  it('LLaVA-Rad: LoRA merged as W + (alpha/r)·B·A, identical to numpy + torch', async () => {
+  it('LLaVA-Rad: LoRA merged as W + (alpha/r)·B·A into every adapted linear, as torch computes it', async () => {
+    // the fixture seeds q/k/v/o of a layer alike; redraw so every (layer, module) has its own A, B
+    redrawAdapter(rad.dir, 1234);
     const out = await convertModel({ model: rad.dir, to: 'safetensors', out: join(root, 'rad-st'), quant: 'f32' });
-    const name = 'model.layers.1.mlp.down_proj.weight';
-    const ours = new Float32Array((await native().readSafetensorsTensor(out.weights!, name)).slice().buffer);
-    const theirs = JSON.parse(python(`
-import json, struct, sys, numpy as np, torch
-def st(path, name):
-    raw = open(path, 'rb').read(); n = struct.unpack('<Q', raw[:8])[0]; h = json.loads(raw[8:8 + n])
-    b, e = h[name]['data_offsets']
-    v = (np.frombuffer(raw[8 + n + b:8 + n + e], np.uint16).astype(np.uint32) << 16).view(np.float32)
-    return v.reshape(h[name]['shape']).astype(np.float64)
-w = st(sys.argv[1] + '/model.safetensors', sys.argv[3])
-cfg = json.load(open(sys.argv[2] + '/adapter_config.json'))
-ad = torch.load(sys.argv[2] + '/adapter_model.bin')
-k = 'base_model.model.' + sys.argv[3][:-len('.weight')]
-A = ad[k + '.lora_A.weight'].double().numpy(); B = ad[k + '.lora_B.weight'].double().numpy()
-print(json.dumps((w + cfg['lora_alpha'] / cfg['r'] * B @ A).reshape(-1).tolist()))
-`, [rad.base, rad.dir, name])) as number[];
-    expect(ours.length).toBe(theirs.length);
-    let worst = 0;
-    for (let i = 0; i < ours.length; i++) worst = Math.max(worst, Math.abs(ours[i]! - theirs[i]!));
-    expect(worst).toBeLessThan(1e-5);
+    const adapterCfg = JSON.parse(readFileSync(join(rad.dir, 'adapter_config.json'), 'utf8')) as { r: number; target_modules: string[] };
+    const ref = torchLoraMerge(join(rad.base, 'model.safetensors'), rad.dir, 'peft', root);
+    const baseSpec = await loadModelSpec(rad.dir);
+    // every layer × every target module of the adapter: 2 × 7 here
+    expect(ref.size).toBe(baseSpec.llm.layers * adapterCfg.target_modules.length);
+    const ours = new Map<string, Float32Array>();
+    for (const name of ref.keys()) ours.set(name, new Float32Array((await native().readSafetensorsTensor(out.weights!, name)).slice().buffer));
+    const worstAgainst = (r: Map<string, { data: Float64Array }>) => {
+      let worst = 0;
+      for (const [name, t] of r) {
+        const o = ours.get(name)!;
+        expect(o.length).toBe(t.data.length);
+        for (let i = 0; i < o.length; i++) worst = Math.max(worst, Math.abs(o[i]! - t.data[i]!));
+      }
+      return worst;
+    };
+    let peak = 0;
+    for (const t of ref.values()) for (const v of t.data) peak = Math.max(peak, Math.abs(v));
+    const worst = worstAgainst(ref);
+    // the merge is an f32 sum of W (exact: bf16 ⊂ f32) and r products: each term and the running
+    // sum round at most r + 2 times by 2^-24 relative, of values ≤ peak
+    const bound = (adapterCfg.r + 2) * 2 ** -24 * peak;
+    const rslora = worstAgainst(torchLoraMerge(join(rad.base, 'model.safetensors'), rad.dir, 'rslora', root));
+    const swapped = worstAgainst(torchLoraMerge(join(rad.base, 'model.safetensors'), rad.dir, 'swapped', root));
+    console.log(`LoRA merge vs torch float64 over ${ref.size} tensors: max |Δ| = ${worst.toExponential(2)} (bound ` +
+      `${bound.toExponential(2)}); controls: alpha/√r scale ${rslora.toExponential(2)}, B·A of another module ${swapped.toExponential(2)}`);
+    expect(worst).toBeLessThan(bound);
+    // negative controls: a wrong scale or another module's adapter is far outside the bound
+    expect(rslora).toBeGreaterThan(100 * bound);
+    expect(swapped).toBeGreaterThan(100 * bound);
+    // the tensors LoRA does not touch are the base's, bit for bit
+    const header = await native().readSafetensorsHeader(out.weights!);
+    const untouched = header.tensors.filter((t) => !ref.has(t.name) && baseSpec.files.weights[t.name] === join(rad.base, 'model.safetensors'));
+    expect(untouched.length).toBe(3 + 2 * baseSpec.llm.layers); // embed, norm, lm_head + two norms a layer
+    for (const t of untouched) {
+      const o = new Float32Array((await native().readSafetensorsTensor(out.weights!, t.name)).slice().buffer);
+      const raw = await native().readSafetensorsTensor(join(rad.base, 'model.safetensors'), t.name);
+      expect(o, t.name).toEqual(native().ggmlDequantize('BF16', raw, raw.length / 2));
+    }
     // and the result is a checkpoint again: config + tokenizer beside the weights
     const spec = await loadModelSpec(out.dir!, { visionTower: v15.tower });
     expect(spec.llm.vocab).toBe(600);

@@ -10,7 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { addon } from '../support/addons.js';
 import { python, pythonHas } from '../support/python.js';
-import { randomNormal, toBf16Bits, toHalfBits } from '../support/reference.js';
+import { fromBf16Bits, fromHalfBits, randomNormal, toBf16Bits, toHalfBits } from '../support/reference.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'medllava-st-'));
 const n = () => addon();
@@ -59,7 +59,54 @@ print(json.dumps(res))
     expect(out.tensors['position_ids']!.values).toEqual(Array.from(i64, String));
     expect(out.tensors['empty']!.shape).toEqual([0, 3]);
     expect(out.tensors['scalar']!.values).toEqual([42]);
-    expect(out.tensors['bias']!.values.length).toBe(7);
+    // F16 / BF16 by value (their bits, special values and torch's reading: the test below)
+    expect(out.tensors['model.layers.0.self_attn.q_proj.weight']).toEqual({ shape: [4, 3], values: Array.from(f16, fromHalfBits) });
+    expect(out.tensors['bias']).toEqual({ shape: [7], values: Array.from(bf16, fromBf16Bits) });
+  });
+
+  it('F16 and BF16 we write: dtype, shape and values as numpy (F16) and torch (BF16) read them, bit for bit', async () => {
+    // special values as well: ±0, a subnormal, the largest finite, ±inf, NaN
+    const f16s = Uint16Array.from([0x0000, 0x8000, 0x0001, 0x03ff, 0x7bff, 0xfbff, 0x7c00, 0xfc00, 0x7e00, 0x3c00]);
+    const bf16s = Uint16Array.from([0x0000, 0x8000, 0x0001, 0x007f, 0x7f7f, 0xff7f, 0x7f80, 0xff80, 0x7fc0, 0x3f80]);
+    const p = join(dir, 'half.safetensors');
+    await n().writeSafetensors(p, [
+      { name: 'f16', dtype: 'F16', shape: [4, 3], data: f16 },
+      { name: 'bf16', dtype: 'BF16', shape: [7], data: bf16 },
+      { name: 'f16s', dtype: 'F16', shape: [2, 5], data: f16s },
+      { name: 'bf16s', dtype: 'BF16', shape: [10], data: bf16s },
+    ], {});
+    const out = JSON.parse(python(`
+import json, struct, sys, numpy as np, torch
+raw = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', raw[:8])[0]
+h = json.loads(raw[8:8 + n]); h.pop('__metadata__', None)
+data = raw[8 + n:]
+res = {}
+for k, v in h.items():
+    b, e = v['data_offsets']
+    if v['dtype'] == 'F16':
+        t = np.frombuffer(data[b:e], np.float16).reshape(v['shape'])
+        vals, bits = t.astype(np.float64), t.view(np.uint16)
+    else:  # numpy has no bfloat16: torch reads those
+        t = torch.frombuffer(bytearray(data[b:e]), dtype=torch.bfloat16).reshape(v['shape'])
+        vals, bits = t.double().numpy(), t.view(torch.int16).numpy().view(np.uint16)
+    res[k] = {'dtype': v['dtype'], 'shape': list(vals.shape), 'bits': bits.reshape(-1).tolist(),
+              'values': [repr(float(x)) for x in vals.reshape(-1)]}
+print(json.dumps(res))
+`, [p])) as Record<string, { dtype: string; shape: number[]; bits: number[]; values: string[] }>;
+    const expected = { f16: ['F16', [4, 3], f16], bf16: ['BF16', [7], bf16], f16s: ['F16', [2, 5], f16s], bf16s: ['BF16', [10], bf16s] } as const;
+    const asRepr = (v: number) => (Number.isNaN(v) ? 'nan' : v === Infinity ? 'inf' : v === -Infinity ? '-inf' : Object.is(v, -0) ? '-0.0' : v);
+    const fromRepr = (v: string) => (['nan', 'inf', '-inf', '-0.0'].includes(v) ? v : Number(v));
+    for (const [name, [dtype, shape, data]] of Object.entries(expected)) {
+      expect(out[name], name).toMatchObject({ dtype, shape, bits: Array.from(data) });
+      // the values: our decoding of the bits we wrote, against numpy's / torch's
+      const ours = Array.from(n().ggmlDequantize(dtype, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), data.length), asRepr);
+      expect(ours, name).toEqual(out[name]!.values.map(fromRepr));
+    }
+    // negative controls: the same bits read as the other 16-bit format, or one element off, do not match
+    const asOther = Array.from(n().ggmlDequantize('BF16', new Uint8Array(f16.buffer, f16.byteOffset, f16.byteLength), f16.length), asRepr);
+    expect(asOther).not.toEqual(out['f16']!.values.map(fromRepr));
+    expect(Array.from(bf16.subarray(1))).not.toEqual(out['bf16']!.bits.slice(0, 6));
   });
 
   it('what Python writes by hand, we read exactly (header and bytes)', async () => {
@@ -82,6 +129,44 @@ open(sys.argv[1], 'wb').write(struct.pack('<Q', len(h)) + h + a.tobytes() + b.to
     expect(Array.from(a)).toEqual(Array.from({ length: 12 }, (_, i) => i / 8));
     const b = await n().readSafetensorsTensor(theirs, 'b');
     expect(Array.from(new Uint16Array(b.slice().buffer))).toEqual([toHalfBits(1.5), toHalfBits(-2.25)]);
+    await expect(n().readSafetensorsTensor(theirs, 'nope')).rejects.toMatchObject({ code: 'E_ARGUMENT' });
+  });
+
+  it('F16 (numpy) and BF16 (torch) that Python writes: we read the dtype, shape and every bit', async () => {
+    const theirs = join(dir, 'theirs16.safetensors');
+    const bits = JSON.parse(python(`
+import json, struct, sys, numpy as np, torch
+torch.manual_seed(3)
+special = [0.0, -0.0, 6e-8, 1e-5, 65504.0, float('inf'), float('-inf'), float('nan'), 1e-40, 3e38]
+x = torch.randn(3, 4, 5) * 4
+tensors = {
+    'h': np.asarray(x.numpy(), np.float16),
+    'bf': x.bfloat16(),
+    'hs': np.array(special, np.float16),
+    'bfs': torch.tensor(special).bfloat16(),
+}
+def u16(t): return t.view(np.uint16) if isinstance(t, np.ndarray) else t.view(torch.int16).numpy().view(np.uint16)
+header, blob = {}, b''
+for k, t in tensors.items():
+    b = u16(t).tobytes()
+    header[k] = {'dtype': 'F16' if isinstance(t, np.ndarray) else 'BF16', 'shape': list(t.shape), 'data_offsets': [len(blob), len(blob) + len(b)]}
+    blob += b
+h = json.dumps(header).encode()
+open(sys.argv[1], 'wb').write(struct.pack('<Q', len(h)) + h + blob)
+# the same values in the other 16-bit format, for the negative control
+other = {'h': u16(x.bfloat16()), 'bf': u16(np.asarray(x.numpy(), np.float16))}
+print(json.dumps({k: {'bits': u16(t).reshape(-1).tolist(), 'other': other[k].reshape(-1).tolist() if k in other else None}
+                  for k, t in tensors.items()}))
+`, [theirs])) as Record<string, { bits: number[]; other: number[] | null }>;
+    const h = await n().readSafetensorsHeader(theirs);
+    expect(h.tensors.map((t) => [t.name, t.dtype, t.shape])).toEqual([['h', 'F16', [3, 4, 5]], ['bf', 'BF16', [3, 4, 5]],
+      ['hs', 'F16', [10]], ['bfs', 'BF16', [10]]]);
+    for (const name of ['h', 'bf', 'hs', 'bfs']) {
+      const ours = Array.from(new Uint16Array((await n().readSafetensorsTensor(theirs, name)).slice().buffer));
+      expect(ours, name).toEqual(bits[name]!.bits);
+      // negative control: the same values stored in the other 16-bit format differ
+      if (bits[name]!.other) expect(ours, name).not.toEqual(bits[name]!.other);
+    }
     await expect(n().readSafetensorsTensor(theirs, 'nope')).rejects.toMatchObject({ code: 'E_ARGUMENT' });
   });
 

@@ -56,6 +56,60 @@ print(json.dumps(sd['layers.0.weight'].flatten().tolist()))
     expect(Array.from(ours)).toEqual(values.map(Math.fround));
   });
 
+  it('F16 / BF16 / F64 (and F32) by value: dtype, shape and every bit as torch stores them', async () => {
+    const path = join(dir, 'floats.bin');
+    // special values too: ±0, subnormals, the largest finite, ±inf, NaN; one 16-bit tensor is a
+    // view at an odd element offset into a shared storage (2-byte elements: offset 7 = 14 bytes)
+    const theirs = JSON.parse(python(`
+import torch, sys, json
+torch.manual_seed(1)
+special = torch.tensor([0.0, -0.0, 1.0, -2.5, 6e-8, -5.9e-8, 1e-5, 65504.0, float('inf'), float('-inf'), float('nan'), 1e-40, 3e38])
+x = torch.randn(3, 5, 7) * 10
+sd = {
+    'half': x.half(), 'bf16': x.bfloat16(), 'double': x.double(), 'float': x.float(),
+    'half_special': special.half(), 'bf16_special': special.bfloat16(), 'double_special': special.double(),
+    'half_view': torch.randn(40).half()[7:19].view(3, 4),
+}
+torch.save(sd, sys.argv[1])
+bits = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float64: torch.int64, torch.float32: torch.int32}
+def raw(t): return t.contiguous().view(bits[t.dtype]).numpy().tobytes().hex()
+out = {k: {'dtype': str(v.dtype), 'shape': list(v.shape), 'hex': raw(v)} for k, v in sd.items()}
+# the same values in the other 16-bit format, for the negative controls below
+out['half_as_bf16'] = raw(x.bfloat16()); out['view_base'] = raw(sd['half_view']._base)
+print(json.dumps(out))
+`, [path])) as Record<string, { dtype: string; shape: number[]; hex: string }> & { half_as_bf16: string; view_base: string };
+    const { tensors } = await n().readTorchCheckpoint(path);
+    const by = new Map(tensors.map((t) => [t.name, t]));
+    const dtypes: Record<string, string> = { 'torch.float16': 'F16', 'torch.bfloat16': 'BF16', 'torch.float64': 'F64', 'torch.float32': 'F32' };
+    const names = ['half', 'bf16', 'double', 'float', 'half_special', 'bf16_special', 'double_special', 'half_view'];
+    expect([...by.keys()].sort()).toEqual([...names].sort());
+    const hexOf = async (name: string) => Buffer.from(await n().readTorchTensor(path, name)).toString('hex');
+    for (const name of names) {
+      const t = theirs[name]!;
+      expect(by.get(name), name).toMatchObject({ dtype: dtypes[t.dtype], shape: t.shape, byteLength: t.hex.length / 2 });
+      expect(await hexOf(name), name).toBe(t.hex); // bit-exact, NaN payload and -0 included
+    }
+    // negative controls: the comparison tells the two 16-bit formats apart, and a view read from
+    // one element too early or too late
+    expect(await hexOf('half')).not.toBe(theirs.half_as_bf16);
+    expect(await hexOf('bf16')).not.toBe(theirs['half']!.hex);
+    const view = await hexOf('half_view');
+    expect(theirs.view_base.slice(7 * 4, 19 * 4)).toBe(view);
+    expect(theirs.view_base.slice(6 * 4, 18 * 4)).not.toBe(view);
+    expect(theirs.view_base.slice(8 * 4, 20 * 4)).not.toBe(view);
+    // and decoded: our F16 / BF16 → f32 conversion gives torch's values (torch.float() of the same bits)
+    const decoded = JSON.parse(python(`
+import torch, sys, json
+sd = torch.load(sys.argv[1])
+print(json.dumps({k: [repr(v) for v in sd[k].float().flatten().tolist()] for k in ['half', 'bf16', 'half_special', 'bf16_special']}))
+`, [path])) as Record<string, string[]>;
+    for (const [name, dtype] of [['half', 'F16'], ['bf16', 'BF16'], ['half_special', 'F16'], ['bf16_special', 'BF16']] as const) {
+      const raw = await n().readTorchTensor(path, name);
+      const ours = Array.from(n().ggmlDequantize(dtype, raw, raw.length / 2), (v) => (Number.isNaN(v) ? 'nan' : Object.is(v, -0) ? '-0.0' : v));
+      expect(ours, name).toEqual(decoded[name]!.map((v) => (v === 'nan' ? 'nan' : v === '-0.0' ? '-0.0' : v === 'inf' ? Infinity : v === '-inf' ? -Infinity : Number(v))));
+    }
+  });
+
   it('a non-contiguous tensor is refused with E_UNSUPPORTED', async () => {
     const path = join(dir, 'transposed.bin');
     python(`import torch, sys; torch.save({'t': torch.randn(3, 4).t()}, sys.argv[1])`, [path]);

@@ -17,6 +17,7 @@ import { preprocessImage } from '../../lib/image/preprocess.js';
 import { loadModel, loadModelSpec, type Model } from '../../lib/index.js';
 import { loadVision } from '../../lib/model/vision.js';
 import { llamaNextLogProbs } from '../support/llama-reference.js';
+import { CLIP_PATCHES_PY } from '../support/clip-reference.js';
 import { python } from '../support/python.js';
 import { relativeError } from '../support/reference.js';
 
@@ -56,25 +57,12 @@ for k, v in h.items():
     W[k] = torch.tensor(np.frombuffer(d[b:e], np.float32).astype(np.float64).reshape(v['shape']))
 vc = json.load(open(sys.argv[1] + '/config.json'))['vision_config']
 inp = json.loads(sys.stdin.read())
-D, p, S, H = vc['hidden_size'], vc['patch_size'], vc['image_size'], vc['num_attention_heads']
+S = vc['image_size']
 x = torch.tensor(inp['pixels']).reshape(1, 3, S, S)
-v = 'vision_model.'
-pt = torch.nn.functional.conv2d(x, W[v + 'embeddings.patch_embedding.weight'], stride=p).flatten(2).transpose(1, 2)[0]
-h = torch.cat([W[v + 'embeddings.class_embedding'][None], pt]) + W[v + 'embeddings.position_embedding.weight']
-ln = lambda t, pre: torch.nn.functional.layer_norm(t, (D,), W[pre + '.weight'], W[pre + '.bias'], vc['layer_norm_eps'])
-lin = lambda t, pre: t @ W[pre + '.weight'].T + W[pre + '.bias']
-h = ln(h, v + 'pre_layrnorm')
-# hidden_states[select]: hidden_states[0] is the embeddings, [i] the output of layer i
-for l in range(vc['num_hidden_layers'] + 1 + int(sys.argv[2])):
-    P = v + 'encoder.layers.%d.' % l
-    a = ln(h, P + 'layer_norm1')
-    q, k, vv = [lin(a, P + 'self_attn.' + n).reshape(-1, H, D // H).transpose(0, 1) for n in ('q_proj', 'k_proj', 'v_proj')]
-    att = torch.softmax(q @ k.transpose(1, 2) / (D // H) ** 0.5, -1) @ vv
-    h = h + lin(att.transpose(0, 1).reshape(-1, D), P + 'self_attn.out_proj')
-    m = lin(ln(h, P + 'layer_norm2'), P + 'mlp.fc1')
-    h = h + lin(m * torch.sigmoid(1.702 * m), P + 'mlp.fc2')
-pw = torch.tensor(inp['w']).reshape(-1, D); pb = torch.tensor(inp['b'])
-y = h[1:] @ pw.T + pb   # the linear projector (mm_projector: Linear)
+${CLIP_PATCHES_PY}
+h = clip_patches(W, vc, x, int(sys.argv[2]))
+pw = torch.tensor(inp['w']).reshape(-1, vc['hidden_size']); pb = torch.tensor(inp['b'])
+y = h @ pw.T + pb   # the linear projector (mm_projector: Linear)
 print(json.dumps(y.reshape(-1).tolist()))
 `, [v1.tower, String(selectLayer)], JSON.stringify({ pixels: Array.from(pixels), ...proj }));
   return Float64Array.from(JSON.parse(out) as number[]);

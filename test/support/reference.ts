@@ -176,3 +176,13 @@ export function roundTo(a: Float32Array, dtype: DType): Float64Array {
   }
   return out;
 }
+
+/** log_softmax in float64 of float32 logits (the reference every log-probability is judged by). */
+export function logSoftmax(logits: ArrayLike<number>): Float64Array {
+  let m = -Infinity;
+  for (let i = 0; i < logits.length; i++) m = Math.max(m, logits[i]!);
+  let z = 0;
+  for (let i = 0; i < logits.length; i++) z += Math.exp(logits[i]! - m);
+  const lse = m + Math.log(z);
+  return Float64Array.from({ length: logits.length }, (_, i) => logits[i]! - lse);
+}
