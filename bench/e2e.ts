@@ -23,6 +23,7 @@ import { FIXTURE_SHAPES, generateFixture } from '../lib/fixtures/generate.js';
 import { getBackendInfo, loadModel, loadModelSpec, type ModelSpec } from '../lib/index.js';
 import { loadVision } from '../lib/model/vision.js';
 import { native, packageRoot } from '../lib/native.js';
+import { realSizeCheck } from './correctness.js';
 import { importPeer, peersDir } from '../test/support/peers.js';
 import type { WorkerResult } from './e2e-worker.js';
 
@@ -337,6 +338,15 @@ async function main() {
   const before = await roofline();
   console.log(`roofline (measured now): DRAM read ${before.bw.toFixed(1)} GB/s, fp32 FMA ${before.peak.toFixed(1)} GFLOP/s`);
 
+  // correctness at real size first: a speed figure of a wrong engine means nothing
+  const correctness: string[] = ['| type | max abs Δ log p vs llama.cpp (tokens p > 1e-4) | top-10 overlap | greedy tokens equal (of 16) |', '|---|---|---|---|'];
+  for (const type of TYPES) {
+    const c = await realSizeCheck(llmFile(type).file, threads);
+    console.log(`correctness ${type}: max |Δ log p| ${c.maxAbsLogp.toExponential(2)} over ${c.compared} tokens, top-10 overlap ` +
+      `${c.top10Overlap}/10, greedy equal for ${c.greedyEqual}/16 (ours: ${c.greedy.join(' ')})`);
+    correctness.push(`| ${type} | ${c.maxAbsLogp.toExponential(2)} (${c.compared}) | ${c.top10Overlap}/10 | ${c.greedyEqual} |`);
+  }
+
   const results: TypeResult[] = [];
   for (const type of TYPES) results.push(await llmBench(type));
   // a failure here must not lose the LLM runs above: it is reported in place of the image table
@@ -354,6 +364,9 @@ async function main() {
   console.log(`TinyLlama-1.1B shape (random weights), ${cpu}, ${threads} threads, ${RUNS} runs per side, ` +
     `DRAM read ${bw.toFixed(1)} GB/s, fp32 FMA ${peak.toFixed(1)} GFLOP/s (best of start / end of this run)`);
   for (const p of policy) console.log(`- ${p}`);
+  console.log('');
+  console.log('Correctness at this size (next token after a 64-token prompt, then 16 greedy steps, same GGUF):');
+  for (const l of correctness) console.log(l);
   console.log('');
   for (const l of llmTable(results, bw)) console.log(l);
   const fa = faTable(results);

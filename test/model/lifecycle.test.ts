@@ -12,6 +12,7 @@ import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { FIXTURE_SHAPES, generateFixture } from '../../lib/fixtures/generate.js';
+import { CachedContext } from '../../lib/generate.js';
 import { loadModel, type Model } from '../../lib/index.js';
 import { packageRoot, type NativeLlm } from '../../lib/native.js';
 
@@ -70,6 +71,38 @@ describe('image identity travels beside the tokens', () => {
     expect(r3.timings.reusedTokens).toBeLessThan(r1.timings.promptTokens - 1);
     expect(r3.timings.reusedTokens).toBeGreaterThanOrEqual(imageStart - 1);
     for (const c of [chat, fresh, other]) c.dispose();
+  });
+});
+
+describe('prefix reuse equals a fresh evaluation', () => {
+  it('logits after a reused prefix (text and image rows) are those of the whole prompt evaluated from scratch', async () => {
+    const llm = (model as unknown as { llm(): NativeLlm }).llm();
+    const D = model.spec.llm.hidden;
+    const feats = await model.encodeImage(png);
+    const rows = feats.length / D;
+    const head = model.tokenizer.encodePrompt('Look at');
+    const span = (at: number) => [{ at, rows, features: feats, image: feats }];
+    const turn1 = [...head, ...new Array<number>(rows).fill(-1), ...model.tokenizer.encodePrompt('please').slice(1)];
+    const turn2 = [...turn1, 17, 99, 250, ...model.tokenizer.encodePrompt('and now what').slice(1)];
+    const reused = new CachedContext(llm.createContext());
+    await reused.prefill(turn1, span(head.length), D);
+    await reused.push(17);
+    const second = await reused.prefill(turn2, span(head.length), D);
+    // everything cached (turn 1 and the pushed token) is kept; only the rest is evaluated
+    expect(second.reused).toBe(turn1.length + 1);
+    const fresh = new CachedContext(llm.createContext());
+    const scratch = await fresh.prefill(turn2, span(head.length), D);
+    expect(scratch.reused).toBe(0);
+    let worst = 0;
+    for (let i = 0; i < scratch.logits.length; i++) worst = Math.max(worst, Math.abs(scratch.logits[i]! - second.logits[i]!));
+    // the same arithmetic in another order of chunks: rounding only (the f16 KV cache holds the same values)
+    expect(worst).toBeLessThan(1e-4);
+    // a different image at the same place shares only the text before it
+    const other = await model.encodeImage(png2);
+    const swapped = await reused.prefill(turn2, [{ at: head.length, rows, features: other, image: other }], D);
+    expect(swapped.reused).toBe(head.length);
+    reused.ctx.dispose();
+    fresh.ctx.dispose();
   });
 });
 
