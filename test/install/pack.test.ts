@@ -124,9 +124,18 @@ describe('npm install of the packed tarball, install scripts off', () => {
     expect(listing).toContain(`package/prebuilds/${arch}/medllava.node`);
     expect(listing).not.toMatch(/package\/build\//);
 
-    const dir = freshProject('with-prebuild');
     const env = { PATH: noCompilerPath() };
     expect(spawnSync('sh', ['-c', 'command -v cc || command -v c++ || command -v g++ || command -v cmake'], { env }).status).not.toBe(0);
+    // npm's default install (scripts on): medllava has none — not even the node-gyp rebuild npm
+    // implies for a package with a binding.gyp (package.json "gypfile": false) — so nothing compiles
+    const plainInstall = freshProject('default-install');
+    const r = spawnSync(process.execPath, [npmCli, 'install', '--no-audit', '--no-fund', prebuiltTarball],
+      { cwd: plainInstall, env: { ...process.env, ...env }, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(`${r.stdout}${r.stderr}`).not.toMatch(/medllava@[^\s]* \((install|preinstall|postinstall)/);
+    expect(existsSync(join(plainInstall, 'node_modules/medllava/build'))).toBe(false);
+    // and with install scripts off, as npm's allowScripts policy will make the default
+    const dir = freshProject('with-prebuild');
     run(process.execPath, [npmCli, 'install', '--ignore-scripts', '--no-audit', '--no-fund', prebuiltTarball], dir, env);
     expect(existsSync(join(dir, 'node_modules/medllava/build'))).toBe(false);
     const info = backendInfoIn(dir, env);
