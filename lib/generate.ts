@@ -5,8 +5,8 @@
  * splits a UTF-8 character, per-token log-probabilities and timings.
  */
 import { medllavaError } from './errors.js';
-import type { NativeLlmContext } from './native.js';
-import { sample, SeededRandom, validateSampling, type SamplingOptions } from './sampling.js';
+import type { NativeLlmContext, NativeSampleResult, NativeSampling } from './native.js';
+import { validateSampling, type SamplingOptions } from './sampling.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
 
 export interface GenerateOptions extends SamplingOptions {
@@ -63,11 +63,8 @@ export class CachedContext {
     return this.held.length;
   }
 
-  /**
-   * Evaluates `prompt` (text tokens; positions covered by `images` are image rows) reusing the
-   * longest cached prefix; returns the last position's logits and how many positions were reused.
-   */
-  async prefill(prompt: number[], images: ImageSpan[] = [], hidden = 0): Promise<{ logits: Float32Array; reused: number }> {
+  /** What to evaluate for `prompt` after truncating the cache to the longest prefix it shares. */
+  private plan(prompt: number[], images: ImageSpan[], hidden: number) {
     if (prompt.length === 0) throw medllavaError('E_ARGUMENT', 'the prompt is empty');
     const want: CachedPosition[] = prompt.slice();
     for (const s of images) for (let r = 0; r < s.rows; r++) want[s.at + r] = { image: s.image, row: r };
@@ -85,9 +82,27 @@ export class CachedContext {
       const from = Math.max(s.at, keep);
       embeddings.set(s.features.subarray((from - s.at) * hidden, s.rows * hidden), (from - keep) * hidden);
     }
-    const logits = await this.ctx.eval(tokens, embeddings ? { embeddings } : {});
-    this.held.push(...rest);
-    return { logits, reused: keep };
+    return { rest, tokens, embeddings, keep };
+  }
+
+  /**
+   * Evaluates `prompt` (text tokens; positions covered by `images` are image rows) reusing the
+   * longest cached prefix; returns the last position's logits and how many positions were reused.
+   */
+  async prefill(prompt: number[], images: ImageSpan[] = [], hidden = 0): Promise<{ logits: Float32Array; reused: number }> {
+    const p = this.plan(prompt, images, hidden);
+    const logits = await this.ctx.eval(p.tokens, p.embeddings ? { embeddings: p.embeddings } : {});
+    this.held.push(...p.rest);
+    return { logits, reused: p.keep };
+  }
+
+  /** prefill, then the next token sampled natively from the last logits. */
+  async prefillSample(prompt: number[], images: ImageSpan[], hidden: number, step: SampleStep):
+    Promise<{ choice: NativeSampleResult; reused: number }> {
+    const p = this.plan(prompt, images, hidden);
+    const choice = await this.ctx.evalSample(p.tokens, { ...(p.embeddings ? { embeddings: p.embeddings } : {}), ...step });
+    this.held.push(...p.rest);
+    return { choice, reused: p.keep };
   }
 
   async push(token: number): Promise<Float32Array> {
@@ -95,6 +110,20 @@ export class CachedContext {
     this.held.push(token);
     return logits;
   }
+
+  /** push `token`, then the next one sampled natively. */
+  async pushSample(token: number, step: SampleStep): Promise<NativeSampleResult> {
+    const choice = await this.ctx.evalSample(Int32Array.of(token), step);
+    this.held.push(token);
+    return choice;
+  }
+}
+
+/** One native sampling step's inputs: the options, what the repetition penalty sees, the RNG state. */
+interface SampleStep {
+  sampling: NativeSampling;
+  history: Int32Array;
+  rngState: number;
 }
 
 /** Yields text pieces as they become final; resolves to the Reply. */
@@ -104,21 +133,26 @@ export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt:
   const maxTokens = o.maxTokens ?? 256;
   if (!Number.isInteger(maxTokens) || maxTokens < 0) throw medllavaError('E_ARGUMENT', `maxTokens must be an integer ≥ 0, got ${maxTokens}`);
   const stops = (o.stop ?? []).filter((s) => s.length > 0);
-  const rng = new SeededRandom(o.seed ?? 0x5eed);
+  const sampling: NativeSampling = { temperature: o.temperature ?? 0, ...(o.topK !== undefined ? { topK: o.topK } : {}),
+    ...(o.topP !== undefined ? { topP: o.topP } : {}), ...(o.minP !== undefined ? { minP: o.minP } : {}),
+    ...(o.repetitionPenalty !== undefined ? { repetitionPenalty: o.repetitionPenalty } : {}) };
+  let rngState = (o.seed ?? 0x5eed) >>> 0;
   const t0 = performance.now();
   if (o.signal?.aborted) throw medllavaError('E_ABORTED', 'aborted before the prompt was evaluated');
-  // a prompt that does not fit is the caller's to shorten: E_CONTEXT_FULL (nothing was generated)
-  const pre = await cc.prefill(prompt, image?.spans ?? [], image?.hidden ?? 0);
-  let logits = pre.logits;
+  // what the repetition penalty looks at: the prompt's text tokens, then each new token
+  const imageRow = new Uint8Array(prompt.length);
+  for (const s of image?.spans ?? []) imageRow.fill(1, s.at, s.at + s.rows);
+  const history = prompt.filter((t, i) => !imageRow[i] && t >= 0);
+  // a prompt that does not fit is the caller's to shorten: E_CONTEXT_FULL (nothing was generated);
+  // sampling runs natively after each forward: only the chosen token and its log-probability return
+  const pre = await cc.prefillSample(prompt, image?.spans ?? [], image?.hidden ?? 0,
+    { sampling, history: Int32Array.from(history), rngState });
+  let next = pre.choice;
   const promptMs = performance.now() - t0;
   const t1 = performance.now();
   const decoder = tokenizer.createDecoder();
   const tokens: number[] = [];
   const logprobs: number[] = [];
-  // what the repetition penalty looks at: the prompt's text tokens, then each new token (grown in place)
-  const imageRow = new Uint8Array(prompt.length);
-  for (const s of image?.spans ?? []) imageRow.fill(1, s.at, s.at + s.rows);
-  const history = prompt.filter((t, i) => !imageRow[i] && t >= 0);
   let text = '';
   let emitted = 0;
   let stopReason: Reply['stopReason'] = 'length';
@@ -134,7 +168,8 @@ export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt:
   };
   while (tokens.length < maxTokens) {
     if (o.signal?.aborted) { stopReason = 'abort'; break; }
-    const choice = sample(logits, o, history, rng);
+    const choice = next;
+    rngState = choice.rngState;
     if (choice.token === tokenizer.eosId) { stopReason = 'eos'; break; }
     tokens.push(choice.token);
     history.push(choice.token);
@@ -153,10 +188,10 @@ export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt:
     }
     if (tokens.length < maxTokens) {
       try {
-        logits = await cc.push(choice.token);
+        next = await cc.pushSample(choice.token, { sampling, history: Int32Array.from(history), rngState });
       } catch (e) {
-        // the context is full: the answer so far is the reply (the last token was sampled but its
-        // logits would not fit; it is part of the text)
+        // the context is full: the answer so far is the reply (the last token was sampled, but the
+        // forward that would follow it does not fit; it is part of the text)
         if ((e as { code?: string }).code !== 'E_CONTEXT_FULL') throw e;
         stopReason = 'context';
         break;

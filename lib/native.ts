@@ -110,6 +110,13 @@ export interface NativeLlmContext {
    * KV cache (on the worker, not the JS thread). The arrays are copied before the worker runs.
    */
   eval(tokens: Int32Array, options?: { allLogits?: boolean; embeddings?: Float32Array }): Promise<Float32Array>;
+  /**
+   * eval, then the next token chosen natively from the last logits (the vocabulary never crosses to
+   * JS): `history` is what the repetition penalty sees, `rngState` the sampler's mulberry32 state,
+   * returned advanced.
+   */
+  evalSample(tokens: Int32Array, options: { embeddings?: Float32Array; sampling?: NativeSampling; history?: Int32Array;
+    rngState?: number }): Promise<NativeSampleResult>;
   reset(): void;
   /** Forgets cached positions from n on. */
   truncate(n: number): void;
@@ -117,6 +124,15 @@ export interface NativeLlmContext {
   /** positions the KV cache holds */
   readonly capacity: number;
   dispose(): void;
+}
+export interface NativeSampling {
+  temperature?: number; topK?: number; topP?: number; minP?: number; repetitionPenalty?: number;
+}
+export interface NativeSampleResult {
+  token: number;
+  /** of `token` under the raw logits' softmax (untempered, unfiltered) */
+  logprob: number;
+  rngState: number;
 }
 export interface NativeLlm {
   /** A KV cache of `capacity` positions (default, or more than the context: the model's whole context). */
@@ -190,6 +206,8 @@ export interface NativeAddon {
   /** Internal (per-op tests): one op of native/ops/ops.h on the CPU — rmsnorm, layernorm, rope, siluMul,
    * attentionCached, attentionFull — with its arguments by name. */
   cpuOp(name: string, args: Record<string, unknown>): Float32Array;
+  /** native/cpu/sample.cc on one row of logits (what evalSample runs after its forward) */
+  sampleLogits(logits: Float32Array, options: NativeSampling, history: Int32Array, rngState: number): NativeSampleResult;
 }
 
 /** The package root: the nearest directory above this file whose package.json is medllava's. */

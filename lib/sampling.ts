@@ -1,7 +1,8 @@
 /**
- * Choosing the next token from logits: greedy, temperature, top-k, top-p, min-p, repetition
- * penalty (CTRL's: positive logits divided, negative multiplied), seeded and deterministic.
- * The order follows llama.cpp's common sampler chain: penalties → top-k → top-p → min-p → temperature.
+ * Sampling options and their validation. The sampler itself runs natively after each forward
+ * (native/cpu/sample.cc: repetition penalty → top-k → top-p → min-p → temperature, greedy at
+ * temperature 0), so only the chosen token and its log-probability cross to JS. SeededRandom is the
+ * same mulberry32 stream the native sampler draws from (the fixtures use it for weights).
  */
 import { medllavaError } from './errors.js';
 
@@ -35,6 +36,13 @@ export class SeededRandom {
   constructor(seed: number) {
     this.s = seed >>> 0;
   }
+  /** the 32-bit state (what the native sampler takes and returns as rngState) */
+  get state(): number {
+    return this.s;
+  }
+  set state(v: number) {
+    this.s = v >>> 0;
+  }
   next(): number {
     this.s = (this.s + 0x6d2b79f5) >>> 0;
     let t = this.s;
@@ -42,64 +50,4 @@ export class SeededRandom {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
   }
-}
-
-export interface Choice {
-  token: number;
-  /** log-probability of the chosen token under the model's own (untempered, unfiltered) distribution */
-  logprob: number;
-}
-
-export function sample(logits: Float32Array, o: SamplingOptions, history: readonly number[], rng: SeededRandom): Choice {
-  const V = logits.length;
-  const x = Float64Array.from(logits);
-  // log-softmax of the raw logits, for the reported log-probability
-  let m = -Infinity;
-  for (let i = 0; i < V; i++) m = Math.max(m, x[i]!);
-  let z = 0;
-  for (let i = 0; i < V; i++) z += Math.exp(x[i]! - m);
-  const lse = m + Math.log(z);
-  const rp = o.repetitionPenalty ?? 1;
-  if (rp !== 1) {
-    for (const t of new Set(history)) {
-      if (t >= 0 && t < V) x[t] = x[t]! > 0 ? x[t]! / rp : x[t]! * rp;
-    }
-  }
-  const temperature = o.temperature ?? 0;
-  let choice: number;
-  if (temperature === 0) {
-    choice = 0;
-    for (let i = 1; i < V; i++) if (x[i]! > x[choice]!) choice = i;
-  } else {
-    let ids = Array.from({ length: V }, (_, i) => i).sort((a, b) => x[b]! - x[a]! || a - b);
-    if (o.topK && o.topK > 0) ids = ids.slice(0, o.topK);
-    const softmax = (list: number[], t: number) => {
-      const top = x[list[0]!]!;
-      const e = list.map((i) => Math.exp((x[i]! - top) / t));
-      const s = e.reduce((a, b) => a + b, 0);
-      return e.map((v) => v / s);
-    };
-    if (o.topP !== undefined && o.topP < 1) {
-      const p = softmax(ids, 1);
-      let acc = 0;
-      let keep = ids.length;
-      for (let i = 0; i < ids.length; i++) {
-        acc += p[i]!;
-        if (acc >= o.topP) { keep = i + 1; break; }
-      }
-      ids = ids.slice(0, keep);
-    }
-    if (o.minP !== undefined && o.minP > 0) {
-      const p = softmax(ids, 1);
-      ids = ids.filter((_, i) => p[i]! >= o.minP! * p[0]!);
-    }
-    const p = softmax(ids, temperature);
-    let r = rng.next();
-    choice = ids[ids.length - 1]!;
-    for (let i = 0; i < ids.length; i++) {
-      r -= p[i]!;
-      if (r < 0) { choice = ids[i]!; break; }
-    }
-  }
-  return { token: choice, logprob: logits[choice]! - lse };
 }

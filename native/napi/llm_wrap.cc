@@ -2,6 +2,7 @@
 
 #include "../cuda/backend.h"
 #include "llm_args.h"
+#include "ops_args.h"
 
 #include <algorithm>
 #include <cstring>
@@ -72,7 +73,8 @@ Napi::Value LlmWrap::Dispose(const Napi::CallbackInfo& info) {
 
 Napi::Function LlmContextWrap::Define(Napi::Env env) {
   Napi::Function f = DefineClass(env, "NativeLlmContext",
-                                 {InstanceMethod<&LlmContextWrap::Eval>("eval"), InstanceMethod<&LlmContextWrap::Reset>("reset"),
+                                 {InstanceMethod<&LlmContextWrap::Eval>("eval"), InstanceMethod<&LlmContextWrap::EvalSample>("evalSample"),
+                                  InstanceMethod<&LlmContextWrap::Reset>("reset"),
                                   InstanceMethod<&LlmContextWrap::Truncate>("truncate"),
                                   InstanceMethod<&LlmContextWrap::Dispose>("dispose"),
                                   InstanceAccessor<&LlmContextWrap::GetNPast>("nPast"),
@@ -101,7 +103,14 @@ void LlmContextWrap::ReportMemory(Napi::Env env) {
 }
 
 // eval(tokens: Int32Array, { allLogits?: boolean, embeddings?: Float32Array }) -> Promise<Float32Array>
-Napi::Value LlmContextWrap::Eval(const Napi::CallbackInfo& info) {
+Napi::Value LlmContextWrap::Eval(const Napi::CallbackInfo& info) { return Run(info, false); }
+
+// evalSample(tokens, { embeddings?, sampling?, history?: Int32Array, rngState? }) -> Promise<{ token, logprob, rngState }>:
+// the forward, then the next token chosen natively from the last logits (native/cpu/sample.cc) —
+// the vocabulary's logits never cross to JS
+Napi::Value LlmContextWrap::EvalSample(const Napi::CallbackInfo& info) { return Run(info, true); }
+
+Napi::Value LlmContextWrap::Run(const Napi::CallbackInfo& info, bool sample) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
     if (!cache_) throw_js(env, ErrorCode::Argument, "this context has been disposed");
@@ -114,33 +123,48 @@ Napi::Value LlmContextWrap::Eval(const Napi::CallbackInfo& info) {
     if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsObject())
       throw_js(env, ErrorCode::Argument, "eval(tokens, options): options must be an object, got " + js_type_name(info[1]));
     Napi::Object opts = info.Length() > 1 && info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
-    const bool all = opts.Get("allLogits").ToBoolean();
+    const bool all = !sample && opts.Get("allLogits").ToBoolean();
     const int64_t D = llm_->config().hidden;
     std::shared_ptr<std::vector<float>> emb;
     if (!opts.Get("embeddings").IsUndefined())
       emb = copy_typed<float>(env, opts.Get("embeddings"), napi_float32_array, "eval options.embeddings (tokens × hidden)", T * D);
+    SampleOptions so;
+    auto history = std::make_shared<std::vector<int32_t>>();
+    auto rng = std::make_shared<uint32_t>(0);
+    auto picked = std::make_shared<SampleResult>();
+    if (sample) {
+      so = sample_options(env, opts.Get("sampling"));
+      if (!opts.Get("history").IsUndefined()) history = copy_typed<int32_t>(env, opts.Get("history"), napi_int32_array, "evalSample options.history");
+      if (!opts.Get("rngState").IsUndefined()) *rng = (uint32_t)get_int(env, opts.Get("rngState"), "rngState", 0, 0xffffffffLL);
+    }
     const int64_t V = llm_->config().vocab;
-    Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)((all ? T : 1) * V));
-    // `out` is ours until the promise resolves: JS cannot reach (or detach) it before then
+    // sampling: the logits stay in a worker-side buffer; eval: `out` is ours until the promise resolves
+    auto logits = sample ? std::make_shared<std::vector<float>>((size_t)V) : nullptr;
+    Napi::Float32Array out = sample ? Napi::Float32Array() : Napi::Float32Array::New(env, (size_t)((all ? T : 1) * V));
     auto pins = std::make_shared<std::vector<Napi::ObjectReference>>();
-    pins->push_back(Napi::Persistent(out.As<Napi::Object>()));
+    if (!sample) pins->push_back(Napi::Persistent(out.As<Napi::Object>()));
     pins->push_back(Napi::Persistent(Value()));
     busy_ = true;
     auto llm = llm_;
     auto cache = cache_;
     const int64_t capacity = capacity_;
-    float* op = out.Data();
+    float* op = sample ? logits->data() : out.Data();
     return PromiseWorker::Start(
         env,
         [=] {
+          (void)logits;  // held by this closure: `op` points into it while sampling
           if (cache->capacity == 0) {  // first eval: allocate and zero the KV cache here, off the JS thread
             const int64_t n_past = cache->n_past;
             *cache = llm->new_cache(capacity);
             cache->n_past = n_past;
           }
           llm->forward(*cache, tokens->data(), T, all, op, emb ? emb->data() : nullptr);
+          if (sample) *picked = sample_cpu(op, V, so, history->data(), (int64_t)history->size(), rng.get());
         },
-        [pins](Napi::Env) { return (*pins)[0].Value(); },
+        [pins, sample, picked, rng](Napi::Env e) -> Napi::Value {
+          if (sample) return sample_result(e, *picked, *rng);
+          return (*pins)[0].Value();
+        },
         [this, env] {
           busy_ = false;
           ReportMemory(env);

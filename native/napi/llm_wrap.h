@@ -31,6 +31,8 @@ class LlmContextWrap : public Napi::ObjectWrap<LlmContextWrap> {
 
  private:
   Napi::Value Eval(const Napi::CallbackInfo& info);
+  Napi::Value EvalSample(const Napi::CallbackInfo& info);
+  Napi::Value Run(const Napi::CallbackInfo& info, bool sample);  // eval, then (sample) the next token
   Napi::Value Reset(const Napi::CallbackInfo& info);
   Napi::Value Truncate(const Napi::CallbackInfo& info);
   Napi::Value GetNPast(const Napi::CallbackInfo& info);

@@ -3,9 +3,11 @@
 #pragma once
 #include <napi.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 
+#include "../ops/ops.h"
 #include "js_error.h"
 
 namespace medllava {
@@ -39,6 +41,36 @@ T* arg_array(const Napi::Object& o, const char* key, napi_typedarray_type type, 
     throw_js(o.Env(), ErrorCode::Shape, std::string(key) + " holds " + std::to_string(a.ElementLength()) + " elements, expected " +
                                              std::to_string(n));
   return reinterpret_cast<T*>(static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset());
+}
+
+// Sampling options from JS { temperature, topK, topP, minP, repetitionPenalty } (each optional), checked.
+inline SampleOptions sample_options(Napi::Env env, const Napi::Value& v) {
+  SampleOptions o;
+  if (v.IsUndefined()) return o;
+  if (!v.IsObject()) throw_js(env, ErrorCode::Argument, "sampling options must be an object, got " + js_type_name(v));
+  const Napi::Object so = v.As<Napi::Object>();
+  auto num = [&](const char* key, double def, bool (*ok)(double), const char* what) {
+    const Napi::Value x = so.Get(key);
+    if (x.IsUndefined()) return def;
+    const double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : NAN;
+    if (!std::isfinite(d) || !ok(d)) throw_js(env, ErrorCode::Argument, std::string(key) + " must be " + what);
+    return d;
+  };
+  o.temperature = num("temperature", 0, [](double d) { return d >= 0; }, "≥ 0");
+  o.top_k = (int64_t)num("topK", 0, [](double d) { return d >= 0 && d == std::floor(d); }, "an integer ≥ 0");
+  o.top_p = num("topP", 1, [](double d) { return d > 0 && d <= 1; }, "in (0, 1]");
+  o.min_p = num("minP", 0, [](double d) { return d >= 0 && d < 1; }, "in [0, 1)");
+  o.repetition_penalty = num("repetitionPenalty", 1, [](double d) { return d > 0; }, "> 0");
+  return o;
+}
+
+// The result of a sampling step for JS: { token, logprob, rngState }.
+inline Napi::Object sample_result(Napi::Env env, const SampleResult& r, uint32_t rng) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("token", Napi::Number::New(env, r.token));
+  out.Set("logprob", Napi::Number::New(env, r.logprob));
+  out.Set("rngState", Napi::Number::New(env, rng));
+  return out;
 }
 
 }  // namespace napi

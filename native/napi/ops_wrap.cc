@@ -69,10 +69,24 @@ Napi::Value CpuOp(const Napi::CallbackInfo& info) {
   }
   throw_js(env, ErrorCode::Argument, "cpuOp: no op named '" + op + "'");
 }
+// sampleLogits(logits: Float32Array, options, history: Int32Array, rngState) -> { token, logprob, rngState }
+Napi::Value SampleLogits(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4) throw_js(env, ErrorCode::Argument, "sampleLogits(logits, options, history, rngState)");
+  const Napi::TypedArray l = checked_typed(env, info[0], napi_float32_array, "logits");
+  if (l.ElementLength() == 0) throw_js(env, ErrorCode::Argument, "logits is empty");
+  const SampleOptions o = sample_options(env, info[1]);
+  const Napi::TypedArray h = checked_typed(env, info[2], napi_int32_array, "history");
+  uint32_t rng = (uint32_t)get_int(env, info[3], "rngState", 0, 0xffffffffLL);
+  const SampleResult r = sample_cpu(reinterpret_cast<const float*>(typed_data(l)), (int64_t)l.ElementLength(), o,
+                                    reinterpret_cast<const int32_t*>(typed_data(h)), (int64_t)h.ElementLength(), &rng);
+  return sample_result(env, r, rng);
+}
 }  // namespace
 
 void register_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuOp", Napi::Function::New<guarded<CpuOp>>(env, "cpuOp"));
+  exports.Set("sampleLogits", Napi::Function::New<guarded<SampleLogits>>(env, "sampleLogits"));
 }
 
 }  // namespace napi

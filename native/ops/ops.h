@@ -76,4 +76,22 @@ double measure_fma_peak(int threads, int ms);
 // Streams through `bytes` of memory (larger than any cache) on `threads` threads; returns GB/s read.
 double measure_read_bandwidth(int threads, int64_t bytes);
 
+// ---- sampling: native/cpu/sample.cc ------------------------------------------------------------------
+struct SampleOptions {
+  double temperature = 0;         // 0: greedy (the penalised argmax; the filters below are not applied)
+  int64_t top_k = 0;              // 0: off
+  double top_p = 1;               // 1: off
+  double min_p = 0;               // 0: off
+  double repetition_penalty = 1;  // 1: off
+};
+struct SampleResult {
+  int32_t token;
+  double logprob;  // of `token` under the raw logits' softmax (untempered, unfiltered)
+};
+// The next token from logits(V): history(H) is what the repetition penalty sees (each token once;
+// ids outside [0, V) ignored). `rng` is the mulberry32 state, advanced once per non-greedy draw.
+SampleResult sample_cpu(const float* logits, int64_t V, const SampleOptions& o, const int32_t* history, int64_t H, uint32_t* rng);
+// mulberry32: the next uniform in [0, 1), advancing *state
+double sample_next_uniform(uint32_t* state);
+
 }  // namespace medllava

@@ -74,6 +74,8 @@ describe('every native method checks the element type of its typed arrays', () =
   const cases: [string, Kind, (a: ArrayBufferView) => unknown][] = [
     ['NativeLlmContext.eval tokens', 'Int32Array', (a) => llm.createContext().eval(a as Int32Array)],
     ['NativeLlmContext.eval embeddings', 'Float32Array', (a) => llm.createContext().eval(new Int32Array([1, -1]), { embeddings: a as Float32Array })],
+    ['NativeLlmContext.evalSample history', 'Int32Array', (a) => llm.createContext().evalSample(new Int32Array([1]), { history: a as Int32Array })],
+    ['sampleLogits logits', 'Float32Array', (a) => native().sampleLogits(a as Float32Array, {}, new Int32Array(0), 1)],
     ['NativeVision.encode pixels', 'Float32Array', (a) => vision.encode(a as Float32Array)],
     ['NativeLinear weight (f32)', 'Float32Array', (a) => new (native().NativeLinear)(a as Float32Array, 'f32', 4, 32, null)],
     ['NativeLinear weight (f16)', 'Uint16Array', (a) => new (native().NativeLinear)(a as Uint16Array, 'f16', 4, 32, null)],
@@ -89,6 +91,8 @@ describe('every native method checks the element type of its typed arrays', () =
   const lengths: Record<string, () => number> = {
     'NativeLlmContext.eval tokens': () => 2,
     'NativeLlmContext.eval embeddings': () => 2 * hidden,
+    'NativeLlmContext.evalSample history': () => 3,
+    'sampleLogits logits': () => 8,
     'NativeVision.encode pixels': () => 3 * imageSize * imageSize,
     'NativeLinear weight (f32)': () => 128,
     'NativeLinear weight (f16)': () => 128,
