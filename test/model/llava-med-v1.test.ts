@@ -19,7 +19,7 @@ import { loadVision } from '../../lib/model/vision.js';
 import { llamaNextLogProbs } from '../support/llama-reference.js';
 import { CLIP_PATCHES_PY } from '../support/clip-reference.js';
 import { python } from '../support/python.js';
-import { relativeError } from '../support/reference.js';
+import { logSoftmax, maxAbsDiff, relativeError } from '../support/reference.js';
 
 let v1: { dir: string; tower: string };
 let model: Model;
@@ -122,15 +122,8 @@ describe('LLaVA-Med v1.0 against float64 references', () => {
     const dims = { hidden: D, layers: cfg.num_hidden_layers, heads: cfg.num_attention_heads, kvHeads: cfg.num_attention_heads,
       ffn: cfg.intermediate_size, vocab: cfg.vocab_size, ropeTheta: 10000, rmsEps: cfg.rms_norm_eps };
     const weights = { get: (k: string) => W.get(k)! };
-    const worst = (ref: Float64Array) => {
-      let m = -Infinity;
-      for (const v of ours) m = Math.max(m, v);
-      let z = 0;
-      for (const v of ours) z += Math.exp(v - m);
-      let w = 0;
-      for (let i = 0; i < ours.length; i++) w = Math.max(w, Math.abs(ours[i]! - m - Math.log(z) - ref[i]!));
-      return w;
-    };
+    const lp = logSoftmax(ours);
+    const worst = (ref: Float64Array) => maxAbsDiff(lp, ref);
     const good = splice(true);
     const err = worst(llamaNextLogProbs(weights, dims, good.expanded, 'half', good.emb));
     const bare = splice(false);

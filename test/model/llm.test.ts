@@ -16,7 +16,7 @@ import { native } from '../../lib/native.js';
 import { llamaNextLogProbs } from '../support/llama-reference.js';
 import { type MergeVariant, redrawAdapter, torchLoraMerge } from '../support/lora.js';
 import { llamaCppNext, logpGap } from '../support/llama-cpp.js';
-import { logSoftmax } from '../support/reference.js';
+import { logSoftmax, maxAbsDiff } from '../support/reference.js';
 
 const root = mkdtempSync(join(tmpdir(), 'medllava-llm-'));
 let hf: { dir: string; tower: string };
@@ -29,12 +29,6 @@ beforeAll(async () => {
     gg[t] = (await generateFixture({ layout: 'gguf', out: join(root, t), ggufType: t })) as { llm: string; mmproj: string };
   }
 }, 180_000);
-
-const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let w = 0;
-  for (let i = 0; i < a.length; i++) w = Math.max(w, Math.abs(a[i]! - b[i]!));
-  return w;
-};
 
 describe('native LLM vs a float64 reference (HF layout, bf16 weights)', () => {
   it('next-token log-probabilities agree', async () => {

@@ -18,7 +18,7 @@ import { llamaNextLogProbs } from '../support/llama-reference.js';
 import { loadVision } from '../../lib/model/vision.js';
 import { CLIP_PATCHES_PY } from '../support/clip-reference.js';
 import { python } from '../support/python.js';
-import { randomNormal, relativeError } from '../support/reference.js';
+import { logSoftmax, maxAbsDiff, randomNormal, relativeError } from '../support/reference.js';
 
 const root = mkdtempSync(join(tmpdir(), 'medllava-vision-'));
 let hf: { dir: string; tower: string };
@@ -219,12 +219,7 @@ describe('LLaVA end to end: an image spliced into the prompt', () => {
       cache.set(name, Float64Array.from(native().ggmlDequantize('BF16', raw, raw.length / 2)));
     }
     const ref = llamaNextLogProbs({ get: (k) => cache.get(k)! }, spec.llm, expanded, 'half', emb);
-    let m = -Infinity;
-    for (const v of ours) m = Math.max(m, v);
-    let z = 0;
-    for (const v of ours) z += Math.exp(v - m);
-    let worst = 0;
-    for (let i = 0; i < ours.length; i++) worst = Math.max(worst, Math.abs(ours[i]! - m - Math.log(z) - ref[i]!));
+    const worst = maxAbsDiff(logSoftmax(ours), ref);
     console.log(`LLaVA end to end vs float64 references: max |Δ log p| = ${worst.toExponential(2)}`);
     expect(worst).toBeLessThan(5e-3);
     await model.dispose();

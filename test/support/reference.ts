@@ -186,3 +186,11 @@ export function logSoftmax(logits: ArrayLike<number>): Float64Array {
   const lse = m + Math.log(z);
   return Float64Array.from({ length: logits.length }, (_, i) => logits[i]! - lse);
 }
+
+/** max |a − b| over two equal-length arrays */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let w = 0;
+  for (let i = 0; i < a.length; i++) w = Math.max(w, Math.abs(a[i]! - b[i]!));
+  return w;
+}
