@@ -103,17 +103,7 @@ void Llm::linear(const LinearWeight& w, const float* x, int64_t T, float* out) c
 void Llm::embed_row(int32_t token, float* out) const {
   if (token < 0 || token >= cfg_.vocab)
     throw Error(ErrorCode::Argument, "token id " + std::to_string(token) + " is outside the vocabulary (" + std::to_string(cfg_.vocab) + ")");
-  const int64_t D = cfg_.hidden;
-  const uint8_t* row = embed_.data + dtype_bytes(embed_.type, (int64_t)token * D);
-  switch (embed_.type) {
-    case DType::F32: std::memcpy(out, row, (size_t)D * 4); break;
-    case DType::F16: for (int64_t i = 0; i < D; ++i) out[i] = f16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]); break;
-    case DType::BF16: for (int64_t i = 0; i < D; ++i) out[i] = bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]); break;
-    case DType::Q8_0: ggml::dequantize(ggml::Q8_0, row, out, D); break;
-    case DType::Q4_0: ggml::dequantize(ggml::Q4_0, row, out, D); break;
-    case DType::Q4_K: ggml::dequantize(ggml::Q4_K, row, out, D); break;
-    case DType::Q6_K: ggml::dequantize(ggml::Q6_K, row, out, D); break;
-  }
+  embed_cpu(embed_.data, embed_.type, &token, out, 1, cfg_.hidden);
 }
 
 void Llm::forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, float* out, const float* embeddings) const {
@@ -149,21 +139,17 @@ void Llm::forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, floa
     rope_cpu(k.data(), T, c.kv_heads, hd, cache.n_past, c.rope_theta, c.rope_mode);
     uint16_t* kc = cache.k.data() + (size_t)l * layer_stride;
     uint16_t* vc = cache.v.data() + (size_t)l * layer_stride;
-    for (int64_t t = 0; t < T; ++t) {
-      for (int64_t i = 0; i < kvd; ++i) {
-        kc[(size_t)((cache.n_past + t) * kvd + i)] = f32_to_f16(k[(size_t)(t * kvd + i)]);
-        vc[(size_t)((cache.n_past + t) * kvd + i)] = f32_to_f16(v[(size_t)(t * kvd + i)]);
-      }
-    }
+    kv_append_cpu(k.data(), kc, cache.n_past, T, kvd);
+    kv_append_cpu(v.data(), vc, cache.n_past, T, kvd);
     attention_cached_cpu(q.data(), kc, vc, att.data(), T, cache.n_past, c.heads, c.kv_heads, hd);
     linear(L.wo, att.data(), T, o.data());
-    for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
+    residual_cpu(x.data(), o.data(), nullptr, (int64_t)x.size(), D);
     rmsnorm_cpu(x.data(), L.ffn_norm.data(), h.data(), T, D, c.rms_eps);
     linear(L.w_gate, h.data(), T, g.data());
     linear(L.w_up, h.data(), T, u.data());
     silu_mul_cpu(g.data(), u.data(), g.data(), T * c.ffn);
     linear(L.w_down, g.data(), T, o.data());
-    for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
+    residual_cpu(x.data(), o.data(), nullptr, (int64_t)x.size(), D);
   }
   cache.n_past += T;
   const int64_t rows = all ? T : 1;

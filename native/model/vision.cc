@@ -128,12 +128,7 @@ void Vision::encode(const float* px, float* out) const {
   if (!pre_w_.empty()) layernorm_cpu(h.data(), pre_w_.data(), pre_b_.data(), h.data(), T, D, c.eps);
   // h += (γ ⊙) a, γ the LayerScale when there is one
   auto residual = [&](const std::vector<float>& gamma) {
-    if (gamma.empty()) {
-      for (size_t i = 0; i < h.size(); ++i) h[i] += a[i];
-      return;
-    }
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t d = 0; d < D; ++d) h[(size_t)(t * D + d)] += gamma[(size_t)d] * a[(size_t)(t * D + d)];
+    residual_cpu(h.data(), a.data(), gamma.empty() ? nullptr : gamma.data(), T * D, D);
   };
   for (const Layer& L : layers_) {
     layernorm_cpu(h.data(), L.ln1_w.data(), L.ln1_b.data(), a.data(), T, D, c.eps);

@@ -67,6 +67,56 @@ Napi::Value CpuOp(const Napi::CallbackInfo& info) {
                        arg_array<float>(o, "v", napi_float32_array, n), out.Data(), T, H, hd);
     return out;
   }
+  // the CPU twins of the CUDA-only kernels, with the test addon's cudaOp argument names
+  if (op == "activation") {
+    const int64_t n = arg_int(o, "n", 0, kMax);
+    const std::string act = arg_string(o, "act");
+    if (act != "gelu" && act != "quick_gelu" && act != "none") throw_js(env, ErrorCode::Argument, "act must be 'gelu', 'quick_gelu' or 'none'");
+    Napi::Float32Array out = f32_out(env, n);
+    activation_cpu(arg_array<float>(o, "x", napi_float32_array, n), out.Data(), n,
+                   act == "gelu" ? Activation::Gelu : act == "quick_gelu" ? Activation::QuickGelu : Activation::None);
+    return out;
+  }
+  if (op == "residual") {
+    const int64_t n = arg_int(o, "n", 0, kMax), D = arg_int(o, "D", 1, kMax);
+    if (n % D) throw_js(env, ErrorCode::Shape, "residual: n must be a multiple of D");
+    Napi::Float32Array out = f32_out(env, n);
+    std::memcpy(out.Data(), arg_array<float>(o, "h", napi_float32_array, n), (size_t)n * 4);
+    residual_cpu(out.Data(), arg_array<float>(o, "a", napi_float32_array, n), arg_array<float>(o, "gamma", napi_float32_array, D, true), n, D);
+    return out;
+  }
+  if (op == "embed") {
+    const int64_t T = arg_int(o, "T", 0, kMax), D = arg_int(o, "D", 1, kMax), V = arg_int(o, "vocab", 1, kMax);
+    const DType t = parse_dtype(arg_string(o, "type"));
+    if (dtype_is_block(t) && D % dtype_block_elems(t)) throw_js(env, ErrorCode::Shape, "embed: rows must be whole blocks");
+    const uint8_t* table = arg_array<uint8_t>(o, "table", napi_uint8_array, (int64_t)dtype_bytes(t, V * D));
+    const int32_t* ids = arg_array<int32_t>(o, "ids", napi_int32_array, T);
+    for (int64_t i = 0; i < T; ++i)
+      if (ids[i] < 0 || ids[i] >= V) throw_js(env, ErrorCode::Argument, "embed: token id out of range");
+    Napi::Float32Array out = f32_out(env, T * D);
+    embed_cpu(table, t, ids, out.Data(), T, D);
+    return out;
+  }
+  if (op == "kvAppend") {
+    const int64_t T = arg_int(o, "T", 0, kMax), width = arg_int(o, "width", 1, kMax), pos = arg_int(o, "pos", 0, kMax);
+    const Napi::TypedArray cv = checked_typed(env, o.Get("cache"), napi_uint16_array, "cache");
+    const int64_t rows = (int64_t)cv.ElementLength() / width;
+    if (pos + T > rows) throw_js(env, ErrorCode::Shape, "kvAppend: the cache has too few rows");
+    Napi::Uint16Array out = Napi::Uint16Array::New(env, (size_t)(rows * width));
+    std::memcpy(out.Data(), typed_data(cv), (size_t)(rows * width) * 2);
+    kv_append_cpu(arg_array<float>(o, "src", napi_float32_array, T * width), out.Data(), pos, T, width);
+    return out;
+  }
+  if (op == "topk") {
+    const int64_t n = arg_int(o, "n", 1, kMax), k = arg_int(o, "k", 1, n);
+    Napi::Int32Array idx = Napi::Int32Array::New(env, (size_t)k);
+    Napi::Float32Array val = f32_out(env, k);
+    topk_cpu(arg_array<float>(o, "x", napi_float32_array, n), n, k, idx.Data(), val.Data());
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("idx", idx);
+    r.Set("val", val);
+    return r;
+  }
   throw_js(env, ErrorCode::Argument, "cpuOp: no op named '" + op + "'");
 }
 // sampleLogits(logits: Float32Array, options, history: Int32Array, rngState) -> { token, logprob, rngState }

@@ -1,4 +1,4 @@
-// THE list of ops. One declaration each, shapes in comments. Each op lives in exactly four places:
+// The list of ops. One declaration each, shapes in comments. Each op lives in exactly four places:
 // this declaration, native/cpu/<family>.cc, native/cuda/<family>.cuh (+ launcher in .cu), and
 // test/kernels/<family>.test.ts.
 #pragma once
@@ -75,6 +75,18 @@ void attention_full_cpu(const float* q, const float* k, const float* v, float* o
 double measure_fma_peak(int threads, int ms);
 // Streams through `bytes` of memory (larger than any cache) on `threads` threads; returns GB/s read.
 double measure_read_bandwidth(int threads, int64_t bytes);
+
+// ---- element-wise and gather ops: native/cpu/elements.cc, native/cuda/transformer.cuh (*_launch) ----
+// h(n) += (gamma ? gamma[i % D] : 1) · a(n)        (the residual add; gamma: timm's LayerScale (D))
+void residual_cpu(float* h, const float* a, const float* gamma, int64_t n, int64_t D);
+// out(n) = act(x(n))                                (GELU / quick_gelu; out may alias x)
+void activation_cpu(const float* x, float* out, int64_t n, Activation act);
+// out(T, D) = rows ids(T) of table (vocab, D) stored as `type`, decoded to f32
+void embed_cpu(const void* table, DType type, const int32_t* ids, float* out, int64_t T, int64_t D);
+// cache rows [pos, pos + T) of width `width` ← f16(src (T, width))
+void kv_append_cpu(const float* src, uint16_t* cache, int64_t pos, int64_t T, int64_t width);
+// idx(k), val(k): the k largest of x(n) in order, lower index first among equals, NaN ranked as −inf
+void topk_cpu(const float* x, int64_t n, int64_t k, int32_t* idx, float* val);
 
 // ---- sampling: native/cpu/sample.cc ------------------------------------------------------------------
 struct SampleOptions {

@@ -14,22 +14,10 @@ import { loadModelSpec, loadTokenizer } from '../../lib/index.js';
 import { loadLlm } from '../../lib/model/llm.js';
 import { native } from '../../lib/native.js';
 import { llamaNextLogProbs } from '../support/llama-reference.js';
+import { randomBlocks } from '../support/reference.js';
 import { llamaCppNext, logpGap } from '../support/llama-cpp.js';
 
 const root = mkdtempSync(join(tmpdir(), 'medllava-kq-'));
-
-function randomBlocks(type: 'Q4_K' | 'Q6_K', elems: number, seed: number): Uint8Array {
-  const bytes = type === 'Q4_K' ? 144 : 210;
-  const out = new Uint8Array((elems / 256) * bytes);
-  let s = seed >>> 0;
-  for (let i = 0; i < out.length; i++) { s = (Math.imul(s, 1103515245) + 12345) >>> 0; out[i] = s >>> 24; }
-  const dv = new DataView(out.buffer);
-  for (let b = 0; b < out.length / bytes; b++) {
-    if (type === 'Q4_K') { dv.setUint16(b * bytes, 0x0c00, true); dv.setUint16(b * bytes + 2, 0x0c00, true); } // d, dmin = 2^-12
-    else dv.setUint16(b * bytes + 208, 0x0400, true); // d = 2^-14
-  }
-  return out;
-}
 
 describe('K-quant weights', () => {
   it('a Q4_K / Q6_K model: next-token distributions agree with llama.cpp', async () => {

@@ -194,3 +194,17 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) w = Math.max(w, Math.abs(a[i]! - b[i]!));
   return w;
 }
+
+/** Random Q4_K / Q6_K super-blocks (no quantizer for them here): random bytes with sane f16 scales. */
+export function randomBlocks(type: 'Q4_K' | 'Q6_K', elems: number, seed: number): Uint8Array {
+  const bytes = type === 'Q4_K' ? 144 : 210;
+  const out = new Uint8Array((elems / 256) * bytes);
+  let s = seed >>> 0;
+  for (let i = 0; i < out.length; i++) { s = (Math.imul(s, 1103515245) + 12345) >>> 0; out[i] = s >>> 24; }
+  const dv = new DataView(out.buffer);
+  for (let b = 0; b < out.length / bytes; b++) {
+    if (type === 'Q4_K') { dv.setUint16(b * bytes, 0x0c00, true); dv.setUint16(b * bytes + 2, 0x0c00, true); } // d, dmin = 2^-12
+    else dv.setUint16(b * bytes + 208, 0x0400, true); // d = 2^-14
+  }
+  return out;
+}

@@ -1,0 +1,65 @@
+// Element-wise and gather ops on the CPU — the twins of native/cuda/transformer.cuh's residual,
+// activation, embedding gather, KV append and top-k kernels (same names without _launch, same
+// arguments), which the models call and the tests compare the CUDA kernels against.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "../core/error.h"
+#include "../formats/ggml_types.h"
+#include "../ops/ops.h"
+
+namespace medllava {
+
+void residual_cpu(float* h, const float* a, const float* gamma, int64_t n, int64_t D) {
+  if (!gamma) {
+    for (int64_t i = 0; i < n; ++i) h[i] += a[i];
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) h[i] += gamma[i % D] * a[i];
+}
+
+void activation_cpu(const float* x, float* out, int64_t n, Activation act) {
+  for (int64_t i = 0; i < n; ++i) out[i] = apply_activation(x[i], act);
+}
+
+void embed_cpu(const void* table, DType type, const int32_t* ids, float* out, int64_t T, int64_t D) {
+  for (int64_t t = 0; t < T; ++t) {
+    const uint8_t* row = static_cast<const uint8_t*>(table) + dtype_bytes(type, (int64_t)ids[t] * D);
+    float* o = out + t * D;
+    switch (type) {
+      case DType::F32: std::memcpy(o, row, (size_t)D * 4); break;
+      case DType::F16: for (int64_t i = 0; i < D; ++i) o[i] = f16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]); break;
+      case DType::BF16: for (int64_t i = 0; i < D; ++i) o[i] = bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]); break;
+      case DType::Q8_0: ggml::dequantize(ggml::Q8_0, row, o, D); break;
+      case DType::Q4_0: ggml::dequantize(ggml::Q4_0, row, o, D); break;
+      case DType::Q4_K: ggml::dequantize(ggml::Q4_K, row, o, D); break;
+      case DType::Q6_K: ggml::dequantize(ggml::Q6_K, row, o, D); break;
+    }
+  }
+}
+
+void kv_append_cpu(const float* src, uint16_t* cache, int64_t pos, int64_t T, int64_t width) {
+  uint16_t* dst = cache + pos * width;
+  for (int64_t i = 0; i < T * width; ++i) dst[i] = f32_to_f16(src[i]);
+}
+
+void topk_cpu(const float* x, int64_t n, int64_t k, int32_t* idx, float* val) {
+  // NaN ranks as −inf (last, with the −infs, lower index first among equals), as the CUDA kernel does
+  auto key = [&](int32_t i) { return std::isnan(x[i]) ? -INFINITY : x[i]; };
+  std::vector<int32_t> ids((size_t)n);
+  std::iota(ids.begin(), ids.end(), 0);
+  k = std::min(k, n);
+  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) {
+    const float ka = key(a), kb = key(b);
+    return ka > kb || (ka == kb && a < b);
+  });
+  for (int64_t r = 0; r < k; ++r) {
+    idx[r] = ids[(size_t)r];
+    val[r] = key(ids[(size_t)r]);
+  }
+}
+
+}  // namespace medllava
