@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../core/dtype.h"
 #include "../ops/ops.h"
 #include "js_error.h"
 
@@ -41,6 +42,30 @@ T* arg_array(const Napi::Object& o, const char* key, napi_typedarray_type type, 
     throw_js(o.Env(), ErrorCode::Shape, std::string(key) + " holds " + std::to_string(a.ElementLength()) + " elements, expected " +
                                              std::to_string(n));
   return reinterpret_cast<T*>(static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset());
+}
+
+// The embedding gather's arguments { table: Uint8Array, type, ids: Int32Array, T, D, vocab }, checked
+// (rows whole blocks, ids in range) — for cpuOp and the test addon's cudaOp alike.
+struct EmbedArgs {
+  const uint8_t* table;
+  DType type;
+  const int32_t* ids;
+  int64_t T, D;
+};
+inline EmbedArgs embed_args(const Napi::Object& o) {
+  constexpr int64_t kMaxElems = 1LL << 28;
+  Napi::Env env = o.Env();
+  EmbedArgs e;
+  e.T = arg_int(o, "T", 0, kMaxElems);
+  e.D = arg_int(o, "D", 1, kMaxElems);
+  const int64_t V = arg_int(o, "vocab", 1, kMaxElems);
+  e.type = parse_dtype(arg_string(o, "type"));
+  if (dtype_is_block(e.type) && e.D % dtype_block_elems(e.type)) throw_js(env, ErrorCode::Shape, "embed: rows must be whole blocks");
+  e.table = arg_array<uint8_t>(o, "table", napi_uint8_array, (int64_t)dtype_bytes(e.type, V * e.D));
+  e.ids = arg_array<int32_t>(o, "ids", napi_int32_array, e.T);
+  for (int64_t i = 0; i < e.T; ++i)
+    if (e.ids[i] < 0 || e.ids[i] >= V) throw_js(env, ErrorCode::Argument, "embed: token id out of range");
+  return e;
 }
 
 // Sampling options from JS { temperature, topK, topP, minP, repetitionPenalty } (each optional), checked.

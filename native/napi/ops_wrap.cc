@@ -86,15 +86,9 @@ Napi::Value CpuOp(const Napi::CallbackInfo& info) {
     return out;
   }
   if (op == "embed") {
-    const int64_t T = arg_int(o, "T", 0, kMax), D = arg_int(o, "D", 1, kMax), V = arg_int(o, "vocab", 1, kMax);
-    const DType t = parse_dtype(arg_string(o, "type"));
-    if (dtype_is_block(t) && D % dtype_block_elems(t)) throw_js(env, ErrorCode::Shape, "embed: rows must be whole blocks");
-    const uint8_t* table = arg_array<uint8_t>(o, "table", napi_uint8_array, (int64_t)dtype_bytes(t, V * D));
-    const int32_t* ids = arg_array<int32_t>(o, "ids", napi_int32_array, T);
-    for (int64_t i = 0; i < T; ++i)
-      if (ids[i] < 0 || ids[i] >= V) throw_js(env, ErrorCode::Argument, "embed: token id out of range");
-    Napi::Float32Array out = f32_out(env, T * D);
-    embed_cpu(table, t, ids, out.Data(), T, D);
+    const EmbedArgs e = embed_args(o);
+    Napi::Float32Array out = f32_out(env, e.T * e.D);
+    embed_cpu(e.table, e.type, e.ids, out.Data(), e.T, e.D);
     return out;
   }
   if (op == "kvAppend") {
