@@ -285,11 +285,13 @@ export function cudaProbed(): Promise<void> {
     const child = spawn(process.execPath, ['-e', PROBE], { env: probeEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr = (stderr + d).slice(-4096); });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    let timedOut = false;
+    const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, 60_000);
     child.on('error', (error) => { clearTimeout(timer); settleProbe(describeChildFailure({ error, status: null, stderr })); resolve(); });
     child.on('close', (status, signal) => {
       clearTimeout(timer);
-      settleProbe(status === 0 && !signal ? null : describeChildFailure({ status, signal, stderr }));
+      settleProbe(status === 0 && !signal ? null : timedOut ? 'the CUDA probe process did not finish initialising CUDA within 60 s'
+        : describeChildFailure({ status, signal, stderr }));
       resolve();
     });
   });
@@ -302,8 +304,10 @@ export function cudaProbedSync(): void {
   if (probeResult !== undefined) return;
   const r = spawnSync(process.execPath, ['-e', PROBE], { env: probeEnv(), stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8',
     timeout: 60_000 });
+  const timedOut = (r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT';
   settleProbe(r.status === 0 && !r.signal && !r.error ? null
-    : describeChildFailure({ error: r.error, signal: r.signal, status: r.status, stderr: String(r.stderr ?? '') }));
+    : timedOut ? 'the CUDA probe process did not finish initialising CUDA within 60 s'
+      : describeChildFailure({ error: r.error, signal: r.signal, status: r.status, stderr: String(r.stderr ?? '') }));
 }
 
 /** Why the load-time CUDA probe disabled CUDA, if it did. */

@@ -2,15 +2,11 @@
 // driving cmake-js through scripts/cmake-js-as-node-gyp.mjs. With nvcc on the PATH the prebuild
 // contains the CUDA backend (static cudart); MEDLLAVA_CUDA=off builds a CPU-only one.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-// --if-missing (npm pack's prepack): keep a prebuild that is already there for this platform
-const target = join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'medllava.node');
-if (process.argv.includes('--if-missing') && existsSync(target)) process.exit(0);
 const require = createRequire(import.meta.url);
 const prebuildify = join(dirname(require.resolve('prebuildify/package.json')), 'bin.js');
 const adapter = join(root, 'scripts', 'cmake-js-as-node-gyp.mjs');

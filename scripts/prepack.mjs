@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // npm pack / publish: the tarball must carry a binary, so that installing it needs no compiler and
 // no install script. Builds dist/ (when the TypeScript sources are here: not in an unpacked tarball)
-// and the prebuild for this platform unless one is already in prebuilds/ (scripts/prebuild-pack.mjs:
-// prebuildify driving cmake-js; CUDA included when nvcc is found).
+// and, always, this platform's prebuild (scripts/prebuild-pack.mjs: prebuildify driving cmake-js;
+// CUDA included when nvcc is found) — a prebuild left from older sources must never ship. Other
+// platforms' prebuilds already in prebuilds/ are packed as they are.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -21,4 +22,4 @@ if (!existsSync(join(root, 'dist/lib/index.js'))) {
   console.error('medllava prepack: dist/ is missing and there are no TypeScript sources to build it from');
   process.exit(1);
 }
-step(`the prebuild for ${process.platform}-${process.arch}`, [join(root, 'scripts/prebuild-pack.mjs'), '--if-missing']);
+step(`the prebuild for ${process.platform}-${process.arch}`, [join(root, 'scripts/prebuild-pack.mjs')]);

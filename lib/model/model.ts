@@ -115,7 +115,8 @@ class ChatImpl implements Chat {
   /** the encoded images of the history, in order */
   private images: EncodedImage[] = [];
 
-  constructor(private readonly model: ModelImpl, private readonly template: string, private readonly systemPrompt?: string) {}
+  constructor(private readonly model: ModelImpl, readonly id: number, private readonly template: string,
+    private readonly systemPrompt?: string) {}
 
   private usable(): void {
     this.model.llm(); // E_ARGUMENT once the model is disposed
@@ -184,8 +185,13 @@ class ChatImpl implements Chat {
 
 class ModelImpl implements Model {
   private native: NativeLlm | undefined;
-  /** the chats alive on this model, disposed with it */
-  private readonly chats = new Set<ChatImpl>();
+  /**
+   * The chats of this model, disposed with it. Held weakly: a chat dropped without dispose() is
+   * still collected (its KV cache with it), and its entry leaves when the collector takes it.
+   */
+  private readonly chats = new Map<number, WeakRef<ChatImpl>>();
+  private readonly chatGone = new FinalizationRegistry<number>((id) => this.chats.delete(id));
+  private chatIds = 0;
 
   /** device: where the LLM and the vision tower run */
   constructor(readonly spec: ModelSpec, readonly tokenizer: Tokenizer, llm: NativeLlm, private vision: NativeVision | undefined,
@@ -194,7 +200,7 @@ class ModelImpl implements Model {
   }
 
   forget(chat: ChatImpl): void {
-    this.chats.delete(chat);
+    this.chats.delete(chat.id);
   }
 
   /** Replaces each -200 with its image's rows (LLaVA-Med v1.0: framed by <im_start> … <im_end>). */
@@ -263,13 +269,14 @@ class ModelImpl implements Model {
 
   createChat(options: { template?: string; systemPrompt?: string } = {}): Chat {
     this.llm();
-    const chat = new ChatImpl(this, options.template ?? this.spec.template, options.systemPrompt);
-    this.chats.add(chat);
+    const chat = new ChatImpl(this, ++this.chatIds, options.template ?? this.spec.template, options.systemPrompt);
+    this.chats.set(chat.id, new WeakRef(chat));
+    this.chatGone.register(chat, chat.id);
     return chat;
   }
 
   async dispose(): Promise<void> {
-    for (const chat of [...this.chats]) chat.dispose();
+    for (const ref of [...this.chats.values()]) ref.deref()?.dispose();
     this.native?.dispose();
     this.native = undefined;
     this.vision?.dispose();

@@ -75,8 +75,9 @@ SampleResult sample_cpu(const float* logits, int64_t V, const SampleOptions& o, 
     if (o.min_p > 0) {  // tokens at least min_p times as likely as the most likely one (at T = 1)
       const std::vector<double> p = softmax(1);
       std::vector<int32_t> kept;
+      // the first is always kept (p[0] ≥ min_p · p[0] for finite logits; with NaN logits nothing would be)
       for (size_t i = 0; i < ids.size(); ++i)
-        if (p[i] >= o.min_p * p[0]) kept.push_back(ids[i]);
+        if (i == 0 || p[i] >= o.min_p * p[0]) kept.push_back(ids[i]);
       ids.swap(kept);
     }
     const std::vector<double> p = softmax(o.temperature);

@@ -3,6 +3,7 @@
 #pragma once
 #include <napi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -82,7 +83,8 @@ inline SampleOptions sample_options(Napi::Env env, const Napi::Value& v) {
     return d;
   };
   o.temperature = num("temperature", 0, [](double d) { return d >= 0; }, "≥ 0");
-  o.top_k = (int64_t)num("topK", 0, [](double d) { return d >= 0 && d == std::floor(d); }, "an integer ≥ 0");
+  // top-k beyond the vocabulary is off; clamped before the cast (a huge double does not fit int64)
+  o.top_k = (int64_t)std::min(num("topK", 0, [](double d) { return d >= 0 && d == std::floor(d); }, "an integer ≥ 0"), 2147483647.0);
   o.top_p = num("topP", 1, [](double d) { return d > 0 && d <= 1; }, "in (0, 1]");
   o.min_p = num("minP", 0, [](double d) { return d >= 0 && d < 1; }, "in [0, 1)");
   o.repetition_penalty = num("repetitionPenalty", 1, [](double d) { return d > 0; }, "> 0");

@@ -94,6 +94,7 @@ Napi::Value CpuOp(const Napi::CallbackInfo& info) {
   if (op == "kvAppend") {
     const int64_t T = arg_int(o, "T", 0, kMax), width = arg_int(o, "width", 1, kMax), pos = arg_int(o, "pos", 0, kMax);
     const Napi::TypedArray cv = checked_typed(env, o.Get("cache"), napi_uint16_array, "cache");
+    if ((int64_t)cv.ElementLength() % width) throw_js(env, ErrorCode::Shape, "kvAppend: the cache is not whole rows of width");
     const int64_t rows = (int64_t)cv.ElementLength() / width;
     if (pos + T > rows) throw_js(env, ErrorCode::Shape, "kvAppend: the cache has too few rows");
     Napi::Uint16Array out = Napi::Uint16Array::New(env, (size_t)(rows * width));

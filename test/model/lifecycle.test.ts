@@ -183,6 +183,22 @@ describe('lifecycles', () => {
     await m.dispose();
   }, 120_000);
 
+  it('chats dropped without dispose() are collected too (the model holds them weakly)', async () => {
+    const big = join(root, 'bigctx');
+    const m = await loadModel(join(big, readdirSync(big).find((f) => f.endsWith('.gguf') && !f.startsWith('mmproj'))!),
+      { contextLength: 1 << 19 });
+    const start = rssMiB();
+    let peak = 0;
+    for (let i = 0; i < 24; i++) {
+      await m.createChat().send({ text: 'hi' }, { maxTokens: 1 }); // a 128 MiB cache, then the chat is dropped
+      await new Promise((r) => setImmediate(r));
+      peak = Math.max(peak, rssMiB() - start);
+    }
+    console.log(`24 dropped chats with 128 MiB KV caches: RSS peak +${peak.toFixed(0)} MiB`);
+    expect(peak).toBeLessThan(1024);
+    await m.dispose();
+  }, 120_000);
+
   it('1,000 create / send / dispose cycles: RSS stays bounded', async () => {
     const cycle = async () => {
       const c = model.createChat();

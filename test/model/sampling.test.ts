@@ -466,3 +466,19 @@ describe('the native sampler against the reference implementation, draw for draw
     expect(draws).toBeGreaterThan(3000);
   });
 });
+
+describe('degenerate logits', () => {
+  it('NaN or infinite logits with every filter on never leave the sampler without a candidate (a token in range comes back)', () => {
+    for (const logits of [Float32Array.from([Number.NaN, 1, 2]), Float32Array.from([Infinity, 1, Infinity]),
+      Float32Array.from([Number.NaN, Number.NaN, Number.NaN])]) {
+      const r = native().sampleLogits(logits, { temperature: 0.8, topK: 2, topP: 0.9, minP: 0.1, repetitionPenalty: 1.1 },
+        Int32Array.from([1]), 3);
+      expect(r.token).toBeGreaterThanOrEqual(0);
+      expect(r.token).toBeLessThan(logits.length);
+    }
+    // a topK beyond any vocabulary is no filter, not an overflow
+    const wide = native().sampleLogits(Float32Array.from([0, 5, 1]), { temperature: 0.5, topK: 1e20 }, new Int32Array(0), 1);
+    expect(wide.token).toBeGreaterThanOrEqual(0);
+    expect(wide.token).toBeLessThan(3);
+  });
+});
