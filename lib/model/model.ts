@@ -201,6 +201,7 @@ class ModelImpl implements Model {
 
   forget(chat: ChatImpl): void {
     this.chats.delete(chat.id);
+    this.chatGone.unregister(chat);
   }
 
   /** Replaces each -200 with its image's rows (LLaVA-Med v1.0: framed by <im_start> … <im_end>). */
@@ -271,7 +272,7 @@ class ModelImpl implements Model {
     this.llm();
     const chat = new ChatImpl(this, ++this.chatIds, options.template ?? this.spec.template, options.systemPrompt);
     this.chats.set(chat.id, new WeakRef(chat));
-    this.chatGone.register(chat, chat.id);
+    this.chatGone.register(chat, chat.id, chat);
     return chat;
   }
 

@@ -199,7 +199,9 @@ describe('lifecycles', () => {
     await m.dispose();
   }, 120_000);
 
-  it('1,000 create / send / dispose cycles: RSS stays bounded', async () => {
+  // under AddressSanitizer (npm run test:asan:addon) freed memory sits in its quarantine (up to
+  // 256 MiB), so RSS measures ASan, not us: the bound is checked in the normal run only
+  it.skipIf((process.env.LD_PRELOAD ?? '').includes('libasan'))('1,000 create / send / dispose cycles: RSS stays bounded', async () => {
     const cycle = async () => {
       const c = model.createChat();
       await c.send({ text: 'Is there an effusion?' }, { maxTokens: 3 });
