@@ -18,7 +18,11 @@ void residual_cpu(float* h, const float* a, const float* gamma, int64_t n, int64
     for (int64_t i = 0; i < n; ++i) h[i] += a[i];
     return;
   }
-  for (int64_t i = 0; i < n; ++i) h[i] += gamma[i % D] * a[i];
+  // row by row (no per-element modulo: this runs on every ViT layer's residuals)
+  int64_t i = 0;
+  for (; i + D <= n; i += D)
+    for (int64_t d = 0; d < D; ++d) h[i + d] += gamma[d] * a[i + d];
+  for (int64_t d = 0; i < n; ++i, ++d) h[i] += gamma[d] * a[i];
 }
 
 void activation_cpu(const float* x, float* out, int64_t n, Activation act) {

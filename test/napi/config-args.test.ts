@@ -89,3 +89,29 @@ describe('NativeLlm.load config', () => {
     expect(e.message).toContain("'neox'");
   });
 });
+
+describe('a context and its sampling options', () => {
+  it('createContext refuses a capacity that is not a positive integer; evalSample refuses bad sampling options — the context stays usable', async () => {
+    const { config, tensors } = llmLoadArgs(spec);
+    const llm = await native().NativeLlm.load(config, tensors);
+    for (const capacity of [0, -3, 2.5, Number.NaN]) {
+      const e = await failure(async () => llm.createContext({ capacity }));
+      expect(e.code, e.message).toBe('E_ARGUMENT');
+    }
+    const ctx = llm.createContext({ capacity: 8 });
+    expect(ctx.capacity).toBe(8);
+    for (const sampling of [{ temperature: -1 }, { topP: 0 }, { topP: 2 }, { minP: 1 }, { topK: 1.5 }, { repetitionPenalty: 0 },
+      { temperature: Number.NaN }]) {
+      const e = await failure(() => ctx.evalSample(Int32Array.of(1), { sampling }));
+      expect(e.code, `${JSON.stringify(sampling)}: ${e.message}`).toBe('E_ARGUMENT');
+    }
+    // nothing was evaluated by the refused calls; the context still works
+    expect(ctx.nPast).toBe(0);
+    const r = await ctx.evalSample(Int32Array.of(1, 2), { sampling: { temperature: 0 } });
+    expect(r.token).toBeGreaterThanOrEqual(0);
+    expect(ctx.nPast).toBe(2);
+    // a capacity beyond the model's context is the whole context
+    expect(llm.createContext({ capacity: 1e9 }).capacity).toBe(config.contextLength);
+    llm.dispose();
+  });
+});
