@@ -13,16 +13,19 @@
 
 namespace medllava {
 
-void residual_cpu(float* h, const float* a, const float* gamma, int64_t n, int64_t D) {
+void residual_cpu(float* h, const float* a, const float* gamma, float scale, int64_t n, int64_t D) {
   if (!gamma) {
-    for (int64_t i = 0; i < n; ++i) h[i] += a[i];
+    if (scale == 1.0f)
+      for (int64_t i = 0; i < n; ++i) h[i] += a[i];
+    else
+      for (int64_t i = 0; i < n; ++i) h[i] += scale * a[i];
     return;
   }
   // row by row (no per-element modulo: this runs on every ViT layer's residuals)
   int64_t i = 0;
   for (; i + D <= n; i += D)
-    for (int64_t d = 0; d < D; ++d) h[i + d] += gamma[d] * a[i + d];
-  for (int64_t d = 0; i < n; ++i, ++d) h[i] += gamma[d] * a[i];
+    for (int64_t d = 0; d < D; ++d) h[i + d] += scale * gamma[d] * a[i + d];
+  for (int64_t d = 0; i < n; ++i, ++d) h[i] += scale * gamma[d] * a[i];
 }
 
 void activation_cpu(const float* x, float* out, int64_t n, Activation act) {

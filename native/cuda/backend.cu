@@ -10,7 +10,8 @@
 #include "../core/error.h"
 #include "backend.h"
 #include "bench.cuh"       // defines: peak_fma_kernel, peak_wmma_kernel
-#include "llm_device.cuh"  // defines: DeviceMemory, LlmDevice (and through it every kernel)
+#include "device.cuh"      // defines: DeviceMemory
+#include "llm_device.cuh"  // defines: LlmDevice (and through it every kernel)
 #include "matmul.cuh"      // defines: matmul_tiled_kernel, matmul_wmma_kernel, matmul_launch
 #include "vision_device.cuh"  // defines: VisionDevice
 
@@ -116,14 +117,20 @@ void matmul(const MatmulArgs& p) {
 }
 
 namespace {
-// Device 0 through the CUDA runtime: one stream; uploads from pageable memory return once staged.
+// One device through the CUDA runtime: one default stream; uploads from pageable memory return once
+// staged. Every call that reaches the runtime runs on a thread where bind() made the device current.
 class CudaDevice : public cuda::DeviceMemory {
  public:
-  CudaDevice() {
-    check(cudaSetDevice(0), "cudaSetDevice");
+  explicit CudaDevice(int index = 0) : index_(index) {
+    bind();
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   }
-  ~CudaDevice() override { cudaStreamDestroy(stream_); }
+  ~CudaDevice() override {
+    cudaSetDevice(index_);
+    cudaStreamDestroy(stream_);
+  }
+  int index() const override { return index_; }
+  void bind() override { check(cudaSetDevice(index_), "cudaSetDevice"); }
   void* alloc(size_t bytes) override {
     void* p = nullptr;
     check(cudaMalloc(&p, bytes ? bytes : 1), "cudaMalloc");
@@ -137,6 +144,10 @@ class CudaDevice : public cuda::DeviceMemory {
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync (from the device)");
     check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
   }
+  void copy(void* dst, const void* src, size_t bytes, medllava_stream_t s) override {
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync (on the device)");
+  }
+  void sync(medllava_stream_t s) override { check(cudaStreamSynchronize(s), "cudaStreamSynchronize"); }
   medllava_stream_t new_stream() override {
     // weights are uploaded on the default stream: finish that before another stream reads them
     check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
@@ -155,6 +166,7 @@ class CudaDevice : public cuda::DeviceMemory {
 
  private:
   static void check(cudaError_t e, const char* call) { cuda_backend::check(e, call); }
+  int index_ = 0;
   cudaStream_t stream_ = nullptr;
 };
 
@@ -279,7 +291,7 @@ std::vector<KernelBench> bench_kernels(DevicePeaks& peaks) {
       add("silu_mul_kernel", "512 × 14336", 3.0 * T * F * 4, 4.0 * T * F,
           time_ms(st, [&] { cuda::silu_mul_launch(x, x + (size_t)T * F, x + 2 * (size_t)T * F, (int64_t)T * F, st); }));
       add("residual_kernel", "512 × 4096", 3.0 * T * D * 4, 2.0 * T * D,
-          time_ms(st, [&] { cuda::residual_launch(x, x + T * D, nullptr, (int64_t)T * D, D, st); }));
+          time_ms(st, [&] { cuda::residual_launch(x, x + T * D, nullptr, 1.0f, (int64_t)T * D, D, st); }));
       add("kv_append_kernel", "512 × 1024", T * 1024 * 6.0, 0,
           time_ms(st, [&] { cuda::kv_append_launch(x, reinterpret_cast<uint16_t*>(x + T * D), 0, T, 1024, st); }));
       int32_t* ids = static_cast<int32_t*>(buf((size_t)T * 4));
@@ -297,14 +309,24 @@ std::vector<KernelBench> bench_kernels(DevicePeaks& peaks) {
   return out;
 }
 
-std::shared_ptr<VisionDeviceRunner> load_vision(const Vision& v) {
-  if (!info().available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + info().reason);
-  return std::make_shared<cuda::VisionRunnerOn<CudaDevice>>(v);
+namespace {
+void check_device(int device) {
+  const Info i = info();
+  if (!i.available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + i.reason);
+  if (device < 0 || device >= (int)i.devices.size())
+    throw Error(ErrorCode::Argument, "CUDA device " + std::to_string(device) + " is not there: this machine has " +
+                                         std::to_string(i.devices.size()) + " (0 to " + std::to_string((int)i.devices.size() - 1) + ")");
+}
+}  // namespace
+
+std::shared_ptr<VisionDeviceRunner> load_vision(const Vision& v, int device) {
+  check_device(device);
+  return std::make_shared<cuda::VisionRunnerOn<CudaDevice>>(v, device);
 }
 
-std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m) {
-  if (!info().available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + info().reason);
-  return std::make_shared<cuda::LlmRunnerOn<CudaDevice>>(m);
+std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m, int device) {
+  check_device(device);
+  return std::make_shared<cuda::LlmRunnerOn<CudaDevice>>(m, device);
 }
 
 }  // namespace cuda_backend

@@ -31,13 +31,14 @@ Info info();
 void disable(const std::string& reason);
 // out = act(a · wᵀ + bias) on device 0; all pointers are host memory. E_CUDA when unavailable.
 void matmul(const MatmulArgs& args);
-// `m`'s forward pass on device 0 (native/cuda/llm_device.cuh): weights uploaded once in their stored
-// type; each sequence its own KV cache, activation arena and stream (concurrent chats). E_CUDA
-// when CUDA is unavailable, E_OOM (with the size needed) when the model does not fit, E_UNSUPPORTED
-// in a build without CUDA.
-std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m);
-// The vision tower + projector on device 0 (native/cuda/vision_device.cuh); errors as load_llm.
-std::shared_ptr<VisionDeviceRunner> load_vision(const Vision& v);
+// `m`'s forward pass on CUDA device `device` (native/cuda/llm_device.cuh): weights uploaded once in
+// their stored type; each sequence its own KV cache, activation arena and stream (concurrent chats);
+// every worker that touches it makes the device current first. E_CUDA when CUDA is unavailable,
+// E_ARGUMENT for a device that is not there, E_OOM (with the size needed) when the model does not
+// fit, E_UNSUPPORTED in a build without CUDA.
+std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m, int device);
+// The vision tower + projector on CUDA device `device` (native/cuda/vision_device.cuh); errors as load_llm.
+std::shared_ptr<VisionDeviceRunner> load_vision(const Vision& v, int device);
 
 // GPU microbenchmarks (native/cuda/bench.cuh): each kernel at the real shapes of
 // bench/kernels/README.md on device 0, and the device's peaks measured in the same run.

@@ -15,8 +15,8 @@ Info info() {
 void disable(const std::string&) {}
 
 void matmul(const MatmulArgs&) { throw Error(ErrorCode::Unsupported, info().reason); }
-std::shared_ptr<LlmDeviceRunner> load_llm(const Llm&) { throw Error(ErrorCode::Unsupported, info().reason); }
-std::shared_ptr<VisionDeviceRunner> load_vision(const Vision&) { throw Error(ErrorCode::Unsupported, info().reason); }
+std::shared_ptr<LlmDeviceRunner> load_llm(const Llm&, int) { throw Error(ErrorCode::Unsupported, info().reason); }
+std::shared_ptr<VisionDeviceRunner> load_vision(const Vision&, int) { throw Error(ErrorCode::Unsupported, info().reason); }
 std::vector<KernelBench> bench_kernels(DevicePeaks&) { throw Error(ErrorCode::Unsupported, info().reason); }
 
 }  // namespace cuda_backend

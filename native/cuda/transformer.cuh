@@ -95,11 +95,11 @@ __global__ void activation_kernel(const float* __restrict__ x, float* __restrict
     out[i] = apply_activation(x[i], (Activation)act);
 }
 
-// h(n) += γ ⊙ a, γ (D) the LayerScale broadcast over rows (null: 1)
+// h(n) += scale · γ ⊙ a, γ (D) the LayerScale broadcast over rows (null: 1)
 __global__ void residual_kernel(float* __restrict__ h, const float* __restrict__ a, const float* __restrict__ gamma,
-                                int64_t n, int D) {
+                                float scale, int64_t n, int D) {
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    h[i] += (gamma ? gamma[i % D] : 1.0f) * a[i];
+    h[i] += scale * (gamma ? gamma[i % D] : 1.0f) * a[i];
 }
 
 // out(T, D) = rows ids[t] of table (vocab, D) stored as `type`
@@ -361,8 +361,8 @@ inline void silu_mul_launch(const float* gate, const float* up, float* out, int6
 inline void activation_launch(const float* x, float* out, int64_t n, Activation act, medllava_stream_t s) {
   if (n > 0) MEDLLAVA_LAUNCH(activation_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, x, out, n, (int)act);
 }
-inline void residual_launch(float* h, const float* a, const float* gamma, int64_t n, int D, medllava_stream_t s) {
-  if (n > 0) MEDLLAVA_LAUNCH(residual_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, h, a, gamma, n, D);
+inline void residual_launch(float* h, const float* a, const float* gamma, float scale, int64_t n, int D, medllava_stream_t s) {
+  if (n > 0) MEDLLAVA_LAUNCH(residual_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, h, a, gamma, scale, n, D);
 }
 inline void embed_launch(const void* table, DType type, const int32_t* ids, float* out, int T, int D, medllava_stream_t s) {
   if (T > 0)

@@ -1,5 +1,7 @@
 // The LLaMA / Mistral language model: RMSNorm, RoPE, grouped-query attention with an f16 KV
-// cache, SwiGLU, (un)tied lm_head. Weights stay where the file maps them, in their stored type.
+// cache, SwiGLU, (un)tied lm_head. Loads and checks the weights into its parameter table (they stay
+// where the file maps them, in their stored type) and runs the graph of llm_graph.h on the CPU or
+// on the device attached to it. defines: LlmTensorNames, LlmDeviceRunner, Llm.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -8,19 +10,11 @@
 #include <vector>
 
 #include "../ops/ops.h"
+#include "llm_graph.h"  // defines: LlmConfig, LlmIds, the layer order
+#include "params.h"     // defines: ParamTable
 #include "weights.h"
 
 namespace medllava {
-
-namespace cuda {
-class LlmDevice;  // native/cuda/llm_device.cuh: the same model on a CUDA device, from these weights
-}
-
-struct LlmConfig {
-  int64_t hidden = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0, context = 0;
-  float rope_theta = 10000, rms_eps = 1e-5f;
-  RopeMode rope_mode = RopeMode::Half;
-};
 
 // Where each tensor lives: (file, name) pairs, PyTorch shapes expected.
 struct LlmTensorNames {
@@ -36,13 +30,6 @@ struct LlmTensorNames {
   };
   std::map<std::string, Lora> lora;
   float lora_scale = 0;  // alpha / r
-};
-
-struct LinearWeight {
-  TensorRef t;  // (out, in)
-  PackedWeights x16;  // GGML blocks repacked for AVX-512 VNNI (repack_x16), where the CPU has it
-  bool has_lora = false;
-  TensorRef lora_a, lora_b;  // (r, in), (out, r)
 };
 
 // Where the forward pass runs instead of the CPU: the CUDA backend (cuda_backend::load_llm) holds
@@ -82,23 +69,18 @@ class Llm {
   // `embeddings`, when given, replaces the rows of tokens < 0 (spliced image features, (T, hidden)).
   void forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, float* out, const float* embeddings = nullptr) const;
 
- private:
-  friend class cuda::LlmDevice;
-  void linear(const LinearWeight& w, const float* x, int64_t T, float* out) const;
-  void embed_row(int32_t token, float* out) const;
+  // The parameter table (HF names; LoRA pairs under PEFT's names) and where the graph finds each one.
+  // Change values only through the table, under its exclusive lock.
+  ParamTable& params() { return params_; }
+  const ParamTable& params() const { return params_; }
+  const LlmIds& ids() const { return ids_; }
 
+ private:
   LlmConfig cfg_;
   std::shared_ptr<LlmDeviceRunner> device_;
-  float lora_scale_ = 0;
   WeightStore store_;
-  TensorRef embed_;
-  LinearWeight lm_head_;
-  std::vector<float> norm_;
-  struct Layer {
-    std::vector<float> attn_norm, ffn_norm;
-    LinearWeight wq, wk, wv, wo, w_gate, w_up, w_down;
-  };
-  std::vector<Layer> layers_;
+  ParamTable params_;
+  LlmIds ids_;
 };
 
 }  // namespace medllava

@@ -1,7 +1,9 @@
 // The vision side of LLaVA: a pre-norm ViT run to mm_vision_select_layer — OpenAI CLIP (pre_layrnorm,
 // separate q/k/v, quick_gelu) or a timm ViT as open_clip's BiomedCLIP-CXR (no pre-norm, fused qkv,
 // LayerScale, GELU) — with class token and learned positions, and the projector (linear or
-// mlp2x_gelu) into the LLM's width. Weights as stored, mapped from their files.
+// mlp2x_gelu) into the LLM's width. Loads the weights into its parameter table (as stored, mapped from
+// their files) and runs the graph of vision_graph.h on the CPU or the attached device.
+// defines: VisionTensorNames, VisionDeviceRunner, Vision.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -10,19 +12,11 @@
 #include <vector>
 
 #include "../ops/ops.h"
+#include "params.h"        // defines: ParamTable
+#include "vision_graph.h"  // defines: VisionConfig, VisionIds, the layer order
 #include "weights.h"
 
 namespace medllava {
-
-struct VisionConfig {
-  int64_t image_size = 0, patch = 0, hidden = 0, layers = 0, heads = 0, ffn = 0;
-  float eps = 1e-5f;
-  Activation act = Activation::QuickGelu;
-  int64_t select_layer = -2;      // LLaVA's: hidden_states[select_layer]
-  bool keep_cls = false;          // mm_vision_select_feature 'cls_patch'
-  bool projector_mlp = true;      // mlp2x_gelu (else linear)
-  int64_t out_dim = 0;            // the LLM's width
-};
 
 using Ref = std::pair<std::string, std::string>;  // (file, tensor)
 
@@ -37,10 +31,6 @@ struct VisionTensorNames {
   std::vector<Layer> layers;
   Ref proj0_w, proj0_b, proj2_w, proj2_b;  // linear projector: proj0 only
 };
-
-namespace cuda {
-class VisionDevice;  // native/cuda/vision_device.cuh: the same tower on a CUDA device
-}
 
 // Where encode() runs instead of the CPU (cuda_backend::load_vision). Thread-safe.
 class VisionDeviceRunner {
@@ -61,28 +51,18 @@ class Vision {
   // pixels (3, S, S) normalised → out (tokens, out_dim)
   void encode(const float* pixels, float* out) const;
 
- private:
-  friend class cuda::VisionDevice;
-  struct Linear {
-    TensorRef w;
-    std::vector<float> b;
-  };
-  Linear linear(const Ref& w, const Ref* b, int64_t out, int64_t in);
-  Linear rows(const Linear& l, int64_t first, int64_t count) const;  // a row slice of a loaded linear
-  void apply(const Linear& l, const float* x, int64_t T, float* out, Activation act = Activation::None) const;
+  // The parameter table (HF names: LLaVA's CLIP tower and mm_projector, open_clip's timm trunk) and
+  // where the graph finds each one. Change values only through the table, under its exclusive lock.
+  ParamTable& params() { return params_; }
+  const ParamTable& params() const { return params_; }
+  const VisionIds& ids() const { return ids_; }
 
+ private:
   VisionConfig cfg_;
   std::shared_ptr<VisionDeviceRunner> device_;
   WeightStore store_;
-  TensorRef patch_;                 // (hidden, 3·p·p)
-  std::vector<float> patch_b_;      // empty: no bias
-  std::vector<float> cls_, pos_, pre_w_, pre_b_;
-  struct Layer {
-    std::vector<float> ln1_w, ln1_b, ln2_w, ln2_b, ls1, ls2;  // ls*: empty without LayerScale
-    Linear q, k, v, o, fc1, fc2;
-  };
-  std::vector<Layer> layers_;
-  Linear proj0_, proj2_;
+  ParamTable params_;
+  VisionIds ids_;
 };
 
 }  // namespace medllava

@@ -42,9 +42,12 @@ Napi::Value LlmWrap::Load(const Napi::CallbackInfo& info) {
     parse_llm_args(env, c, t, cfg, names);
     const std::string device = c.Get("device").IsString() ? c.Get("device").As<Napi::String>().Utf8Value() : "cpu";
     if (device != "cpu" && device != "cuda") throw_js(env, ErrorCode::Argument, "config.device must be 'cpu' or 'cuda'");
+    const int device_index = c.Has("deviceIndex") && !c.Get("deviceIndex").IsUndefined()
+                                 ? (int)get_int(env, c.Get("deviceIndex"), "config.deviceIndex", 0, 1023)
+                                 : 0;
     return load_async<Llm>(env, info.This().As<Napi::Function>(), [=]() -> std::shared_ptr<const Llm> {
       auto m = std::make_shared<Llm>(cfg, names);
-      if (device == "cuda") m->attach_device(cuda_backend::load_llm(*m));
+      if (device == "cuda") m->attach_device(cuda_backend::load_llm(*m, device_index));
       return m;
     });
   });

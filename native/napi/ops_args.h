@@ -25,6 +25,12 @@ inline double arg_number(const Napi::Object& o, const char* key) {
   return v.As<Napi::Number>().DoubleValue();
 }
 
+// the optional `scale` of the residual add (default 1)
+inline float arg_scale(const Napi::Object& o) {
+  const Napi::Value v = o.Get("scale");
+  return v.IsUndefined() ? 1.0f : (float)arg_number(o, "scale");
+}
+
 inline std::string arg_string(const Napi::Object& o, const char* key) {
   const Napi::Value v = o.Get(key);
   if (!v.IsString()) throw_js(o.Env(), ErrorCode::Argument, std::string(key) + " must be a string");

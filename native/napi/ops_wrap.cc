@@ -82,7 +82,8 @@ Napi::Value CpuOp(const Napi::CallbackInfo& info) {
     if (n % D) throw_js(env, ErrorCode::Shape, "residual: n must be a multiple of D");
     Napi::Float32Array out = f32_out(env, n);
     std::memcpy(out.Data(), arg_array<float>(o, "h", napi_float32_array, n), (size_t)n * 4);
-    residual_cpu(out.Data(), arg_array<float>(o, "a", napi_float32_array, n), arg_array<float>(o, "gamma", napi_float32_array, D, true), n, D);
+    residual_cpu(out.Data(), arg_array<float>(o, "a", napi_float32_array, n), arg_array<float>(o, "gamma", napi_float32_array, D, true),
+                 arg_scale(o), n, D);
     return out;
   }
   if (op == "embed") {

@@ -29,9 +29,12 @@ Napi::Value VisionWrap::Load(const Napi::CallbackInfo& info) {
     parse_vision_args(env, c, t, cfg, n);
     const std::string device = c.Get("device").IsString() ? c.Get("device").As<Napi::String>().Utf8Value() : "cpu";
     if (device != "cpu" && device != "cuda") throw_js(env, ErrorCode::Argument, "config.device must be 'cpu' or 'cuda'");
+    const int device_index = c.Has("deviceIndex") && !c.Get("deviceIndex").IsUndefined()
+                                 ? (int)get_int(env, c.Get("deviceIndex"), "config.deviceIndex", 0, 1023)
+                                 : 0;
     return load_async<Vision>(env, info.This().As<Napi::Function>(), [=]() -> std::shared_ptr<const Vision> {
       auto v = std::make_shared<Vision>(cfg, n);
-      if (device == "cuda") v->attach_device(cuda_backend::load_vision(*v));
+      if (device == "cuda") v->attach_device(cuda_backend::load_vision(*v, device_index));
       return v;
     });
   });

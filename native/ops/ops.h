@@ -77,8 +77,9 @@ double measure_fma_peak(int threads, int ms);
 double measure_read_bandwidth(int threads, int64_t bytes);
 
 // ---- element-wise and gather ops: native/cpu/elements.cc, native/cuda/transformer.cuh (*_launch) ----
-// h(n) += (gamma ? gamma[i % D] : 1) · a(n)        (the residual add; gamma: timm's LayerScale (D))
-void residual_cpu(float* h, const float* a, const float* gamma, int64_t n, int64_t D);
+// h(n) += scale · (gamma ? gamma[i % D] : 1) · a(n)   (the residual add; gamma: timm's LayerScale (D);
+//                                                       scale: LoRA's alpha / r, else 1)
+void residual_cpu(float* h, const float* a, const float* gamma, float scale, int64_t n, int64_t D);
 // out(n) = act(x(n))                                (GELU / quick_gelu; out may alias x)
 void activation_cpu(const float* x, float* out, int64_t n, Activation act);
 // out(T, D) = rows ids(T) of table (vocab, D) stored as `type`, decoded to f32

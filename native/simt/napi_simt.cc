@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <system_error>
@@ -198,7 +199,7 @@ Napi::Value CudaOp(const Napi::CallbackInfo& info) {
     Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)n);
     std::memcpy(out.Data(), arg_array<float>(o, "h", napi_float32_array, n), (size_t)n * 4);
     cuda::residual_launch(out.Data(), arg_array<float>(o, "a", napi_float32_array, n),
-                          arg_array<float>(o, "gamma", napi_float32_array, D, true), n, (int)D, nullptr);
+                          arg_array<float>(o, "gamma", napi_float32_array, D, true), arg_scale(o), n, (int)D, nullptr);
     return out;
   }
   if (op == "embed") {
@@ -296,8 +297,13 @@ class EmuDevice : public cuda::DeviceMemory {
     live_.erase(it);
     std::free(p);
   }
+  int index() const override { return 0; }
+  void bind() override { ++binds_; }
+  int64_t binds() const { return binds_; }
   void upload(void* dst, const void* src, size_t bytes, medllava_stream_t) override { std::memcpy(dst, src, bytes); }
   void download(void* dst, const void* src, size_t bytes, medllava_stream_t) override { std::memcpy(dst, src, bytes); }
+  void copy(void* dst, const void* src, size_t bytes, medllava_stream_t) override { std::memcpy(dst, src, bytes); }
+  void sync(medllava_stream_t) override {}
   size_t available() override { return budget_ - used_; }
   // launches run to completion under the emulator: streams are tokens, counted so a leak shows
   medllava_stream_t stream() override { return nullptr; }
@@ -310,6 +316,7 @@ class EmuDevice : public cuda::DeviceMemory {
  private:
   size_t budget_, used_ = 0;
   int64_t streams_ = 0;
+  std::atomic<int64_t> binds_{0};
   std::map<void*, size_t> live_;
 };
 

@@ -1,0 +1,57 @@
+// The op set the model graphs (native/model/*_graph.h) run on the CPU: each method calls the op of
+// native/ops/ops.h it is named after. native/cuda/ops_cuda.cuh has the same methods for a CUDA device.
+// defines: CpuOps.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "../model/params.h"  // defines: WeightView
+#include "../ops/ops.h"
+
+namespace medllava {
+
+struct CpuOps {
+  // out(T, w.rows) = act(x(T, w.cols) · wᵀ + bias)
+  void matmul(const float* x, const WeightView& w, const WeightView& bias, float* out, int64_t T, Activation act) {
+    MatmulArgs a;
+    a.a = x;
+    a.w = w.data;
+    a.w_type = w.type;
+    a.w_x16 = w.x16;
+    a.bias = bias ? bias.f32() : nullptr;
+    a.out = out;
+    a.M = T;
+    a.N = w.rows;
+    a.K = w.cols;
+    a.act = act;
+    matmul_cpu(a);
+  }
+  void rmsnorm(const float* x, const WeightView& w, float* out, int64_t T, int64_t D, float eps) { rmsnorm_cpu(x, w.f32(), out, T, D, eps); }
+  void layernorm(const float* x, const WeightView& w, const WeightView& b, float* out, int64_t T, int64_t D, float eps) {
+    layernorm_cpu(x, w.f32(), b.f32(), out, T, D, eps);
+  }
+  void rope(float* x, int64_t T, int64_t heads, int64_t hd, int64_t pos0, float theta, RopeMode mode) {
+    rope_cpu(x, T, heads, hd, pos0, theta, mode);
+  }
+  void silu_mul(const float* gate, const float* up, float* out, int64_t n) { silu_mul_cpu(gate, up, out, n); }
+  void residual(float* h, const float* a, const float* gamma, float scale, int64_t n, int64_t D) { residual_cpu(h, a, gamma, scale, n, D); }
+  // out(T, table.cols) = rows ids(T, host) of table
+  void embed(const WeightView& table, const int32_t* ids, float* out, int64_t T) { embed_cpu(table.data, table.type, ids, out, T, table.cols); }
+  // rows t of dst (T, D) where tokens[t] < 0 ← rows t of src (host)
+  void rows_from_host(float* dst, const float* src, const int32_t* tokens, int64_t T, int64_t D) {
+    for (int64_t t = 0; t < T; ++t)
+      if (tokens[t] < 0) std::memcpy(dst + t * D, src + t * D, (size_t)D * 4);
+  }
+  void from_host(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, (size_t)n * 4); }
+  void copy(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, (size_t)n * 4); }
+  void kv_append(const float* src, uint16_t* cache, int64_t pos, int64_t T, int64_t width) { kv_append_cpu(src, cache, pos, T, width); }
+  void attention_cached(const float* q, const uint16_t* k, const uint16_t* v, float* out, int64_t T, int64_t n_past, int64_t H,
+                        int64_t KVH, int64_t hd) {
+    attention_cached_cpu(q, k, v, out, T, n_past, H, KVH, hd);
+  }
+  void attention_full(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd) {
+    attention_full_cpu(q, k, v, out, T, H, hd);
+  }
+};
+
+}  // namespace medllava

@@ -1,0 +1,85 @@
+// The op set the model graphs (native/model/*_graph.h) run on a CUDA device — the same methods as
+// CpuOps (native/cpu/ops_cpu.h), each launching the kernel of native/cuda/*.cuh it is named after on
+// one stream. Buffers are device memory; arguments named "host" are host memory. defines: CudaOps.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "../model/params.h"  // defines: WeightView
+#include "../ops/ops.h"
+#include "compat.cuh"
+#include "device.cuh"       // defines: DeviceMemory
+#include "matmul.cuh"       // defines: matmul_launch
+#include "transformer.cuh"  // defines: the transformer launchers
+
+namespace medllava {
+namespace cuda {
+
+struct CudaOps {
+  DeviceMemory& dev;
+  medllava_stream_t st;
+  int32_t* ids = nullptr;        // device scratch for embed's ids: at least T of them
+  float* partial = nullptr;      // decode attention's split scratch: heads · kMaxSplits · head_dim
+  float* ml = nullptr;           //   and heads · kMaxSplits · 2
+  static constexpr int kMaxSplits = 64;
+  // the floats of scratch a CudaOps over `heads` heads of `hd` needs beyond the ids
+  static int64_t scratch_floats(int64_t heads, int64_t hd) { return heads * kMaxSplits * (hd + 2); }
+
+  void matmul(const float* x, const WeightView& w, const WeightView& bias, float* out, int64_t T, Activation act) {
+    matmul_launch(x, w.data, w.type, bias ? bias.f32() : nullptr, out, (int)T, (int)w.rows, (int)w.cols, act, MatmulKernel::Auto, st);
+  }
+  void rmsnorm(const float* x, const WeightView& w, float* out, int64_t T, int64_t D, float eps) {
+    rmsnorm_launch(x, w.f32(), out, (int)T, (int)D, eps, st);
+  }
+  void layernorm(const float* x, const WeightView& w, const WeightView& b, float* out, int64_t T, int64_t D, float eps) {
+    layernorm_launch(x, w.f32(), b.f32(), out, (int)T, (int)D, eps, st);
+  }
+  void rope(float* x, int64_t T, int64_t heads, int64_t hd, int64_t pos0, float theta, RopeMode mode) {
+    rope_launch(x, (int)T, (int)heads, (int)hd, (int)pos0, theta, mode == RopeMode::Adjacent, st);
+  }
+  void silu_mul(const float* gate, const float* up, float* out, int64_t n) { silu_mul_launch(gate, up, out, n, st); }
+  void residual(float* h, const float* a, const float* gamma, float scale, int64_t n, int64_t D) {
+    residual_launch(h, a, gamma, scale, n, (int)D, st);
+  }
+  // out(T, table.cols) = rows ids(T, host) of table
+  void embed(const WeightView& table, const int32_t* host_ids, float* out, int64_t T) {
+    dev.upload(ids, host_ids, (size_t)T * 4, st);
+    embed_launch(table.data, table.type, ids, out, (int)T, (int)table.cols, st);
+  }
+  // rows t of dst (T, D) where tokens[t] < 0 ← rows t of src (host): one copy per run of such rows
+  void rows_from_host(float* dst, const float* src, const int32_t* tokens, int64_t T, int64_t D) {
+    for (int64_t t = 0; t < T;) {
+      if (tokens[t] >= 0) {
+        ++t;
+        continue;
+      }
+      int64_t e = t;
+      while (e < T && tokens[e] < 0) ++e;
+      dev.upload(dst + t * D, src + t * D, (size_t)((e - t) * D) * 4, st);
+      t = e;
+    }
+  }
+  void from_host(float* dst, const float* src, int64_t n) { dev.upload(dst, src, (size_t)n * 4, st); }
+  void copy(float* dst, const float* src, int64_t n) { dev.copy(dst, src, (size_t)n * 4, st); }
+  void kv_append(const float* src, uint16_t* cache, int64_t pos, int64_t T, int64_t width) {
+    kv_append_launch(src, cache, pos, (int)T, (int)width, st);
+  }
+  // T == 1 (decode): split-K over the cache and a combine; else flash attention, causal from n_past
+  void attention_cached(const float* q, const uint16_t* k, const uint16_t* v, float* out, int64_t T, int64_t n_past, int64_t H,
+                        int64_t KVH, int64_t hd) {
+    const int n_kv = (int)(n_past + T);
+    if (T == 1) {
+      int splits = decode_splits(n_kv);
+      if (splits > kMaxSplits) splits = kMaxSplits;
+      attention_decode_launch<uint16_t>(q, k, v, out, partial, ml, (int)H, (int)KVH, (int)hd, n_kv, splits, st);
+    } else {
+      flash_attention_launch<uint16_t>(q, k, v, out, (int)T, (int)H, (int)KVH, (int)hd, n_kv, (int)n_past, true, st);
+    }
+  }
+  void attention_full(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd) {
+    flash_attention_launch<float>(q, k, v, out, (int)T, (int)H, (int)H, (int)hd, (int)T, 0, false, st);
+  }
+};
+
+}  // namespace cuda
+}  // namespace medllava

@@ -1,0 +1,140 @@
+// defines: the ParamTable (native/model/params.h): adding parameters, views, the trainable flat buffer.
+#include "params.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "../core/error.h"
+#include "../core/mapped_file.h"
+
+namespace medllava {
+
+int64_t Param::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+int ParamTable::add_matrix(const std::string& name, const TensorRef& t, bool repack) {
+  Param p;
+  p.name = name;
+  p.where = t.where;
+  p.shape = t.shape;
+  p.stored = t.type;
+  p.mapped = t.data;
+  if (repack && p.shape.size() == 2) {
+    p.x16 = repack_x16(t.data, t.type, p.shape[0], p.shape[1]);
+    // the mapped original is not read again on this path: let its pages go from the resident set
+    if (p.x16) drop_resident(t.data, dtype_bytes(t.type, t.numel()));
+  }
+  p_.push_back(std::move(p));
+  rebuild_views();
+  return (int)p_.size() - 1;
+}
+
+int ParamTable::add_vector(const std::string& name, const TensorRef& t, std::vector<float> values) {
+  Param p;
+  p.name = name;
+  p.where = t.where;
+  p.shape = t.shape;
+  p.stored = t.type;
+  p.widened = std::move(values);
+  p_.push_back(std::move(p));
+  rebuild_views();
+  return (int)p_.size() - 1;
+}
+
+int ParamTable::add_tied(const std::string& name, int to, bool repack) {
+  Param p = p_[(size_t)to];
+  p.name = name;
+  p.tied_to = to;
+  p.widened.clear();
+  p.x16 = repack && p.mapped && p.shape.size() == 2 ? repack_x16(p.mapped, p.stored, p.shape[0], p.shape[1]) : nullptr;
+  p.mapped = nullptr;
+  p_.push_back(std::move(p));
+  rebuild_views();
+  return (int)p_.size() - 1;
+}
+
+int ParamTable::find(const std::string& name) const {
+  for (size_t i = 0; i < p_.size(); ++i)
+    if (p_[i].name == name) return (int)i;
+  return -1;
+}
+
+void ParamTable::rebuild_views() {
+  views_.assign(p_.size(), WeightView{});
+  for (size_t i = 0; i < p_.size(); ++i) {
+    const Param& p = p_[(size_t)(p_[i].tied_to >= 0 ? p_[i].tied_to : (int)i)];
+    WeightView& v = views_[i];
+    v.rows = p.rows();
+    v.cols = p.cols();
+    if (p.trainable) {
+      v.data = flat_.data() + p.flat_offset;
+      v.type = DType::F32;
+    } else if (p.mapped) {
+      v.data = p.mapped;
+      v.type = p.stored;
+      v.x16 = p_[i].x16.get();  // a tied parameter may have its own repack
+    } else {
+      v.data = p.widened.data();
+      v.type = DType::F32;
+    }
+  }
+}
+
+void ParamTable::set_trainable(const std::vector<int>& ids, bool on) {
+  std::vector<bool> want(p_.size());
+  for (size_t i = 0; i < p_.size(); ++i) want[i] = p_[i].trainable;
+  for (int id : ids) {
+    if (id < 0 || id >= size()) throw Error(ErrorCode::Argument, "parameter id " + std::to_string(id) + " is out of range");
+    const int root = p_[(size_t)id].tied_to >= 0 ? p_[(size_t)id].tied_to : id;
+    want[(size_t)root] = on;
+  }
+  for (size_t i = 0; i < p_.size(); ++i)  // a tied parameter follows its target
+    if (p_[i].tied_to >= 0) want[i] = want[(size_t)p_[i].tied_to];
+  // the new layout: every trainable parameter that owns storage, in table order
+  std::vector<int64_t> offset(p_.size(), -1);
+  int64_t n = 0;
+  for (size_t i = 0; i < p_.size(); ++i)
+    if (want[i] && p_[i].tied_to < 0) offset[i] = n, n += p_[i].numel();
+  std::vector<float> flat;
+  try {
+    flat.assign((size_t)(4 * n), 0.0f);
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::OOM, "the trainable parameters need " + std::to_string(16 * n) + " bytes (values, gradients, AdamW m and v)");
+  }
+  for (size_t i = 0; i < p_.size(); ++i) {
+    if (offset[i] < 0) continue;
+    const Param& p = p_[i];
+    float* dst = flat.data() + offset[i];
+    if (p.trainable) {
+      std::memcpy(dst, flat_.data() + p.flat_offset, (size_t)p.numel() * 4);  // keeps values, restarts state
+    } else if (p.mapped) {
+      const int32_t zero = 0;  // the whole tensor as one row of the gather op: decodes any stored type
+      embed_cpu(p.mapped, p.stored, &zero, dst, 1, p.numel());
+    } else {
+      std::memcpy(dst, p.widened.data(), (size_t)p.numel() * 4);
+    }
+  }
+  flat_ = std::move(flat);
+  n_train_ = n;
+  for (size_t i = 0; i < p_.size(); ++i) {
+    p_[i].trainable = want[i];
+    p_[i].flat_offset = want[i] ? offset[(size_t)(p_[i].tied_to >= 0 ? p_[i].tied_to : (int)i)] : -1;
+  }
+  rebuild_views();
+  touch();
+}
+
+float* ParamTable::values(int id) {
+  if (id < 0 || id >= size() || !p_[(size_t)id].trainable) return nullptr;
+  return flat_.data() + p_[(size_t)id].flat_offset;
+}
+
+float* ParamTable::grads(int id) {
+  if (id < 0 || id >= size() || !p_[(size_t)id].trainable) return nullptr;
+  return flat_.data() + n_train_ + p_[(size_t)id].flat_offset;
+}
+
+}  // namespace medllava

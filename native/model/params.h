@@ -1,0 +1,100 @@
+// A model's parameters as one table — what checkpoints, optimizers, gradient norms and all-reduce
+// iterate. defines: WeightView, Param, ParamTable.
+//
+// Frozen parameters stay where the file maps them, in their stored type (quantized included, with
+// the CPU's VNNI repack beside them); small vectors (norms, biases, LayerScale) are widened to f32
+// at load. A parameter marked trainable moves into one flat fp32 buffer laid out as
+// [values | gradients | AdamW m | AdamW v], each a run of every trainable parameter in table order,
+// and from then on every forward — CPU or device — reads those values.
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "../ops/ops.h"  // defines: PackedWeights
+#include "weights.h"     // defines: TensorRef
+
+namespace medllava {
+
+// What an op reads for one parameter: a (rows, cols) row-major matrix (a vector is (n, 1)) in `type`,
+// wherever the backend keeps it (host for the CPU, device memory for CUDA). Empty: an absent tensor.
+struct WeightView {
+  const void* data = nullptr;
+  DType type = DType::F32;
+  int64_t rows = 0, cols = 0;
+  const uint8_t* x16 = nullptr;  // CPU only: the VNNI repack of a block-quantized matrix
+  explicit operator bool() const { return data != nullptr; }
+  const float* f32() const { return static_cast<const float*>(data); }
+  // rows [first, first + count): a fused qkv's q, k or v (block types: rows are whole blocks)
+  WeightView slice_rows(int64_t first, int64_t count) const {
+    if (!data) return WeightView{};
+    WeightView v = *this;
+    v.data = static_cast<const uint8_t*>(data) + dtype_bytes(type, first * cols);
+    v.rows = count;
+    v.x16 = nullptr;  // the repack interleaves groups of 16 rows: a slice reads the blocks
+    return v;
+  }
+};
+
+struct Param {
+  std::string name;            // the HF / PEFT name (model.layers.0.self_attn.q_proj.weight)
+  std::string where;           // file:tensor it was read from, for messages
+  std::vector<int64_t> shape;  // PyTorch order
+  DType stored = DType::F32;   // its type in the file
+  bool trainable = false;
+  int tied_to = -1;            // the parameter whose storage this one reads (lm_head ↔ embed_tokens)
+  // storage when frozen
+  const uint8_t* mapped = nullptr;  // the file's bytes (matrices)
+  std::vector<float> widened;       // vectors, widened to f32 at load
+  PackedWeights x16;                // CPU: the VNNI repack, where the CPU has it
+  int64_t flat_offset = -1;         // trainable: its first float in the flat buffer
+  int64_t numel() const;
+  int64_t rows() const { return shape.empty() ? 1 : shape[0]; }
+  int64_t cols() const { return shape.size() < 2 ? 1 : numel() / shape[0]; }
+};
+
+class ParamTable {
+ public:
+  // A matrix read in place from `t` (shape checked by the caller), repacked for VNNI when `repack`.
+  int add_matrix(const std::string& name, const TensorRef& t, bool repack);
+  // A vector widened to f32 (`values` from WeightStore::get_f32), its stored type and shape from `t`.
+  int add_vector(const std::string& name, const TensorRef& t, std::vector<float> values);
+  // A parameter that reads `to`'s storage (a tied lm_head); `repack`: its own VNNI repack of it (the
+  // target keeps its mapped pages, which a gather reads).
+  int add_tied(const std::string& name, int to, bool repack);
+
+  int size() const { return (int)p_.size(); }
+  const Param& operator[](int id) const { return p_[(size_t)id]; }
+  int find(const std::string& name) const;  // -1 when absent
+
+  // What the forward reads now, indexed by id (an absent id: an empty view). Call it under a read lock.
+  const std::vector<WeightView>& views() const { return views_; }
+  WeightView view(int id) const { return id < 0 ? WeightView{} : views_[(size_t)id]; }
+
+  // Marks `ids` trainable (on) or frozen (off) and re-lays the flat buffer: the values of parameters
+  // that stay trainable are kept, newly trainable ones are decoded from their stored type, gradients
+  // and optimizer state start at zero. A tied parameter follows the one it is tied to. Write lock.
+  void set_trainable(const std::vector<int>& ids, bool on);
+  int64_t trainable_numel() const { return n_train_; }
+  // The fp32 values / gradients of trainable parameter `id` (null when it is frozen). Write lock to change.
+  float* values(int id);
+  float* grads(int id);
+  // Bumped by every change made through the table: devices holding copies re-upload when it moves.
+  uint64_t generation() const { return gen_; }
+  void touch() { ++gen_; }
+  // Forwards read under the shared lock; changes through the table take it exclusively.
+  std::shared_mutex& mutex() const { return mu_; }
+
+ private:
+  void rebuild_views();
+  std::vector<Param> p_;
+  std::vector<WeightView> views_;
+  std::vector<float> flat_;  // [values | grads | m | v], n_train_ floats each
+  int64_t n_train_ = 0;
+  uint64_t gen_ = 0;
+  mutable std::shared_mutex mu_;
+};
+
+}  // namespace medllava
