@@ -91,8 +91,10 @@ export interface NativeLlmConfig {
   ropeTheta: number; rmsEps: number;
   /** 'half': HF weights (rotate-half RoPE); 'adjacent': GGUF weights, whose q/k rows llama.cpp permuted */
   ropeMode: 'half' | 'adjacent';
-  /** where forward runs: 'cpu' (default) or 'cuda' (weights uploaded to device 0 at load) */
+  /** where forward runs: 'cpu' (default) or 'cuda' (weights uploaded to device `deviceIndex` at load) */
   device?: 'cpu' | 'cuda';
+  /** the CUDA device's ordinal (default 0) */
+  deviceIndex?: number;
 }
 /** [file path, tensor name] */
 export type NativeTensorRef = [string, string];
@@ -134,7 +136,30 @@ export interface NativeSampleResult {
   logprob: number;
   rngState: number;
 }
-export interface NativeLlm {
+/** One entry of a model's parameter table. */
+export interface NativeParameter {
+  /** the HF / PEFT name (model.layers.0.self_attn.q_proj.weight, model.mm_projector.0.bias, …) */
+  name: string;
+  /** PyTorch order */
+  shape: number[];
+  /** the type it is stored in, in its file */
+  dtype: 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
+  /** trainable parameters live in one flat fp32 buffer (values, gradients, AdamW m and v) */
+  trainable: boolean;
+  /** the parameter whose storage this one shares (a tied lm_head: 'model.embed_tokens.weight') */
+  tiedTo: string | null;
+}
+/** A loaded model's parameter table: listed, marked trainable, read and written. */
+export interface NativeParameterTable {
+  parameters(): NativeParameter[];
+  /** Marks the named parameters trainable (default) or frozen; resolves to the trainable float count. */
+  setTrainable(names: string[], on?: boolean): Promise<number>;
+  /** The current values as f32 (decoded from the stored type when frozen). */
+  readParameter(name: string): Promise<Float32Array>;
+  /** Writes elements [offset, offset + values.length) of a trainable parameter; the next forward sees them. */
+  writeParameter(name: string, values: Float32Array, offset?: number): Promise<void>;
+}
+export interface NativeLlm extends NativeParameterTable {
   /** A KV cache of `capacity` positions (default, or more than the context: the model's whole context). */
   createContext(options?: { capacity?: number }): NativeLlmContext;
   dispose(): void;
@@ -144,8 +169,10 @@ export interface NativeVisionConfig {
   imageSize: number; patchSize: number; hidden: number; layers: number; heads: number; ffn: number; layerNormEps: number;
   activation: 'quick_gelu' | 'gelu'; selectLayer: number; selectFeature: 'patch' | 'cls_patch';
   projector: 'linear' | 'mlp2x_gelu'; outDim: number;
-  /** where encode runs: 'cpu' (default) or 'cuda' (weights uploaded to device 0 at load) */
+  /** where encode runs: 'cpu' (default) or 'cuda' (weights uploaded to device `deviceIndex` at load) */
   device?: 'cpu' | 'cuda';
+  /** the CUDA device's ordinal (default 0) */
+  deviceIndex?: number;
 }
 /** Either fused qkvW/qkvB (timm: rows q | k | v) or qW..vB; ls1/ls2: LayerScale γ (timm), absent in CLIP. */
 type VisionLayerRefs = Record<'ln1W' | 'ln1B' | 'oW' | 'oB' | 'ln2W' | 'ln2B' | 'fcAW' | 'fcAB' | 'fcBW' | 'fcBB', NativeTensorRef>
@@ -160,7 +187,7 @@ export interface NativeVisionTensors {
   /** fcA / fcB: CLIP's fc1 / fc2 (llama.cpp's legacy mmproj names them the other way round; shapes decide) */
   layers: VisionLayerRefs[];
 }
-export interface NativeVision {
+export interface NativeVision extends NativeParameterTable {
   /** normalised pixels (3, S, S) → projected image tokens (tokens × LLM width) */
   encode(pixels: Float32Array): Promise<Float32Array>;
   readonly tokens: number;

@@ -74,6 +74,7 @@ class VisionRunnerOn : public VisionDeviceRunner {
   template <class... DeviceArgs>
   explicit VisionRunnerOn(const Vision& v, DeviceArgs... args) : dev_(args...), tower_(v, dev_) {}
   ~VisionRunnerOn() override { dev_.bind(); }
+  Device& device() { return dev_; }
   void encode(const float* pixels, float* out) override {
     std::lock_guard<std::mutex> lock(mu_);
     tower_.encode(pixels, out);

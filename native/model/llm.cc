@@ -12,6 +12,13 @@
 namespace medllava {
 
 namespace {
+// A parameter's name: the checkpoint's own for HF / PEFT files (what a save writes back), the HF
+// LLaMA name for GGUF tensors (whose names are llama.cpp's)
+std::string param_name(const std::pair<std::string, std::string>& ref, const std::string& hf) {
+  const std::string& f = ref.first;
+  return f.size() >= 5 && f.compare(f.size() - 5, 5, ".gguf") == 0 ? hf : ref.second;
+}
+
 void expect_shape(const TensorRef& t, std::vector<int64_t> want) {
   if (t.shape != want) {
     std::string got, exp;
@@ -35,26 +42,26 @@ Llm::Llm(const LlmConfig& c, const LlmTensorNames& n) : cfg_(c) {
     expect_shape(t, {out, in});
     if (dtype_is_block(t.type) && in % dtype_block_elems(t.type)) throw Error(ErrorCode::Shape, t.where + ": rows are not whole blocks");
     const std::string module = name.substr(0, name.size() - 7);  // without ".weight"
-    l.w = params_.add_matrix(name, t, true);
+    l.w = params_.add_matrix(param_name(ref, name), t, true);
     const auto it = n.lora.find(ref.second);
     if (it != n.lora.end()) {
       const TensorRef a = store_.get(it->second.a.first, it->second.a.second), b = store_.get(it->second.b.first, it->second.b.second);
       if (a.shape.size() != 2 || a.shape[1] != in || b.shape.size() != 2 || b.shape[0] != out || b.shape[1] != a.shape[0] ||
           dtype_is_block(a.type) || dtype_is_block(b.type))
         throw Error(ErrorCode::Shape, a.where + " / " + b.where + " do not fit " + t.where + " as a LoRA pair");
-      l.lora_a = params_.add_matrix("base_model.model." + module + ".lora_A.weight", a, false);
-      l.lora_b = params_.add_matrix("base_model.model." + module + ".lora_B.weight", b, false);
+      l.lora_a = params_.add_matrix(param_name(it->second.a, "base_model.model." + module + ".lora_A.weight"), a, false);
+      l.lora_b = params_.add_matrix(param_name(it->second.b, "base_model.model." + module + ".lora_B.weight"), b, false);
       if (a.shape[0] > ids_.lora_rank) ids_.lora_rank = a.shape[0];
       if (out > ids_.lora_out) ids_.lora_out = out;
     }
     return l;
   };
   auto vec = [&](const std::string& name, const std::pair<std::string, std::string>& ref) {
-    return params_.add_vector(name, store_.get(ref.first, ref.second), store_.get_f32(ref.first, ref.second, c.hidden));
+    return params_.add_vector(param_name(ref, name), store_.get(ref.first, ref.second), store_.get_f32(ref.first, ref.second, c.hidden));
   };
   const TensorRef embed = store_.get(n.embed.first, n.embed.second);
   expect_shape(embed, {c.vocab, c.hidden});
-  ids_.embed = params_.add_matrix("model.embed_tokens.weight", embed, false);  // gathered by rows: not repacked
+  ids_.embed = params_.add_matrix(param_name(n.embed, "model.embed_tokens.weight"), embed, false);  // gathered by rows: not repacked
   for (int64_t l = 0; l < c.layers; ++l) {
     const auto& L = n.layers[(size_t)l];
     const std::string p = "model.layers." + std::to_string(l) + ".";

@@ -110,11 +110,8 @@ void ParamTable::set_trainable(const std::vector<int>& ids, bool on) {
     float* dst = flat.data() + offset[i];
     if (p.trainable) {
       std::memcpy(dst, flat_.data() + p.flat_offset, (size_t)p.numel() * 4);  // keeps values, restarts state
-    } else if (p.mapped) {
-      const int32_t zero = 0;  // the whole tensor as one row of the gather op: decodes any stored type
-      embed_cpu(p.mapped, p.stored, &zero, dst, 1, p.numel());
     } else {
-      std::memcpy(dst, p.widened.data(), (size_t)p.numel() * 4);
+      read((int)i, dst);
     }
   }
   flat_ = std::move(flat);
@@ -125,6 +122,13 @@ void ParamTable::set_trainable(const std::vector<int>& ids, bool on) {
   }
   rebuild_views();
   touch();
+}
+
+void ParamTable::read(int id, float* out) const {
+  const Param& p = p_[(size_t)id];
+  const WeightView v = views_[(size_t)id];
+  const int32_t zero = 0;  // the whole tensor as one row of the gather op: decodes any stored type
+  embed_cpu(v.data, v.type, &zero, out, 1, p.numel());
 }
 
 float* ParamTable::values(int id) {

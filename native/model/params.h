@@ -81,6 +81,8 @@ class ParamTable {
   // The fp32 values / gradients of trainable parameter `id` (null when it is frozen). Write lock to change.
   float* values(int id);
   float* grads(int id);
+  // The current values of `id` as f32 (decoded from the stored type when frozen): numel floats.
+  void read(int id, float* out) const;
   // Bumped by every change made through the table: devices holding copies re-upload when it moves.
   uint64_t generation() const { return gen_; }
   void touch() { ++gen_; }

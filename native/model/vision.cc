@@ -12,6 +12,13 @@
 namespace medllava {
 
 namespace {
+// A parameter's name: the checkpoint's own for HF / open_clip files (what a save writes back), the HF
+// name of LLaVA's layout for GGUF mmproj tensors (whose names are llama.cpp's)
+std::string param_name(const Ref& ref, const std::string& hf) {
+  const std::string& f = ref.first;
+  return f.size() >= 5 && f.compare(f.size() - 5, 5, ".gguf") == 0 ? hf : ref.second;
+}
+
 void expect_numel(const TensorRef& t, int64_t n) {
   if (t.numel() != n)
     throw Error(ErrorCode::Shape, t.where + " has " + std::to_string(t.numel()) + " elements, expected " + std::to_string(n));
@@ -26,22 +33,23 @@ Vision::Vision(const VisionConfig& c, const VisionTensorNames& n) : cfg_(c) {
   if (run < 0 || run > c.layers) throw Error(ErrorCode::Argument, "mm_vision_select_layer is out of range");
   const int64_t D = c.hidden, np = c.patches();
   const bool timm = !n.layers.empty() && !n.layers[0].qkv_w.second.empty();
-  // HF names: LLaVA's CLIP tower, or open_clip's timm trunk (BiomedCLIP)
+  // HF names for GGUF tensors: LLaVA's CLIP tower, or open_clip's timm trunk (BiomedCLIP)
   const std::string tower = timm ? "visual.trunk." : "model.vision_tower.vision_tower.vision_model.";
   auto matrix = [&](const std::string& name, const Ref& r, int64_t out, int64_t in) {
     const TensorRef t = store_.get(r.first, r.second);
     if (t.shape.size() != 2 || t.shape[0] != out || t.shape[1] != in)
       throw Error(ErrorCode::Shape, t.where + ": expected (" + std::to_string(out) + ", " + std::to_string(in) + ")");
-    return params_.add_matrix(name, t, false);
+    return params_.add_matrix(param_name(r, name), t, false);
   };
   auto vec = [&](const std::string& name, const Ref& r, int64_t numel) {
-    return params_.add_vector(name, store_.get(r.first, r.second), store_.get_f32(r.first, r.second, numel));
+    return params_.add_vector(param_name(r, name), store_.get(r.first, r.second), store_.get_f32(r.first, r.second, numel));
   };
   auto opt = [&](const std::string& name, const Ref& r, int64_t numel) { return r.second.empty() ? -1 : vec(name, r, numel); };
   {
     const TensorRef patch = store_.get(n.patch_embed.first, n.patch_embed.second);
     expect_numel(patch, D * 3 * c.patch * c.patch);
-    ids_.patch = params_.add_matrix(tower + (timm ? "patch_embed.proj.weight" : "embeddings.patch_embedding.weight"), patch, false);
+    ids_.patch = params_.add_matrix(param_name(n.patch_embed, tower + (timm ? "patch_embed.proj.weight" : "embeddings.patch_embedding.weight")),
+                                    patch, false);
   }
   ids_.patch_b = opt(tower + "patch_embed.proj.bias", n.patch_bias, D);
   ids_.cls = vec(tower + (timm ? "cls_token" : "embeddings.class_embedding"), n.class_embed, D);

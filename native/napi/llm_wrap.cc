@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "js_error.h"
+#include "params_wrap.h"
 #include "native_object.h"
 
 namespace medllava {
@@ -23,7 +24,9 @@ Napi::Function context_ctor(Napi::Env env) { return env.GetInstanceData<Napi::Fu
 Napi::Function LlmWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeLlm",
                      {StaticMethod<&LlmWrap::Load>("load"), InstanceMethod<&LlmWrap::CreateContext>("createContext"),
-                      InstanceMethod<&LlmWrap::Dispose>("dispose")});
+                      InstanceMethod<&LlmWrap::Dispose>("dispose"),
+                      InstanceMethod<&LlmWrap::Parameters>("parameters"), InstanceMethod<&LlmWrap::SetTrainable>("setTrainable"),
+                      InstanceMethod<&LlmWrap::ReadParameter>("readParameter"), InstanceMethod<&LlmWrap::WriteParameter>("writeParameter")});
 }
 
 LlmWrap::LlmWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LlmWrap>(info) {
@@ -211,6 +214,21 @@ Napi::Value LlmContextWrap::Dispose(const Napi::CallbackInfo& info) {
   reported_ = 0;
   return info.Env().Undefined();
 }
+
+// the parameter table: parameters(), setTrainable(names, on?), readParameter(name), writeParameter(name, values, offset?)
+#define MEDLLAVA_PARAMS_METHOD(Method, body)                                                              \
+  Napi::Value LlmWrap::Method(const Napi::CallbackInfo& info) {                                             \
+    Napi::Env env = info.Env();                                                                          \
+    return guard(env, [&]() -> Napi::Value {                                                             \
+      if (!llm_) throw_js(env, ErrorCode::Argument, "this NativeLlm has been disposed");                       \
+      return body;                                                                                       \
+    });                                                                                                  \
+  }
+MEDLLAVA_PARAMS_METHOD(Parameters, params_list(env, llm_))
+MEDLLAVA_PARAMS_METHOD(SetTrainable, params_set_trainable(info, llm_))
+MEDLLAVA_PARAMS_METHOD(ReadParameter, params_read(info, llm_))
+MEDLLAVA_PARAMS_METHOD(WriteParameter, params_write(info, llm_))
+#undef MEDLLAVA_PARAMS_METHOD
 
 }  // namespace napi
 }  // namespace medllava

@@ -20,6 +20,11 @@ class LlmWrap : public Napi::ObjectWrap<LlmWrap> {
   static Napi::Value Load(const Napi::CallbackInfo& info);
   Napi::Value CreateContext(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
+  // the parameter table (native/napi/params_wrap.h)
+  Napi::Value Parameters(const Napi::CallbackInfo& info);
+  Napi::Value SetTrainable(const Napi::CallbackInfo& info);
+  Napi::Value ReadParameter(const Napi::CallbackInfo& info);
+  Napi::Value WriteParameter(const Napi::CallbackInfo& info);
   std::shared_ptr<const Llm> llm_;
 };
 

@@ -2,6 +2,7 @@
 
 #include "../cuda/backend.h"
 #include "js_error.h"
+#include "params_wrap.h"
 #include "native_object.h"
 #include "vision_args.h"
 
@@ -11,7 +12,9 @@ namespace napi {
 Napi::Function VisionWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeVision",
                      {StaticMethod<&VisionWrap::Load>("load"), InstanceMethod<&VisionWrap::Encode>("encode"),
-                      InstanceMethod<&VisionWrap::Dispose>("dispose"), InstanceAccessor<&VisionWrap::GetTokens>("tokens")});
+                      InstanceMethod<&VisionWrap::Dispose>("dispose"),
+                      InstanceMethod<&VisionWrap::Parameters>("parameters"), InstanceMethod<&VisionWrap::SetTrainable>("setTrainable"),
+                      InstanceMethod<&VisionWrap::ReadParameter>("readParameter"), InstanceMethod<&VisionWrap::WriteParameter>("writeParameter"), InstanceAccessor<&VisionWrap::GetTokens>("tokens")});
 }
 
 VisionWrap::VisionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<VisionWrap>(info) {
@@ -65,6 +68,21 @@ Napi::Value VisionWrap::Dispose(const Napi::CallbackInfo& info) {
   vision_.reset();
   return info.Env().Undefined();
 }
+
+// the parameter table: parameters(), setTrainable(names, on?), readParameter(name), writeParameter(name, values, offset?)
+#define MEDLLAVA_PARAMS_METHOD(Method, body)                                                              \
+  Napi::Value VisionWrap::Method(const Napi::CallbackInfo& info) {                                             \
+    Napi::Env env = info.Env();                                                                          \
+    return guard(env, [&]() -> Napi::Value {                                                             \
+      if (!vision_) throw_js(env, ErrorCode::Argument, "this NativeVision has been disposed");                       \
+      return body;                                                                                       \
+    });                                                                                                  \
+  }
+MEDLLAVA_PARAMS_METHOD(Parameters, params_list(env, vision_))
+MEDLLAVA_PARAMS_METHOD(SetTrainable, params_set_trainable(info, vision_))
+MEDLLAVA_PARAMS_METHOD(ReadParameter, params_read(info, vision_))
+MEDLLAVA_PARAMS_METHOD(WriteParameter, params_write(info, vision_))
+#undef MEDLLAVA_PARAMS_METHOD
 
 }  // namespace napi
 }  // namespace medllava

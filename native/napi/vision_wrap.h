@@ -19,6 +19,11 @@ class VisionWrap : public Napi::ObjectWrap<VisionWrap> {
   Napi::Value Encode(const Napi::CallbackInfo& info);
   Napi::Value GetTokens(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
+  // the parameter table (native/napi/params_wrap.h)
+  Napi::Value Parameters(const Napi::CallbackInfo& info);
+  Napi::Value SetTrainable(const Napi::CallbackInfo& info);
+  Napi::Value ReadParameter(const Napi::CallbackInfo& info);
+  Napi::Value WriteParameter(const Napi::CallbackInfo& info);
   std::shared_ptr<const Vision> vision_;
 };
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <atomic>
 #include <map>
+#include <shared_mutex>
 #include <memory>
 #include <system_error>
 #include <vector>
@@ -407,6 +408,48 @@ Napi::Value EmulatedVision(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// emulatedVisionEdited(config, tensors, pixels, edits: [{ name, offset, values: Float32Array }]) ->
+//   { before, after }: encodes on the emulated device, marks the edited parameters trainable and writes
+//   the values through the parameter table, and encodes again — the device must re-read the table.
+Napi::Value EmulatedVisionEdited(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsObject() || !info[1].IsObject() || !info[3].IsArray())
+    throw_js(env, ErrorCode::Argument, "emulatedVisionEdited(config, tensors, pixels, edits)");
+  VisionConfig cfg;
+  VisionTensorNames names;
+  parse_vision_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
+  Vision vision(cfg, names);
+  Napi::Object holder = Napi::Object::New(env);
+  holder.Set("pixels", info[2]);
+  const float* px = arg_array<float>(holder, "pixels", napi_float32_array, 3 * cfg.image_size * cfg.image_size);
+  auto runner = std::make_shared<cuda::VisionRunnerOn<EmuDevice>>(vision, (size_t)1 << 40);
+  vision.attach_device(runner);
+  const size_t n = (size_t)(vision.tokens() * cfg.out_dim);
+  Napi::Float32Array before = Napi::Float32Array::New(env, n), after = Napi::Float32Array::New(env, n);
+  vision.encode(px, before.Data());
+  Napi::Array edits = info[3].As<Napi::Array>();
+  ParamTable& t = vision.params();
+  for (uint32_t i = 0; i < edits.Length(); ++i) {
+    const Napi::Object e = edits.Get(i).As<Napi::Object>();
+    const int id = t.find(arg_string(e, "name"));
+    if (id < 0) throw_js(env, ErrorCode::Argument, "no parameter named " + arg_string(e, "name"));
+    const int64_t offset = arg_int(e, "offset", 0, t[id].numel());
+    const int64_t count = (int64_t)e.Get("values").As<Napi::TypedArray>().ElementLength();
+    const float* v = arg_array<float>(e, "values", napi_float32_array, -1);
+    if (offset + count > t[id].numel()) throw_js(env, ErrorCode::Shape, "the edit runs past the parameter's end");
+    std::unique_lock<std::shared_mutex> lock(t.mutex());
+    t.set_trainable({id}, true);
+    std::copy(v, v + count, t.values(id) + offset);
+    t.touch();
+  }
+  vision.encode(px, after.Data());
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("before", before);
+  r.Set("after", after);
+  r.Set("binds", Napi::Number::New(env, (double)runner->device().binds()));
+  return r;
+}
+
 // emulatedLlm(config, tensors, steps: [{ tokens: Int32Array, truncate?: number, embeddings? }]) ->
 //   Float32Array[] (each step's last logits): a Llm with the emulated device attached, driven through
 //   Llm::new_cache / Llm::forward exactly as NativeLlmContext drives the CUDA one (truncation included).
@@ -496,6 +539,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaOp", Napi::Function::New<guarded<CudaOp>>(env, "cudaOp"));
   exports.Set("emulatedGreedy", Napi::Function::New<guarded<EmulatedGreedy>>(env, "emulatedGreedy"));
   exports.Set("emulatedVision", Napi::Function::New<guarded<EmulatedVision>>(env, "emulatedVision"));
+  exports.Set("emulatedVisionEdited", Napi::Function::New<guarded<EmulatedVisionEdited>>(env, "emulatedVisionEdited"));
   exports.Set("emulatedLlm", Napi::Function::New<guarded<EmulatedLlm>>(env, "emulatedLlm"));
   exports.Set("setOptions", Napi::Function::New<guarded<SetOptions>>(env, "setOptions"));
   exports.Set("stats", Napi::Function::New<guarded<Stats>>(env, "stats"));

@@ -28,6 +28,10 @@ export interface SimtAddon {
     steps: { tokens: Int32Array; truncate?: number; embeddings?: Float32Array }[]): Float32Array[];
   /** The vision tower + projector on the CUDA kernels under the emulator (native/cuda/vision_device.cuh). */
   emulatedVision(config: NativeVisionConfig, tensors: NativeVisionTensors, pixels: Float32Array): Float32Array;
+  /** emulatedVision, then the edits written through the parameter table (each parameter marked trainable
+   * first), then a second encode: the device must see the table's new values. */
+  emulatedVisionEdited(config: NativeVisionConfig, tensors: NativeVisionTensors, pixels: Float32Array,
+    edits: { name: string; offset: number; values: Float32Array }[]): { before: Float32Array; after: Float32Array; binds: number };
   setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
     poisonShared?: boolean }): void;
   stats(): { launches: number; blocks: number; threads: number; switches: number };
