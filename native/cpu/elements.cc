@@ -1,6 +1,6 @@
-// Element-wise and gather ops on the CPU — the twins of native/cuda/transformer.cuh's residual,
-// activation, embedding gather, KV append and top-k kernels (same names without _launch, same
-// arguments), which the models call and the tests compare the CUDA kernels against.
+// Element-wise and gather ops on the CPU (CUDA twins: native/cuda/elements.cuh, same names without
+// _launch, same arguments): the residual add, the embedding gather of every stored type, the f16 KV
+// append. defines: residual_cpu, embed_cpu, kv_append_cpu.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -28,10 +28,6 @@ void residual_cpu(float* h, const float* a, const float* gamma, float scale, int
   for (int64_t d = 0; i < n; ++i, ++d) h[i] += scale * gamma[d] * a[i];
 }
 
-void activation_cpu(const float* x, float* out, int64_t n, Activation act) {
-  for (int64_t i = 0; i < n; ++i) out[i] = apply_activation(x[i], act);
-}
-
 void embed_cpu(const void* table, DType type, const int32_t* ids, float* out, int64_t T, int64_t D) {
   for (int64_t t = 0; t < T; ++t) {
     const uint8_t* row = static_cast<const uint8_t*>(table) + dtype_bytes(type, (int64_t)ids[t] * D);
@@ -51,22 +47,6 @@ void embed_cpu(const void* table, DType type, const int32_t* ids, float* out, in
 void kv_append_cpu(const float* src, uint16_t* cache, int64_t pos, int64_t T, int64_t width) {
   uint16_t* dst = cache + pos * width;
   for (int64_t i = 0; i < T * width; ++i) dst[i] = f32_to_f16(src[i]);
-}
-
-void topk_cpu(const float* x, int64_t n, int64_t k, int32_t* idx, float* val) {
-  // NaN ranks as −inf (last, with the −infs, lower index first among equals), as the CUDA kernel does
-  auto key = [&](int32_t i) { return std::isnan(x[i]) ? -INFINITY : x[i]; };
-  std::vector<int32_t> ids((size_t)n);
-  std::iota(ids.begin(), ids.end(), 0);
-  k = std::min(k, n);
-  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) {
-    const float ka = key(a), kb = key(b);
-    return ka > kb || (ka == kb && a < b);
-  });
-  for (int64_t r = 0; r < k; ++r) {
-    idx[r] = ids[(size_t)r];
-    val[r] = key(ids[(size_t)r]);
-  }
 }
 
 }  // namespace medllava

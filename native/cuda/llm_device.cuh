@@ -17,7 +17,7 @@
 #include "compat.cuh"
 #include "device.cuh"       // defines: DeviceMemory, DeviceParams, mib
 #include "ops_cuda.cuh"     // defines: CudaOps
-#include "transformer.cuh"  // defines: topk_launch, kMaxHd
+#include "kernels.cuh"   // defines: topk_launch, kMaxHd
 
 namespace medllava {
 namespace cuda {

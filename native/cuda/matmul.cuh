@@ -11,7 +11,7 @@
 #include "../core/dtype.h"
 #include "../ops/activation.h"
 #include "compat.cuh"
-#include "elements.cuh"  // defines: load_element
+#include "dtype.cuh"  // defines: load_element
 
 namespace medllava {
 namespace cuda {

@@ -10,7 +10,7 @@
 #include "compat.cuh"
 #include "device.cuh"       // defines: DeviceMemory
 #include "matmul.cuh"       // defines: matmul_launch
-#include "transformer.cuh"  // defines: the transformer launchers
+#include "kernels.cuh"      // defines: every op launcher
 
 namespace medllava {
 namespace cuda {

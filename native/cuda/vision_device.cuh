@@ -13,7 +13,7 @@
 #include "compat.cuh"
 #include "device.cuh"       // defines: DeviceMemory, DeviceParams, mib
 #include "ops_cuda.cuh"     // defines: CudaOps
-#include "transformer.cuh"  // defines: kMaxHd
+#include "kernels.cuh"   // defines: kMaxHd
 
 namespace medllava {
 namespace cuda {

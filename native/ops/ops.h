@@ -1,6 +1,8 @@
-// The list of ops. One declaration each, shapes in comments. Each op lives in exactly four places:
-// this declaration, native/cpu/<family>.cc, native/cuda/<family>.cuh (+ launcher in .cu), and
-// test/kernels/<family>.test.ts.
+// The list of ops: one declaration each, shapes in comments. An op of stem S lives in four places —
+// this declaration, its CPU code in native/cpu/S.cc, its CUDA kernel and launcher in
+// native/cuda/S.cuh, and its entry in native/ops/op_list.h, through which the one test harness
+// (native/napi/op_harness.h) runs it on every backend. The graphs call ops through CpuOps
+// (native/cpu/ops_cpu.h) and CudaOps (native/cuda/ops_cuda.cuh), which have the same methods.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -12,7 +14,7 @@
 
 namespace medllava {
 
-// ---- matmul family: native/cpu/matmul.cc, native/cuda/matmul.cuh --------------------------
+// ---- matmul: native/cpu/matmul.cc (float paths, dispatch) + matmul_quant.cc (GGML blocks), native/cuda/matmul.cuh
 struct MatmulArgs {
   const float* a = nullptr;     // (M, K) row-major activations
   const void* w = nullptr;      // (N, K) row-major, as PyTorch's Linear stores it; dtype w_type
@@ -41,10 +43,14 @@ bool cpu_has_vnni();
 // The plain scalar twin, always compiled (the fallback when AVX2/FMA/F16C are absent).
 void matmul_cpu_scalar(const MatmulArgs& args);
 
-// ---- transformer family: native/cpu/transformer.cc -----------------------------------------------
+// ---- norm: native/cpu/norm.cc, native/cuda/norm.cuh ----------------------------------------------
 // out(T, D) = x(T, D) / sqrt(mean(x²) + eps) · w(D)     (LLaMA's RMSNorm; out may alias x)
 void rmsnorm_cpu(const float* x, const float* w, float* out, int64_t T, int64_t D, float eps);
 
+// out(T, D) = (x − mean) / sqrt(var + eps) · w + b   (LayerNorm; out may alias x)
+void layernorm_cpu(const float* x, const float* w, const float* b, float* out, int64_t T, int64_t D, float eps);
+
+// ---- rope: native/cpu/rope.cc, native/cuda/rope.cuh -----------------------------------------------
 enum class RopeMode {
   Half,      // HF / GPT-NeoX: rotates the pairs (i, i + d/2) of each head
   Adjacent,  // llama.cpp on GGUF weights (whose q/k rows are permuted): pairs (2i, 2i + 1)
@@ -52,9 +58,14 @@ enum class RopeMode {
 // x(T, heads, head_dim) rotated in place; token t is at position pos0 + t; frequency θ^(-2i/d).
 void rope_cpu(float* x, int64_t T, int64_t heads, int64_t head_dim, int64_t pos0, float theta, RopeMode mode);
 
+// ---- activation: native/cpu/activation.cc, native/cuda/activation.cuh ------------------------------
 // out(T, D) = silu(gate(T, D)) · up(T, D)
 void silu_mul_cpu(const float* gate, const float* up, float* out, int64_t n);
 
+// out(n) = act(x(n))                                (GELU / quick_gelu; out may alias x)
+void activation_cpu(const float* x, float* out, int64_t n, Activation act);
+
+// ---- attention: native/cpu/attention.cc, native/cuda/attention.cuh ---------------------------------
 // Causal attention of T new queries against a cache holding n_past + T positions (f16).
 //   q(T, H, hd); k_cache, v_cache (ctx, KVH, hd) f16 rows; out(T, H, hd). Query head h reads KV
 //   head h / (H / KVH) (grouped-query attention). Query t sees positions 0 … n_past + t.
@@ -64,30 +75,27 @@ void attention_cached_cpu(const float* q, const uint16_t* k_cache, const uint16_
 void attention_cached_scalar(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, float* out, int64_t T,
                              int64_t n_past, int64_t H, int64_t KVH, int64_t hd);
 
-// out(T, D) = (x − mean) / sqrt(var + eps) · w + b   (LayerNorm; out may alias x)
-void layernorm_cpu(const float* x, const float* w, const float* b, float* out, int64_t T, int64_t D, float eps);
-
 // Full (non-causal) attention, as a ViT's: q, k, v (T, H, hd) → out (T, H, hd).
 void attention_full_cpu(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd);
 
-// ---- roofline helpers used by bench/ ------------------------------------------------------
-// Runs independent FMA chains on `threads` threads for about `ms` milliseconds; returns GFLOP/s.
-double measure_fma_peak(int threads, int ms);
-// Streams through `bytes` of memory (larger than any cache) on `threads` threads; returns GB/s read.
-double measure_read_bandwidth(int threads, int64_t bytes);
-
-// ---- element-wise and gather ops: native/cpu/elements.cc, native/cuda/transformer.cuh (*_launch) ----
+// ---- elements: native/cpu/elements.cc, native/cuda/elements.cuh -------------------------------------
 // h(n) += scale · (gamma ? gamma[i % D] : 1) · a(n)   (the residual add; gamma: timm's LayerScale (D);
 //                                                       scale: LoRA's alpha / r, else 1)
 void residual_cpu(float* h, const float* a, const float* gamma, float scale, int64_t n, int64_t D);
-// out(n) = act(x(n))                                (GELU / quick_gelu; out may alias x)
-void activation_cpu(const float* x, float* out, int64_t n, Activation act);
 // out(T, D) = rows ids(T) of table (vocab, D) stored as `type`, decoded to f32
 void embed_cpu(const void* table, DType type, const int32_t* ids, float* out, int64_t T, int64_t D);
 // cache rows [pos, pos + T) of width `width` ← f16(src (T, width))
 void kv_append_cpu(const float* src, uint16_t* cache, int64_t pos, int64_t T, int64_t width);
+
+// ---- topk: native/cpu/topk.cc, native/cuda/topk.cuh --------------------------------------------------
 // idx(k), val(k): the k largest of x(n) in order, lower index first among equals, NaN ranked as −inf
 void topk_cpu(const float* x, int64_t n, int64_t k, int32_t* idx, float* val);
+
+// ---- the roofline, measured by bench/: native/core/roofline.cc --------------------------------------
+// Runs independent FMA chains on `threads` threads for about `ms` milliseconds; returns GFLOP/s.
+double measure_fma_peak(int threads, int ms);
+// Streams through `bytes` of memory (larger than any cache) on `threads` threads; returns GB/s read.
+double measure_read_bandwidth(int threads, int64_t bytes);
 
 // ---- sampling: native/cpu/sample.cc ------------------------------------------------------------------
 struct SampleOptions {

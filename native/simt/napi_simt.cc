@@ -16,7 +16,7 @@
 #include "../cuda/matmul.cuh"  // defines: matmul_tiled_kernel, matmul_wmma_kernel, matmul_launch
 #include "../cuda/bench.cuh"        // defines: peak_fma_kernel, peak_wmma_kernel
 #include "../cuda/llm_device.cuh"   // defines: DeviceMemory, LlmDevice
-#include "../cuda/transformer.cuh"  // defines: the transformer kernels and their launchers
+#include "../cuda/kernels.cuh"  // defines: every op kernel and its launcher
 #include "../cuda/vision_device.cuh"  // defines: VisionDevice
 #include "../napi/llm_args.h"
 #include "../napi/vision_args.h"

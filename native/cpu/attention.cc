@@ -1,5 +1,6 @@
-// CPU transformer ops: RMSNorm, LayerNorm, RoPE, SiLU·mul, cached causal attention (GQA, f16 KV
-// cache as llama.cpp keeps it, converted on read) and full (ViT) attention. fp32 accumulation.
+// Attention on the CPU (CUDA twins: native/cuda/attention.cuh): causal attention over the f16 KV
+// cache (grouped-query, converted on read) and full ViT attention, fp32 accumulation, with plain
+// scalar twins. defines: attention_cached_cpu, attention_cached_scalar, attention_full_cpu.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -13,41 +14,6 @@
 #include "vec_avx2.h"  // defines: exp_avx2
 
 namespace medllava {
-
-void rmsnorm_cpu(const float* x, const float* w, float* out, int64_t T, int64_t D, float eps) {
-  ThreadPool::instance().parallel_for((size_t)T, [&](size_t t, int) {
-    const float* row = x + (int64_t)t * D;
-    double ss = 0;  // a double sum keeps the norm exact to fp32 for any D
-    for (int64_t i = 0; i < D; ++i) ss += (double)row[i] * row[i];
-    const float k = (float)(1.0 / std::sqrt(ss / (double)D + eps));
-    float* o = out + (int64_t)t * D;
-    for (int64_t i = 0; i < D; ++i) o[i] = row[i] * k * w[i];
-  });
-}
-
-void rope_cpu(float* x, int64_t T, int64_t heads, int64_t hd, int64_t pos0, float theta, RopeMode mode) {
-  std::vector<double> inv(hd / 2);
-  for (int64_t i = 0; i < hd / 2; ++i) inv[i] = std::pow((double)theta, -2.0 * (double)i / (double)hd);
-  for (int64_t t = 0; t < T; ++t) {
-    const double pos = (double)(pos0 + t);
-    for (int64_t h = 0; h < heads; ++h) {
-      float* v = x + (t * heads + h) * hd;
-      for (int64_t i = 0; i < hd / 2; ++i) {
-        const double a = pos * inv[i];
-        const float c = (float)std::cos(a), s = (float)std::sin(a);
-        const int64_t i0 = mode == RopeMode::Half ? i : 2 * i;
-        const int64_t i1 = mode == RopeMode::Half ? i + hd / 2 : 2 * i + 1;
-        const float x0 = v[i0], x1 = v[i1];
-        v[i0] = x0 * c - x1 * s;
-        v[i1] = x1 * c + x0 * s;
-      }
-    }
-  }
-}
-
-void silu_mul_cpu(const float* gate, const float* up, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
-}
 
 namespace {
 // Rows of keys / values as the attention kernels read them: f16 (the KV cache) or f32 (a ViT's).
@@ -133,20 +99,6 @@ void attention_cached_scalar(const float* q, const uint16_t* k_cache, const uint
     std::vector<float> p((size_t)(n_past + t + 1));  // causal: positions 0 … n_past + t
     attend_scalar(q + (t * H + h) * hd, k_cache + kvh * hd, v_cache + kvh * hd, n_past + t + 1, KVH * hd, hd, scale, p.data(),
                   out + (t * H + h) * hd, [](uint16_t x) { return f16_to_f32(x); });
-  });
-}
-
-void layernorm_cpu(const float* x, const float* w, const float* b, float* out, int64_t T, int64_t D, float eps) {
-  ThreadPool::instance().parallel_for((size_t)T, [&](size_t t, int) {
-    const float* row = x + (int64_t)t * D;
-    double mean = 0, var = 0;
-    for (int64_t i = 0; i < D; ++i) mean += row[i];
-    mean /= (double)D;
-    for (int64_t i = 0; i < D; ++i) var += ((double)row[i] - mean) * ((double)row[i] - mean);
-    const float k = (float)(1.0 / std::sqrt(var / (double)D + eps));
-    const float m = (float)mean;
-    float* o = out + (int64_t)t * D;
-    for (int64_t i = 0; i < D; ++i) o[i] = (row[i] - m) * k * w[i] + b[i];
   });
 }
 

@@ -1,0 +1,34 @@
+// The activation ops on CUDA (CPU twins: native/cpu/activation.cc): SiLU·mul (SwiGLU) and GELU /
+// quick_gelu. defines: silu_mul_kernel, activation_kernel, silu_mul_launch, activation_launch.
+#pragma once
+#include <cstdint>
+
+#include "../ops/activation.h"
+#include "compat.cuh"
+#include "reduce.cuh"  // defines: grid_for
+
+namespace medllava {
+namespace cuda {
+
+__global__ void silu_mul_kernel(const float* __restrict__ gate, const float* __restrict__ up, float* __restrict__ out,
+                                int64_t n) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+__global__ void activation_kernel(const float* __restrict__ x, float* __restrict__ out, int64_t n, int act) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = apply_activation(x[i], (Activation)act);
+}
+
+
+// ---- launchers
+inline void silu_mul_launch(const float* gate, const float* up, float* out, int64_t n, medllava_stream_t s) {
+  if (n > 0) MEDLLAVA_LAUNCH(silu_mul_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, gate, up, out, n);
+}
+inline void activation_launch(const float* x, float* out, int64_t n, Activation act, medllava_stream_t s) {
+  if (n > 0) MEDLLAVA_LAUNCH(activation_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, x, out, n, (int)act);
+}
+
+}  // namespace cuda
+}  // namespace medllava
