@@ -194,6 +194,12 @@ export interface NativeVision extends NativeParameterTable {
   dispose(): void;
 }
 
+export interface NativeOpInfo {
+  name: string; method: string; stem: string;
+  /** native/cpu/<stem>.cc and native/cuda/<stem>.cuh */
+  cpu: string; cuda: string;
+}
+
 export interface NativeAddon {
   getBackendInfo(): NativeBackendInfo;
   cudaCompiled(): boolean;
@@ -230,9 +236,13 @@ export interface NativeAddon {
   NativeLlm: { load(config: NativeLlmConfig, tensors: NativeLlmTensors): Promise<NativeLlm> };
   NativeVision: { load(config: NativeVisionConfig, tensors: NativeVisionTensors): Promise<NativeVision> };
   ggmlDequantize(type: string, data: Uint8Array, n: number): Float32Array;
-  /** Internal (per-op tests): one op of native/ops/ops.h on the CPU — rmsnorm, layernorm, rope, siluMul,
-   * attentionCached, attentionFull — with its arguments by name. */
+  /** Internal (the op test harness): one op of native/ops/op_list.h on the CPU, its arguments by name
+   * (native/napi/op_harness.h); outputs start as NaN. */
   cpuOp(name: string, args: Record<string, unknown>): Float32Array;
+  /** The same op on CUDA device 0, buffers copied there and back (E_CUDA without a device). */
+  cudaOp(name: string, args: Record<string, unknown>): Float32Array;
+  /** The op table: each op's harness name, its Ops method, its stem and its two source files. */
+  opList(): NativeOpInfo[];
   /** native/cpu/sample.cc on one row of logits (what evalSample runs after its forward) */
   sampleLogits(logits: Float32Array, options: NativeSampling, history: Int32Array, rngState: number): NativeSampleResult;
 }

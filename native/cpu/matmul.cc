@@ -1,6 +1,6 @@
 // CPU matmul, the float paths and the dispatch: out(M,N) = act(a(M,K) · w(N,K)ᵀ + bias(N)), fp32
 // accumulation (CUDA twin: native/cuda/matmul.cuh; the quantized paths: matmul_quant.cc).
-// defines: matmul_cpu, matmul_cpu_scalar.
+// defines: matmul_cpu, matmul_cpu_scalar, gemm_cpu, gemm_check.
 //
 // Fast path (AVX2+FMA+F16C, chosen at run time): BLIS-style packing and register tiling. a is
 // packed once per call into 6-row panels; w, one block of NC = 512 columns at a time over all of
@@ -421,6 +421,75 @@ void matmul_cpu(const MatmulArgs& p) {
   if (p.M <= 2) return dtype_is_block(p.w_type) ? gemv_q_avx2(p) : gemv_avx2(p);
   if (p.M <= kSmallM && !dtype_is_block(p.w_type) && use_avx512()) return small_m_avx512(p);
   gemm_avx2(p);
+}
+
+void gemm_check(const GemmArgs& g) {
+  if (g.M < 0 || g.N < 0 || g.K < 0) throw Error(ErrorCode::Shape, "gemm: M, N, K must be ≥ 0");
+  if (g.lda < (g.trans_a ? g.M : g.K) || g.ldb < (g.trans_b ? g.K : g.N) || g.ldc < g.N)
+    throw Error(ErrorCode::Shape, "gemm: a leading dimension is shorter than its row");
+  if (dtype_is_block(g.b_type)) {
+    const int64_t be = dtype_block_elems(g.b_type), row = g.trans_b ? g.K : g.N;
+    if (row % be || g.ldb % be)
+      throw Error(ErrorCode::Shape, std::string("gemm: ") + dtype_name(g.b_type) + " rows must be whole blocks of " + std::to_string(be));
+  }
+  if ((g.M && g.N && g.K) && (!g.a || !g.b || !g.c)) throw Error(ErrorCode::Argument, "gemm: null buffer");
+}
+
+void gemm_cpu(const GemmArgs& g) {
+  gemm_check(g);
+  if (g.M == 0 || g.N == 0) return;
+  const int64_t M = g.M, N = g.N, K = g.K;
+  auto combine = [&](const float* t) {  // C = alpha · t + beta · C
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        float& c = g.c[m * g.ldc + n];
+        c = g.beta == 0.0f ? g.alpha * t[m * N + n] : g.alpha * t[m * N + n] + g.beta * c;
+      }
+  };
+  if (K == 0) {
+    const std::vector<float> zero((size_t)(M * N), 0.0f);
+    return combine(zero.data());
+  }
+  // as matmul_cpu's out = A' · B'ᵀ with A' (M, K) and B' (N, K) contiguous: pack what is not already so
+  std::vector<float> apack, bpack, tmp;
+  const float* ap = g.a;
+  if (g.trans_a || g.lda != K) {
+    apack.resize((size_t)(M * K));
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t k = 0; k < K; ++k) apack[(size_t)(m * K + k)] = g.trans_a ? g.a[k * g.lda + m] : g.a[m * g.lda + k];
+    ap = apack.data();
+  }
+  const void* bp = g.b;
+  DType bt = g.b_type;
+  if (!(g.trans_b && g.ldb == K)) {
+    bpack.resize((size_t)(N * K));
+    const int64_t rows = g.trans_b ? N : K, len = g.trans_b ? K : N;
+    std::vector<float> row((size_t)len);
+    const int32_t zero = 0;
+    for (int64_t r = 0; r < rows; ++r) {  // each stored row decoded once (any type), then placed
+      embed_cpu(static_cast<const uint8_t*>(g.b) + dtype_bytes(g.b_type, r * g.ldb), g.b_type, &zero, row.data(), 1, len);
+      if (g.trans_b) std::memcpy(&bpack[(size_t)(r * K)], row.data(), (size_t)K * 4);
+      else
+        for (int64_t n = 0; n < N; ++n) bpack[(size_t)(n * K + r)] = row[(size_t)n];
+    }
+    bp = bpack.data();
+    bt = DType::F32;
+  }
+  MatmulArgs m;
+  m.a = ap;
+  m.w = bp;
+  m.w_type = bt;
+  m.M = M;
+  m.N = N;
+  m.K = K;
+  if (g.alpha == 1.0f && g.beta == 0.0f && g.ldc == N) {
+    m.out = g.c;
+    return matmul_cpu(m);
+  }
+  tmp.resize((size_t)(M * N));
+  m.out = tmp.data();
+  matmul_cpu(m);
+  combine(tmp.data());
 }
 
 }  // namespace medllava

@@ -26,6 +26,8 @@ struct CpuOps {
     a.act = act;
     matmul_cpu(a);
   }
+  // C = alpha · op(A) · op(B) + beta · C (ops.h: GemmArgs)
+  void gemm(const GemmArgs& g) { gemm_cpu(g); }
   void rmsnorm(const float* x, const WeightView& w, float* out, int64_t T, int64_t D, float eps) { rmsnorm_cpu(x, w.f32(), out, T, D, eps); }
   void layernorm(const float* x, const WeightView& w, const WeightView& b, float* out, int64_t T, int64_t D, float eps) {
     layernorm_cpu(x, w.f32(), b.f32(), out, T, D, eps);
@@ -34,6 +36,7 @@ struct CpuOps {
     rope_cpu(x, T, heads, hd, pos0, theta, mode);
   }
   void silu_mul(const float* gate, const float* up, float* out, int64_t n) { silu_mul_cpu(gate, up, out, n); }
+  void activation(const float* x, float* out, int64_t n, Activation act) { activation_cpu(x, out, n, act); }
   void residual(float* h, const float* a, const float* gamma, float scale, int64_t n, int64_t D) { residual_cpu(h, a, gamma, scale, n, D); }
   // out(T, table.cols) = rows ids(T, host) of table
   void embed(const WeightView& table, const int32_t* ids, float* out, int64_t T) { embed_cpu(table.data, table.type, ids, out, T, table.cols); }
@@ -52,6 +55,8 @@ struct CpuOps {
   void attention_full(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd) {
     attention_full_cpu(q, k, v, out, T, H, hd);
   }
+  // idx(k), val(k): the k largest of x(n)
+  void topk(const float* x, int64_t n, int64_t k, int32_t* idx, float* val) { topk_cpu(x, n, k, idx, val); }
 };
 
 }  // namespace medllava

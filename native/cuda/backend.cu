@@ -13,6 +13,7 @@
 #include "device.cuh"      // defines: DeviceMemory
 #include "llm_device.cuh"  // defines: LlmDevice (and through it every kernel)
 #include "matmul.cuh"      // defines: matmul_tiled_kernel, matmul_wmma_kernel, matmul_launch
+#include "ops_cuda.cuh"    // defines: CudaOps
 #include "vision_device.cuh"  // defines: VisionDevice
 
 namespace medllava {
@@ -307,6 +308,39 @@ std::vector<KernelBench> bench_kernels(DevicePeaks& peaks) {
   }
   for (void* p : bufs) dev.release(p);
   return out;
+}
+
+void run_op(OpCall& call) {
+  if (!info().available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + info().reason);
+  CudaDevice dev(0);
+  const medllava_stream_t st = dev.stream();
+  std::vector<void*> ptr(call.bufs.size(), nullptr);
+  std::vector<void*> owned;
+  try {
+    for (size_t k = 0; k < call.bufs.size(); ++k) {
+      const OpBuf& b = call.bufs[k];
+      if (!b.bytes) continue;
+      ptr[k] = dev.alloc(b.bytes);
+      owned.push_back(ptr[k]);
+      if (b.in) dev.upload(ptr[k], b.host, b.bytes, st);
+      else check(cudaMemsetAsync(ptr[k], 0xff, b.bytes, st), "cudaMemsetAsync");  // poisoned: NaN floats
+    }
+    const OpScratch sc = op_scratch(call);
+    int32_t* ids = sc.ids ? static_cast<int32_t*>(dev.alloc((size_t)sc.ids * 4)) : nullptr;
+    if (ids) owned.push_back(ids);
+    float* partial = sc.floats ? static_cast<float*>(dev.alloc((size_t)sc.floats * 4)) : nullptr;
+    if (partial) owned.push_back(partial);
+    const int64_t heads = call.op == OpId::attention_cached ? call.i[2] : 0;
+    cuda::CudaOps ops{dev, st, ids, partial, partial ? partial + heads * cuda::CudaOps::kMaxSplits * call.i[4] : nullptr};
+    exec_op(ops, call, ptr.data());
+    dev.check(("cudaOp " + std::to_string((int)call.op)).c_str());
+    for (size_t k = 0; k < call.bufs.size(); ++k)
+      if (call.bufs[k].out && ptr[k]) dev.download(call.bufs[k].host, ptr[k], call.bufs[k].bytes, st);
+  } catch (...) {
+    for (void* p : owned) dev.release(p);
+    throw;
+  }
+  for (void* p : owned) dev.release(p);
 }
 
 namespace {

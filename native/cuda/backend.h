@@ -7,6 +7,7 @@
 
 #include "../model/llm.h"
 #include "../model/vision.h"
+#include "../ops/op_exec.h"  // defines: OpCall
 #include "../ops/ops.h"
 
 namespace medllava {
@@ -31,6 +32,9 @@ Info info();
 void disable(const std::string& reason);
 // out = act(a · wᵀ + bias) on device 0; all pointers are host memory. E_CUDA when unavailable.
 void matmul(const MatmulArgs& args);
+// One op call of the test harness (native/ops/op_exec.h) on device 0: its buffers copied to the
+// device, the op run through CudaOps, the outputs copied back. E_CUDA when CUDA is unavailable.
+void run_op(OpCall& call);
 // `m`'s forward pass on CUDA device `device` (native/cuda/llm_device.cuh): weights uploaded once in
 // their stored type; each sequence its own KV cache, activation arena and stream (concurrent chats);
 // every worker that touches it makes the device current first. E_CUDA when CUDA is unavailable,

@@ -14,6 +14,7 @@ Info info() {
 
 void disable(const std::string&) {}
 
+void run_op(OpCall&) { throw Error(ErrorCode::Unsupported, info().reason); }
 void matmul(const MatmulArgs&) { throw Error(ErrorCode::Unsupported, info().reason); }
 std::shared_ptr<LlmDeviceRunner> load_llm(const Llm&, int) { throw Error(ErrorCode::Unsupported, info().reason); }
 std::shared_ptr<VisionDeviceRunner> load_vision(const Vision&, int) { throw Error(ErrorCode::Unsupported, info().reason); }

@@ -10,6 +10,7 @@
 
 #include "../core/dtype.h"
 #include "../ops/activation.h"
+#include "../ops/ops.h"  // defines: GemmArgs
 #include "compat.cuh"
 #include "dtype.cuh"  // defines: load_element
 
@@ -216,6 +217,70 @@ inline void matmul_launch(const float* a, const void* w, DType wt, const float* 
       break;
     }
   }
+}
+
+// ---- the general GEMM (backward's dX = dY·W, dW += dYᵀ·X): packs, matmul_launch, combine ------------
+// dst (rows', cols') f32 ← the (rows, cols) block of src (rows ld elements apart, `type`), transposed
+// when `trans` (then rows' = cols, cols' = rows)
+__global__ void gemm_pack_kernel(const uint8_t* __restrict__ src, int type, int64_t rows, int64_t cols, int64_t ld, int trans,
+                                 float* __restrict__ dst) {
+  const int64_t n = rows * cols;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    dst[trans ? c * rows + r : i] = load_element(src, (DType)type, r * ld + c);
+  }
+}
+// c(M, N; rows ldc apart) = alpha · t(M, N) + beta · c   (beta = 0: c is not read; alpha = 0: t is not)
+__global__ void gemm_combine_kernel(const float* __restrict__ t, float* __restrict__ c, int64_t M, int64_t N, int64_t ldc, float alpha,
+                                    float beta) {
+  const int64_t n = M * N;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    float& o = c[(i / N) * ldc + i % N];
+    const float v = alpha == 0.0f ? 0.0f : alpha * t[i];  // alpha = 0: t is not read
+    o = beta == 0.0f ? v : v + beta * o;
+  }
+}
+
+inline unsigned gemm_grid(int64_t n) {
+  const int64_t g = (n + 255) / 256;
+  return (unsigned)(g < 1 ? 1 : g > 65535 ? 65535 : g);
+}
+inline bool gemm_packs_a(const GemmArgs& g) { return g.trans_a || g.lda != g.K; }
+inline bool gemm_packs_b(const GemmArgs& g) { return !(g.trans_b && g.ldb == g.K); }
+inline bool gemm_direct(const GemmArgs& g) { return g.alpha == 1.0f && g.beta == 0.0f && g.ldc == g.N; }
+// floats of device scratch gemm_launch needs for `g`
+inline int64_t gemm_scratch_floats(const GemmArgs& g) {
+  return (gemm_packs_a(g) ? g.M * g.K : 0) + (gemm_packs_b(g) ? g.N * g.K : 0) + (gemm_direct(g) ? 0 : g.M * g.N) + 64;
+}
+// C = alpha · op(A) · op(B) + beta · C on the device (g's pointers are device pointers; checked by the
+// caller with gemm_check), with `scratch` of gemm_scratch_floats(g) floats
+inline void gemm_launch(const GemmArgs& g, float* scratch, medllava_stream_t s) {
+  if (g.M == 0 || g.N == 0) return;
+  if (g.K == 0) {  // C = beta · C
+    MEDLLAVA_LAUNCH(gemm_combine_kernel, dim3(gemm_grid(g.M * g.N)), dim3(256), 0, s, g.c, g.c, g.M, g.N, g.ldc, 0.0f, g.beta);
+    return;
+  }
+  float* p = scratch;
+  const float* a = g.a;
+  if (gemm_packs_a(g)) {
+    MEDLLAVA_LAUNCH(gemm_pack_kernel, dim3(gemm_grid(g.M * g.K)), dim3(256), 0, s, reinterpret_cast<const uint8_t*>(g.a), (int)DType::F32,
+                    g.trans_a ? g.K : g.M, g.trans_a ? g.M : g.K, g.lda, (int)g.trans_a, p);
+    a = p;
+    p += g.M * g.K;
+  }
+  const void* b = g.b;
+  DType bt = g.b_type;
+  if (gemm_packs_b(g)) {  // B' (N, K): B (N, K) rows copied, or B (K, N) transposed
+    MEDLLAVA_LAUNCH(gemm_pack_kernel, dim3(gemm_grid(g.N * g.K)), dim3(256), 0, s, static_cast<const uint8_t*>(g.b), (int)g.b_type,
+                    g.trans_b ? g.N : g.K, g.trans_b ? g.K : g.N, g.ldb, (int)!g.trans_b, p);
+    b = p;
+    bt = DType::F32;
+    p += g.N * g.K;
+  }
+  float* out = gemm_direct(g) ? g.c : p;
+  matmul_launch(a, b, bt, nullptr, out, (int)g.M, (int)g.N, (int)g.K, Activation::None, MatmulKernel::Auto, s);
+  if (!gemm_direct(g))
+    MEDLLAVA_LAUNCH(gemm_combine_kernel, dim3(gemm_grid(g.M * g.N)), dim3(256), 0, s, out, g.c, g.M, g.N, g.ldc, g.alpha, g.beta);
 }
 
 }  // namespace cuda

@@ -28,6 +28,14 @@ struct CudaOps {
   void matmul(const float* x, const WeightView& w, const WeightView& bias, float* out, int64_t T, Activation act) {
     matmul_launch(x, w.data, w.type, bias ? bias.f32() : nullptr, out, (int)T, (int)w.rows, (int)w.cols, act, MatmulKernel::Auto, st);
   }
+  // C = alpha · op(A) · op(B) + beta · C (ops.h: GemmArgs), with scratch from the device for the call
+  void gemm(const GemmArgs& g) {
+    gemm_check(g);
+    float* scratch = static_cast<float*>(dev.alloc((size_t)gemm_scratch_floats(g) * 4));
+    gemm_launch(g, scratch, st);
+    dev.sync(st);  // the scratch is read until the launches finish
+    dev.release(scratch);
+  }
   void rmsnorm(const float* x, const WeightView& w, float* out, int64_t T, int64_t D, float eps) {
     rmsnorm_launch(x, w.f32(), out, (int)T, (int)D, eps, st);
   }
@@ -38,6 +46,7 @@ struct CudaOps {
     rope_launch(x, (int)T, (int)heads, (int)hd, (int)pos0, theta, mode == RopeMode::Adjacent, st);
   }
   void silu_mul(const float* gate, const float* up, float* out, int64_t n) { silu_mul_launch(gate, up, out, n, st); }
+  void activation(const float* x, float* out, int64_t n, Activation act) { activation_launch(x, out, n, act, st); }
   void residual(float* h, const float* a, const float* gamma, float scale, int64_t n, int64_t D) {
     residual_launch(h, a, gamma, scale, n, (int)D, st);
   }
@@ -67,6 +76,7 @@ struct CudaOps {
   // T == 1 (decode): split-K over the cache and a combine; else flash attention, causal from n_past
   void attention_cached(const float* q, const uint16_t* k, const uint16_t* v, float* out, int64_t T, int64_t n_past, int64_t H,
                         int64_t KVH, int64_t hd) {
+    check_hd(hd);
     const int n_kv = (int)(n_past + T);
     if (T == 1) {
       int splits = decode_splits(n_kv);
@@ -77,7 +87,13 @@ struct CudaOps {
     }
   }
   void attention_full(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd) {
+    check_hd(hd);
     flash_attention_launch<float>(q, k, v, out, (int)T, (int)H, (int)H, (int)hd, (int)T, 0, false, st);
+  }
+  // idx(k), val(k): the k largest of x(n), on the device
+  void topk(const float* x, int64_t n, int64_t k, int32_t* idx, float* val) { topk_launch(x, (int)n, (int)k, idx, val, st); }
+  static void check_hd(int64_t hd) {
+    if (hd > kMaxHd) throw Error(ErrorCode::Unsupported, "CUDA attention supports head dims up to " + std::to_string(kMaxHd) + ", not " + std::to_string(hd));
   }
 };
 

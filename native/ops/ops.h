@@ -29,6 +29,30 @@ struct MatmulArgs {
 // out = act(a · wᵀ + bias). fp32 accumulation.
 void matmul_cpu(const MatmulArgs& args);
 
+// The general GEMM that backward passes need: C(M, N) = alpha · op(A) · op(B) + beta · C.
+//   op(A) is (M, K): A stored (M, K) with rows lda apart, or (K, M) when trans_a (A's rows are then
+//   K of length ≥ M). op(B) is (K, N): B stored (K, N) with rows ldb apart, or (N, K) when trans_b —
+//   PyTorch's Linear weight, so a forward is trans_b = true. B is f32 / f16 / bf16 or GGML blocks
+//   (block types: B's rows are whole blocks). beta = 0 ignores what C held (NaN included).
+//   dX = dY · W:  A = dY (M, N_out), B = W (N_out, K_in), no transposes
+//   dW += dYᵀ · X: A = dY (M, N_out) trans_a, B = X (M, K_in), beta = 1
+struct GemmArgs {
+  const float* a = nullptr;
+  int64_t lda = 0;
+  bool trans_a = false;
+  const void* b = nullptr;
+  DType b_type = DType::F32;
+  int64_t ldb = 0;
+  bool trans_b = false;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  int64_t M = 0, N = 0, K = 0;
+  float alpha = 1, beta = 0;
+};
+void gemm_cpu(const GemmArgs& g);
+// E_SHAPE unless the strides and block alignment fit the shapes (shared by both backends).
+void gemm_check(const GemmArgs& g);
+
 // GGML block weights (N, K) — Q8_0, Q4_0, Q4_K, Q6_K — interleaved for AVX-512 VNNI: per group of
 // 16 rows and per 32-value block, f16 scale vectors (Q4_K: d·sc and dmin·m; Q6_K: the two per-16
 // scales), then the unsigned values as 4-byte runs of the 16 rows (what one vpdpbusd multiplies

@@ -21,6 +21,7 @@
 #include "../napi/llm_args.h"
 #include "../napi/vision_args.h"
 #include "../napi/js_error.h"
+#include "../napi/op_harness.h"
 #include "../napi/ops_args.h"
 #include "simt.h"
 
@@ -150,130 +151,6 @@ void check_hd(Napi::Env env, int64_t hd) {
                                                                  std::to_string(cuda::kMaxHd));
 }
 
-// cudaOp(name, args): the CUDA twin of cpuOp (native/napi/ops_wrap.cc), the kernels of
-// native/cuda/transformer.cuh executed under the emulator, outputs poisoned first. Extra ops:
-// activation, residual, embed, kvAppend, attentionDecode, topk.
-Napi::Value CudaOp(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject()) throw_js(env, ErrorCode::Argument, "cudaOp(name, args)");
-  const std::string op = info[0].As<Napi::String>().Utf8Value();
-  const Napi::Object o = info[1].As<Napi::Object>();
-  constexpr int64_t kMax = 1LL << 28;
-  if (op == "rmsnorm" || op == "layernorm") {
-    const int64_t T = arg_int(o, "T", 0, kMax), D = arg_int(o, "D", 1, kMax);
-    const float* x = arg_array<float>(o, "x", napi_float32_array, T * D);
-    const float* w = arg_array<float>(o, "w", napi_float32_array, D);
-    const float eps = (float)arg_number(o, "eps");
-    Napi::Float32Array out = poisoned(env, T * D);
-    if (op == "rmsnorm") cuda::rmsnorm_launch(x, w, out.Data(), (int)T, (int)D, eps, nullptr);
-    else cuda::layernorm_launch(x, w, arg_array<float>(o, "b", napi_float32_array, D), out.Data(), (int)T, (int)D, eps, nullptr);
-    return out;
-  }
-  if (op == "rope") {
-    const int64_t T = arg_int(o, "T", 0, kMax), H = arg_int(o, "heads", 1, kMax), hd = arg_int(o, "hd", 2, 4096);
-    const float* x = arg_array<float>(o, "x", napi_float32_array, T * H * hd);
-    const std::string mode = arg_string(o, "mode");
-    Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)(T * H * hd));
-    std::memcpy(out.Data(), x, (size_t)(T * H * hd) * 4);
-    cuda::rope_launch(out.Data(), (int)T, (int)H, (int)hd, (int)arg_int(o, "pos0", 0, kMax), (float)arg_number(o, "theta"),
-                      mode == "adjacent", nullptr);
-    return out;
-  }
-  if (op == "siluMul") {
-    const int64_t n = arg_int(o, "n", 0, kMax);
-    Napi::Float32Array out = poisoned(env, n);
-    cuda::silu_mul_launch(arg_array<float>(o, "gate", napi_float32_array, n), arg_array<float>(o, "up", napi_float32_array, n),
-                          out.Data(), n, nullptr);
-    return out;
-  }
-  if (op == "activation") {
-    const int64_t n = arg_int(o, "n", 0, kMax);
-    const std::string act = arg_string(o, "act");
-    Napi::Float32Array out = poisoned(env, n);
-    cuda::activation_launch(arg_array<float>(o, "x", napi_float32_array, n), out.Data(), n,
-                            act == "gelu" ? Activation::Gelu : act == "quick_gelu" ? Activation::QuickGelu : Activation::None,
-                            nullptr);
-    return out;
-  }
-  if (op == "residual") {
-    const int64_t n = arg_int(o, "n", 0, kMax), D = arg_int(o, "D", 1, kMax);
-    Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)n);
-    std::memcpy(out.Data(), arg_array<float>(o, "h", napi_float32_array, n), (size_t)n * 4);
-    cuda::residual_launch(out.Data(), arg_array<float>(o, "a", napi_float32_array, n),
-                          arg_array<float>(o, "gamma", napi_float32_array, D, true), arg_scale(o), n, (int)D, nullptr);
-    return out;
-  }
-  if (op == "embed") {
-    const EmbedArgs e = embed_args(o);
-    Napi::Float32Array out = poisoned(env, e.T * e.D);
-    cuda::embed_launch(e.table, e.type, e.ids, out.Data(), (int)e.T, (int)e.D, nullptr);
-    return out;
-  }
-  if (op == "kvAppend") {
-    const int64_t T = arg_int(o, "T", 0, kMax), width = arg_int(o, "width", 1, kMax), pos = arg_int(o, "pos", 0, kMax);
-    Napi::Value cv = o.Get("cache");
-    const uint16_t* cache = arg_array<uint16_t>(o, "cache", napi_uint16_array, -1);
-    const int64_t rows = (int64_t)cv.As<Napi::TypedArray>().ElementLength() / width;
-    if (pos + T > rows) throw_js(env, ErrorCode::Shape, "kvAppend: the cache has too few rows");
-    Napi::Uint16Array out = Napi::Uint16Array::New(env, (size_t)(rows * width));
-    std::memcpy(out.Data(), cache, (size_t)(rows * width) * 2);
-    cuda::kv_append_launch(arg_array<float>(o, "src", napi_float32_array, T * width), out.Data(), pos, (int)T, (int)width, nullptr);
-    return out;
-  }
-  if (op == "attentionCached" || op == "attentionDecode") {
-    const bool decode = op == "attentionDecode";
-    const int64_t T = decode ? 1 : arg_int(o, "T", 1, kMax), np = arg_int(o, "nPast", 0, kMax), H = arg_int(o, "H", 1, 4096),
-                  KVH = arg_int(o, "KVH", 1, 4096), hd = arg_int(o, "hd", 1, 4096);
-    if (H % KVH) throw_js(env, ErrorCode::Argument, "H must be a multiple of KVH");
-    check_hd(env, hd);
-    const int64_t n_kv = np + T;
-    const float* q = arg_array<float>(o, "q", napi_float32_array, T * H * hd);
-    const uint16_t* kc = arg_array<uint16_t>(o, "kCache", napi_uint16_array, n_kv * KVH * hd);
-    const uint16_t* vc = arg_array<uint16_t>(o, "vCache", napi_uint16_array, n_kv * KVH * hd);
-    Napi::Float32Array out = poisoned(env, T * H * hd);
-    if (!decode) {
-      cuda::flash_attention_launch<uint16_t>(q, kc, vc, out.Data(), (int)T, (int)H, (int)KVH, (int)hd, (int)n_kv, (int)np, true,
-                                             nullptr);
-      return out;
-    }
-    const int splits = o.Has("splits") ? (int)arg_int(o, "splits", 1, 1024) : cuda::decode_splits((int)n_kv);
-    std::vector<float> partial((size_t)(H * splits * hd), NAN), ml((size_t)(H * splits * 2), NAN);
-    cuda::attention_decode_launch<uint16_t>(q, kc, vc, out.Data(), partial.data(), ml.data(), (int)H, (int)KVH, (int)hd, (int)n_kv,
-                                            splits, nullptr);
-    return out;
-  }
-  if (op == "attentionFull") {
-    const int64_t T = arg_int(o, "T", 1, kMax), H = arg_int(o, "H", 1, 4096), hd = arg_int(o, "hd", 1, 4096);
-    check_hd(env, hd);
-    const int64_t n = T * H * hd;
-    Napi::Float32Array out = poisoned(env, n);
-    cuda::flash_attention_launch<float>(arg_array<float>(o, "q", napi_float32_array, n), arg_array<float>(o, "k", napi_float32_array, n),
-                                        arg_array<float>(o, "v", napi_float32_array, n), out.Data(), (int)T, (int)H, (int)H,
-                                        (int)hd, (int)T, 0, false, nullptr);
-    return out;
-  }
-  if (op == "peakFma" || op == "peakWmma") {  // the microbenchmark's peak kernels, run small with their results stored
-    const int blocks = (int)arg_int(o, "blocks", 1, 64), iters = (int)arg_int(o, "iters", 0, 1 << 16);
-    const bool fma = op == "peakFma";
-    Napi::Float32Array out = poisoned(env, fma ? blocks * 64 : blocks);
-    if (fma) MEDLLAVA_LAUNCH(cuda::peak_fma_kernel, dim3(blocks), dim3(64), 0, nullptr, out.Data(), iters, 1);
-    else MEDLLAVA_LAUNCH(cuda::peak_wmma_kernel, dim3(blocks), dim3(64), 0, nullptr, out.Data(), iters, 1);
-    return out;
-  }
-  if (op == "topk") {
-    const int64_t n = arg_int(o, "n", 1, kMax), k = arg_int(o, "k", 1, 1024);
-    Napi::Int32Array idx = Napi::Int32Array::New(env, (size_t)k);
-    std::fill(idx.Data(), idx.Data() + k, -7);
-    Napi::Float32Array val = poisoned(env, k);
-    cuda::topk_launch(arg_array<float>(o, "x", napi_float32_array, n), (int)n, (int)k, idx.Data(), val.Data(), nullptr);
-    Napi::Object r = Napi::Object::New(env);
-    r.Set("idx", idx);
-    r.Set("val", val);
-    return r;
-  }
-  throw_js(env, ErrorCode::Argument, "cudaOp: no op named '" + op + "'");
-}
-
 // The device, emulated: host memory (poisoned with NaN bytes on allocation, so a kernel that reads
 // what nobody wrote shows it), a byte budget standing in for the device's free memory.
 class EmuDevice : public cuda::DeviceMemory {
@@ -320,6 +197,52 @@ class EmuDevice : public cuda::DeviceMemory {
   std::atomic<int64_t> binds_{0};
   std::map<void*, size_t> live_;
 };
+
+// cudaOp(name, args): the CUDA twin of cpuOp (native/napi/ops_wrap.cc) — every op of
+// native/ops/op_list.h through the one harness (native/napi/op_harness.h) on CudaOps over the emulated
+// device, outputs poisoned first — plus two kernel-level extras: attentionDecode with a chosen split
+// count, and the peak kernels of the microbenchmark.
+Napi::Value CudaOp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject()) throw_js(env, ErrorCode::Argument, "cudaOp(name, args)");
+  const std::string op = info[0].As<Napi::String>().Utf8Value();
+  const Napi::Object o = info[1].As<Napi::Object>();
+  constexpr int64_t kMax = 1LL << 28;
+  // kernel-level extras, below the op table: decode attention with a chosen split, the peak kernels
+  if (op == "attentionDecode") {
+    const int64_t T = 1, np = arg_int(o, "nPast", 0, kMax), H = arg_int(o, "H", 1, 4096),
+                  KVH = arg_int(o, "KVH", 1, 4096), hd = arg_int(o, "hd", 1, 4096);
+    if (H % KVH) throw_js(env, ErrorCode::Argument, "H must be a multiple of KVH");
+    check_hd(env, hd);
+    const int64_t n_kv = np + T;
+    const float* q = arg_array<float>(o, "q", napi_float32_array, T * H * hd);
+    const uint16_t* kc = arg_array<uint16_t>(o, "kCache", napi_uint16_array, n_kv * KVH * hd);
+    const uint16_t* vc = arg_array<uint16_t>(o, "vCache", napi_uint16_array, n_kv * KVH * hd);
+    Napi::Float32Array out = poisoned(env, T * H * hd);
+    const int splits = o.Has("splits") ? (int)arg_int(o, "splits", 1, 1024) : cuda::decode_splits((int)n_kv);
+    std::vector<float> partial((size_t)(H * splits * hd), NAN), ml((size_t)(H * splits * 2), NAN);
+    cuda::attention_decode_launch<uint16_t>(q, kc, vc, out.Data(), partial.data(), ml.data(), (int)H, (int)KVH, (int)hd, (int)n_kv,
+                                            splits, nullptr);
+    return out;
+  }
+  if (op == "peakFma" || op == "peakWmma") {  // the microbenchmark's peak kernels, run small with their results stored
+    const int blocks = (int)arg_int(o, "blocks", 1, 64), iters = (int)arg_int(o, "iters", 0, 1 << 16);
+    const bool fma = op == "peakFma";
+    Napi::Float32Array out = poisoned(env, fma ? blocks * 64 : blocks);
+    if (fma) MEDLLAVA_LAUNCH(cuda::peak_fma_kernel, dim3(blocks), dim3(64), 0, nullptr, out.Data(), iters, 1);
+    else MEDLLAVA_LAUNCH(cuda::peak_wmma_kernel, dim3(blocks), dim3(64), 0, nullptr, out.Data(), iters, 1);
+    return out;
+  }
+  // every op of the table: the harness, on CudaOps over the emulated device
+  JsOp j = parse_op(env, op, o);
+  EmuDevice dev((size_t)1 << 40);
+  const OpScratch sc = op_scratch(j.call);
+  std::vector<int32_t> ids((size_t)sc.ids + 1);
+  std::vector<float> scratch((size_t)sc.floats + 1, NAN);
+  const int64_t heads = j.call.op == OpId::attention_cached ? j.call.i[2] : 0;
+  cuda::CudaOps ops{dev, nullptr, ids.data(), scratch.data(), scratch.data() + heads * cuda::CudaOps::kMaxSplits * j.call.i[4]};
+  return run_in_place(ops, j);
+}
 
 // emulatedGreedy(config, tensors, prompt: Int32Array, steps, { maxBatch, budgetBytes, embeddings }) ->
 //   { tokens: Int32Array (steps greedy picks, argmax on the device), logits: Float32Array (the prompt's

@@ -1,6 +1,6 @@
 /**
- * The CUDA transformer kernels (native/cuda/transformer.cuh) executed under the SIMT emulator
- * against the CPU backend (native/cpu/transformer.cc, itself checked against float64 in
+ * The CUDA transformer kernels (native/cuda/{norm,rope,activation,attention,elements,topk}.cuh) executed under the SIMT emulator
+ * against the CPU backend (native/cpu/*.cc of the same stems, itself checked against float64 in
  * transformer.test.ts) on fresh random inputs (seeded from the clock, printed on failure), with
  * ragged and edge shapes: sequences 1, 2, 17, 577 and 1000; head dims 64, 80, 128; GQA ratios 1,
  * 4, 8; batches of 1 and 3 sequences. Outputs are poisoned (NaN) before each launch, so an element

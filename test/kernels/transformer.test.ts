@@ -1,5 +1,5 @@
 /**
- * The transformer ops (native/ops/ops.h, native/cpu/transformer.cc) one by one on fresh random
+ * The transformer ops (native/ops/ops.h, native/cpu/{norm,rope,activation,attention}.cc) one by one on fresh random
  * shapes (seeded from the clock, printed on failure), against float64 references written from
  * their definitions, in every CPU dispatch this machine has (AVX-512 where present, AVX2, scalar).
  * Tolerance (ARCHITECTURE.md): relative norm error against float64 below 1e-5 for fp32 math; the

@@ -1,0 +1,280 @@
+// The test harness's JS side: cpuOp(name, args) / cudaOp(name, args) arguments → an OpCall
+// (native/ops/op_exec.h), checked once for every backend, with its outputs as fresh JS arrays
+// poisoned with NaN (an element no thread writes shows). An op registers here once and is then
+// tested on the CPU, under the SIMT emulator and on a real device alike. Header-only: the product
+// addon and the test addon both include it. defines: JsOp, parse_op, op_list, run_in_place.
+#pragma once
+#include <napi.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../ops/op_exec.h"
+#include "../ops/op_list.h"
+#include "js_error.h"
+#include "ops_args.h"
+
+namespace medllava {
+namespace napi {
+
+struct JsOp {
+  OpCall call;
+  Napi::Value result;  // what the call returns to JS once run (its output arrays)
+};
+
+namespace harness {
+constexpr int64_t kMax = 1LL << 28;
+
+inline Napi::Float32Array poisoned_f32(Napi::Env env, int64_t n) {
+  Napi::Float32Array a = Napi::Float32Array::New(env, (size_t)n);
+  std::fill(a.Data(), a.Data() + n, NAN);
+  return a;
+}
+template <class T>
+OpBuf in(const Napi::Object& o, const char* key, napi_typedarray_type type, int64_t n, bool nullable = false) {
+  T* p = arg_array<T>(o, key, type, n, nullable);
+  OpBuf b;
+  b.host = p;
+  b.bytes = p ? (size_t)n * sizeof(T) : 0;
+  return b;
+}
+inline OpBuf out(Napi::TypedArray a, bool read = false) {
+  OpBuf b;
+  b.host = static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  b.bytes = a.ByteLength();
+  b.in = read;
+  b.out = true;
+  return b;
+}
+// a fresh f32 array holding a copy of args[key] (n elements): an in/out buffer
+inline Napi::Float32Array copy_f32(const Napi::Object& o, const char* key, int64_t n) {
+  const float* src = arg_array<float>(o, key, napi_float32_array, n);
+  Napi::Float32Array a = Napi::Float32Array::New(o.Env(), (size_t)n);
+  if (n) std::memcpy(a.Data(), src, (size_t)n * 4);
+  return a;
+}
+inline Activation activation_arg(const Napi::Object& o, const char* key) {
+  const std::string act = arg_string(o, key);
+  if (act == "gelu") return Activation::Gelu;
+  if (act == "quick_gelu") return Activation::QuickGelu;
+  if (act == "none") return Activation::None;
+  throw_js(o.Env(), ErrorCode::Argument, std::string(key) + " must be 'gelu', 'quick_gelu' or 'none'");
+}
+// a stored tensor of `n` elements of type t: Float32Array (f32), Uint16Array (f16, bf16) or Uint8Array (blocks)
+inline OpBuf typed_in(const Napi::Object& o, const char* key, DType t, int64_t n) {
+  const Napi::Value v = o.Get(key);
+  if (!v.IsTypedArray()) throw_js(o.Env(), ErrorCode::Argument, std::string(key) + " must be a TypedArray");
+  Napi::TypedArray a = v.As<Napi::TypedArray>();
+  const napi_typedarray_type want = t == DType::F32 ? napi_float32_array : dtype_is_block(t) ? napi_uint8_array : napi_uint16_array;
+  if (a.TypedArrayType() != want) throw_js(o.Env(), ErrorCode::Argument, std::string(key) + " has the wrong element type for " + dtype_name(t));
+  if (a.ByteLength() != dtype_bytes(t, n))
+    throw_js(o.Env(), ErrorCode::Shape, std::string(key) + " holds " + std::to_string(a.ByteLength()) + " bytes, expected " +
+                                             std::to_string(dtype_bytes(t, n)) + " (" + std::to_string(n) + " " + dtype_name(t) + ")");
+  OpBuf b;
+  b.host = static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  b.bytes = a.ByteLength();
+  return b;
+}
+}  // namespace harness
+
+// args → the call and its result arrays; E_ARGUMENT / E_SHAPE for anything that does not fit
+inline JsOp parse_op(Napi::Env env, const std::string& name, const Napi::Object& o) {
+  using namespace harness;
+  JsOp j;
+  OpCall& c = j.call;
+#define MEDLLAVA_OP_NAME(method, js, stem) \
+  if (name == js) c.op = OpId::method;
+  MEDLLAVA_OP_LIST(MEDLLAVA_OP_NAME)
+#undef MEDLLAVA_OP_NAME
+  int64_t* i = c.i;
+  switch (c.op) {
+    case OpId::matmul: {
+      const int64_t M = arg_int(o, "M", 0, kMax), N = arg_int(o, "N", 1, kMax), K = arg_int(o, "K", 1, kMax);
+      c.type = parse_dtype(arg_string(o, "wType"));
+      if (dtype_is_block(c.type) && K % dtype_block_elems(c.type)) throw_js(env, ErrorCode::Shape, "matmul: w's rows must be whole blocks");
+      c.code = (int)activation_arg(o, "act");
+      i[0] = M, i[1] = N, i[2] = K;
+      Napi::Float32Array r = poisoned_f32(env, M * N);
+      c.bufs = {in<float>(o, "a", napi_float32_array, M * K), typed_in(o, "w", c.type, N * K), in<float>(o, "bias", napi_float32_array, N, true),
+                out(r)};
+      j.result = r;
+      break;
+    }
+    case OpId::gemm: {
+      const int64_t M = arg_int(o, "M", 0, kMax), N = arg_int(o, "N", 0, kMax), K = arg_int(o, "K", 0, kMax);
+      c.flag[0] = o.Get("transA").ToBoolean(), c.flag[1] = o.Get("transB").ToBoolean();
+      const int64_t lda = o.Has("lda") ? arg_int(o, "lda", 0, kMax) : (c.flag[0] ? M : K);
+      const int64_t ldb = o.Has("ldb") ? arg_int(o, "ldb", 0, kMax) : (c.flag[1] ? K : N);
+      const int64_t ldc = o.Has("ldc") ? arg_int(o, "ldc", 0, kMax) : N;
+      c.type = o.Has("bType") ? parse_dtype(arg_string(o, "bType")) : DType::F32;
+      c.f[0] = o.Has("alpha") ? arg_number(o, "alpha") : 1.0, c.f[1] = o.Has("beta") ? arg_number(o, "beta") : 0.0;
+      i[0] = M, i[1] = N, i[2] = K, i[3] = lda, i[4] = ldb, i[5] = ldc;
+      // stored extents: the last row need not run to the leading dimension
+      const int64_t a_rows = c.flag[0] ? K : M, a_cols = c.flag[0] ? M : K, b_rows = c.flag[1] ? N : K, b_cols = c.flag[1] ? K : N;
+      const int64_t a_n = a_rows ? (a_rows - 1) * lda + a_cols : 0, b_n = b_rows ? (b_rows - 1) * ldb + b_cols : 0;
+      const int64_t c_n = M ? (M - 1) * ldc + N : 0;
+      if (lda < a_cols || ldb < b_cols || ldc < N) throw_js(env, ErrorCode::Shape, "gemm: a leading dimension is shorter than its row");
+      if (dtype_is_block(c.type) && (b_cols % dtype_block_elems(c.type) || ldb % dtype_block_elems(c.type)))
+        throw_js(env, ErrorCode::Shape, "gemm: b's rows must be whole blocks");
+      if (c.f[1] != 0.0 && !o.Get("c").IsTypedArray()) throw_js(env, ErrorCode::Argument, "gemm: beta ≠ 0 needs c");
+      // c as given (the elements between rows, past N, must come back untouched), else poisoned
+      Napi::Float32Array r = o.Get("c").IsTypedArray() ? copy_f32(o, "c", c_n) : poisoned_f32(env, c_n);
+      c.bufs = {in<float>(o, "a", napi_float32_array, a_n), typed_in(o, "b", c.type, b_n), out(r, true)};
+      j.result = r;
+      break;
+    }
+    case OpId::rmsnorm:
+    case OpId::layernorm: {
+      const int64_t T = arg_int(o, "T", 0, kMax), D = arg_int(o, "D", 1, kMax);
+      i[0] = T, i[1] = D;
+      c.f[0] = arg_number(o, "eps");
+      Napi::Float32Array r = poisoned_f32(env, T * D);
+      c.bufs = {in<float>(o, "x", napi_float32_array, T * D), in<float>(o, "w", napi_float32_array, D)};
+      if (c.op == OpId::layernorm) c.bufs.push_back(in<float>(o, "b", napi_float32_array, D));
+      c.bufs.push_back(out(r));
+      j.result = r;
+      break;
+    }
+    case OpId::rope: {
+      const int64_t T = arg_int(o, "T", 0, kMax), H = arg_int(o, "heads", 1, kMax), hd = arg_int(o, "hd", 2, 4096);
+      if (hd % 2) throw_js(env, ErrorCode::Shape, "rope: hd must be even");
+      const std::string mode = arg_string(o, "mode");
+      if (mode != "half" && mode != "adjacent") throw_js(env, ErrorCode::Argument, "mode must be 'half' or 'adjacent'");
+      i[0] = T, i[1] = H, i[2] = hd, i[3] = arg_int(o, "pos0", 0, kMax);
+      c.f[0] = arg_number(o, "theta");
+      c.code = (int)(mode == "half" ? RopeMode::Half : RopeMode::Adjacent);
+      Napi::Float32Array r = copy_f32(o, "x", T * H * hd);
+      c.bufs = {out(r, true)};
+      j.result = r;
+      break;
+    }
+    case OpId::silu_mul: {
+      const int64_t n = arg_int(o, "n", 0, kMax);
+      i[0] = n;
+      Napi::Float32Array r = poisoned_f32(env, n);
+      c.bufs = {in<float>(o, "gate", napi_float32_array, n), in<float>(o, "up", napi_float32_array, n), out(r)};
+      j.result = r;
+      break;
+    }
+    case OpId::activation: {
+      const int64_t n = arg_int(o, "n", 0, kMax);
+      i[0] = n;
+      c.code = (int)activation_arg(o, "act");
+      Napi::Float32Array r = poisoned_f32(env, n);
+      c.bufs = {in<float>(o, "x", napi_float32_array, n), out(r)};
+      j.result = r;
+      break;
+    }
+    case OpId::attention_cached: {
+      const int64_t T = arg_int(o, "T", 1, kMax), np = arg_int(o, "nPast", 0, kMax), H = arg_int(o, "H", 1, 4096),
+                    KVH = arg_int(o, "KVH", 1, 4096), hd = arg_int(o, "hd", 1, 4096);
+      if (H % KVH) throw_js(env, ErrorCode::Argument, "H must be a multiple of KVH");
+      i[0] = T, i[1] = np, i[2] = H, i[3] = KVH, i[4] = hd;
+      const int64_t n_kv = np + T;
+      Napi::Float32Array r = poisoned_f32(env, T * H * hd);
+      c.bufs = {in<float>(o, "q", napi_float32_array, T * H * hd), in<uint16_t>(o, "kCache", napi_uint16_array, n_kv * KVH * hd),
+                in<uint16_t>(o, "vCache", napi_uint16_array, n_kv * KVH * hd), out(r)};
+      j.result = r;
+      break;
+    }
+    case OpId::attention_full: {
+      const int64_t T = arg_int(o, "T", 1, kMax), H = arg_int(o, "H", 1, 4096), hd = arg_int(o, "hd", 1, 4096);
+      i[0] = T, i[1] = H, i[2] = hd;
+      const int64_t n = T * H * hd;
+      Napi::Float32Array r = poisoned_f32(env, n);
+      c.bufs = {in<float>(o, "q", napi_float32_array, n), in<float>(o, "k", napi_float32_array, n), in<float>(o, "v", napi_float32_array, n),
+                out(r)};
+      j.result = r;
+      break;
+    }
+    case OpId::residual: {
+      const int64_t n = arg_int(o, "n", 0, kMax), D = arg_int(o, "D", 1, kMax);
+      if (n % D) throw_js(env, ErrorCode::Shape, "residual: n must be a multiple of D");
+      i[0] = n, i[1] = D;
+      c.f[0] = arg_scale(o);
+      Napi::Float32Array r = copy_f32(o, "h", n);
+      c.bufs = {out(r, true), in<float>(o, "a", napi_float32_array, n), in<float>(o, "gamma", napi_float32_array, D, true)};
+      j.result = r;
+      break;
+    }
+    case OpId::embed: {
+      const EmbedArgs e = embed_args(o);
+      i[0] = e.T, i[1] = e.D;
+      c.type = e.type;
+      const int64_t V = arg_int(o, "vocab", 1, kMax);
+      Napi::Float32Array r = poisoned_f32(env, e.T * e.D);
+      OpBuf table;
+      table.host = const_cast<uint8_t*>(e.table);
+      table.bytes = dtype_bytes(e.type, V * e.D);
+      OpBuf ids;
+      ids.host = const_cast<int32_t*>(e.ids);
+      ids.bytes = (size_t)e.T * 4;
+      c.bufs = {table, ids, out(r)};
+      j.result = r;
+      break;
+    }
+    case OpId::kv_append: {
+      const int64_t T = arg_int(o, "T", 0, kMax), width = arg_int(o, "width", 1, kMax), pos = arg_int(o, "pos", 0, kMax);
+      const Napi::Value cv = o.Get("cache");
+      arg_array<uint16_t>(o, "cache", napi_uint16_array, -1);
+      const Napi::TypedArray ct = cv.As<Napi::TypedArray>();
+      if ((int64_t)ct.ElementLength() % width) throw_js(env, ErrorCode::Shape, "kvAppend: the cache is not whole rows of width");
+      const int64_t rows = (int64_t)ct.ElementLength() / width;
+      if (pos + T > rows) throw_js(env, ErrorCode::Shape, "kvAppend: the cache has too few rows");
+      i[0] = pos, i[1] = T, i[2] = width;
+      Napi::Uint16Array r = Napi::Uint16Array::New(env, (size_t)(rows * width));
+      std::memcpy(r.Data(), typed_data(ct), (size_t)(rows * width) * 2);
+      c.bufs = {in<float>(o, "src", napi_float32_array, T * width), out(r, true)};
+      j.result = r;
+      break;
+    }
+    case OpId::topk: {
+      const int64_t n = arg_int(o, "n", 1, kMax), k = arg_int(o, "k", 1, n < 1024 ? n : 1024);
+      i[0] = n, i[1] = k;
+      Napi::Int32Array idx = Napi::Int32Array::New(env, (size_t)k);
+      std::fill(idx.Data(), idx.Data() + k, -7);
+      Napi::Float32Array val = poisoned_f32(env, k);
+      c.bufs = {in<float>(o, "x", napi_float32_array, n), out(idx), out(val)};
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("idx", idx);
+      r.Set("val", val);
+      j.result = r;
+      break;
+    }
+    case OpId::count: throw_js(env, ErrorCode::Argument, "no op named '" + name + "' (opList() lists them)");
+  }
+  return j;
+}
+
+// opList() -> [{ name, method, stem, cpu, cuda }]: the op table, with each op's two source files
+inline Napi::Value op_list(Napi::Env env) {
+  Napi::Array a = Napi::Array::New(env);
+  uint32_t k = 0;
+#define MEDLLAVA_OP_ENTRY(method, js, stem)                          \
+  {                                                                  \
+    Napi::Object e = Napi::Object::New(env);                         \
+    e.Set("name", js);                                               \
+    e.Set("method", #method);                                        \
+    e.Set("stem", stem);                                             \
+    e.Set("cpu", std::string("native/cpu/") + stem + ".cc");        \
+    e.Set("cuda", std::string("native/cuda/") + stem + ".cuh");     \
+    a.Set(k++, e);                                                   \
+  }
+  MEDLLAVA_OP_LIST(MEDLLAVA_OP_ENTRY)
+#undef MEDLLAVA_OP_ENTRY
+  return a;
+}
+
+// Runs a parsed call on a backend whose ops read host memory in place (the CPU, the emulator).
+template <class Ops>
+Napi::Value run_in_place(Ops& ops, JsOp& j) {
+  std::vector<void*> ptr;
+  for (const OpBuf& b : j.call.bufs) ptr.push_back(b.bytes ? b.host : nullptr);
+  exec_op(ops, j.call, ptr.data());
+  return j.result;
+}
+
+}  // namespace napi
+}  // namespace medllava
