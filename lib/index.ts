@@ -15,5 +15,5 @@ export type { Message, TemplateDefinition } from './tokenizer/templates.js';
 export { loadModelSpec } from './model/spec.js';
 export type { ModelFamily, ModelSpec } from './model/spec.js';
 export { loadModel } from './model/model.js';
-export type { Chat, ChatMessage, ImageInput, LoadModelOptions, Model } from './model/model.js';
+export type { Chat, ChatMessage, ImageInput, LoadModelOptions, Model, ModelParameter } from './model/model.js';
 export type { GenerateOptions, Reply } from './generate.js';

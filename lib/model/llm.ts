@@ -3,9 +3,10 @@ import { medllavaError } from '../errors.js';
 import { native, type NativeLlm, type NativeLlmConfig, type NativeLlmTensors, type NativeTensorRef } from '../native.js';
 import type { ModelSpec } from './spec.js';
 
-export async function loadLlm(spec: ModelSpec, options: { contextLength?: number; device?: 'cpu' | 'cuda' } = {}): Promise<NativeLlm> {
+export async function loadLlm(spec: ModelSpec,
+  options: { contextLength?: number; device?: 'cpu' | 'cuda'; deviceIndex?: number } = {}): Promise<NativeLlm> {
   const { config, tensors } = llmLoadArgs(spec, options);
-  return native().NativeLlm.load({ ...config, device: options.device ?? 'cpu' }, tensors);
+  return native().NativeLlm.load({ ...config, device: options.device ?? 'cpu', deviceIndex: options.deviceIndex ?? 0 }, tensors);
 }
 
 /** What NativeLlm.load (and the test addon's emulated CUDA model) takes for a spec's LLM. */

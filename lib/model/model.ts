@@ -32,6 +32,8 @@ export interface LoadModelOptions {
   mmproj?: string;
   baseModel?: string;
   device?: 'auto' | 'cpu' | 'cuda';
+  /** which CUDA device (its ordinal, default 0) when the model runs on CUDA */
+  cudaDevice?: number;
   threads?: number;
   contextLength?: number;
   /** bytes of the weight files read so far (with `prefetch`), then the total once the model is ready */
@@ -91,8 +93,24 @@ export interface Model {
   encodeImage(image: ImageInput): Promise<Float32Array>;
   forward(input: { tokens: ArrayLike<number>; images?: ImageInput[] }, options?: { allLogits?: boolean }): Promise<Float32Array>;
   createChat(options?: { template?: string; systemPrompt?: string }): Chat;
+  /**
+   * The model's parameters: every tensor the LLM and the vision tower + projector read, under the
+   * checkpoint's own names (HF / PEFT; HF names for GGUF files), with PyTorch shapes and stored types.
+   */
+  parameters(): ModelParameter[];
   /** Frees the weights and disposes every chat of this model (their later use throws E_ARGUMENT). */
   dispose(): Promise<void>;
+}
+
+export interface ModelParameter {
+  name: string;
+  shape: number[];
+  dtype: string;
+  /** 'llm' (the language model, LoRA pairs included) or 'vision' (the tower and the projector) */
+  component: 'llm' | 'vision';
+  trainable: boolean;
+  /** the parameter whose storage this one shares (a tied lm_head) */
+  tiedTo: string | null;
 }
 
 /** An encoded image: its projected patches; the array's identity is the image's identity. */
@@ -199,6 +217,12 @@ class ModelImpl implements Model {
     this.native = llm;
   }
 
+  parameters(): ModelParameter[] {
+    const llm = this.llm().parameters().map((p) => ({ ...p, component: 'llm' as const }));
+    const vision = (this.vision?.parameters() ?? []).map((p) => ({ ...p, component: 'vision' as const }));
+    return [...llm, ...vision];
+  }
+
   forget(chat: ChatImpl): void {
     this.chats.delete(chat.id);
     this.chatGone.unregister(chat);
@@ -300,6 +324,13 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
     throw medllavaError(cuda.compiled ? 'E_CUDA' : 'E_UNSUPPORTED', `device 'cuda' was asked for, but CUDA is not available: ${cuda.reason}`);
   }
   const device: 'cpu' | 'cuda' = requested === 'cpu' || !cuda.available ? 'cpu' : 'cuda';
+  const cudaDevice = options.cudaDevice ?? 0;
+  if (!Number.isInteger(cudaDevice) || cudaDevice < 0) {
+    throw medllavaError('E_ARGUMENT', `cudaDevice must be an integer ≥ 0, got ${String(options.cudaDevice)}`);
+  }
+  if (device === 'cuda' && cudaDevice >= cuda.devices.length) {
+    throw medllavaError('E_ARGUMENT', `cudaDevice ${cudaDevice} is not there: this machine has ${cuda.devices.length} CUDA device(s)`);
+  }
   if (options.threads !== undefined) native().setThreads(options.threads);
   if (options.signal?.aborted) throw medllavaError('E_ABORTED', 'aborted');
   const spec = await loadModelSpec(source, options);
@@ -309,11 +340,11 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
   options.onProgress?.({ loadedBytes: 0, totalBytes });
   if (options.prefetch ?? true) await prefetchFiles(files, totalBytes, options.onProgress, options.signal);
   const tokenizer = await loadTokenizer(spec.files.tokenizer);
-  const llm = await loadLlm(spec, { contextLength: options.contextLength, device });
+  const llm = await loadLlm(spec, { contextLength: options.contextLength, device, deviceIndex: cudaDevice });
   let vision: NativeVision | undefined;
   let noVision = '';
   try {
-    vision = await loadVision(spec, { device });
+    vision = await loadVision(spec, { device, deviceIndex: cudaDevice });
   } catch (e) {
     if ((e as { code?: string }).code !== 'E_UNSUPPORTED') {
       llm.dispose();

@@ -8,9 +8,9 @@ import {
 } from '../native.js';
 import type { ModelSpec } from './spec.js';
 
-export async function loadVision(spec: ModelSpec, options: { device?: 'cpu' | 'cuda' } = {}): Promise<NativeVision> {
+export async function loadVision(spec: ModelSpec, options: { device?: 'cpu' | 'cuda'; deviceIndex?: number } = {}): Promise<NativeVision> {
   const { config, tensors } = visionLoadArgs(spec);
-  return native().NativeVision.load({ ...config, device: options.device ?? 'cpu' }, tensors);
+  return native().NativeVision.load({ ...config, device: options.device ?? 'cpu', deviceIndex: options.deviceIndex ?? 0 }, tensors);
 }
 
 /** What NativeVision.load (and the test addon's emulated CUDA tower) takes for a spec's tower + projector. */

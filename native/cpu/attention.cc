@@ -1,6 +1,7 @@
 // Attention on the CPU (CUDA twins: native/cuda/attention.cuh): causal attention over the f16 KV
 // cache (grouped-query, converted on read) and full ViT attention, fp32 accumulation, with plain
-// scalar twins. defines: attention_cached_cpu, attention_cached_scalar, attention_full_cpu.
+// scalar twins; causal attention over a sequence's own f32 K, V with its log-sum-exp (training).
+// defines: attention_cached_cpu, attention_cached_scalar, attention_full_cpu, attention_causal_cpu.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -165,6 +166,35 @@ void attention_full_cpu(const float* q, const float* k, const float* v, float* o
     std::vector<float> p((size_t)T);
     attend_scalar(q + (t * H + h) * hd, k + h * hd, v + h * hd, T, H * hd, hd, scale, p.data(), out + (t * H + h) * hd,
                   [](float x) { return x; });
+  });
+}
+
+void attention_causal_cpu(const float* q, const float* k, const float* v, float* out, float* lse, int64_t T, int64_t H, int64_t KVH,
+                          int64_t hd) {
+  const int64_t group = H / KVH, kvd = KVH * hd;
+  const float scale = 1.0f / std::sqrt((float)hd);
+  // one task per (head, query row); scores in double, as the scalar twins of the other attentions
+  ThreadPool::instance().parallel_for((size_t)(H * T), [&](size_t task, int) {
+    const int64_t h = (int64_t)task / T, t = (int64_t)task % T, kvh = h / group;
+    const float* qr = q + (t * H + h) * hd;
+    std::vector<double> p((size_t)(t + 1));
+    double m = -INFINITY;
+    for (int64_t s = 0; s <= t; ++s) {
+      const float* kr = k + s * kvd + kvh * hd;
+      double dot = 0;
+      for (int64_t d = 0; d < hd; ++d) dot += (double)qr[d] * kr[d];
+      p[(size_t)s] = dot * scale;
+      m = std::max(m, p[(size_t)s]);
+    }
+    double z = 0;
+    for (int64_t s = 0; s <= t; ++s) z += (p[(size_t)s] = std::exp(p[(size_t)s] - m));
+    float* o = out + (t * H + h) * hd;
+    for (int64_t d = 0; d < hd; ++d) {
+      double acc = 0;
+      for (int64_t s = 0; s <= t; ++s) acc += p[(size_t)s] * v[s * kvd + kvh * hd + d];
+      o[d] = (float)(acc / z);
+    }
+    if (lse) lse[h * T + t] = (float)(m + std::log(z));
   });
 }
 

@@ -28,9 +28,13 @@ struct CpuOps {
   }
   // C = alpha · op(A) · op(B) + beta · C (ops.h: GemmArgs)
   void gemm(const GemmArgs& g) { gemm_cpu(g); }
-  void rmsnorm(const float* x, const WeightView& w, float* out, int64_t T, int64_t D, float eps) { rmsnorm_cpu(x, w.f32(), out, T, D, eps); }
-  void layernorm(const float* x, const WeightView& w, const WeightView& b, float* out, int64_t T, int64_t D, float eps) {
-    layernorm_cpu(x, w.f32(), b.f32(), out, T, D, eps);
+  // rstd(T) / mean(T), when given: the per-row statistics backward needs
+  void rmsnorm(const float* x, const WeightView& w, float* out, int64_t T, int64_t D, float eps, float* rstd = nullptr) {
+    rmsnorm_cpu(x, w.f32(), out, T, D, eps, rstd);
+  }
+  void layernorm(const float* x, const WeightView& w, const WeightView& b, float* out, int64_t T, int64_t D, float eps,
+                 float* mean = nullptr, float* rstd = nullptr) {
+    layernorm_cpu(x, w.f32(), b.f32(), out, T, D, eps, mean, rstd);
   }
   void rope(float* x, int64_t T, int64_t heads, int64_t hd, int64_t pos0, float theta, RopeMode mode) {
     rope_cpu(x, T, heads, hd, pos0, theta, mode);
@@ -54,6 +58,10 @@ struct CpuOps {
   }
   void attention_full(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd) {
     attention_full_cpu(q, k, v, out, T, H, hd);
+  }
+  void attention_causal(const float* q, const float* k, const float* v, float* out, float* lse, int64_t T, int64_t H, int64_t KVH,
+                        int64_t hd) {
+    attention_causal_cpu(q, k, v, out, lse, T, H, KVH, hd);
   }
   // idx(k), val(k): the k largest of x(n)
   void topk(const float* x, int64_t n, int64_t k, int32_t* idx, float* val) { topk_cpu(x, n, k, idx, val); }

@@ -55,12 +55,13 @@ __device__ __forceinline__ void flash_tile(FlashRow& st, const float* qs, const 
 }
 
 // q (T, H, hd) f32; k, v rows of KV (n_kv rows, kv_stride apart); out (T, H, hd). Query t sees keys
-// [0, n_past + t] when causal, all n_kv otherwise. Grid: (ceil(T / kFlashQ), H).
+// [0, n_past + t] when causal, all n_kv otherwise. lse (H, T), when given: each query row's
+// log Σ exp(q·k / √hd) over the keys it sees (what backward needs). Grid: (ceil(T / kFlashQ), H).
 template <class KV>
 __global__ void __launch_bounds__(32 * kFlashWarps)
     flash_attention_kernel(const float* __restrict__ q, const KV* __restrict__ k, const KV* __restrict__ v,
                            float* __restrict__ out, int T, int H, int KVH, int hd, int n_kv, int kv_stride, int n_past,
-                           int causal) {
+                           int causal, float* __restrict__ lse) {
   __shared__ float Ks[kFlashK * (kMaxHd + 1)], Vs[kFlashK * (kMaxHd + 1)];
   __shared__ float Qs[kFlashQ][kMaxHd];
   __shared__ float Ps[kFlashWarps][32];
@@ -105,6 +106,7 @@ __global__ void __launch_bounds__(32 * kFlashWarps)
       const int d = lane + 32 * c;
       if (d < hd) o[d] = st[r].acc[c] / st[r].l;
     }
+    if (lse && lane == 0) lse[(int64_t)h * T + t0 + row] = st[r].m + logf(st[r].l);
   }
 }
 
@@ -185,11 +187,11 @@ __global__ void decode_combine_kernel(const float* __restrict__ partial, const f
 // Prefill / ViT attention. KV = float (k, v: (n_kv, KVH·hd) f32) or uint16_t (the f16 cache).
 template <class KV>
 void flash_attention_launch(const float* q, const KV* k, const KV* v, float* out, int T, int H, int KVH, int hd, int n_kv,
-                            int n_past, bool causal, medllava_stream_t s) {
+                            int n_past, bool causal, medllava_stream_t s, float* lse = nullptr) {
   if (T <= 0) return;
   auto kernel = flash_attention_kernel<KV>;
   const dim3 grid((unsigned)((T + kFlashQ - 1) / kFlashQ), (unsigned)H);
-  MEDLLAVA_LAUNCH(kernel, grid, dim3(32 * kFlashWarps), 0, s, q, k, v, out, T, H, KVH, hd, n_kv, KVH * hd, n_past, (int)causal);
+  MEDLLAVA_LAUNCH(kernel, grid, dim3(32 * kFlashWarps), 0, s, q, k, v, out, T, H, KVH, hd, n_kv, KVH * hd, n_past, (int)causal, lse);
 }
 
 // Decode attention over n_kv cached positions: `partial` holds H·splits·hd floats, `ml` H·splits·2.

@@ -1,5 +1,6 @@
 // The CUDA backend as the rest of the core sees it: plain C++, compiled in every build. With CUDA
 // compiled in, backend.cu implements it; otherwise backend_none.cc says why there is none.
+// defines: info, disable, matmul, run_op, load_llm, load_vision, bench_kernels.
 #pragma once
 #include <cstdint>
 #include <string>

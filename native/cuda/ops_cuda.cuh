@@ -36,11 +36,12 @@ struct CudaOps {
     dev.sync(st);  // the scratch is read until the launches finish
     dev.release(scratch);
   }
-  void rmsnorm(const float* x, const WeightView& w, float* out, int64_t T, int64_t D, float eps) {
-    rmsnorm_launch(x, w.f32(), out, (int)T, (int)D, eps, st);
+  void rmsnorm(const float* x, const WeightView& w, float* out, int64_t T, int64_t D, float eps, float* rstd = nullptr) {
+    rmsnorm_launch(x, w.f32(), out, (int)T, (int)D, eps, st, rstd);
   }
-  void layernorm(const float* x, const WeightView& w, const WeightView& b, float* out, int64_t T, int64_t D, float eps) {
-    layernorm_launch(x, w.f32(), b.f32(), out, (int)T, (int)D, eps, st);
+  void layernorm(const float* x, const WeightView& w, const WeightView& b, float* out, int64_t T, int64_t D, float eps,
+                 float* mean = nullptr, float* rstd = nullptr) {
+    layernorm_launch(x, w.f32(), b.f32(), out, (int)T, (int)D, eps, st, mean, rstd);
   }
   void rope(float* x, int64_t T, int64_t heads, int64_t hd, int64_t pos0, float theta, RopeMode mode) {
     rope_launch(x, (int)T, (int)heads, (int)hd, (int)pos0, theta, mode == RopeMode::Adjacent, st);
@@ -89,6 +90,12 @@ struct CudaOps {
   void attention_full(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd) {
     check_hd(hd);
     flash_attention_launch<float>(q, k, v, out, (int)T, (int)H, (int)H, (int)hd, (int)T, 0, false, st);
+  }
+  // one sequence's causal attention over its own f32 K, V, with each query row's log-sum-exp
+  void attention_causal(const float* q, const float* k, const float* v, float* out, float* lse, int64_t T, int64_t H, int64_t KVH,
+                        int64_t hd) {
+    check_hd(hd);
+    flash_attention_launch<float>(q, k, v, out, (int)T, (int)H, (int)KVH, (int)hd, (int)T, 0, true, st, lse);
   }
   // idx(k), val(k): the k largest of x(n), on the device
   void topk(const float* x, int64_t n, int64_t k, int32_t* idx, float* val) { topk_launch(x, (int)n, (int)k, idx, val, st); }

@@ -1,7 +1,8 @@
 // The LLaMA / Mistral graph, written once: the layer order of the language model over an op set
 // `Ops` — CpuOps (native/cpu/ops_cpu.h), CudaOps on a real device or on the SIMT-emulated one
 // (native/cuda/ops_cuda.cuh) — which share names and signatures. defines: LlmConfig, LlmIds,
-// LlmScratch, KvView, llm_linear, llm_blocks, llm_head.
+// LlmScratch, KvView, llm_linear, LlmLayerIO, llm_layer (one decoder layer: the layer order),
+// llm_embed, llm_blocks (inference), LlmActivations (the activation table), llm_forward_train, llm_head.
 //
 // Parameters are read through their ids in the model's ParamTable (native/model/params.h), as
 // WeightViews the caller resolved for its backend: host pointers for the CPU, device copies for CUDA.
@@ -78,42 +79,183 @@ void llm_linear(Ops& ops, const std::vector<WeightView>& W, const LlmIds& ids, c
   ops.residual(out, s.lora_out, nullptr, ids.lora_scale, T * w.rows, w.rows);
 }
 
-// Embeds `tokens` (host; a token < 0 takes its row from `embeddings` (T, hidden), host) and runs every
-// layer, appending K and V at kv.n_past. Leaves the residual stream in s.x. Tokens are valid here
-// (the caller checked them).
+// Where one layer reads and writes. Inference passes one set for every layer, in place (x_in =
+// x_mid = x_out, h1 = h2, gu = g, no statistics); a training forward passes the layer's own saved
+// buffers (LlmActivations), so that backward finds what it needs.
+struct LlmLayerIO {
+  const float* x_in = nullptr;  // (N, hidden) the layer's input
+  float* x_mid = nullptr;       // (N, hidden) after the attention residual
+  float* x_out = nullptr;       // (N, hidden) after the MLP residual
+  float *h1 = nullptr, *h2 = nullptr;      // (N, hidden) the RMSNorm outputs
+  float *rstd1 = nullptr, *rstd2 = nullptr;  // (N) their 1/rms (null: not kept)
+  float *q = nullptr, *k = nullptr, *v = nullptr, *att = nullptr;  // (N, ·) q, k, v after RoPE; attention output
+  float *g = nullptr, *u = nullptr, *gu = nullptr;  // (N, ffn) gate (SiLU's pre-activation), up, silu(g)·u
+  float* o = nullptr;           // (N, hidden) scratch: the o / down projections before their residual
+};
+
+// One decoder layer over N rows; `attend(q, k, v, att)` does RoPE, caching and attention (the only
+// part inference and training do differently).
+template <class Ops, class Attend>
+void llm_layer(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vector<WeightView>& W, const LlmIds::Layer& L, int64_t N,
+               const LlmLayerIO& io, LlmScratch& s, Attend&& attend) {
+  const int64_t D = c.hidden;
+  ops.rmsnorm(io.x_in, W[(size_t)L.attn_norm], io.h1, N, D, c.rms_eps, io.rstd1);
+  llm_linear(ops, W, ids, L.wq, io.h1, N, io.q, s);
+  llm_linear(ops, W, ids, L.wk, io.h1, N, io.k, s);
+  llm_linear(ops, W, ids, L.wv, io.h1, N, io.v, s);
+  attend(io.q, io.k, io.v, io.att);
+  llm_linear(ops, W, ids, L.wo, io.att, N, io.o, s);
+  if (io.x_mid != io.x_in) ops.copy(io.x_mid, io.x_in, N * D);
+  ops.residual(io.x_mid, io.o, nullptr, 1.0f, N * D, D);
+  // SwiGLU MLP
+  ops.rmsnorm(io.x_mid, W[(size_t)L.ffn_norm], io.h2, N, D, c.rms_eps, io.rstd2);
+  llm_linear(ops, W, ids, L.w_gate, io.h2, N, io.g, s);
+  llm_linear(ops, W, ids, L.w_up, io.h2, N, io.u, s);
+  ops.silu_mul(io.g, io.u, io.gu, N * c.ffn);
+  llm_linear(ops, W, ids, L.w_down, io.gu, N, io.o, s);
+  if (io.x_out != io.x_mid) ops.copy(io.x_out, io.x_mid, N * D);
+  ops.residual(io.x_out, io.o, nullptr, 1.0f, N * D, D);
+}
+
+// Embeds `tokens` (host) into x (N, hidden): a token < 0 takes its row from `embeddings` (N, hidden,
+// host). Tokens are valid here (the caller checked them).
+template <class Ops>
+void llm_embed(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vector<WeightView>& W, const int32_t* tokens,
+               const float* embeddings, int64_t N, float* x) {
+  std::vector<int32_t> rows((size_t)N);
+  for (int64_t t = 0; t < N; ++t) rows[(size_t)t] = tokens[t] < 0 ? 0 : tokens[t];
+  ops.embed(W[(size_t)ids.embed], rows.data(), x, N);
+  if (embeddings) ops.rows_from_host(x, embeddings, tokens, N, c.hidden);  // spliced image features
+}
+
+// Inference: embeds `tokens` and runs every layer, appending K and V at kv.n_past. Leaves the
+// residual stream in s.x.
 template <class Ops>
 void llm_blocks(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vector<WeightView>& W, const int32_t* tokens,
                 const float* embeddings, int64_t T, LlmScratch& s, const KvView& kv) {
-  const int64_t D = c.hidden, hd = D / c.heads, kvd = c.kv_heads * hd;
-  std::vector<int32_t> rows((size_t)T);
-  for (int64_t t = 0; t < T; ++t) rows[(size_t)t] = tokens[t] < 0 ? 0 : tokens[t];
-  ops.embed(W[(size_t)ids.embed], rows.data(), s.x, T);
-  if (embeddings) ops.rows_from_host(s.x, embeddings, tokens, T, D);  // spliced image features
+  const int64_t hd = c.hidden / c.heads, kvd = c.kv_heads * hd;
+  llm_embed(ops, c, ids, W, tokens, embeddings, T, s.x);
+  LlmLayerIO io;
+  io.x_in = io.x_mid = io.x_out = s.x;
+  io.h1 = io.h2 = s.h;
+  io.q = s.q, io.k = s.k, io.v = s.v, io.att = s.att, io.o = s.o;
+  io.g = io.gu = s.g, io.u = s.u;  // SiLU·mul in place
   const size_t layer_stride = (size_t)(kv.capacity * kvd);
   for (int64_t l = 0; l < c.layers; ++l) {
-    const LlmIds::Layer& L = ids.layers[(size_t)l];
     uint16_t* kc = kv.k + (size_t)l * layer_stride;
     uint16_t* vc = kv.v + (size_t)l * layer_stride;
-    // attention
-    ops.rmsnorm(s.x, W[(size_t)L.attn_norm], s.h, T, D, c.rms_eps);
-    llm_linear(ops, W, ids, L.wq, s.h, T, s.q, s);
-    llm_linear(ops, W, ids, L.wk, s.h, T, s.k, s);
-    llm_linear(ops, W, ids, L.wv, s.h, T, s.v, s);
-    ops.rope(s.q, T, c.heads, hd, kv.n_past, c.rope_theta, c.rope_mode);
-    ops.rope(s.k, T, c.kv_heads, hd, kv.n_past, c.rope_theta, c.rope_mode);
-    ops.kv_append(s.k, kc, kv.n_past, T, kvd);
-    ops.kv_append(s.v, vc, kv.n_past, T, kvd);
-    ops.attention_cached(s.q, kc, vc, s.att, T, kv.n_past, c.heads, c.kv_heads, hd);
-    llm_linear(ops, W, ids, L.wo, s.att, T, s.o, s);
-    ops.residual(s.x, s.o, nullptr, 1.0f, T * D, D);
-    // SwiGLU MLP
-    ops.rmsnorm(s.x, W[(size_t)L.ffn_norm], s.h, T, D, c.rms_eps);
-    llm_linear(ops, W, ids, L.w_gate, s.h, T, s.g, s);
-    llm_linear(ops, W, ids, L.w_up, s.h, T, s.u, s);
-    ops.silu_mul(s.g, s.u, s.g, T * c.ffn);
-    llm_linear(ops, W, ids, L.w_down, s.g, T, s.o, s);
-    ops.residual(s.x, s.o, nullptr, 1.0f, T * D, D);
+    llm_layer(ops, c, ids, W, ids.layers[(size_t)l], T, io, s, [&](float* q, float* k, float* v, float* att) {
+      ops.rope(q, T, c.heads, hd, kv.n_past, c.rope_theta, c.rope_mode);
+      ops.rope(k, T, c.kv_heads, hd, kv.n_past, c.rope_theta, c.rope_mode);
+      ops.kv_append(k, kc, kv.n_past, T, kvd);
+      ops.kv_append(v, vc, kv.n_past, T, kvd);
+      ops.attention_cached(q, kc, vc, att, T, kv.n_past, c.heads, c.kv_heads, hd);
+    });
   }
+}
+
+// ---- training forward -----------------------------------------------------------------------------
+// The activation table of a training forward over B sequences of T positions (N = B·T rows; padded
+// sequences are causal within themselves, their padding masked by the labels), sized up front from
+// (B, T, layers). Per layer it keeps what backward needs: the layer input, both RMSNorm statistics,
+// q / k / v after RoPE, the attention output and its log-sum-exp, the MLP's gate and up (SiLU's
+// pre-activations) and silu(g)·u. A layer marked `recompute` (activation checkpointing) keeps only
+// its input; its other buffers alias one shared set, which backward refills by running the layer
+// again. The residual stream after the last layer, the final norm and the logits close the table.
+struct LlmActivations {
+  struct Layer {
+    LlmLayerIO io;     // x_in is the layer's saved input; x_mid, …, gu: its saved activations
+    float* lse = nullptr;  // (B, heads, T)
+    bool recompute = false;
+  };
+  int64_t B = 0, T = 0;
+  std::vector<Layer> layers;
+  float *x_final = nullptr, *rstd_final = nullptr, *h_final = nullptr;  // (N, hidden), (N), (N, hidden)
+  float* logits = nullptr;  // (N, vocab)
+  LlmScratch s;             // LoRA scratch (its other buffers unused)
+
+  // floats of the table for this shape; recompute[l] marks the checkpointed layers (empty: none)
+  static int64_t floats(const LlmConfig& c, const LlmIds& ids, int64_t B, int64_t T, const std::vector<bool>& recompute) {
+    const int64_t N = B * T, kept = per_layer(c, B, T);
+    int64_t n = 0, shared = 0;
+    for (int64_t l = 0; l < c.layers; ++l) {
+      n += N * c.hidden;  // the input, always
+      if (is_recompute(recompute, l)) shared = kept; else n += kept;
+    }
+    return n + shared + N * (2 * c.hidden + 1 + c.vocab) + N * c.hidden + N * (ids.lora_rank + ids.lora_out);
+  }
+  void carve(float* p, const LlmConfig& c, const LlmIds& ids, int64_t B_, int64_t T_, const std::vector<bool>& recompute) {
+    B = B_, T = T_;
+    const int64_t N = B * T, D = c.hidden, kvd = c.kv_heads * (D / c.heads);
+    auto take = [&](int64_t n) { float* r = p; p += n; return r; };
+    auto fill = [&](Layer& y) {  // every saved buffer but the input
+      LlmLayerIO& io = y.io;
+      io.x_mid = take(N * D), io.h1 = take(N * D), io.h2 = take(N * D), io.rstd1 = take(N), io.rstd2 = take(N);
+      io.q = take(N * D), io.k = take(N * kvd), io.v = take(N * kvd), io.att = take(N * D);
+      io.g = take(N * c.ffn), io.u = take(N * c.ffn), io.gu = take(N * c.ffn);
+      y.lse = take(B * c.heads * T);
+    };
+    layers.assign((size_t)c.layers, Layer{});
+    Layer shared;
+    bool have_shared = false;
+    for (int64_t l = 0; l < c.layers; ++l) {
+      Layer& y = layers[(size_t)l];
+      y.io.x_in = take(N * D);
+      y.recompute = is_recompute(recompute, l);
+      if (!y.recompute) {
+        const float* x_in = y.io.x_in;
+        fill(y);
+        y.io.x_in = x_in;
+      }
+    }
+    for (int64_t l = 0; l < c.layers; ++l) {
+      Layer& y = layers[(size_t)l];
+      if (!y.recompute) continue;
+      if (!have_shared) fill(shared), have_shared = true;
+      const float* x_in = y.io.x_in;
+      y.io = shared.io;
+      y.io.x_in = x_in;
+      y.lse = shared.lse;
+    }
+    x_final = take(N * D), rstd_final = take(N), h_final = take(N * D), logits = take(N * c.vocab);
+    float* o = take(N * D);  // the o / down projections before their residual: scratch, not kept
+    s.lora = take(N * ids.lora_rank), s.lora_out = take(N * ids.lora_out);
+    for (Layer& y : layers) y.io.o = o;
+    // each layer writes its output into the next one's input; the last into x_final
+    for (int64_t l = 0; l < c.layers; ++l)
+      layers[(size_t)l].io.x_out = l + 1 < c.layers ? const_cast<float*>(layers[(size_t)l + 1].io.x_in) : x_final;
+  }
+
+ private:
+  // what a kept layer stores besides its input
+  static int64_t per_layer(const LlmConfig& c, int64_t B, int64_t T) {
+    const int64_t N = B * T, D = c.hidden, kvd = c.kv_heads * (D / c.heads);
+    return N * (3 * D + 2 + D + 2 * kvd + D + 3 * c.ffn) + B * c.heads * T;
+  }
+  static bool is_recompute(const std::vector<bool>& r, int64_t l) { return (size_t)l < r.size() && r[(size_t)l]; }
+};
+
+// The training forward: B sequences of T tokens (host, (B, T); a token < 0 takes its row of
+// `embeddings` (B·T, hidden), host) through the same layer code as inference, each sequence causal
+// over its own positions 0 … T−1 with f32 K and V, filling the activation table and its logits.
+template <class Ops>
+void llm_forward_train(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vector<WeightView>& W, const int32_t* tokens,
+                       const float* embeddings, LlmActivations& A) {
+  const int64_t B = A.B, T = A.T, N = B * T, D = c.hidden, hd = D / c.heads, kvd = c.kv_heads * hd;
+  llm_embed(ops, c, ids, W, tokens, embeddings, N, const_cast<float*>(A.layers[0].io.x_in));
+  for (int64_t l = 0; l < c.layers; ++l) {
+    LlmActivations::Layer& y = A.layers[(size_t)l];
+    llm_layer(ops, c, ids, W, ids.layers[(size_t)l], N, y.io, A.s, [&](float* q, float* k, float* v, float* att) {
+      for (int64_t b = 0; b < B; ++b) {  // each sequence on its own: positions from 0, causal within it
+        float *qb = q + b * T * D, *kb = k + b * T * kvd;
+        ops.rope(qb, T, c.heads, hd, 0, c.rope_theta, c.rope_mode);
+        ops.rope(kb, T, c.kv_heads, hd, 0, c.rope_theta, c.rope_mode);
+        ops.attention_causal(qb, kb, v + b * T * kvd, att + b * T * D, y.lse + b * c.heads * T, T, c.heads, c.kv_heads, hd);
+      }
+    });
+  }
+  ops.rmsnorm(A.x_final, W[(size_t)ids.norm], A.h_final, N, D, c.rms_eps, A.rstd_final);
+  llm_linear(ops, W, ids, ids.lm_head, A.h_final, N, A.logits, A.s);
 }
 
 // logits(rows, vocab) of the residual stream's rows [first, first + rows) after llm_blocks

@@ -1,4 +1,7 @@
 // The addon's module: free functions and classes, exactly as lib/native.ts declares them.
+// defines: the module init — NativeLlm / NativeLlmContext (llm_wrap.cc), NativeVision (vision_wrap.cc),
+// NativeLinear (linear_wrap.cc), the file formats (formats.cc), cpuOp / cudaOp / opList / sampleLogits
+// (ops_wrap.cc), getBackendInfo and the dispatch / thread / CUDA switches (here).
 #include <napi.h>
 
 #include <cstdlib>

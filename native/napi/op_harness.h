@@ -135,6 +135,21 @@ inline JsOp parse_op(Napi::Env env, const std::string& name, const Napi::Object&
       if (c.op == OpId::layernorm) c.bufs.push_back(in<float>(o, "b", napi_float32_array, D));
       c.bufs.push_back(out(r));
       j.result = r;
+      if (o.Get("stats").ToBoolean()) {  // the per-row statistics too: { out, rstd } (layernorm: + mean)
+        Napi::Float32Array rstd = poisoned_f32(env, T), mean = poisoned_f32(env, T);
+        Napi::Object res = Napi::Object::New(env);
+        res.Set("out", r);
+        res.Set("rstd", rstd);
+        if (c.op == OpId::layernorm) {
+          c.bufs.push_back(out(mean));
+          res.Set("mean", mean);
+        }
+        c.bufs.push_back(out(rstd));
+        j.result = res;
+      } else {
+        c.bufs.push_back(OpBuf{nullptr, 0, false, false});
+        if (c.op == OpId::layernorm) c.bufs.push_back(OpBuf{nullptr, 0, false, false});
+      }
       break;
     }
     case OpId::rope: {
@@ -187,6 +202,19 @@ inline JsOp parse_op(Napi::Env env, const std::string& name, const Napi::Object&
       c.bufs = {in<float>(o, "q", napi_float32_array, n), in<float>(o, "k", napi_float32_array, n), in<float>(o, "v", napi_float32_array, n),
                 out(r)};
       j.result = r;
+      break;
+    }
+    case OpId::attention_causal: {
+      const int64_t T = arg_int(o, "T", 1, kMax), H = arg_int(o, "H", 1, 4096), KVH = arg_int(o, "KVH", 1, 4096), hd = arg_int(o, "hd", 1, 4096);
+      if (H % KVH) throw_js(env, ErrorCode::Argument, "H must be a multiple of KVH");
+      i[0] = T, i[1] = H, i[2] = KVH, i[3] = hd;
+      Napi::Float32Array r = poisoned_f32(env, T * H * hd), lse = poisoned_f32(env, H * T);
+      c.bufs = {in<float>(o, "q", napi_float32_array, T * H * hd), in<float>(o, "k", napi_float32_array, T * KVH * hd),
+                in<float>(o, "v", napi_float32_array, T * KVH * hd), out(r), out(lse)};
+      Napi::Object res = Napi::Object::New(env);
+      res.Set("out", r);
+      res.Set("lse", lse);
+      j.result = res;
       break;
     }
     case OpId::residual: {

@@ -37,13 +37,14 @@ struct OpCall {
 //  op                bufs                               i                          f            other
 //  matmul            a, w, bias?, out                   M, N, K                                 type = w's, code = Activation
 //  gemm              a, b, c (in/out)                   M, N, K, lda, ldb, ldc     alpha, beta  type = b's, flag = trans_a, trans_b
-//  rmsnorm           x, w, out                          T, D                       eps
-//  layernorm         x, w, b, out                       T, D                       eps
+//  rmsnorm           x, w, out, rstd?                   T, D                       eps
+//  layernorm         x, w, b, out, mean?, rstd?         T, D                       eps
 //  rope              x (in/out)                         T, heads, hd, pos0         theta        code = RopeMode
 //  silu_mul          gate, up, out                      n
 //  activation        x, out                             n                                       code = Activation
 //  attention_cached  q, k cache, v cache, out           T, n_past, H, KVH, hd
 //  attention_full    q, k, v, out                       T, H, hd
+//  attention_causal  q, k, v, out, lse                  T, H, KVH, hd
 //  residual          h (in/out), a, gamma?              n, D                       scale
 //  embed             table, ids (read on the host), out T, D                                    type = table's
 //  kv_append         src, cache (in/out)                pos, T, width
@@ -90,8 +91,8 @@ void exec_op(Ops& ops, const OpCall& c, void* const* ptr) {
       ops.gemm(g);
       break;
     }
-    case OpId::rmsnorm: ops.rmsnorm(f(0), vec(1, i[1]), f(2), i[0], i[1], (float)c.f[0]); break;
-    case OpId::layernorm: ops.layernorm(f(0), vec(1, i[1]), vec(2, i[1]), f(3), i[0], i[1], (float)c.f[0]); break;
+    case OpId::rmsnorm: ops.rmsnorm(f(0), vec(1, i[1]), f(2), i[0], i[1], (float)c.f[0], f(3)); break;
+    case OpId::layernorm: ops.layernorm(f(0), vec(1, i[1]), vec(2, i[1]), f(3), i[0], i[1], (float)c.f[0], f(4), f(5)); break;
     case OpId::rope: ops.rope(f(0), i[0], i[1], i[2], i[3], (float)c.f[0], (RopeMode)c.code); break;
     case OpId::silu_mul: ops.silu_mul(f(0), f(1), f(2), i[0]); break;
     case OpId::activation: ops.activation(f(0), f(1), i[0], (Activation)c.code); break;
@@ -100,6 +101,7 @@ void exec_op(Ops& ops, const OpCall& c, void* const* ptr) {
                            i[4]);
       break;
     case OpId::attention_full: ops.attention_full(f(0), f(1), f(2), f(3), i[0], i[1], i[2]); break;
+    case OpId::attention_causal: ops.attention_causal(f(0), f(1), f(2), f(3), f(4), i[0], i[1], i[2], i[3]); break;
     case OpId::residual: ops.residual(f(0), f(1), f(2), (float)c.f[0], i[0], i[1]); break;
     case OpId::embed: {
       WeightView t;

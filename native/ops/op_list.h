@@ -16,6 +16,7 @@
   X(activation, "activation", "activation")             \
   X(attention_cached, "attentionCached", "attention")   \
   X(attention_full, "attentionFull", "attention")       \
+  X(attention_causal, "attentionCausal", "attention")   \
   X(residual, "residual", "elements")                   \
   X(embed, "embed", "elements")                         \
   X(kv_append, "kvAppend", "elements")                  \

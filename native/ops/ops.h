@@ -3,6 +3,8 @@
 // native/cuda/S.cuh, and its entry in native/ops/op_list.h, through which the one test harness
 // (native/napi/op_harness.h) runs it on every backend. The graphs call ops through CpuOps
 // (native/cpu/ops_cpu.h) and CudaOps (native/cuda/ops_cuda.cuh), which have the same methods.
+// defines: MatmulArgs, GemmArgs, RopeMode, SampleOptions, SampleResult and every <op>_cpu, by stem:
+// matmul (+ gemm, repack), norm, rope, activation, attention, elements, topk, the roofline, sampling.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -69,10 +71,13 @@ void matmul_cpu_scalar(const MatmulArgs& args);
 
 // ---- norm: native/cpu/norm.cc, native/cuda/norm.cuh ----------------------------------------------
 // out(T, D) = x(T, D) / sqrt(mean(x²) + eps) · w(D)     (LLaMA's RMSNorm; out may alias x)
-void rmsnorm_cpu(const float* x, const float* w, float* out, int64_t T, int64_t D, float eps);
+//   rstd(T), when given, keeps 1 / sqrt(mean(x²) + eps) per row (what backward needs)
+void rmsnorm_cpu(const float* x, const float* w, float* out, int64_t T, int64_t D, float eps, float* rstd = nullptr);
 
 // out(T, D) = (x − mean) / sqrt(var + eps) · w + b   (LayerNorm; out may alias x)
-void layernorm_cpu(const float* x, const float* w, const float* b, float* out, int64_t T, int64_t D, float eps);
+//   mean(T), rstd(T), when given, keep each row's mean and 1 / sqrt(var + eps)
+void layernorm_cpu(const float* x, const float* w, const float* b, float* out, int64_t T, int64_t D, float eps, float* mean = nullptr,
+                   float* rstd = nullptr);
 
 // ---- rope: native/cpu/rope.cc, native/cuda/rope.cuh -----------------------------------------------
 enum class RopeMode {
@@ -98,6 +103,12 @@ void attention_cached_cpu(const float* q, const uint16_t* k_cache, const uint16_
 // The plain scalar twin (the fallback, and the reference the fast one is tested against).
 void attention_cached_scalar(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, float* out, int64_t T,
                              int64_t n_past, int64_t H, int64_t KVH, int64_t hd);
+
+// One sequence's causal attention over its own f32 keys and values (a training forward: no cache).
+//   q(T, H, hd), k, v (T, KVH, hd), out(T, H, hd); query t sees keys 0 … t; query head h reads KV head
+//   h / (H / KVH). lse(H, T), when given: log Σ_{s ≤ t} exp(q_t·k_s / √hd), what backward needs.
+void attention_causal_cpu(const float* q, const float* k, const float* v, float* out, float* lse, int64_t T, int64_t H, int64_t KVH,
+                          int64_t hd);
 
 // Full (non-causal) attention, as a ViT's: q, k, v (T, H, hd) → out (T, H, hd).
 void attention_full_cpu(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd);

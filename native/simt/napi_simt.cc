@@ -13,6 +13,7 @@
 
 #include "../../test/native/simt_selftest.cuh"
 #include "../core/dtype.h"
+#include "../cpu/ops_cpu.h"
 #include "../cuda/matmul.cuh"  // defines: matmul_tiled_kernel, matmul_wmma_kernel, matmul_launch
 #include "../cuda/bench.cuh"        // defines: peak_fma_kernel, peak_wmma_kernel
 #include "../cuda/llm_device.cuh"   // defines: DeviceMemory, LlmDevice
@@ -408,6 +409,87 @@ Napi::Value EmulatedLlm(const Napi::CallbackInfo& info) {
   return outs;
 }
 
+// trainForward(config, tensors, tokens: Int32Array (B·T), B, T, { device: 'cpu' | 'emulated', recompute?: boolean[],
+//   embeddings? }) -> { logits (B·T, vocab), layers: [{ rstd1, rstd2, lse, q, k }] (empty for recomputed layers'
+//   shared buffers: null), floats }: the training forward (llm_forward_train) over the activation table, on
+//   CpuOps or on CudaOps over the emulated device, from the same weights NativeLlm.load maps.
+Napi::Value TrainForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5 || !info[0].IsObject() || !info[1].IsObject())
+    throw_js(env, ErrorCode::Argument, "trainForward(config, tensors, tokens, B, T, options)");
+  LlmConfig cfg;
+  LlmTensorNames names;
+  parse_llm_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
+  const int64_t B = get_int(env, info[3], "B", 1, 4096), T = get_int(env, info[4], "T", 1, 1 << 20), N = B * T;
+  const Napi::Object o = info.Length() > 5 && info[5].IsObject() ? info[5].As<Napi::Object>() : Napi::Object::New(env);
+  Napi::Object holder = Napi::Object::New(env);
+  holder.Set("tokens", info[2]);
+  const int32_t* tokens = arg_array<int32_t>(holder, "tokens", napi_int32_array, N);
+  const float* emb = o.Has("embeddings") ? arg_array<float>(o, "embeddings", napi_float32_array, N * cfg.hidden, true) : nullptr;
+  const std::string device = o.Has("device") ? arg_string(o, "device") : "cpu";
+  if (device != "cpu" && device != "emulated") throw_js(env, ErrorCode::Argument, "device must be 'cpu' or 'emulated'");
+  std::vector<bool> recompute;
+  if (o.Get("recompute").IsArray()) {
+    Napi::Array r = o.Get("recompute").As<Napi::Array>();
+    for (uint32_t i = 0; i < r.Length(); ++i) recompute.push_back(r.Get(i).ToBoolean());
+  }
+  for (int64_t t = 0; t < N; ++t)
+    if (tokens[t] >= cfg.vocab || (tokens[t] < 0 && !emb)) throw_js(env, ErrorCode::Argument, "a token is outside the vocabulary or needs embeddings");
+  Llm llm(cfg, names);
+  const int64_t floats = LlmActivations::floats(cfg, llm.ids(), B, T, recompute);
+  LlmActivations A;
+  std::vector<float> host;
+  EmuDevice dev((size_t)1 << 40);
+  std::unique_ptr<cuda::DeviceParams> dp;
+  float* table = nullptr;
+  if (device == "cpu") {
+    host.assign((size_t)floats, NAN);
+    table = host.data();
+  } else {
+    table = static_cast<float*>(dev.alloc((size_t)floats * 4));
+  }
+  A.carve(table, cfg, llm.ids(), B, T, recompute);
+  std::vector<int32_t> ids((size_t)N);
+  if (device == "cpu") {
+    CpuOps ops;
+    llm_forward_train(ops, cfg, llm.ids(), llm.params().views(), tokens, emb, A);
+  } else {
+    dp = std::make_unique<cuda::DeviceParams>(llm.params(), dev);
+    dp->upload_all();
+    cuda::CudaOps ops{dev, nullptr, ids.data(), nullptr, nullptr};
+    llm_forward_train(ops, cfg, llm.ids(), dp->views(), tokens, emb, A);
+  }
+  auto copy = [&](const float* p, int64_t n) {
+    Napi::Float32Array a = Napi::Float32Array::New(env, (size_t)n);
+    std::memcpy(a.Data(), p, (size_t)n * 4);
+    return a;
+  };
+  const int64_t D = cfg.hidden, kvd = cfg.kv_heads * (D / cfg.heads);
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("logits", copy(A.logits, N * cfg.vocab));
+  Napi::Array layers = Napi::Array::New(env);
+  for (size_t l = 0; l < A.layers.size(); ++l) {
+    const LlmActivations::Layer& y = A.layers[l];
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("recompute", y.recompute);
+    e.Set("x", copy(y.io.x_in, N * D));
+    if (!y.recompute) {
+      e.Set("rstd1", copy(y.io.rstd1, N));
+      e.Set("rstd2", copy(y.io.rstd2, N));
+      e.Set("lse", copy(y.lse, B * cfg.heads * T));
+      e.Set("q", copy(y.io.q, N * D));
+      e.Set("k", copy(y.io.k, N * kvd));
+      e.Set("g", copy(y.io.g, N * cfg.ffn));
+    }
+    layers.Set((uint32_t)l, e);
+  }
+  r.Set("layers", layers);
+  r.Set("rstdFinal", copy(A.rstd_final, N));
+  r.Set("floats", Napi::Number::New(env, (double)floats));
+  if (table && device != "cpu") dev.release(table);
+  return r;
+}
+
 // setOptions({ blockOrder: 'forward' | 'reverse' | 'shuffle', seed, reverseThreads, poisonShared })
 Napi::Value SetOptions(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -463,6 +545,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("emulatedGreedy", Napi::Function::New<guarded<EmulatedGreedy>>(env, "emulatedGreedy"));
   exports.Set("emulatedVision", Napi::Function::New<guarded<EmulatedVision>>(env, "emulatedVision"));
   exports.Set("emulatedVisionEdited", Napi::Function::New<guarded<EmulatedVisionEdited>>(env, "emulatedVisionEdited"));
+  exports.Set("trainForward", Napi::Function::New<guarded<TrainForward>>(env, "trainForward"));
   exports.Set("emulatedLlm", Napi::Function::New<guarded<EmulatedLlm>>(env, "emulatedLlm"));
   exports.Set("setOptions", Napi::Function::New<guarded<SetOptions>>(env, "setOptions"));
   exports.Set("stats", Napi::Function::New<guarded<Stats>>(env, "stats"));

@@ -133,6 +133,33 @@ function cases(): Record<string, Case[]> {
     const x = randomNormal(T * D, s++).map((v) => v + 3), w = randomNormal(D, s++), b = randomNormal(D, s++);
     return { what: `layernorm ${T}×${D}`, args: { x, w, b, T, D, eps: 1e-6 }, want: layernormRef(x, w, b, T, D, 1e-6), tol: 1e-6 };
   });
+  // the statistics backward needs, as a second output
+  out.rmsnorm.push(...([[4, 96]] as const).map(([T, D]) => {
+    const x = randomNormal(T * D, s++), w = randomNormal(D, s++);
+    const rstd = Float64Array.from({ length: T }, (_, t) => {
+      let ss = 0;
+      for (let d = 0; d < D; d++) ss += x[t * D + d]! ** 2;
+      return 1 / Math.sqrt(ss / D + 1e-5);
+    });
+    return { what: `rmsnorm ${T}×${D}: rstd`, args: { x, w, T, D, eps: 1e-5, stats: true }, want: rstd, tol: 1e-6,
+      get: (r: unknown) => (r as { rstd: Float32Array }).rstd };
+  }));
+  out.layernorm.push(...([[4, 96]] as const).map(([T, D]) => {
+    const x = randomNormal(T * D, s++).map((v) => v + 2), w = randomNormal(D, s++), b = randomNormal(D, s++);
+    const stats = Array.from({ length: T }, (_, t) => {
+      let m = 0, v = 0;
+      for (let d = 0; d < D; d++) m += x[t * D + d]!;
+      m /= D;
+      for (let d = 0; d < D; d++) v += (x[t * D + d]! - m) ** 2;
+      return [m, 1 / Math.sqrt(v / D + 1e-6)] as const;
+    });
+    return { what: `layernorm ${T}×${D}: mean and rstd`, args: { x, w, b, T, D, eps: 1e-6, stats: true },
+      want: stats.flatMap(([m, r]) => [m, r]), tol: 1e-6,
+      get: (r: unknown) => {
+        const { mean, rstd } = r as { mean: Float32Array; rstd: Float32Array };
+        return Array.from(mean).flatMap((m, t) => [m, rstd[t]!]);
+      } };
+  }));
   out.rope = ([[1, 2, 64, 0, 'half'], [7, 3, 80, 1000, 'adjacent'], [2, 4, 128, 4090, 'half']] as const).map(([T, H, hd, pos0, mode]) => {
     const x = randomNormal(T * H * hd, s++);
     return { what: `rope ${mode} ${T}×${H}×${hd} @${pos0}`, args: { x, T, heads: H, hd, pos0, theta: 10000, mode },
@@ -153,6 +180,34 @@ function cases(): Record<string, Case[]> {
   out.attentionFull = ([[1, 1, 64], [37, 2, 64], [50, 1, 80]] as const).map(([T, H, hd]) => {
     const q = randomNormal(T * H * hd, s++), k = randomNormal(T * H * hd, s++), v = randomNormal(T * H * hd, s++);
     return { what: `attentionFull ${T} × ${H}×${hd}`, args: { q, k, v, T, H, hd }, want: attentionFullRef(q, k, v, T, H, hd), tol: 1e-5 };
+  });
+  // one sequence causal over its own f32 K, V: the output and each row's log-sum-exp
+  out.attentionCausal = ([[1, 2, 1, 64], [9, 4, 2, 32], [40, 2, 2, 128]] as const).flatMap(([T, H, KVH, hd]) => {
+    const q = randomNormal(T * H * hd, s++), k = randomNormal(T * KVH * hd, s++), v = randomNormal(T * KVH * hd, s++);
+    const o = new Float64Array(T * H * hd), lse = new Float64Array(H * T);
+    for (let h = 0; h < H; h++) {
+      const kvh = Math.floor(h / (H / KVH));
+      for (let t = 0; t < T; t++) {
+        const sc: number[] = [];
+        for (let u = 0; u <= t; u++) {
+          let dot = 0;
+          for (let d = 0; d < hd; d++) dot += q[(t * H + h) * hd + d]! * k[(u * KVH + kvh) * hd + d]!;
+          sc.push(dot / Math.sqrt(hd));
+        }
+        const m = Math.max(...sc), p = sc.map((x) => Math.exp(x - m)), z = p.reduce((a, x) => a + x, 0);
+        lse[h * T + t] = m + Math.log(z);
+        for (let d = 0; d < hd; d++) {
+          let acc = 0;
+          for (let u = 0; u <= t; u++) acc += p[u]! * v[(u * KVH + kvh) * hd + d]!;
+          o[(t * H + h) * hd + d] = acc / z;
+        }
+      }
+    }
+    const args = { q, k, v, T, H, KVH, hd };
+    return [
+      { what: `attentionCausal ${T} × ${H}/${KVH} heads × ${hd}: out`, args, want: o, tol: 1e-5, get: (r: unknown) => (r as { out: Float32Array }).out },
+      { what: `attentionCausal ${T} × ${H}/${KVH} heads × ${hd}: lse`, args, want: lse, tol: 1e-6, get: (r: unknown) => (r as { lse: Float32Array }).lse },
+    ];
   });
   out.residual = ([[3, 16, true, 1], [2, 7, false, 0.25]] as const).map(([T, D, ls, scale]) => {
     const h = randomNormal(T * D, s++), a = randomNormal(T * D, s++), gamma = ls ? randomNormal(D, s++) : null;

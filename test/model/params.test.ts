@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { generateFixture } from '../../lib/fixtures/generate.js';
-import { loadModelSpec, type ModelSpec } from '../../lib/index.js';
+import { loadModel, loadModelSpec, type ModelSpec } from '../../lib/index.js';
 import { loadLlm } from '../../lib/model/llm.js';
 import { loadVision, visionLoadArgs } from '../../lib/model/vision.js';
 import { native } from '../../lib/native.js';
@@ -20,11 +20,13 @@ import { randomNormal } from '../support/reference.js';
 
 const root = mkdtempSync(join(tmpdir(), 'medllava-params-'));
 let med: ModelSpec;
+let medDir: string;
 let rad: ModelSpec;
 
 beforeAll(async () => {
   const hf = (await generateFixture({ layout: 'llava-med-v1.5', out: join(root, 'hf') })) as { dir: string };
   med = await loadModelSpec(hf.dir);
+  medDir = hf.dir;
   const r = (await generateFixture({ layout: 'llava-rad', out: join(root, 'rad') })) as { dir: string };
   rad = await loadModelSpec(r.dir);
 }, 120_000);
@@ -126,4 +128,17 @@ describe('parameter tables', () => {
     }
     expect(dev.binds, 'each encode made the device current').toBeGreaterThanOrEqual(2);
   }, 120_000);
+
+  it('Model.parameters(): the LLM\'s and the tower + projector\'s, each once; a bad cudaDevice is E_ARGUMENT', async () => {
+    const model = await loadModel(medDir, { device: 'cpu', prefetch: false });
+    const params = model.parameters();
+    const llm = params.filter((p) => p.component === 'llm'), vision = params.filter((p) => p.component === 'vision');
+    expect(llm.map((p) => p.name)).toContain('model.layers.0.mlp.down_proj.weight');
+    expect(vision.map((p) => p.name)).toEqual(expect.arrayContaining(PROJECTOR));
+    expect(vision.some((p) => p.name.includes('vision_model.encoder.layers.0.self_attn.q_proj.weight'))).toBe(true);
+    expect(new Set(params.map((p) => p.name)).size).toBe(params.length);
+    await model.dispose();
+    await expect(loadModel(medDir, { device: 'cpu', cudaDevice: -1 })).rejects.toMatchObject({ code: 'E_ARGUMENT' });
+    await expect(loadModel(medDir, { device: 'cpu', cudaDevice: 0.5 })).rejects.toMatchObject({ code: 'E_ARGUMENT' });
+  });
 });

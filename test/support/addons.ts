@@ -32,6 +32,14 @@ export interface SimtAddon {
    * first), then a second encode: the device must see the table's new values. */
   emulatedVisionEdited(config: NativeVisionConfig, tensors: NativeVisionTensors, pixels: Float32Array,
     edits: { name: string; offset: number; values: Float32Array }[]): { before: Float32Array; after: Float32Array; binds: number };
+  /** The training forward (native/model/llm_graph.h: llm_forward_train) over B sequences of T tokens, on the
+   * CPU or the emulated device: the logits and, per layer, the saved statistics and activations. */
+  trainForward(config: NativeLlmConfig, tensors: NativeLlmTensors, tokens: Int32Array, B: number, T: number,
+    options?: { device?: 'cpu' | 'emulated'; recompute?: boolean[]; embeddings?: Float32Array }): {
+    logits: Float32Array; rstdFinal: Float32Array; floats: number;
+    layers: { recompute: boolean; x: Float32Array; rstd1?: Float32Array; rstd2?: Float32Array; lse?: Float32Array; q?: Float32Array;
+      k?: Float32Array; g?: Float32Array }[];
+  };
   setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
     poisonShared?: boolean }): void;
   stats(): { launches: number; blocks: number; threads: number; switches: number };
