@@ -5,7 +5,7 @@
  * splits a UTF-8 character, per-token log-probabilities and timings.
  */
 import { medllavaError } from './errors.js';
-import type { NativeLlmContext, NativeSampleResult, NativeSampling } from './native.js';
+import type { NativeImage, NativeImageRows, NativeLlmContext, NativeSampleResult, NativeSampling } from './native.js';
 import { validateSampling, type SamplingOptions } from './sampling.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
 
@@ -34,15 +34,15 @@ export interface Reply {
 }
 
 /**
- * Image rows spliced into a prompt: `rows` positions from `at` take `features` (rows × hidden).
- * `image` is the identity of the encoded image: a cached prefix is reused only for the same one.
- * Image identity travels here, next to the tokens, never in the token values.
+ * Image rows spliced into a prompt: `rows` positions from `at` take the rows of `image`, an encoded
+ * image that stays native (the eval's worker reads its rows by reference). `image` is also the
+ * image's identity: a cached prefix is reused only for the same one. Image identity travels here,
+ * next to the tokens, never in the token values.
  */
 export interface ImageSpan {
   at: number;
   rows: number;
-  features: Float32Array;
-  image: object;
+  image: NativeImage;
 }
 
 /** What a context's cache holds at one position: a token, or row `row` of an image. */
@@ -64,7 +64,7 @@ export class CachedContext {
   }
 
   /** What to evaluate for `prompt` after truncating the cache to the longest prefix it shares. */
-  private plan(prompt: number[], images: ImageSpan[], hidden: number) {
+  private plan(prompt: number[], images: ImageSpan[]) {
     if (prompt.length === 0) throw medllavaError('E_ARGUMENT', 'the prompt is empty');
     const want: CachedPosition[] = prompt.slice();
     for (const s of images) for (let r = 0; r < s.rows; r++) want[s.at + r] = { image: s.image, row: r };
@@ -75,32 +75,32 @@ export class CachedContext {
     this.held = this.held.slice(0, keep);
     const rest = want.slice(keep);
     const tokens = Int32Array.from(rest, (p) => (typeof p === 'number' ? p : IMAGE_ROW));
-    let embeddings: Float32Array | undefined;
+    // the image rows still to evaluate, by reference to the native features
+    const rows: NativeImageRows[] = [];
     for (const s of images) {
       if (s.at + s.rows <= keep) continue;
-      embeddings ??= new Float32Array(rest.length * hidden);
       const from = Math.max(s.at, keep);
-      embeddings.set(s.features.subarray((from - s.at) * hidden, s.rows * hidden), (from - keep) * hidden);
+      rows.push({ at: from - keep, image: s.image, row: from - s.at, rows: s.at + s.rows - from });
     }
-    return { rest, tokens, embeddings, keep };
+    return { rest, tokens, images: rows, keep };
   }
 
   /**
    * Evaluates `prompt` (text tokens; positions covered by `images` are image rows) reusing the
    * longest cached prefix; returns the last position's logits and how many positions were reused.
    */
-  async prefill(prompt: number[], images: ImageSpan[] = [], hidden = 0): Promise<{ logits: Float32Array; reused: number }> {
-    const p = this.plan(prompt, images, hidden);
-    const logits = await this.ctx.eval(p.tokens, p.embeddings ? { embeddings: p.embeddings } : {});
+  async prefill(prompt: number[], images: ImageSpan[] = []): Promise<{ logits: Float32Array; reused: number }> {
+    const p = this.plan(prompt, images);
+    const logits = await this.ctx.eval(p.tokens, p.images.length ? { images: p.images } : {});
     this.held.push(...p.rest);
     return { logits, reused: p.keep };
   }
 
   /** prefill, then the next token sampled natively from the last logits. */
-  async prefillSample(prompt: number[], images: ImageSpan[], hidden: number, step: SampleStep):
+  async prefillSample(prompt: number[], images: ImageSpan[], step: SampleStep):
     Promise<{ choice: NativeSampleResult; reused: number }> {
-    const p = this.plan(prompt, images, hidden);
-    const choice = await this.ctx.evalSample(p.tokens, { ...(p.embeddings ? { embeddings: p.embeddings } : {}), ...step });
+    const p = this.plan(prompt, images);
+    const choice = await this.ctx.evalSample(p.tokens, { ...(p.images.length ? { images: p.images } : {}), ...step });
     this.held.push(...p.rest);
     return { choice, reused: p.keep };
   }
@@ -128,7 +128,7 @@ interface SampleStep {
 
 /** Yields text pieces as they become final; resolves to the Reply. */
 export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt: number[], o: GenerateOptions = {},
-  image?: { spans: ImageSpan[]; hidden: number; ms: number }): AsyncGenerator<string, Reply, void> {
+  image?: { spans: ImageSpan[]; ms: number }): AsyncGenerator<string, Reply, void> {
   validateSampling(o);
   const maxTokens = o.maxTokens ?? 256;
   if (!Number.isInteger(maxTokens) || maxTokens < 0) throw medllavaError('E_ARGUMENT', `maxTokens must be an integer ≥ 0, got ${maxTokens}`);
@@ -145,8 +145,7 @@ export async function* generate(cc: CachedContext, tokenizer: Tokenizer, prompt:
   const history = prompt.filter((t, i) => !imageRow[i] && t >= 0);
   // a prompt that does not fit is the caller's to shorten: E_CONTEXT_FULL (nothing was generated);
   // sampling runs natively after each forward: only the chosen token and its log-probability return
-  const pre = await cc.prefillSample(prompt, image?.spans ?? [], image?.hidden ?? 0,
-    { sampling, history: Int32Array.from(history), rngState });
+  const pre = await cc.prefillSample(prompt, image?.spans ?? [], { sampling, history: Int32Array.from(history), rngState });
   let next = pre.choice;
   const promptMs = performance.now() - t0;
   const t1 = performance.now();

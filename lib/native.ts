@@ -105,19 +105,33 @@ export interface NativeLlmTensors {
   /** LoRA kept separate: out = W x + scale · B (A x), keyed by the base weight's tensor name */
   lora?: { scale: number; pairs: Record<string, { a: NativeTensorRef; b: NativeTensorRef }> };
 }
+/** An encoded image's projected rows, kept native: eval splices them by reference. */
+export interface NativeImage {
+  readonly rows: number;
+  /** the LLM's width */
+  readonly width: number;
+  /** a copy of the rows (rows × width) */
+  toArray(): Float32Array;
+  /** lets go of the rows (an eval in flight keeps them until it ends) */
+  dispose(): void;
+}
+/** Rows [row, row + rows) of `image` at the eval's positions [at, at + rows) (whose tokens are < 0). */
+export interface NativeImageRows {
+  at: number; image: NativeImage; row?: number; rows?: number;
+}
 export interface NativeLlmContext {
   /**
    * Runs tokens after the cached ones; logits of the last token (or of every token) × vocab.
    * Negative tokens take their row of `embeddings` (tokens × hidden). The first eval allocates the
    * KV cache (on the worker, not the JS thread). The arrays are copied before the worker runs.
    */
-  eval(tokens: Int32Array, options?: { allLogits?: boolean; embeddings?: Float32Array }): Promise<Float32Array>;
+  eval(tokens: Int32Array, options?: { allLogits?: boolean; images?: NativeImageRows[]; embeddings?: Float32Array }): Promise<Float32Array>;
   /**
    * eval, then the next token chosen natively from the last logits (the vocabulary never crosses to
    * JS): `history` is what the repetition penalty sees, `rngState` the sampler's mulberry32 state,
    * returned advanced.
    */
-  evalSample(tokens: Int32Array, options: { embeddings?: Float32Array; sampling?: NativeSampling; history?: Int32Array;
+  evalSample(tokens: Int32Array, options: { images?: NativeImageRows[]; embeddings?: Float32Array; sampling?: NativeSampling; history?: Int32Array;
     rngState?: number }): Promise<NativeSampleResult>;
   reset(): void;
   /** Forgets cached positions from n on. */
@@ -190,6 +204,8 @@ export interface NativeVisionTensors {
 export interface NativeVision extends NativeParameterTable {
   /** normalised pixels (3, S, S) → projected image tokens (tokens × LLM width) */
   encode(pixels: Float32Array): Promise<Float32Array>;
+  /** the same, the rows kept native (what eval takes by reference) */
+  encodeImage(pixels: Float32Array): Promise<NativeImage>;
   readonly tokens: number;
   dispose(): void;
 }

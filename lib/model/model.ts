@@ -16,7 +16,7 @@ import type { Sharp } from 'sharp';
 import { medllavaError } from '../errors.js';
 import { CachedContext, generate, type GenerateOptions, type ImageSpan, type Reply } from '../generate.js';
 import { preprocessImage } from '../image/preprocess.js';
-import { cudaProbed, native, type NativeLlm, type NativeVision } from '../native.js';
+import { cudaProbed, native, type NativeImage, type NativeLlm, type NativeVision } from '../native.js';
 import { loadTokenizer } from '../tokenizer/load.js';
 import { renderPrompt, type Message } from '../tokenizer/templates.js';
 import { IMAGE_TOKEN_INDEX, type Tokenizer } from '../tokenizer/tokenizer.js';
@@ -113,8 +113,8 @@ export interface ModelParameter {
   tiedTo: string | null;
 }
 
-/** An encoded image: its projected patches; the array's identity is the image's identity. */
-type EncodedImage = Float32Array;
+/** An encoded image: its projected patches, kept native; the object's identity is the image's identity. */
+type EncodedImage = NativeImage;
 
 /** Prompt tokens with every -200 expanded to the image's rows (IMAGE_ROW there), and the spans. */
 interface Expanded {
@@ -145,6 +145,7 @@ class ChatImpl implements Chat {
     this.usable();
     if (this.running) throw medllavaError('E_ARGUMENT', 'cannot reset a chat while it is answering');
     this.history.length = 0;
+    for (const img of this.images) img.dispose();
     this.images = [];
   }
 
@@ -153,6 +154,7 @@ class ChatImpl implements Chat {
     this.disposed = true;
     this.cc?.ctx.dispose(); // an eval in flight keeps the cache until it ends
     this.cc = undefined;
+    for (const img of this.images) img.dispose();
     this.images = [];
     this.model.forget(this);
   }
@@ -162,12 +164,14 @@ class ChatImpl implements Chat {
     if (!message || typeof message.text !== 'string') throw medllavaError('E_ARGUMENT', 'a message needs text');
     if (this.running) throw medllavaError('E_ARGUMENT', 'this chat is already answering; await it, or create another chat');
     this.running = true;
+    let added: EncodedImage | undefined;
     try {
       let imageMs = 0;
       const images = [...this.images];
       if (message.image !== undefined) {
         const t0 = performance.now();
-        images.push(await this.model.encodeImage(message.image));
+        added = await this.model.encodeNative(message.image);
+        images.push(added);
         imageMs = performance.now() - t0;
       }
       this.usable(); // the model or the chat may have been disposed while the image was encoded
@@ -178,7 +182,7 @@ class ChatImpl implements Chat {
       const prompt = renderPrompt(this.template, messages, { systemPrompt: this.systemPrompt, addGenerationPrompt: true });
       const ex = this.model.expand(this.model.tokenizer.encodePrompt(prompt), images);
       const gen = generate(this.cc, this.model.tokenizer, ex.tokens, options,
-        ex.spans.length ? { spans: ex.spans, hidden: this.model.spec.llm.hidden, ms: imageMs } : undefined);
+        ex.spans.length ? { spans: ex.spans, ms: imageMs } : undefined);
       let r = await gen.next();
       while (!r.done) {
         yield r.value;
@@ -187,8 +191,10 @@ class ChatImpl implements Chat {
       this.history.push({ role: 'user', text: message.text, ...(hasImage ? { image: true } : {}) },
         { role: 'assistant', text: r.value.text.trim() });
       this.images = images;
+      added = undefined;  // the history holds it now
       return r.value;
     } finally {
+      added?.dispose();  // a turn that failed: its image is not part of the chat
       this.running = false;
     }
   }
@@ -246,8 +252,9 @@ class ModelImpl implements Model {
       if (t !== IMAGE_TOKEN_INDEX) { out.push(t); continue; }
       const img = images[k++]!;
       out.push(...frame[0]!);
-      const rows = img.length / D;
-      spans.push({ at: out.length, rows, features: img, image: img });
+      if (img.width !== D) throw medllavaError('E_SHAPE', `an image's rows are ${img.width} wide, the LLM's ${D}`);
+      const rows = img.rows;
+      spans.push({ at: out.length, rows, image: img });
       for (let i = 0; i < rows; i++) out.push(IMAGE_ROW);
       out.push(...frame[1]!);
     }
@@ -260,36 +267,43 @@ class ModelImpl implements Model {
   }
 
   async encodeImage(image: ImageInput): Promise<Float32Array> {
+    const encoded = await this.encodeNative(image);
+    try {
+      return encoded.toArray();
+    } finally {
+      encoded.dispose();
+    }
+  }
+
+  /** The image encoded, its rows kept native (what chats and forward splice by reference). */
+  async encodeNative(image: ImageInput): Promise<EncodedImage> {
     if (!this.vision) throw medllavaError('E_UNSUPPORTED', this.noVision);
     const v = this.spec.vision;
     const pixels = await preprocessImage(image, {
       imageSize: v.imageSize, mean: v.imageMean, std: v.imageStd, aspectRatio: this.spec.imageAspectRatio,
       preprocessor: v.preprocessor,
     });
-    return this.vision.encode(pixels);
+    return this.vision.encodeImage(pixels);
   }
 
   async forward(input: { tokens: ArrayLike<number>; images?: ImageInput[] }, options: { allLogits?: boolean } = {}) {
     const images: EncodedImage[] = [];
-    for (const img of input.images ?? []) images.push(await this.encodeImage(img));
-    const ex = this.expand(Array.from(input.tokens), images);
-    // a cache for exactly this input, not the whole context (E_CONTEXT_FULL when it exceeds the context)
-    const ctx = this.llm().createContext({ capacity: Math.max(1, ex.tokens.length) });
-    const cc = new CachedContext(ctx);
     try {
-      if (!(options.allLogits ?? false)) return (await cc.prefill(ex.tokens, ex.spans, this.spec.llm.hidden)).logits;
-      return await ctx.eval(Int32Array.from(ex.tokens), { allLogits: true, ...(ex.spans.length ? { embeddings: this.rows(ex) } : {}) });
+      for (const img of input.images ?? []) images.push(await this.encodeNative(img));
+      const ex = this.expand(Array.from(input.tokens), images);
+      // a cache for exactly this input, not the whole context (E_CONTEXT_FULL when it exceeds the context)
+      const ctx = this.llm().createContext({ capacity: Math.max(1, ex.tokens.length) });
+      const cc = new CachedContext(ctx);
+      try {
+        if (!(options.allLogits ?? false)) return (await cc.prefill(ex.tokens, ex.spans)).logits;
+        return await ctx.eval(Int32Array.from(ex.tokens),
+          { allLogits: true, ...(ex.spans.length ? { images: ex.spans.map((s) => ({ at: s.at, image: s.image })) } : {}) });
+      } finally {
+        ctx.dispose();
+      }
     } finally {
-      ctx.dispose();
+      for (const img of images) img.dispose();
     }
-  }
-
-  /** The (tokens × hidden) embeddings of an expanded prompt: image rows filled, text rows zero. */
-  private rows(ex: Expanded): Float32Array {
-    const D = this.spec.llm.hidden;
-    const e = new Float32Array(ex.tokens.length * D);
-    for (const s of ex.spans) e.set(s.features, s.at * D);
-    return e;
   }
 
   createChat(options: { template?: string; systemPrompt?: string } = {}): Chat {

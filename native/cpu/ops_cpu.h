@@ -44,11 +44,6 @@ struct CpuOps {
   void residual(float* h, const float* a, const float* gamma, float scale, int64_t n, int64_t D) { residual_cpu(h, a, gamma, scale, n, D); }
   // out(T, table.cols) = rows ids(T, host) of table
   void embed(const WeightView& table, const int32_t* ids, float* out, int64_t T) { embed_cpu(table.data, table.type, ids, out, T, table.cols); }
-  // rows t of dst (T, D) where tokens[t] < 0 ← rows t of src (host)
-  void rows_from_host(float* dst, const float* src, const int32_t* tokens, int64_t T, int64_t D) {
-    for (int64_t t = 0; t < T; ++t)
-      if (tokens[t] < 0) std::memcpy(dst + t * D, src + t * D, (size_t)D * 4);
-  }
   void from_host(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, (size_t)n * 4); }
   void copy(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, (size_t)n * 4); }
   void kv_append(const float* src, uint16_t* cache, int64_t pos, int64_t T, int64_t width) { kv_append_cpu(src, cache, pos, T, width); }

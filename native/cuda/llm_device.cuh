@@ -100,10 +100,10 @@ class LlmDevice {
     s = Sequence{};
   }
 
-  // As Llm::forward (which checked the tokens): `tokens` after the sequence's n_past positions, in
+  // As Llm::forward (which checked the tokens and spans): `tokens` after the sequence's n_past positions, in
   // chunks of at most max_batch; logits of every token (all) or the last one into out (host; may be
   // null: greedy() reads them on the device).
-  void forward(Sequence& s, const int32_t* tokens, int64_t T, bool all, float* out, const float* embeddings = nullptr) {
+  void forward(Sequence& s, const int32_t* tokens, int64_t T, bool all, float* out, const RowSpans& images = {}) {
     const LlmConfig& c = cfg_;
     if (T <= 0) throw Error(ErrorCode::Argument, "forward needs at least one token");
     if (s.n_past + T > s.capacity)
@@ -115,8 +115,7 @@ class LlmDevice {
     for (int64_t t0 = 0; t0 < T; t0 += tmax_) {
       const int64_t n = T - t0 < tmax_ ? T - t0 : tmax_;
       const bool last_chunk = t0 + n == T;
-      llm_blocks(ops, c, m_.ids(), W, tokens + t0, embeddings ? embeddings + t0 * c.hidden : nullptr, n, s.s,
-                 KvView{s.k, s.v, s.capacity, s.n_past});
+      llm_blocks(ops, c, m_.ids(), W, tokens + t0, spans_in(images, t0, n, c.hidden), n, s.s, KvView{s.k, s.v, s.capacity, s.n_past});
       s.n_past += n;
       if (all || last_chunk) {
         const int64_t rows = all ? n : 1;
@@ -174,10 +173,10 @@ class LlmRunnerOn : public LlmDeviceRunner {
     });
   }
   void forward(void* sequence, int64_t n_past, const int32_t* tokens, int64_t T, bool all, float* out,
-               const float* embeddings) override {
+               const RowSpans& images) override {
     auto* s = static_cast<LlmDevice::Sequence*>(sequence);
     s->n_past = n_past;  // the cache may have been truncated: positions from n_past on are rewritten
-    st_->model->forward(*s, tokens, T, all, out, embeddings);
+    st_->model->forward(*s, tokens, T, all, out, images);
   }
   Device& device() { return st_->dev; }
 

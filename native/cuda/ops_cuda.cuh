@@ -56,19 +56,6 @@ struct CudaOps {
     dev.upload(ids, host_ids, (size_t)T * 4, st);
     embed_launch(table.data, table.type, ids, out, (int)T, (int)table.cols, st);
   }
-  // rows t of dst (T, D) where tokens[t] < 0 ← rows t of src (host): one copy per run of such rows
-  void rows_from_host(float* dst, const float* src, const int32_t* tokens, int64_t T, int64_t D) {
-    for (int64_t t = 0; t < T;) {
-      if (tokens[t] >= 0) {
-        ++t;
-        continue;
-      }
-      int64_t e = t;
-      while (e < T && tokens[e] < 0) ++e;
-      dev.upload(dst + t * D, src + t * D, (size_t)((e - t) * D) * 4, st);
-      t = e;
-    }
-  }
   void from_host(float* dst, const float* src, int64_t n) { dev.upload(dst, src, (size_t)n * 4, st); }
   void copy(float* dst, const float* src, int64_t n) { dev.copy(dst, src, (size_t)n * 4, st); }
   void kv_append(const float* src, uint16_t* cache, int64_t pos, int64_t T, int64_t width) {

@@ -99,20 +99,37 @@ Llm::Cache Llm::new_cache(int64_t capacity) const {
   return c;
 }
 
-void Llm::forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, float* out, const float* embeddings) const {
+void Llm::check_spans(const int32_t* tokens, int64_t T, const RowSpans& images) {
+  std::vector<uint8_t> covered((size_t)T, 0);
+  for (const RowSpan& s : images) {
+    if (s.at < 0 || s.count < 0 || s.at + s.count > T || (s.count && !s.rows))
+      throw Error(ErrorCode::Argument, "image rows at positions " + std::to_string(s.at) + "…" + std::to_string(s.at + s.count) +
+                                           " fall outside the " + std::to_string(T) + " tokens");
+    for (int64_t t = s.at; t < s.at + s.count; ++t) {
+      if (tokens[t] >= 0 || covered[(size_t)t])
+        throw Error(ErrorCode::Argument, "image rows must cover image positions (token < 0) once each; position " + std::to_string(t) +
+                                             (tokens[t] >= 0 ? " holds token " + std::to_string(tokens[t]) : " is covered twice"));
+      covered[(size_t)t] = 1;
+    }
+  }
+  for (int64_t t = 0; t < T; ++t)
+    if (tokens[t] < 0 && !covered[(size_t)t])
+      throw Error(ErrorCode::Argument, "token " + std::to_string(tokens[t]) + " at position " + std::to_string(t) + " needs image rows");
+}
+
+void Llm::forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, float* out, const RowSpans& images) const {
   const LlmConfig& c = cfg_;
   if (T <= 0) throw Error(ErrorCode::Argument, "forward needs at least one token");
   if (cache.n_past + T > cache.capacity)
     throw Error(ErrorCode::ContextFull, "the context holds " + std::to_string(cache.capacity) + " tokens; " + std::to_string(cache.n_past) +
                                             " are used and " + std::to_string(T) + " more were given");
-  for (int64_t t = 0; t < T; ++t) {
+  for (int64_t t = 0; t < T; ++t)
     if (tokens[t] >= c.vocab)
       throw Error(ErrorCode::Argument, "token id " + std::to_string(tokens[t]) + " is outside the vocabulary (" + std::to_string(c.vocab) + ")");
-    if (tokens[t] < 0 && !embeddings) throw Error(ErrorCode::Argument, "token " + std::to_string(tokens[t]) + " needs image embeddings");
-  }
+  check_spans(tokens, T, images);
   std::shared_lock<std::shared_mutex> lock(params_.mutex());  // the table does not change under a forward
   if (device_) {
-    device_->forward(cache.device.get(), cache.n_past, tokens, T, all, out, embeddings);
+    device_->forward(cache.device.get(), cache.n_past, tokens, T, all, out, images);
     cache.n_past += T;
     return;
   }
@@ -121,7 +138,7 @@ void Llm::forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, floa
   s.carve(buf.data(), c, ids_, T);
   CpuOps ops;
   const KvView kv{cache.k.data(), cache.v.data(), cache.capacity, cache.n_past};
-  llm_blocks(ops, c, ids_, params_.views(), tokens, embeddings, T, s, kv);
+  llm_blocks(ops, c, ids_, params_.views(), tokens, images, T, s, kv);
   cache.n_past += T;
   llm_head(ops, c, ids_, params_.views(), all ? 0 : T - 1, all ? T : 1, s, out);
 }

@@ -41,7 +41,7 @@ class LlmDeviceRunner {
   virtual std::shared_ptr<void> new_sequence(int64_t capacity) = 0;
   // As Llm::forward, for the sequence's positions from n_past on
   virtual void forward(void* sequence, int64_t n_past, const int32_t* tokens, int64_t T, bool all, float* out,
-                       const float* embeddings) = 0;
+                       const RowSpans& images) = 0;
 };
 
 class Llm {
@@ -66,8 +66,11 @@ class Llm {
 
   // Runs `tokens` after the cache's n_past positions; writes logits for every token (all = true)
   // or the last one: out (all ? T : 1, vocab). E_CONTEXT_FULL when the cache's capacity would overflow.
-  // `embeddings`, when given, replaces the rows of tokens < 0 (spliced image features, (T, hidden)).
-  void forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, float* out, const float* embeddings = nullptr) const;
+  // `images` give the rows of the positions whose token is < 0 (spliced image features): every such
+  // position is covered by exactly one span, and spans cover nothing else (E_ARGUMENT otherwise).
+  void forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, float* out, const RowSpans& images = {}) const;
+  // E_ARGUMENT unless `images` covers exactly the positions of `tokens` that are < 0, once each
+  static void check_spans(const int32_t* tokens, int64_t T, const RowSpans& images);
 
   // The parameter table (HF names; LoRA pairs under PEFT's names) and where the graph finds each one.
   // Change values only through the table, under its exclusive lock.

@@ -60,6 +60,41 @@ struct LlmScratch {
   }
 };
 
+// Image rows spliced into a forward: positions [at, at + count) take `rows` (count, hidden), host
+// memory — one copy per span (a single upload on a device). Their tokens are < 0.
+struct RowSpan {
+  int64_t at = 0, count = 0;
+  const float* rows = nullptr;
+};
+using RowSpans = std::vector<RowSpan>;
+
+// The spans of a dense (T, hidden) embeddings array: each run of tokens < 0 takes its rows of it.
+inline RowSpans spans_from_dense(const int32_t* tokens, int64_t T, const float* embeddings, int64_t hidden) {
+  RowSpans out;
+  if (!embeddings) return out;
+  for (int64_t t = 0; t < T;) {
+    if (tokens[t] >= 0) {
+      ++t;
+      continue;
+    }
+    int64_t e = t;
+    while (e < T && tokens[e] < 0) ++e;
+    out.push_back({t, e - t, embeddings + t * hidden});
+    t = e;
+  }
+  return out;
+}
+
+// The spans of `spans` that fall in positions [t0, t0 + n), re-based to t0 (a chunk of a long prompt).
+inline RowSpans spans_in(const RowSpans& spans, int64_t t0, int64_t n, int64_t hidden) {
+  RowSpans out;
+  for (const RowSpan& s : spans) {
+    const int64_t a = s.at > t0 ? s.at : t0, b = s.at + s.count < t0 + n ? s.at + s.count : t0 + n;
+    if (a < b) out.push_back({a - t0, b - a, s.rows + (a - s.at) * hidden});
+  }
+  return out;
+}
+
 // One sequence's f16 KV cache in the backend's memory: (layers, capacity, kv_heads · head_dim) each.
 struct KvView {
   uint16_t *k = nullptr, *v = nullptr;
@@ -117,24 +152,24 @@ void llm_layer(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vecto
   ops.residual(io.x_out, io.o, nullptr, 1.0f, N * D, D);
 }
 
-// Embeds `tokens` (host) into x (N, hidden): a token < 0 takes its row from `embeddings` (N, hidden,
-// host). Tokens are valid here (the caller checked them).
+// Embeds `tokens` (host) into x (N, hidden); the positions of `images` take their rows (spliced image
+// features). Tokens and spans are valid here (the caller checked them).
 template <class Ops>
 void llm_embed(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vector<WeightView>& W, const int32_t* tokens,
-               const float* embeddings, int64_t N, float* x) {
+               const RowSpans& images, int64_t N, float* x) {
   std::vector<int32_t> rows((size_t)N);
   for (int64_t t = 0; t < N; ++t) rows[(size_t)t] = tokens[t] < 0 ? 0 : tokens[t];
   ops.embed(W[(size_t)ids.embed], rows.data(), x, N);
-  if (embeddings) ops.rows_from_host(x, embeddings, tokens, N, c.hidden);  // spliced image features
+  for (const RowSpan& s : images) ops.from_host(x + s.at * c.hidden, s.rows, s.count * c.hidden);
 }
 
 // Inference: embeds `tokens` and runs every layer, appending K and V at kv.n_past. Leaves the
 // residual stream in s.x.
 template <class Ops>
 void llm_blocks(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vector<WeightView>& W, const int32_t* tokens,
-                const float* embeddings, int64_t T, LlmScratch& s, const KvView& kv) {
+                const RowSpans& images, int64_t T, LlmScratch& s, const KvView& kv) {
   const int64_t hd = c.hidden / c.heads, kvd = c.kv_heads * hd;
-  llm_embed(ops, c, ids, W, tokens, embeddings, T, s.x);
+  llm_embed(ops, c, ids, W, tokens, images, T, s.x);
   LlmLayerIO io;
   io.x_in = io.x_mid = io.x_out = s.x;
   io.h1 = io.h2 = s.h;
@@ -235,14 +270,14 @@ struct LlmActivations {
   static bool is_recompute(const std::vector<bool>& r, int64_t l) { return (size_t)l < r.size() && r[(size_t)l]; }
 };
 
-// The training forward: B sequences of T tokens (host, (B, T); a token < 0 takes its row of
-// `embeddings` (B·T, hidden), host) through the same layer code as inference, each sequence causal
-// over its own positions 0 … T−1 with f32 K and V, filling the activation table and its logits.
+// The training forward: B sequences of T tokens (host, (B, T); the positions of `images`, counted
+// over all B·T, take those rows) through the same layer code as inference, each sequence causal over
+// its own positions 0 … T−1 with f32 K and V, filling the activation table and its logits.
 template <class Ops>
 void llm_forward_train(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vector<WeightView>& W, const int32_t* tokens,
-                       const float* embeddings, LlmActivations& A) {
+                       const RowSpans& images, LlmActivations& A) {
   const int64_t B = A.B, T = A.T, N = B * T, D = c.hidden, hd = D / c.heads, kvd = c.kv_heads * hd;
-  llm_embed(ops, c, ids, W, tokens, embeddings, N, const_cast<float*>(A.layers[0].io.x_in));
+  llm_embed(ops, c, ids, W, tokens, images, N, const_cast<float*>(A.layers[0].io.x_in));
   for (int64_t l = 0; l < c.layers; ++l) {
     LlmActivations::Layer& y = A.layers[(size_t)l];
     llm_layer(ops, c, ids, W, ids.layers[(size_t)l], N, y.io, A.s, [&](float* q, float* k, float* v, float* att) {

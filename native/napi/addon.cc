@@ -16,6 +16,7 @@
 #include "linear_wrap.h"
 #include "ops_wrap.h"
 #include "llm_wrap.h"
+#include "image_wrap.h"
 #include "vision_wrap.h"
 
 namespace medllava {
@@ -148,6 +149,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeLlm", LlmWrap::Define(env));
   exports.Set("NativeLlmContext", LlmContextWrap::Define(env));
   exports.Set("NativeVision", VisionWrap::Define(env));
+  exports.Set("NativeImage", ImageWrap::Define(env));
   register_ops(env, exports);
   return exports;
 }

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "addon_data.h"
+#include "image_wrap.h"
 #include "js_error.h"
 #include "params_wrap.h"
 #include "native_object.h"
@@ -17,7 +19,7 @@ namespace napi {
 namespace {
 // The NativeLlmContext constructor of this env (addons may load in several worker threads, each with
 // its own env): kept in the env's instance data, the one slot this addon uses.
-Napi::Function context_ctor(Napi::Env env) { return env.GetInstanceData<Napi::FunctionReference>()->Value(); }
+Napi::Function context_ctor(Napi::Env env) { return addon_data(env).context.Value(); }
 
 }  // namespace
 
@@ -85,7 +87,7 @@ Napi::Function LlmContextWrap::Define(Napi::Env env) {
                                   InstanceMethod<&LlmContextWrap::Dispose>("dispose"),
                                   InstanceAccessor<&LlmContextWrap::GetNPast>("nPast"),
                                   InstanceAccessor<&LlmContextWrap::GetCapacity>("capacity")});
-  env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(f)));
+  addon_data(env).context = Napi::Persistent(f);
   return f;
 }
 
@@ -108,7 +110,10 @@ void LlmContextWrap::ReportMemory(Napi::Env env) {
   Napi::MemoryManagement::AdjustExternalMemory(env, reported_);
 }
 
-// eval(tokens: Int32Array, { allLogits?: boolean, embeddings?: Float32Array }) -> Promise<Float32Array>
+// eval(tokens: Int32Array, { allLogits?: boolean, images?: [{ at, image: NativeImage, row?, rows? }],
+//   embeddings?: Float32Array }) -> Promise<Float32Array>. `images`: rows [row, row + rows) of each image
+//   go at positions [at, at + rows) (tokens < 0 there), read natively by the worker; `embeddings`
+//   (tokens × hidden), the older dense form, gives the rows of every token < 0.
 Napi::Value LlmContextWrap::Eval(const Napi::CallbackInfo& info) { return Run(info, false); }
 
 // evalSample(tokens, { embeddings?, sampling?, history?: Int32Array, rngState? }) -> Promise<{ token, logprob, rngState }>:
@@ -132,8 +137,30 @@ Napi::Value LlmContextWrap::Run(const Napi::CallbackInfo& info, bool sample) {
     const bool all = !sample && opts.Get("allLogits").ToBoolean();
     const int64_t D = llm_->config().hidden;
     std::shared_ptr<std::vector<float>> emb;
-    if (!opts.Get("embeddings").IsUndefined())
+    RowSpans spans;
+    std::vector<std::shared_ptr<const ImageRows>> held;  // the images the spans point into, kept for the worker
+    if (!opts.Get("embeddings").IsUndefined()) {
       emb = copy_typed<float>(env, opts.Get("embeddings"), napi_float32_array, "eval options.embeddings (tokens × hidden)", T * D);
+      spans = spans_from_dense(tokens->data(), T, emb->data(), D);
+    }
+    if (!opts.Get("images").IsUndefined()) {
+      if (!opts.Get("images").IsArray()) throw_js(env, ErrorCode::Argument, "eval options.images must be an array");
+      if (emb) throw_js(env, ErrorCode::Argument, "eval takes options.images or options.embeddings, not both");
+      Napi::Array a = opts.Get("images").As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) {
+        const std::string what = "eval options.images[" + std::to_string(i) + "]";
+        if (!a.Get(i).IsObject()) throw_js(env, ErrorCode::Argument, what + " must be { at, image, row?, rows? }");
+        const Napi::Object e = a.Get(i).As<Napi::Object>();
+        auto img = ImageWrap::from(env, e.Get("image"), what + ".image");
+        if (img->width != D)
+          throw_js(env, ErrorCode::Shape, what + ".image has rows of " + std::to_string(img->width) + ", the model's width is " + std::to_string(D));
+        const int64_t at = get_int(env, e.Get("at"), (what + ".at").c_str(), 0, T - 1);
+        const int64_t row = e.Get("row").IsUndefined() ? 0 : get_int(env, e.Get("row"), (what + ".row").c_str(), 0, img->rows);
+        const int64_t count = e.Get("rows").IsUndefined() ? img->rows - row : get_int(env, e.Get("rows"), (what + ".rows").c_str(), 0, img->rows - row);
+        spans.push_back({at, count, img->data.data() + row * D});
+        held.push_back(std::move(img));
+      }
+    }
     SampleOptions so;
     auto history = std::make_shared<std::vector<int32_t>>();
     auto rng = std::make_shared<uint32_t>(0);
@@ -164,7 +191,8 @@ Napi::Value LlmContextWrap::Run(const Napi::CallbackInfo& info, bool sample) {
             *cache = llm->new_cache(capacity);
             cache->n_past = n_past;
           }
-          llm->forward(*cache, tokens->data(), T, all, op, emb ? emb->data() : nullptr);
+          (void)emb, (void)held;  // the spans point into these, held by this closure
+          llm->forward(*cache, tokens->data(), T, all, op, spans);
           if (sample) *picked = sample_cpu(op, V, so, history->data(), (int64_t)history->size(), rng.get());
         },
         [pins, sample, picked, rng](Napi::Env e) -> Napi::Value {

@@ -1,6 +1,7 @@
 #include "vision_wrap.h"
 
 #include "../cuda/backend.h"
+#include "image_wrap.h"
 #include "js_error.h"
 #include "params_wrap.h"
 #include "native_object.h"
@@ -12,6 +13,7 @@ namespace napi {
 Napi::Function VisionWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeVision",
                      {StaticMethod<&VisionWrap::Load>("load"), InstanceMethod<&VisionWrap::Encode>("encode"),
+                      InstanceMethod<&VisionWrap::EncodeImage>("encodeImage"),
                       InstanceMethod<&VisionWrap::Dispose>("dispose"),
                       InstanceMethod<&VisionWrap::Parameters>("parameters"), InstanceMethod<&VisionWrap::SetTrainable>("setTrainable"),
                       InstanceMethod<&VisionWrap::ReadParameter>("readParameter"), InstanceMethod<&VisionWrap::WriteParameter>("writeParameter"), InstanceAccessor<&VisionWrap::GetTokens>("tokens")});
@@ -57,6 +59,27 @@ Napi::Value VisionWrap::Encode(const Napi::CallbackInfo& info) {
     auto v = vision_;
     float* o = out.Data();
     return PromiseWorker::Start(env, [=] { v->encode(px->data(), o); }, [pin](Napi::Env) { return pin->Value(); });
+  });
+}
+
+// encodeImage(pixels) -> Promise<NativeImage>: as encode, the rows kept native (eval takes them by reference)
+Napi::Value VisionWrap::EncodeImage(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    if (!vision_) throw_js(env, ErrorCode::Argument, "this vision tower has been disposed");
+    const int64_t S = vision_->config().image_size;
+    auto px = copy_typed<float>(env, info.Length() ? info[0] : env.Undefined(), napi_float32_array,
+                                "encodeImage(pixels): pixels (3 × " + std::to_string(S) + " × " + std::to_string(S) + ")", 3 * S * S);
+    auto rows = std::make_shared<ImageRows>();
+    auto v = vision_;
+    return PromiseWorker::Start(
+        env,
+        [=] {
+          rows->rows = v->tokens(), rows->width = v->config().out_dim;
+          rows->data.resize((size_t)(rows->rows * rows->width));
+          v->encode(px->data(), rows->data.data());
+        },
+        [rows](Napi::Env e) { return ImageWrap::make(e, rows); });
   });
 }
 

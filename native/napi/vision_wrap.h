@@ -17,6 +17,7 @@ class VisionWrap : public Napi::ObjectWrap<VisionWrap> {
  private:
   static Napi::Value Load(const Napi::CallbackInfo& info);
   Napi::Value Encode(const Napi::CallbackInfo& info);
+  Napi::Value EncodeImage(const Napi::CallbackInfo& info);
   Napi::Value GetTokens(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   // the parameter table (native/napi/params_wrap.h)

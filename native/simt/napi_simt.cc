@@ -281,7 +281,7 @@ Napi::Value EmulatedGreedy(const Napi::CallbackInfo& info) {
   double bytes = 0;
   try {
     if (p2) seq2 = model.new_sequence();
-    model.forward(seq, prompt.Data(), T, false, logits.Data(), emb);
+    model.forward(seq, prompt.Data(), T, false, logits.Data(), spans_from_dense(prompt.Data(), T, emb, cfg.hidden));
     if (p2) model.forward(seq2, p2, T2, false, nullptr);
     for (int64_t i = 0; i < steps; ++i) {
       const int32_t next = model.greedy(seq, 1);
@@ -401,7 +401,7 @@ Napi::Value EmulatedLlm(const Napi::CallbackInfo& info) {
       const int64_t T = (int64_t)st.Get("tokens").As<Napi::TypedArray>().ElementLength();
       const float* emb = st.Has("embeddings") ? arg_array<float>(st, "embeddings", napi_float32_array, T * cfg.hidden, true) : nullptr;
       Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)cfg.vocab);
-      llm.forward(cache, tokens, T, false, out.Data(), emb);
+      llm.forward(cache, tokens, T, false, out.Data(), spans_from_dense(tokens, T, emb, cfg.hidden));
       outs.Set(i, out);
     }
   }  // the cache (its device sequence) goes first
@@ -452,12 +452,12 @@ Napi::Value TrainForward(const Napi::CallbackInfo& info) {
   std::vector<int32_t> ids((size_t)N);
   if (device == "cpu") {
     CpuOps ops;
-    llm_forward_train(ops, cfg, llm.ids(), llm.params().views(), tokens, emb, A);
+    llm_forward_train(ops, cfg, llm.ids(), llm.params().views(), tokens, spans_from_dense(tokens, N, emb, cfg.hidden), A);
   } else {
     dp = std::make_unique<cuda::DeviceParams>(llm.params(), dev);
     dp->upload_all();
     cuda::CudaOps ops{dev, nullptr, ids.data(), nullptr, nullptr};
-    llm_forward_train(ops, cfg, llm.ids(), dp->views(), tokens, emb, A);
+    llm_forward_train(ops, cfg, llm.ids(), dp->views(), tokens, spans_from_dense(tokens, N, emb, cfg.hidden), A);
   }
   auto copy = [&](const float* p, int64_t n) {
     Napi::Float32Array a = Napi::Float32Array::New(env, (size_t)n);

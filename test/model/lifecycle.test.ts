@@ -14,11 +14,13 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { FIXTURE_SHAPES, generateFixture } from '../../lib/fixtures/generate.js';
 import { CachedContext } from '../../lib/generate.js';
 import { loadModel, type Model } from '../../lib/index.js';
-import { packageRoot, type NativeLlm } from '../../lib/native.js';
+import { packageRoot, type NativeImage, type NativeLlm } from '../../lib/native.js';
 
 const root = mkdtempSync(join(tmpdir(), 'medllava-life-'));
 let dir: { dir: string; tower: string };
 let model: Model;
+/** the model's image encoder with the rows kept native (what chats splice) */
+const encodeNative = (img: Uint8Array) => (model as unknown as { encodeNative(i: Uint8Array): Promise<NativeImage> }).encodeNative(img);
 let png: Buffer;
 let png2: Buffer;
 
@@ -58,7 +60,7 @@ describe('image identity travels beside the tokens', () => {
     // the same conversation in a fresh chat, evaluated from scratch, answers the same
     const fresh = model.createChat();
     fresh.history.push(...chat.history.slice(0, 2));
-    (fresh as unknown as { images: Float32Array[] }).images = [await model.encodeImage(png)];
+    (fresh as unknown as { images: NativeImage[] }).images = [await encodeNative(png)];
     const r2f = await fresh.send({ text: 'And now?' }, { maxTokens: 6 });
     expect(r2f.timings.reusedTokens).toBe(0);
     expect(r2f.tokens).toEqual(r2.tokens);
@@ -77,29 +79,28 @@ describe('image identity travels beside the tokens', () => {
 describe('prefix reuse equals a fresh evaluation', () => {
   it('logits after a reused prefix (text and image rows) are those of the whole prompt evaluated from scratch', async () => {
     const llm = (model as unknown as { llm(): NativeLlm }).llm();
-    const D = model.spec.llm.hidden;
-    const feats = await model.encodeImage(png);
-    const rows = feats.length / D;
+    const feats = await encodeNative(png);
+    const rows = feats.rows;
     const head = model.tokenizer.encodePrompt('Look at');
-    const span = (at: number) => [{ at, rows, features: feats, image: feats }];
+    const span = (at: number) => [{ at, rows, image: feats }];
     const turn1 = [...head, ...new Array<number>(rows).fill(-1), ...model.tokenizer.encodePrompt('please').slice(1)];
     const turn2 = [...turn1, 17, 99, 250, ...model.tokenizer.encodePrompt('and now what').slice(1)];
     const reused = new CachedContext(llm.createContext());
-    await reused.prefill(turn1, span(head.length), D);
+    await reused.prefill(turn1, span(head.length));
     await reused.push(17);
-    const second = await reused.prefill(turn2, span(head.length), D);
+    const second = await reused.prefill(turn2, span(head.length));
     // everything cached (turn 1 and the pushed token) is kept; only the rest is evaluated
     expect(second.reused).toBe(turn1.length + 1);
     const fresh = new CachedContext(llm.createContext());
-    const scratch = await fresh.prefill(turn2, span(head.length), D);
+    const scratch = await fresh.prefill(turn2, span(head.length));
     expect(scratch.reused).toBe(0);
     let worst = 0;
     for (let i = 0; i < scratch.logits.length; i++) worst = Math.max(worst, Math.abs(scratch.logits[i]! - second.logits[i]!));
     // the same arithmetic in another order of chunks: rounding only (the f16 KV cache holds the same values)
     expect(worst).toBeLessThan(1e-4);
     // a different image at the same place shares only the text before it
-    const other = await model.encodeImage(png2);
-    const swapped = await reused.prefill(turn2, [{ at: head.length, rows, features: other, image: other }], D);
+    const other = await encodeNative(png2);
+    const swapped = await reused.prefill(turn2, [{ at: head.length, rows, image: other }]);
     expect(swapped.reused).toBe(head.length);
     reused.ctx.dispose();
     fresh.ctx.dispose();
