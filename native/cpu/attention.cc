@@ -33,7 +33,7 @@ struct F32Rows {
 // f32 by `get`). p: n scratch floats.
 template <class T, class Get>
 void attend_scalar(const float* qv, const T* k, const T* v, int64_t n, int64_t stride, int64_t hd, float scale, float* p,
-                   float* o, Get get) {
+                   float* o, Get get, float* lse = nullptr) {
   float m = -INFINITY;
   for (int64_t j = 0; j < n; ++j) {
     float s = 0;
@@ -43,6 +43,7 @@ void attend_scalar(const float* qv, const T* k, const T* v, int64_t n, int64_t s
   }
   float z = 0;
   for (int64_t j = 0; j < n; ++j) z += (p[j] = std::exp(p[j] - m));
+  if (lse) *lse = m + std::log(z);
   std::fill(o, o + hd, 0.0f);
   for (int64_t j = 0; j < n; ++j) {
     const float w = p[j] / z;
@@ -53,7 +54,7 @@ void attend_scalar(const float* qv, const T* k, const T* v, int64_t n, int64_t s
 // One query row against n key/value rows (`stride` elements apart), AVX2; hd % 8 == 0. p: n scratch floats.
 template <class Rows>
 __attribute__((target("avx2,fma,f16c"))) void attend_avx2(const float* qv, Rows k, Rows v, int64_t n, int64_t stride,
-                                                         int64_t hd, float scale, float* p, float* o) {
+                                                         int64_t hd, float scale, float* p, float* o, float* lse = nullptr) {
   float m = -INFINITY;
   for (int64_t j = 0; j < n; ++j) {
     __m256 s = _mm256_setzero_ps();
@@ -66,6 +67,7 @@ __attribute__((target("avx2,fma,f16c"))) void attend_avx2(const float* qv, Rows 
   }
   float z = 0;
   for (int64_t j = 0; j < n; ++j) z += (p[j] = std::exp(p[j] - m));
+  if (lse) *lse = m + std::log(z);
   const __m256 inv = _mm256_set1_ps(1.0f / z);
   for (int64_t i = 0; i < hd; i += 8) {
     __m256 acc = _mm256_setzero_ps();
@@ -104,8 +106,8 @@ void attention_cached_scalar(const float* q, const uint16_t* k_cache, const uint
 }
 
 namespace {
-// x(n) ← softmax(scale · x), AVX2 (e^x on 8 lanes)
-__attribute__((target("avx2,fma"))) void softmax_row_avx2(float* x, int64_t n, float scale) {
+// x(n) ← softmax(scale · x), AVX2 (e^x on 8 lanes); returns log Σ exp(scale · x)
+__attribute__((target("avx2,fma"))) float softmax_row_avx2(float* x, int64_t n, float scale) {
   float m = -INFINITY;
   for (int64_t j = 0; j < n; ++j) m = std::max(m, x[j]);
   const __m256 vs = _mm256_set1_ps(scale), vm = _mm256_set1_ps(m * scale);
@@ -123,10 +125,11 @@ __attribute__((target("avx2,fma"))) void softmax_row_avx2(float* x, int64_t n, f
   const __m256 inv = _mm256_set1_ps(1.0f / z);
   for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), inv));
   for (; j < n; ++j) x[j] /= z;
+  return m * scale + std::log(z);
 }
 }  // namespace
 
-void attention_full_cpu(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd) {
+void attention_full_cpu(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd, float* lse) {
   const float scale = 1.0f / std::sqrt((float)hd);
   if (use_avx2() && T >= 32) {
     // per head, as two GEMMs (the blocked kernels, at a large share of the FMA peak): S = Q·Kᵀ
@@ -144,7 +147,10 @@ void attention_full_cpu(const float* q, const float* k, const float* v, float* o
       MatmulArgs a;
       a.a = qh.data(), a.w = kh.data(), a.out = s.data(), a.M = T, a.N = T, a.K = hd;
       matmul_cpu(a);
-      pool.parallel_for((size_t)T, [&](size_t t, int) { softmax_row_avx2(s.data() + t * T, T, scale); });
+      pool.parallel_for((size_t)T, [&](size_t t, int) {
+        const float l = softmax_row_avx2(s.data() + t * T, T, scale);
+        if (lse) lse[h * T + (int64_t)t] = l;
+      });
       MatmulArgs b;
       b.a = s.data(), b.w = vt.data(), b.out = oh.data(), b.M = T, b.N = hd, b.K = T;
       matmul_cpu(b);
@@ -157,7 +163,7 @@ void attention_full_cpu(const float* q, const float* k, const float* v, float* o
       const int64_t t = (int64_t)task / H, h = (int64_t)task % H;
       std::vector<float> p((size_t)T);
       attend_avx2(q + (t * H + h) * hd, F32Rows{k + h * hd}, F32Rows{v + h * hd}, T, H * hd, hd, scale, p.data(),
-                  out + (t * H + h) * hd);
+                  out + (t * H + h) * hd, lse ? lse + h * T + t : nullptr);
     });
     return;
   }
@@ -165,7 +171,7 @@ void attention_full_cpu(const float* q, const float* k, const float* v, float* o
     const int64_t t = (int64_t)task / H, h = (int64_t)task % H;
     std::vector<float> p((size_t)T);
     attend_scalar(q + (t * H + h) * hd, k + h * hd, v + h * hd, T, H * hd, hd, scale, p.data(), out + (t * H + h) * hd,
-                  [](float x) { return x; });
+                  [](float x) { return x; }, lse ? lse + h * T + t : nullptr);
   });
 }
 

@@ -51,8 +51,9 @@ struct CpuOps {
                         int64_t KVH, int64_t hd) {
     attention_cached_cpu(q, k, v, out, T, n_past, H, KVH, hd);
   }
-  void attention_full(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd) {
-    attention_full_cpu(q, k, v, out, T, H, hd);
+  // lse(H, T), when given: each query row's log-sum-exp (what backward needs)
+  void attention_full(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd, float* lse = nullptr) {
+    attention_full_cpu(q, k, v, out, T, H, hd, lse);
   }
   void attention_causal(const float* q, const float* k, const float* v, float* out, float* lse, int64_t T, int64_t H, int64_t KVH,
                         int64_t hd) {

@@ -74,9 +74,9 @@ struct CudaOps {
       flash_attention_launch<uint16_t>(q, k, v, out, (int)T, (int)H, (int)KVH, (int)hd, n_kv, (int)n_past, true, st);
     }
   }
-  void attention_full(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd) {
+  void attention_full(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd, float* lse = nullptr) {
     check_hd(hd);
-    flash_attention_launch<float>(q, k, v, out, (int)T, (int)H, (int)H, (int)hd, (int)T, 0, false, st);
+    flash_attention_launch<float>(q, k, v, out, (int)T, (int)H, (int)H, (int)hd, (int)T, 0, false, st, lse);
   }
   // one sequence's causal attention over its own f32 K, V, with each query row's log-sum-exp
   void attention_causal(const float* q, const float* k, const float* v, float* out, float* lse, int64_t T, int64_t H, int64_t KVH,

@@ -2,7 +2,8 @@
 // (pre_layrnorm, separate q/k/v, quick_gelu) or a timm ViT as BiomedCLIP-CXR (no pre-norm, fused
 // qkv, LayerScale, GELU) — and the projector (linear or mlp2x_gelu), over an op set `Ops` (CpuOps,
 // or CudaOps on a real or emulated device). defines: VisionConfig, VisionIds, VisionScratch,
-// vision_tower.
+// VisionLayerIO, vision_layer (one block: the layer order), vision_embed, vision_tower (inference),
+// VisionActivations (the activation table), vision_forward_train.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -55,44 +56,189 @@ struct VisionScratch {
   }
 };
 
+// Where one ViT block reads and writes, over B images of T tokens (N = B·T rows). Inference passes
+// one set, in place (x_in = x_mid = x_out; a1 = a2 = o1 = o2; f_pre = f: the activation fused into
+// fc1's epilogue; no statistics); a training forward passes the block's own saved buffers.
+struct VisionLayerIO {
+  const float* x_in = nullptr;  // (N, hidden) the block's input
+  float *x_mid = nullptr, *x_out = nullptr;  // (N, hidden) after the attention / MLP residuals
+  float *a1 = nullptr, *a2 = nullptr;        // (N, hidden) the LayerNorm outputs
+  float *mean1 = nullptr, *rstd1 = nullptr, *mean2 = nullptr, *rstd2 = nullptr;  // (N) their statistics (null: not kept)
+  float *q = nullptr, *k = nullptr, *v = nullptr, *att = nullptr;  // (N, hidden)
+  float* lse = nullptr;                      // (B, heads, T) attention's log-sum-exp (null: not kept)
+  float *o1 = nullptr, *o2 = nullptr;        // (N, hidden) the attention projection and fc2, before LayerScale
+  float *f_pre = nullptr, *f = nullptr;      // (N, ffn) fc1's output before and after the activation
+};
+
+// One pre-LN ViT block (CLIP or timm: fused-qkv slices, LayerScale when there is one).
+template <class Ops>
+void vision_layer(Ops& ops, const VisionConfig& c, const VisionIds::Layer& L, const std::vector<WeightView>& W, int64_t B, int64_t T,
+                  const VisionLayerIO& io) {
+  auto at = [&](int id) { return id < 0 ? WeightView{} : W[(size_t)id]; };
+  auto gamma = [&](int id) { return id < 0 ? nullptr : W[(size_t)id].f32(); };
+  const int64_t D = c.hidden, N = B * T, hd = D / c.heads;
+  ops.layernorm(io.x_in, at(L.ln1_w), at(L.ln1_b), io.a1, N, D, c.eps, io.mean1, io.rstd1);
+  if (L.qkv_w >= 0) {
+    const WeightView w = at(L.qkv_w), b = at(L.qkv_b);
+    ops.matmul(io.a1, w.slice_rows(0, D), b.slice_rows(0, D), io.q, N, Activation::None);
+    ops.matmul(io.a1, w.slice_rows(D, D), b.slice_rows(D, D), io.k, N, Activation::None);
+    ops.matmul(io.a1, w.slice_rows(2 * D, D), b.slice_rows(2 * D, D), io.v, N, Activation::None);
+  } else {
+    ops.matmul(io.a1, at(L.q_w), at(L.q_b), io.q, N, Activation::None);
+    ops.matmul(io.a1, at(L.k_w), at(L.k_b), io.k, N, Activation::None);
+    ops.matmul(io.a1, at(L.v_w), at(L.v_b), io.v, N, Activation::None);
+  }
+  for (int64_t i = 0; i < B; ++i)  // each image attends within itself
+    ops.attention_full(io.q + i * T * D, io.k + i * T * D, io.v + i * T * D, io.att + i * T * D, T, c.heads, hd,
+                       io.lse ? io.lse + i * c.heads * T : nullptr);
+  ops.matmul(io.att, at(L.o_w), at(L.o_b), io.o1, N, Activation::None);
+  if (io.x_mid != io.x_in) ops.copy(io.x_mid, io.x_in, N * D);
+  ops.residual(io.x_mid, io.o1, gamma(L.ls1), 1.0f, N * D, D);  // (γ ⊙) attention
+  ops.layernorm(io.x_mid, at(L.ln2_w), at(L.ln2_b), io.a2, N, D, c.eps, io.mean2, io.rstd2);
+  if (io.f_pre == io.f) {
+    ops.matmul(io.a2, at(L.fc1_w), at(L.fc1_b), io.f, N, c.act);  // the activation in the epilogue
+  } else {
+    ops.matmul(io.a2, at(L.fc1_w), at(L.fc1_b), io.f_pre, N, Activation::None);
+    ops.activation(io.f_pre, io.f, N * c.ffn, c.act);
+  }
+  ops.matmul(io.f, at(L.fc2_w), at(L.fc2_b), io.o2, N, Activation::None);
+  if (io.x_out != io.x_mid) ops.copy(io.x_out, io.x_mid, N * D);
+  ops.residual(io.x_out, io.o2, gamma(L.ls2), 1.0f, N * D, D);  // (γ ⊙) MLP
+}
+
+// The tokens of B images: patch embeddings (+ timm's conv bias) after the class token, plus the
+// learned positions. cols (B, patches, 3·p·p), x (B·T, hidden), both backend memory.
+template <class Ops>
+void vision_embed(Ops& ops, const VisionConfig& c, const VisionIds& ids, const std::vector<WeightView>& W, const float* cols, int64_t B,
+                  float* x) {
+  auto at = [&](int id) { return id < 0 ? WeightView{} : W[(size_t)id]; };
+  const int64_t D = c.hidden, np = c.patches(), T = np + 1, pp = 3 * c.patch * c.patch;
+  for (int64_t i = 0; i < B; ++i) {
+    float* xi = x + i * T * D;
+    ops.matmul(cols + i * np * pp, at(ids.patch), at(ids.patch_b), xi + D, np, Activation::None);
+    ops.copy(xi, at(ids.cls).f32(), D);                           // the class token
+    ops.residual(xi, at(ids.pos).f32(), nullptr, 1.0f, T * D, D);  // + learned positions
+  }
+}
+
 // cols (patches, 3·p·p): the image's patches in the conv weight's (c, y, x) order, backend memory
-// → out (tokens, out_dim), backend memory
+// → out (tokens, out_dim), backend memory. Inference: one image, one buffer set.
 template <class Ops>
 void vision_tower(Ops& ops, const VisionConfig& c, const VisionIds& ids, const std::vector<WeightView>& W, const float* cols,
                   VisionScratch& s, float* out) {
   auto at = [&](int id) { return id < 0 ? WeightView{} : W[(size_t)id]; };
-  auto gamma = [&](int id) { return id < 0 ? nullptr : W[(size_t)id].f32(); };
-  const int64_t D = c.hidden, np = c.patches(), T = np + 1, hd = D / c.heads;
-  ops.matmul(cols, at(ids.patch), at(ids.patch_b), s.h + D, np, Activation::None);  // patch embeddings (+ timm's conv bias)
-  ops.copy(s.h, at(ids.cls).f32(), D);                                                // the class token
-  ops.residual(s.h, at(ids.pos).f32(), nullptr, 1.0f, T * D, D);                    // + learned positions
+  const int64_t D = c.hidden, T = c.patches() + 1;
+  vision_embed(ops, c, ids, W, cols, 1, s.h);
   if (ids.pre_w >= 0) ops.layernorm(s.h, at(ids.pre_w), at(ids.pre_b), s.h, T, D, c.eps);
-  for (const VisionIds::Layer& L : ids.layers) {
-    ops.layernorm(s.h, at(L.ln1_w), at(L.ln1_b), s.a, T, D, c.eps);
-    if (L.qkv_w >= 0) {
-      const WeightView w = at(L.qkv_w), b = at(L.qkv_b);
-      ops.matmul(s.a, w.slice_rows(0, D), b.slice_rows(0, D), s.q, T, Activation::None);
-      ops.matmul(s.a, w.slice_rows(D, D), b.slice_rows(D, D), s.k, T, Activation::None);
-      ops.matmul(s.a, w.slice_rows(2 * D, D), b.slice_rows(2 * D, D), s.v, T, Activation::None);
-    } else {
-      ops.matmul(s.a, at(L.q_w), at(L.q_b), s.q, T, Activation::None);
-      ops.matmul(s.a, at(L.k_w), at(L.k_b), s.k, T, Activation::None);
-      ops.matmul(s.a, at(L.v_w), at(L.v_b), s.v, T, Activation::None);
-    }
-    ops.attention_full(s.q, s.k, s.v, s.att, T, c.heads, hd);
-    ops.matmul(s.att, at(L.o_w), at(L.o_b), s.a, T, Activation::None);
-    ops.residual(s.h, s.a, gamma(L.ls1), 1.0f, T * D, D);  // (γ ⊙) attention
-    ops.layernorm(s.h, at(L.ln2_w), at(L.ln2_b), s.a, T, D, c.eps);
-    ops.matmul(s.a, at(L.fc1_w), at(L.fc1_b), s.f, T, c.act);
-    ops.matmul(s.f, at(L.fc2_w), at(L.fc2_b), s.a, T, Activation::None);
-    ops.residual(s.h, s.a, gamma(L.ls2), 1.0f, T * D, D);  // (γ ⊙) MLP
-  }
+  VisionLayerIO io;
+  io.x_in = io.x_mid = io.x_out = s.h;
+  io.a1 = io.a2 = io.o1 = io.o2 = s.a;
+  io.q = s.q, io.k = s.k, io.v = s.v, io.att = s.att;
+  io.f_pre = io.f = s.f;
+  for (const VisionIds::Layer& L : ids.layers) vision_layer(ops, c, L, W, 1, T, io);
   const int64_t first = c.keep_cls ? 0 : 1, n = T - first;
   if (c.projector_mlp) {
     ops.matmul(s.h + first * D, at(ids.proj0_w), at(ids.proj0_b), s.mid, n, Activation::Gelu);
     ops.matmul(s.mid, at(ids.proj2_w), at(ids.proj2_b), out, n, Activation::None);
   } else {
     ops.matmul(s.h + first * D, at(ids.proj0_w), at(ids.proj0_b), out, n, Activation::None);
+  }
+}
+
+// ---- training forward -----------------------------------------------------------------------------
+// The activation table of a training forward over B images, sized up front: the patches, the
+// embeddings before the pre-norm (and its statistics), per block what backward needs (input, both
+// LayerNorm statistics and outputs, q / k / v, attention output + log-sum-exp, the projections
+// before LayerScale, fc1 before and after its activation), and the projector's hidden layer before
+// and after GELU. A block marked `recompute` keeps only its input and shares one buffer set.
+struct VisionActivations {
+  struct Layer {
+    VisionLayerIO io;
+    bool recompute = false;
+  };
+  int64_t B = 0;
+  float* cols = nullptr;                  // (B, patches, 3·p·p)
+  float* x_emb = nullptr;                 // (B·T, hidden) the tokens before the pre-norm
+  float *pre_mean = nullptr, *pre_rstd = nullptr;  // (B·T) the pre-norm's statistics (CLIP)
+  std::vector<Layer> layers;
+  float* x_final = nullptr;               // (B·T, hidden) the last block's output
+  float *mid_pre = nullptr, *mid = nullptr;  // (B·tokens, out_dim) the projector's hidden layer (mlp2x_gelu)
+  float* out = nullptr;                   // (B·tokens, out_dim) the projected image rows
+
+  // floats of the table for B images through `layers_run` blocks (the ids' count); recompute[l] marks
+  // the checkpointed blocks
+  static int64_t floats(const VisionConfig& c, int64_t layers_run, int64_t B, const std::vector<bool>& recompute) {
+    const int64_t T = c.patches() + 1, N = B * T, D = c.hidden, n = B * c.tokens();
+    int64_t total = B * c.patches() * 3 * c.patch * c.patch + N * D + 2 * N, shared = 0;
+    for (int64_t l = 0; l < layers_run; ++l) {
+      total += N * D;
+      if (l < (int64_t)recompute.size() && recompute[(size_t)l]) shared = per_layer(c, B); else total += per_layer(c, B);
+    }
+    return total + shared + N * D + 3 * n * c.out_dim;
+  }
+  void carve(float* p, const VisionConfig& c, int64_t layers_run, int64_t B_, const std::vector<bool>& recompute) {
+    B = B_;
+    const int64_t T = c.patches() + 1, N = B * T, D = c.hidden, n = B * c.tokens();
+    auto take = [&](int64_t k) { float* r = p; p += k; return r; };
+    auto fill = [&](VisionLayerIO& io) {
+      io.x_mid = take(N * D), io.a1 = take(N * D), io.a2 = take(N * D);
+      io.mean1 = take(N), io.rstd1 = take(N), io.mean2 = take(N), io.rstd2 = take(N);
+      io.q = take(N * D), io.k = take(N * D), io.v = take(N * D), io.att = take(N * D), io.lse = take(B * c.heads * T);
+      io.o1 = take(N * D), io.o2 = take(N * D), io.f_pre = take(N * c.ffn), io.f = take(N * c.ffn);
+    };
+    cols = take(B * c.patches() * 3 * c.patch * c.patch);
+    x_emb = take(N * D), pre_mean = take(N), pre_rstd = take(N);
+    layers.assign((size_t)layers_run, Layer{});
+    for (int64_t l = 0; l < layers_run; ++l) {
+      Layer& y = layers[(size_t)l];
+      y.io.x_in = take(N * D);
+      y.recompute = l < (int64_t)recompute.size() && recompute[(size_t)l];
+      if (!y.recompute) fill(y.io);
+    }
+    VisionLayerIO shared;
+    bool have = false;
+    for (Layer& y : layers) {
+      if (!y.recompute) continue;
+      if (!have) fill(shared), have = true;
+      const float* x_in = y.io.x_in;
+      y.io = shared;
+      y.io.x_in = x_in;
+    }
+    x_final = take(N * D), mid_pre = take(n * c.out_dim), mid = take(n * c.out_dim), out = take(n * c.out_dim);
+    for (int64_t l = 0; l < layers_run; ++l)
+      layers[(size_t)l].io.x_out = l + 1 < layers_run ? const_cast<float*>(layers[(size_t)l + 1].io.x_in) : x_final;
+  }
+
+ private:
+  static int64_t per_layer(const VisionConfig& c, int64_t B) {
+    const int64_t N = B * (c.patches() + 1), D = c.hidden;
+    return N * (3 * D + 4 + 4 * D + 2 * D + 2 * c.ffn) + B * c.heads * (c.patches() + 1);
+  }
+};
+
+// The training forward over B images whose patches are in A.cols: the same blocks as inference,
+// filling the activation table; A.out holds each image's projected rows, image after image.
+template <class Ops>
+void vision_forward_train(Ops& ops, const VisionConfig& c, const VisionIds& ids, const std::vector<WeightView>& W,
+                          VisionActivations& A) {
+  auto at = [&](int id) { return id < 0 ? WeightView{} : W[(size_t)id]; };
+  const int64_t B = A.B, T = c.patches() + 1, N = B * T, D = c.hidden;
+  float* x0 = const_cast<float*>(A.layers.empty() ? A.x_final : A.layers[0].io.x_in);
+  vision_embed(ops, c, ids, W, A.cols, B, ids.pre_w >= 0 ? A.x_emb : x0);
+  if (ids.pre_w >= 0) ops.layernorm(A.x_emb, at(ids.pre_w), at(ids.pre_b), x0, N, D, c.eps, A.pre_mean, A.pre_rstd);
+  for (size_t l = 0; l < A.layers.size(); ++l) vision_layer(ops, c, ids.layers[l], W, B, T, A.layers[l].io);
+  const int64_t first = c.keep_cls ? 0 : 1, n = T - first;
+  for (int64_t i = 0; i < B; ++i) {  // the projector over each image's rows
+    const float* xi = A.x_final + (i * T + first) * D;
+    float* oi = A.out + i * n * c.out_dim;
+    if (c.projector_mlp) {
+      float *pre = A.mid_pre + i * n * c.out_dim, *mid = A.mid + i * n * c.out_dim;
+      ops.matmul(xi, at(ids.proj0_w), at(ids.proj0_b), pre, n, Activation::None);
+      ops.activation(pre, mid, n * c.out_dim, Activation::Gelu);
+      ops.matmul(mid, at(ids.proj2_w), at(ids.proj2_b), oi, n, Activation::None);
+    } else {
+      ops.matmul(xi, at(ids.proj0_w), at(ids.proj0_b), oi, n, Activation::None);
+    }
   }
 }
 

@@ -202,6 +202,16 @@ inline JsOp parse_op(Napi::Env env, const std::string& name, const Napi::Object&
       c.bufs = {in<float>(o, "q", napi_float32_array, n), in<float>(o, "k", napi_float32_array, n), in<float>(o, "v", napi_float32_array, n),
                 out(r)};
       j.result = r;
+      if (o.Get("stats").ToBoolean()) {  // each row's log-sum-exp too: { out, lse }
+        Napi::Float32Array lse = poisoned_f32(env, H * T);
+        c.bufs.push_back(out(lse));
+        Napi::Object res = Napi::Object::New(env);
+        res.Set("out", r);
+        res.Set("lse", lse);
+        j.result = res;
+      } else {
+        c.bufs.push_back(OpBuf{nullptr, 0, false, false});
+      }
       break;
     }
     case OpId::attention_causal: {

@@ -45,15 +45,21 @@ Napi::Value VisionWrap::Load(const Napi::CallbackInfo& info) {
   });
 }
 
+// The pixels argument of encode / encodeImage, copied (the worker reads the copy: JS may detach or
+// transfer the buffer while it runs); E_ARGUMENT once the tower is disposed.
+std::shared_ptr<std::vector<float>> VisionWrap::pixels(const Napi::CallbackInfo& info, const char* method) {
+  Napi::Env env = info.Env();
+  if (!vision_) throw_js(env, ErrorCode::Argument, "this vision tower has been disposed");
+  const int64_t S = vision_->config().image_size;
+  return copy_typed<float>(env, info.Length() ? info[0] : env.Undefined(), napi_float32_array,
+                           std::string(method) + "(pixels): pixels (3 × " + std::to_string(S) + " × " + std::to_string(S) + ")", 3 * S * S);
+}
+
 // encode(pixels: Float32Array of 3·S·S) -> Promise<Float32Array (tokens × outDim)>
 Napi::Value VisionWrap::Encode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
-    if (!vision_) throw_js(env, ErrorCode::Argument, "this vision tower has been disposed");
-    const int64_t S = vision_->config().image_size;
-    // the worker reads a copy: JS may detach or transfer the pixels' buffer while it runs
-    auto px = copy_typed<float>(env, info.Length() ? info[0] : env.Undefined(), napi_float32_array,
-                                "encode(pixels): pixels (3 × " + std::to_string(S) + " × " + std::to_string(S) + ")", 3 * S * S);
+    auto px = pixels(info, "encode");
     Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)(vision_->tokens() * vision_->config().out_dim));
     auto pin = std::make_shared<Napi::ObjectReference>(Napi::Persistent(out.As<Napi::Object>()));
     auto v = vision_;
@@ -66,10 +72,7 @@ Napi::Value VisionWrap::Encode(const Napi::CallbackInfo& info) {
 Napi::Value VisionWrap::EncodeImage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
-    if (!vision_) throw_js(env, ErrorCode::Argument, "this vision tower has been disposed");
-    const int64_t S = vision_->config().image_size;
-    auto px = copy_typed<float>(env, info.Length() ? info[0] : env.Undefined(), napi_float32_array,
-                                "encodeImage(pixels): pixels (3 × " + std::to_string(S) + " × " + std::to_string(S) + ")", 3 * S * S);
+    auto px = pixels(info, "encodeImage");
     auto rows = std::make_shared<ImageRows>();
     auto v = vision_;
     return PromiseWorker::Start(

@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <memory>
+#include <vector>
 
 #include "../model/vision.h"
 
@@ -18,6 +19,7 @@ class VisionWrap : public Napi::ObjectWrap<VisionWrap> {
   static Napi::Value Load(const Napi::CallbackInfo& info);
   Napi::Value Encode(const Napi::CallbackInfo& info);
   Napi::Value EncodeImage(const Napi::CallbackInfo& info);
+  std::shared_ptr<std::vector<float>> pixels(const Napi::CallbackInfo& info, const char* method);
   Napi::Value GetTokens(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   // the parameter table (native/napi/params_wrap.h)

@@ -43,7 +43,7 @@ struct OpCall {
 //  silu_mul          gate, up, out                      n
 //  activation        x, out                             n                                       code = Activation
 //  attention_cached  q, k cache, v cache, out           T, n_past, H, KVH, hd
-//  attention_full    q, k, v, out                       T, H, hd
+//  attention_full    q, k, v, out, lse?                 T, H, hd
 //  attention_causal  q, k, v, out, lse                  T, H, KVH, hd
 //  residual          h (in/out), a, gamma?              n, D                       scale
 //  embed             table, ids (read on the host), out T, D                                    type = table's
@@ -100,7 +100,7 @@ void exec_op(Ops& ops, const OpCall& c, void* const* ptr) {
       ops.attention_cached(f(0), static_cast<const uint16_t*>(ptr[1]), static_cast<const uint16_t*>(ptr[2]), f(3), i[0], i[1], i[2], i[3],
                            i[4]);
       break;
-    case OpId::attention_full: ops.attention_full(f(0), f(1), f(2), f(3), i[0], i[1], i[2]); break;
+    case OpId::attention_full: ops.attention_full(f(0), f(1), f(2), f(3), i[0], i[1], i[2], f(4)); break;
     case OpId::attention_causal: ops.attention_causal(f(0), f(1), f(2), f(3), f(4), i[0], i[1], i[2], i[3]); break;
     case OpId::residual: ops.residual(f(0), f(1), f(2), (float)c.f[0], i[0], i[1]); break;
     case OpId::embed: {

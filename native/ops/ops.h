@@ -111,7 +111,8 @@ void attention_causal_cpu(const float* q, const float* k, const float* v, float*
                           int64_t hd);
 
 // Full (non-causal) attention, as a ViT's: q, k, v (T, H, hd) → out (T, H, hd).
-void attention_full_cpu(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd);
+//   lse(H, T), when given: each query row's log Σ exp(q·k / √hd), what backward needs
+void attention_full_cpu(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd, float* lse = nullptr);
 
 // ---- elements: native/cpu/elements.cc, native/cuda/elements.cuh -------------------------------------
 // h(n) += scale · (gamma ? gamma[i % D] : 1) · a(n)   (the residual add; gamma: timm's LayerScale (D);

@@ -312,23 +312,37 @@ Napi::Value EmulatedGreedy(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// emulatedVision(config, tensors, pixels: Float32Array) -> Float32Array: the vision tower + projector
-// on the CUDA kernels under the emulator, from the same weights NativeVision.load maps.
-Napi::Value EmulatedVision(const Napi::CallbackInfo& info) {
+// A Vision from (config, tensors) with the emulated device attached — the addon's path with device
+// 'cuda' — and the pixels argument (info[2]) checked.
+struct EmulatedTower {
+  std::unique_ptr<Vision> vision;
+  std::shared_ptr<cuda::VisionRunnerOn<EmuDevice>> runner;
+  const float* pixels = nullptr;
+  size_t out_floats = 0;
+};
+EmulatedTower emulated_tower(const Napi::CallbackInfo& info, const char* usage) {
   Napi::Env env = info.Env();
-  if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsObject())
-    throw_js(env, ErrorCode::Argument, "emulatedVision(config, tensors, pixels)");
+  if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsObject()) throw_js(env, ErrorCode::Argument, usage);
   VisionConfig cfg;
   VisionTensorNames names;
   parse_vision_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
-  Vision vision(cfg, names);
+  EmulatedTower t;
+  t.vision = std::make_unique<Vision>(cfg, names);
   Napi::Object holder = Napi::Object::New(env);
   holder.Set("pixels", info[2]);
-  const float* px = arg_array<float>(holder, "pixels", napi_float32_array, 3 * cfg.image_size * cfg.image_size);
-  // through Vision::encode with the emulated device attached: the addon's path with device 'cuda'
-  vision.attach_device(std::make_shared<cuda::VisionRunnerOn<EmuDevice>>(vision, (size_t)1 << 40));
-  Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)(vision.tokens() * cfg.out_dim));
-  vision.encode(px, out.Data());
+  t.pixels = arg_array<float>(holder, "pixels", napi_float32_array, 3 * cfg.image_size * cfg.image_size);
+  t.runner = std::make_shared<cuda::VisionRunnerOn<EmuDevice>>(*t.vision, (size_t)1 << 40);
+  t.vision->attach_device(t.runner);
+  t.out_floats = (size_t)(t.vision->tokens() * cfg.out_dim);
+  return t;
+}
+
+// emulatedVision(config, tensors, pixels: Float32Array) -> Float32Array: the vision tower + projector
+// on the CUDA kernels under the emulator, from the same weights NativeVision.load maps.
+Napi::Value EmulatedVision(const Napi::CallbackInfo& info) {
+  EmulatedTower t = emulated_tower(info, "emulatedVision(config, tensors, pixels)");
+  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), t.out_floats);
+  t.vision->encode(t.pixels, out.Data());
   return out;
 }
 
@@ -337,20 +351,11 @@ Napi::Value EmulatedVision(const Napi::CallbackInfo& info) {
 //   the values through the parameter table, and encodes again — the device must re-read the table.
 Napi::Value EmulatedVisionEdited(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 4 || !info[0].IsObject() || !info[1].IsObject() || !info[3].IsArray())
-    throw_js(env, ErrorCode::Argument, "emulatedVisionEdited(config, tensors, pixels, edits)");
-  VisionConfig cfg;
-  VisionTensorNames names;
-  parse_vision_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
-  Vision vision(cfg, names);
-  Napi::Object holder = Napi::Object::New(env);
-  holder.Set("pixels", info[2]);
-  const float* px = arg_array<float>(holder, "pixels", napi_float32_array, 3 * cfg.image_size * cfg.image_size);
-  auto runner = std::make_shared<cuda::VisionRunnerOn<EmuDevice>>(vision, (size_t)1 << 40);
-  vision.attach_device(runner);
-  const size_t n = (size_t)(vision.tokens() * cfg.out_dim);
-  Napi::Float32Array before = Napi::Float32Array::New(env, n), after = Napi::Float32Array::New(env, n);
-  vision.encode(px, before.Data());
+  if (info.Length() < 4 || !info[3].IsArray()) throw_js(env, ErrorCode::Argument, "emulatedVisionEdited(config, tensors, pixels, edits)");
+  EmulatedTower tower = emulated_tower(info, "emulatedVisionEdited(config, tensors, pixels, edits)");
+  Vision& vision = *tower.vision;
+  Napi::Float32Array before = Napi::Float32Array::New(env, tower.out_floats), after = Napi::Float32Array::New(env, tower.out_floats);
+  vision.encode(tower.pixels, before.Data());
   Napi::Array edits = info[3].As<Napi::Array>();
   ParamTable& t = vision.params();
   for (uint32_t i = 0; i < edits.Length(); ++i) {
@@ -366,11 +371,11 @@ Napi::Value EmulatedVisionEdited(const Napi::CallbackInfo& info) {
     std::copy(v, v + count, t.values(id) + offset);
     t.touch();
   }
-  vision.encode(px, after.Data());
+  vision.encode(tower.pixels, after.Data());
   Napi::Object r = Napi::Object::New(env);
   r.Set("before", before);
   r.Set("after", after);
-  r.Set("binds", Napi::Number::New(env, (double)runner->device().binds()));
+  r.Set("binds", Napi::Number::New(env, (double)tower.runner->device().binds()));
   return r;
 }
 
@@ -490,6 +495,87 @@ Napi::Value TrainForward(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// visionTrainForward(config, tensors, pixels: Float32Array (B images, each 3·S·S), B, { device: 'cpu' |
+//   'emulated', recompute?: boolean[] }) -> { out (B·tokens, out_dim), layers: [{ x, mean1, rstd1, mean2, rstd2,
+//   lse, q, k, fPre, f }] (only x for recomputed blocks), preMean, preRstd, midPre, mid, floats }: the vision
+//   training forward (vision_forward_train) over its activation table, on CpuOps or on the emulated device.
+Napi::Value VisionTrainForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsObject() || !info[1].IsObject())
+    throw_js(env, ErrorCode::Argument, "visionTrainForward(config, tensors, pixels, B, options)");
+  VisionConfig cfg;
+  VisionTensorNames names;
+  parse_vision_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
+  const int64_t B = get_int(env, info[3], "B", 1, 1024), S = cfg.image_size;
+  const Napi::Object o = info.Length() > 4 && info[4].IsObject() ? info[4].As<Napi::Object>() : Napi::Object::New(env);
+  Napi::Object holder = Napi::Object::New(env);
+  holder.Set("pixels", info[2]);
+  const float* px = arg_array<float>(holder, "pixels", napi_float32_array, B * 3 * S * S);
+  const std::string device = o.Has("device") ? arg_string(o, "device") : "cpu";
+  if (device != "cpu" && device != "emulated") throw_js(env, ErrorCode::Argument, "device must be 'cpu' or 'emulated'");
+  std::vector<bool> recompute;
+  if (o.Get("recompute").IsArray()) {
+    Napi::Array r = o.Get("recompute").As<Napi::Array>();
+    for (uint32_t i = 0; i < r.Length(); ++i) recompute.push_back(r.Get(i).ToBoolean());
+  }
+  Vision vision(cfg, names);
+  const int64_t run = (int64_t)vision.ids().layers.size();
+  const int64_t floats = VisionActivations::floats(cfg, run, B, recompute);
+  std::vector<float> host;
+  EmuDevice dev((size_t)1 << 40);
+  float* table = nullptr;
+  if (device == "cpu") {
+    host.assign((size_t)floats, NAN);
+    table = host.data();
+  } else {
+    table = static_cast<float*>(dev.alloc((size_t)floats * 4));
+  }
+  VisionActivations A;
+  A.carve(table, cfg, run, B, recompute);
+  const int64_t pp = cfg.patches() * 3 * cfg.patch * cfg.patch;
+  for (int64_t i = 0; i < B; ++i) vision.im2col(px + i * 3 * S * S, A.cols + i * pp);  // host memory under the emulator too
+  if (device == "cpu") {
+    CpuOps ops;
+    vision_forward_train(ops, cfg, vision.ids(), vision.params().views(), A);
+  } else {
+    cuda::DeviceParams dp(vision.params(), dev);
+    dp.upload_all();
+    cuda::CudaOps ops{dev, nullptr};
+    vision_forward_train(ops, cfg, vision.ids(), dp.views(), A);
+  }
+  auto copy = [&](const float* p, int64_t n) {
+    Napi::Float32Array a = Napi::Float32Array::New(env, (size_t)n);
+    std::memcpy(a.Data(), p, (size_t)n * 4);
+    return a;
+  };
+  const int64_t T = cfg.patches() + 1, N = B * T, D = cfg.hidden, n = B * cfg.tokens();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("out", copy(A.out, n * cfg.out_dim));
+  Napi::Array layers = Napi::Array::New(env);
+  for (size_t l = 0; l < A.layers.size(); ++l) {
+    const VisionLayerIO& io = A.layers[l].io;
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("recompute", A.layers[l].recompute);
+    e.Set("x", copy(io.x_in, N * D));
+    if (!A.layers[l].recompute) {
+      e.Set("mean1", copy(io.mean1, N)), e.Set("rstd1", copy(io.rstd1, N)), e.Set("mean2", copy(io.mean2, N));
+      e.Set("rstd2", copy(io.rstd2, N)), e.Set("xMid", copy(io.x_mid, N * D)), e.Set("lse", copy(io.lse, B * cfg.heads * T));
+      e.Set("q", copy(io.q, N * D)), e.Set("k", copy(io.k, N * D)), e.Set("fPre", copy(io.f_pre, N * cfg.ffn));
+      e.Set("f", copy(io.f, N * cfg.ffn));
+    }
+    layers.Set((uint32_t)l, e);
+  }
+  r.Set("layers", layers);
+  r.Set("xEmb", copy(A.x_emb, N * D));
+  r.Set("preMean", copy(A.pre_mean, N));
+  r.Set("preRstd", copy(A.pre_rstd, N));
+  r.Set("midPre", copy(A.mid_pre, n * cfg.out_dim));
+  r.Set("mid", copy(A.mid, n * cfg.out_dim));
+  r.Set("floats", Napi::Number::New(env, (double)floats));
+  if (device != "cpu") dev.release(table);
+  return r;
+}
+
 // setOptions({ blockOrder: 'forward' | 'reverse' | 'shuffle', seed, reverseThreads, poisonShared })
 Napi::Value SetOptions(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -546,6 +632,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("emulatedVision", Napi::Function::New<guarded<EmulatedVision>>(env, "emulatedVision"));
   exports.Set("emulatedVisionEdited", Napi::Function::New<guarded<EmulatedVisionEdited>>(env, "emulatedVisionEdited"));
   exports.Set("trainForward", Napi::Function::New<guarded<TrainForward>>(env, "trainForward"));
+  exports.Set("visionTrainForward", Napi::Function::New<guarded<VisionTrainForward>>(env, "visionTrainForward"));
   exports.Set("emulatedLlm", Napi::Function::New<guarded<EmulatedLlm>>(env, "emulatedLlm"));
   exports.Set("setOptions", Napi::Function::New<guarded<SetOptions>>(env, "setOptions"));
   exports.Set("stats", Napi::Function::New<guarded<Stats>>(env, "stats"));

@@ -181,6 +181,25 @@ function cases(): Record<string, Case[]> {
     const q = randomNormal(T * H * hd, s++), k = randomNormal(T * H * hd, s++), v = randomNormal(T * H * hd, s++);
     return { what: `attentionFull ${T} × ${H}×${hd}`, args: { q, k, v, T, H, hd }, want: attentionFullRef(q, k, v, T, H, hd), tol: 1e-5 };
   });
+  // each row's log-sum-exp too (what the vision tower's backward needs); T ≥ 32 takes the CPU's GEMM path
+  out.attentionFull.push(...([[5, 2, 32], [40, 2, 64]] as const).map(([T, H, hd]) => {
+    const q = randomNormal(T * H * hd, s++), k = randomNormal(T * H * hd, s++), v = randomNormal(T * H * hd, s++);
+    const lse = new Float64Array(H * T);
+    for (let h = 0; h < H; h++) {
+      for (let t = 0; t < T; t++) {
+        const sc: number[] = [];
+        for (let u = 0; u < T; u++) {
+          let dot = 0;
+          for (let d = 0; d < hd; d++) dot += q[(t * H + h) * hd + d]! * k[(u * H + h) * hd + d]!;
+          sc.push(dot / Math.sqrt(hd));
+        }
+        const m = Math.max(...sc);
+        lse[h * T + t] = m + Math.log(sc.reduce((a, x) => a + Math.exp(x - m), 0));
+      }
+    }
+    return { what: `attentionFull ${T} × ${H}×${hd}: lse`, args: { q, k, v, T, H, hd, stats: true }, want: lse, tol: 1e-6,
+      get: (r: unknown) => (r as { lse: Float32Array }).lse };
+  }));
   // one sequence causal over its own f32 K, V: the output and each row's log-sum-exp
   out.attentionCausal = ([[1, 2, 1, 64], [9, 4, 2, 32], [40, 2, 2, 128]] as const).flatMap(([T, H, KVH, hd]) => {
     const q = randomNormal(T * H * hd, s++), k = randomNormal(T * KVH * hd, s++), v = randomNormal(T * KVH * hd, s++);

@@ -40,6 +40,15 @@ export interface SimtAddon {
     layers: { recompute: boolean; x: Float32Array; rstd1?: Float32Array; rstd2?: Float32Array; lse?: Float32Array; q?: Float32Array;
       k?: Float32Array; g?: Float32Array }[];
   };
+  /** The vision training forward (native/model/vision_graph.h: vision_forward_train) over B images (pixels
+   * concatenated), on the CPU or the emulated device: the projected rows and what each block saved. */
+  visionTrainForward(config: NativeVisionConfig, tensors: NativeVisionTensors, pixels: Float32Array, B: number,
+    options?: { device?: 'cpu' | 'emulated'; recompute?: boolean[] }): {
+    out: Float32Array; xEmb: Float32Array; preMean: Float32Array; preRstd: Float32Array; midPre: Float32Array; mid: Float32Array;
+    floats: number;
+    layers: { recompute: boolean; x: Float32Array; xMid?: Float32Array; mean1?: Float32Array; rstd1?: Float32Array; mean2?: Float32Array;
+      rstd2?: Float32Array; lse?: Float32Array; q?: Float32Array; k?: Float32Array; fPre?: Float32Array; f?: Float32Array }[];
+  };
   setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
     poisonShared?: boolean }): void;
   stats(): { launches: number; blocks: number; threads: number; switches: number };
