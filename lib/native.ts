@@ -32,7 +32,7 @@ export type NativeDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q
 export interface NativeLinear {
   /** out[rows × outFeatures] = activation(input[rows × inFeatures] · weightᵀ + bias) */
   forward(input: Float32Array, rows: number,
-    options: { activation?: NativeActivation; device?: 'cpu' | 'cuda' }): Promise<Float32Array>;
+    options: { activation?: NativeActivation; device?: 'cpu' | 'cuda'; deviceIndex?: number }): Promise<Float32Array>;
   /** Releases the weight references; later calls reject with E_ARGUMENT. Idempotent. */
   dispose(): void;
   readonly disposed: boolean;
@@ -226,7 +226,7 @@ export interface NativeAddon {
   /** GFLOP/s of independent fp32 FMA chains on `threads` threads for about `ms` ms. */
   measureFmaPeak(threads: number, ms: number): Promise<number>;
   /** GPU microbenchmarks of every CUDA kernel at the real shapes, with the device's measured peaks (a GPU only). */
-  cudaBenchKernels(): Promise<{ peaks: { bandwidthGBs: number; fp32TFlops: number; tensorTFlops: number };
+  cudaBenchKernels(device?: number): Promise<{ peaks: { bandwidthGBs: number; fp32TFlops: number; tensorTFlops: number };
     kernels: { kernel: string; shape: string; ms: number; bytes: number; flops: number }[] }>;
   /** GB/s read streaming through `bytes` of memory on `threads` threads (best of 3). */
   measureReadBandwidth(threads: number, bytes: number): Promise<number>;
@@ -255,8 +255,8 @@ export interface NativeAddon {
   /** Internal (the op test harness): one op of native/ops/op_list.h on the CPU, its arguments by name
    * (native/napi/op_harness.h); outputs start as NaN. */
   cpuOp(name: string, args: Record<string, unknown>): Float32Array;
-  /** The same op on CUDA device 0, buffers copied there and back (E_CUDA without a device). */
-  cudaOp(name: string, args: Record<string, unknown>): Float32Array;
+  /** The same op on a CUDA device (default 0), buffers copied there and back (E_CUDA without a device). */
+  cudaOp(name: string, args: Record<string, unknown>, device?: number): Float32Array;
   /** The op table: each op's harness name, its Ops method, its stem and its two source files. */
   opList(): NativeOpInfo[];
   /** native/cpu/sample.cc on one row of logits (what evalSample runs after its forward) */

@@ -91,8 +91,19 @@ void disable(const std::string& reason) {
   g_info.reason = reason;
 }
 
-void matmul(const MatmulArgs& p) {
-  if (!info().available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + info().reason);
+namespace {
+void check_device(int device) {
+  const Info i = info();
+  if (!i.available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + i.reason);
+  if (device < 0 || device >= (int)i.devices.size())
+    throw Error(ErrorCode::Argument, "CUDA device " + std::to_string(device) + " is not there: this machine has " +
+                                         std::to_string(i.devices.size()) + " (0 to " + std::to_string((int)i.devices.size() - 1) + ")");
+}
+}  // namespace
+
+void matmul(const MatmulArgs& p, int device) {
+  check_device(device);
+  check(cudaSetDevice(device), "cudaSetDevice");
   if (dtype_is_block(p.w_type))
     throw Error(ErrorCode::Unsupported, std::string("CUDA matmul with ") + dtype_name(p.w_type) + " weights is not implemented yet");
   if (p.M == 0) return;
@@ -200,9 +211,9 @@ double time_ms(cudaStream_t stream, F f, int reps = 20) {
 }
 }  // namespace
 
-std::vector<KernelBench> bench_kernels(DevicePeaks& peaks) {
-  if (!info().available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + info().reason);
-  CudaDevice dev;
+std::vector<KernelBench> bench_kernels(DevicePeaks& peaks, int device) {
+  check_device(device);
+  CudaDevice dev(device);
   cudaStream_t st = dev.stream();
   std::vector<void*> bufs;
   auto buf = [&](size_t bytes) {
@@ -220,7 +231,7 @@ std::vector<KernelBench> bench_kernels(DevicePeaks& peaks) {
     const double copy_ms = time_ms(st, [&] { check(cudaMemcpyAsync(dst, src, big, cudaMemcpyDeviceToDevice, st), "copy"); });
     peaks.bandwidth_gbs = 2.0 * (double)big / (copy_ms * 1e-3) / 1e9;
     int sms = 0;
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "cudaDeviceGetAttribute");
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
     float* sink = static_cast<float*>(buf((size_t)sms * 8 * 256 * 4));
     const int iters = 1 << 14;
     const double fma_ms = time_ms(st, [&] { MEDLLAVA_LAUNCH(cuda::peak_fma_kernel, dim3(sms * 8), dim3(256), 0, st, sink, iters, 0); });
@@ -310,9 +321,9 @@ std::vector<KernelBench> bench_kernels(DevicePeaks& peaks) {
   return out;
 }
 
-void run_op(OpCall& call) {
-  if (!info().available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + info().reason);
-  CudaDevice dev(0);
+void run_op(OpCall& call, int device) {
+  check_device(device);
+  CudaDevice dev(device);
   const medllava_stream_t st = dev.stream();
   std::vector<void*> ptr(call.bufs.size(), nullptr);
   std::vector<void*> owned;
@@ -342,16 +353,6 @@ void run_op(OpCall& call) {
   }
   for (void* p : owned) dev.release(p);
 }
-
-namespace {
-void check_device(int device) {
-  const Info i = info();
-  if (!i.available) throw Error(ErrorCode::Cuda, "CUDA is not available: " + i.reason);
-  if (device < 0 || device >= (int)i.devices.size())
-    throw Error(ErrorCode::Argument, "CUDA device " + std::to_string(device) + " is not there: this machine has " +
-                                         std::to_string(i.devices.size()) + " (0 to " + std::to_string((int)i.devices.size() - 1) + ")");
-}
-}  // namespace
 
 std::shared_ptr<VisionDeviceRunner> load_vision(const Vision& v, int device) {
   check_device(device);

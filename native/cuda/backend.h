@@ -31,11 +31,12 @@ struct Info {
 Info info();
 // Never touch CUDA in this process again (lib/native.ts calls this when the probe child failed).
 void disable(const std::string& reason);
-// out = act(a · wᵀ + bias) on device 0; all pointers are host memory. E_CUDA when unavailable.
-void matmul(const MatmulArgs& args);
-// One op call of the test harness (native/ops/op_exec.h) on device 0: its buffers copied to the
-// device, the op run through CudaOps, the outputs copied back. E_CUDA when CUDA is unavailable.
-void run_op(OpCall& call);
+// out = act(a · wᵀ + bias) on CUDA device `device`; all pointers are host memory. E_CUDA when
+// unavailable, E_ARGUMENT for a device that is not there.
+void matmul(const MatmulArgs& args, int device = 0);
+// One op call of the test harness (native/ops/op_exec.h) on CUDA device `device`: its buffers copied
+// to the device, the op run through CudaOps, the outputs copied back. E_CUDA when CUDA is unavailable.
+void run_op(OpCall& call, int device = 0);
 // `m`'s forward pass on CUDA device `device` (native/cuda/llm_device.cuh): weights uploaded once in
 // their stored type; each sequence its own KV cache, activation arena and stream (concurrent chats);
 // every worker that touches it makes the device current first. E_CUDA when CUDA is unavailable,
@@ -46,7 +47,7 @@ std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m, int device);
 std::shared_ptr<VisionDeviceRunner> load_vision(const Vision& v, int device);
 
 // GPU microbenchmarks (native/cuda/bench.cuh): each kernel at the real shapes of
-// bench/kernels/README.md on device 0, and the device's peaks measured in the same run.
+// bench/kernels/README.md on CUDA device `device`, and the device's peaks measured in the same run.
 struct KernelBench {
   std::string kernel, shape;
   double ms = 0, bytes = 0, flops = 0;
@@ -54,7 +55,7 @@ struct KernelBench {
 struct DevicePeaks {
   double bandwidth_gbs = 0, fp32_tflops = 0, tensor_tflops = 0;
 };
-std::vector<KernelBench> bench_kernels(DevicePeaks& peaks);
+std::vector<KernelBench> bench_kernels(DevicePeaks& peaks, int device = 0);
 
 }  // namespace cuda_backend
 }  // namespace medllava

@@ -14,11 +14,11 @@ Info info() {
 
 void disable(const std::string&) {}
 
-void run_op(OpCall&) { throw Error(ErrorCode::Unsupported, info().reason); }
-void matmul(const MatmulArgs&) { throw Error(ErrorCode::Unsupported, info().reason); }
+void run_op(OpCall&, int) { throw Error(ErrorCode::Unsupported, info().reason); }
+void matmul(const MatmulArgs&, int) { throw Error(ErrorCode::Unsupported, info().reason); }
 std::shared_ptr<LlmDeviceRunner> load_llm(const Llm&, int) { throw Error(ErrorCode::Unsupported, info().reason); }
 std::shared_ptr<VisionDeviceRunner> load_vision(const Vision&, int) { throw Error(ErrorCode::Unsupported, info().reason); }
-std::vector<KernelBench> bench_kernels(DevicePeaks&) { throw Error(ErrorCode::Unsupported, info().reason); }
+std::vector<KernelBench> bench_kernels(DevicePeaks&, int) { throw Error(ErrorCode::Unsupported, info().reason); }
 
 }  // namespace cuda_backend
 }  // namespace medllava

@@ -219,7 +219,8 @@ struct LlmActivations {
     }
     return n + shared + N * (2 * c.hidden + 1 + c.vocab) + N * c.hidden + N * (ids.lora_rank + ids.lora_out);
   }
-  void carve(float* p, const LlmConfig& c, const LlmIds& ids, int64_t B_, int64_t T_, const std::vector<bool>& recompute) {
+  // carves the table out of `p` (floats(…) floats); returns the end of what it used
+  float* carve(float* p, const LlmConfig& c, const LlmIds& ids, int64_t B_, int64_t T_, const std::vector<bool>& recompute) {
     B = B_, T = T_;
     const int64_t N = B * T, D = c.hidden, kvd = c.kv_heads * (D / c.heads);
     auto take = [&](int64_t n) { float* r = p; p += n; return r; };
@@ -259,6 +260,7 @@ struct LlmActivations {
     // each layer writes its output into the next one's input; the last into x_final
     for (int64_t l = 0; l < c.layers; ++l)
       layers[(size_t)l].io.x_out = l + 1 < c.layers ? const_cast<float*>(layers[(size_t)l + 1].io.x_in) : x_final;
+    return p;
   }
 
  private:

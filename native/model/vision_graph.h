@@ -176,7 +176,8 @@ struct VisionActivations {
     }
     return total + shared + N * D + 3 * n * c.out_dim;
   }
-  void carve(float* p, const VisionConfig& c, int64_t layers_run, int64_t B_, const std::vector<bool>& recompute) {
+  // carves the table out of `p` (floats(…) floats); returns the end of what it used
+  float* carve(float* p, const VisionConfig& c, int64_t layers_run, int64_t B_, const std::vector<bool>& recompute) {
     B = B_;
     const int64_t T = c.patches() + 1, N = B * T, D = c.hidden, n = B * c.tokens();
     auto take = [&](int64_t k) { float* r = p; p += k; return r; };
@@ -207,6 +208,7 @@ struct VisionActivations {
     x_final = take(N * D), mid_pre = take(n * c.out_dim), mid = take(n * c.out_dim), out = take(n * c.out_dim);
     for (int64_t l = 0; l < layers_run; ++l)
       layers[(size_t)l].io.x_out = l + 1 < layers_run ? const_cast<float*>(layers[(size_t)l + 1].io.x_in) : x_final;
+    return p;
   }
 
  private:

@@ -106,12 +106,13 @@ Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
       [result](Napi::Env e) { return Napi::Number::New(e, *result); });
 }
 
-// cudaBenchKernels() -> Promise<{ peaks: {bandwidthGBs, fp32TFlops, tensorTFlops}, kernels: [{kernel, shape, ms, bytes, flops}] }>
+// cudaBenchKernels(device = 0) -> Promise<{ peaks: {bandwidthGBs, fp32TFlops, tensorTFlops}, kernels: [{kernel, shape, ms, bytes, flops}] }>
 Napi::Value CudaBenchKernels(const Napi::CallbackInfo& info) {
   auto peaks = std::make_shared<cuda_backend::DevicePeaks>();
   auto rows = std::make_shared<std::vector<cuda_backend::KernelBench>>();
+  const int device = info.Length() > 0 && !info[0].IsUndefined() ? (int)get_int(info.Env(), info[0], "device", 0, 1023) : 0;
   return PromiseWorker::Start(
-      info.Env(), [=] { *rows = cuda_backend::bench_kernels(*peaks); },
+      info.Env(), [=] { *rows = cuda_backend::bench_kernels(*peaks, device); },
       [=](Napi::Env e) {
         Napi::Object r = Napi::Object::New(e), p = Napi::Object::New(e);
         p.Set("bandwidthGBs", peaks->bandwidth_gbs);

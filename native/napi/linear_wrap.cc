@@ -97,9 +97,10 @@ Napi::Value LinearWrap::DoForward(const Napi::CallbackInfo& info) {
   // bias, packed copy and input, so dispose() during a forward frees them when it ends
   auto out_pin = std::make_shared<Napi::ObjectReference>(Napi::Persistent(output.As<Napi::Object>()));
   const bool cuda = device == "cuda";
+  const int index = opts.Get("deviceIndex").IsUndefined() ? 0 : (int)get_int(env, opts.Get("deviceIndex"), "deviceIndex", 0, 1023);
   auto keep = std::make_tuple(x16_, weight_, bias_, input);
   return PromiseWorker::Start(
-      env, [args, cuda, keep] { cuda ? cuda_backend::matmul(args) : matmul_cpu(args); },
+      env, [args, cuda, index, keep] { cuda ? cuda_backend::matmul(args, index) : matmul_cpu(args); },
       [out_pin](Napi::Env) { return out_pin->Value(); });
 }
 

@@ -23,13 +23,14 @@ Napi::Value CpuOp(const Napi::CallbackInfo& info) {
   return run_in_place(ops, j);
 }
 
-// cudaOp(name, args): the same op on CUDA device 0, its buffers copied there and back
+// cudaOp(name, args, device = 0): the same op on that CUDA device, its buffers copied there and back
 // (cuda_backend::run_op); E_CUDA without a device, E_UNSUPPORTED in a build without CUDA
 Napi::Value CudaOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject()) throw_js(env, ErrorCode::Argument, "cudaOp(name, args)");
+  const int device = info.Length() > 2 && !info[2].IsUndefined() ? (int)get_int(env, info[2], "device", 0, 1023) : 0;
   JsOp j = parse_op(env, info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Object>());
-  cuda_backend::run_op(j.call);
+  cuda_backend::run_op(j.call, device);
   return j.result;
 }
 

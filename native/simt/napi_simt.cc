@@ -453,7 +453,8 @@ Napi::Value TrainForward(const Napi::CallbackInfo& info) {
   } else {
     table = static_cast<float*>(dev.alloc((size_t)floats * 4));
   }
-  A.carve(table, cfg, llm.ids(), B, T, recompute);
+  if (A.carve(table, cfg, llm.ids(), B, T, recompute) != table + floats)
+    throw Error(ErrorCode::Internal, "the LLM's activation table is not the size floats() says");
   std::vector<int32_t> ids((size_t)N);
   if (device == "cpu") {
     CpuOps ops;
@@ -531,7 +532,8 @@ Napi::Value VisionTrainForward(const Napi::CallbackInfo& info) {
     table = static_cast<float*>(dev.alloc((size_t)floats * 4));
   }
   VisionActivations A;
-  A.carve(table, cfg, run, B, recompute);
+  if (A.carve(table, cfg, run, B, recompute) != table + floats)
+    throw Error(ErrorCode::Internal, "the vision activation table is not the size floats() says");
   const int64_t pp = cfg.patches() * 3 * cfg.patch * cfg.patch;
   for (int64_t i = 0; i < B; ++i) vision.im2col(px + i * 3 * S * S, A.cols + i * pp);  // host memory under the emulator too
   if (device == "cpu") {

@@ -286,6 +286,16 @@ describe('the op table', () => {
     expect(Object.keys(all).sort()).toEqual(table.map((o) => o.name).sort());
   });
 
+  it('the real-device harness: E_CUDA without a device, E_ARGUMENT for a device that is not there', () => {
+    const args = { x: new Float32Array(4), w: new Float32Array(4), T: 1, D: 4, eps: 1e-5 };
+    const info = getBackendInfo().cuda;
+    if (!info.available) {
+      expect(() => addon().cudaOp('rmsnorm', args)).toThrow(expect.objectContaining({ code: info.compiled ? 'E_CUDA' : 'E_UNSUPPORTED' }));
+    } else {
+      expect(() => addon().cudaOp('rmsnorm', args, info.devices.length)).toThrow(expect.objectContaining({ code: 'E_ARGUMENT' }));
+    }
+  });
+
   it('an unknown op name is E_ARGUMENT', () => {
     expect(() => addon().cpuOp('noSuchOp', {})).toThrow(expect.objectContaining({ code: 'E_ARGUMENT' }));
     expect(() => simt().cudaOp('noSuchOp', {})).toThrow(expect.objectContaining({ code: 'E_ARGUMENT' }));
