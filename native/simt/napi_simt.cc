@@ -414,6 +414,40 @@ Napi::Value EmulatedLlm(const Napi::CallbackInfo& info) {
   return outs;
 }
 
+// Where a training forward's activation table lives in these tests, from the options { device: 'cpu' |
+// 'emulated', recompute?: boolean[] }: host memory filled with NaN for the CPU, or the emulated
+// device (poisoned on allocation), so that a buffer nothing writes shows.
+struct TrainTable {
+  bool emulated = false;
+  std::vector<bool> recompute;
+  EmuDevice dev{(size_t)1 << 40};
+  std::vector<float> host;
+  float* table = nullptr;
+  explicit TrainTable(const Napi::Object& o) {
+    const std::string device = o.Has("device") ? arg_string(o, "device") : "cpu";
+    if (device != "cpu" && device != "emulated") throw_js(o.Env(), ErrorCode::Argument, "device must be 'cpu' or 'emulated'");
+    emulated = device == "emulated";
+    if (o.Get("recompute").IsArray()) {
+      Napi::Array r = o.Get("recompute").As<Napi::Array>();
+      for (uint32_t i = 0; i < r.Length(); ++i) recompute.push_back(r.Get(i).ToBoolean());
+    }
+  }
+  float* alloc(int64_t floats) {
+    if (emulated) return table = static_cast<float*>(dev.alloc((size_t)floats * 4));
+    host.assign((size_t)floats, NAN);
+    return table = host.data();
+  }
+  ~TrainTable() {
+    if (emulated && table) dev.release(table);
+  }
+};
+
+Napi::Float32Array f32_copy(Napi::Env env, const float* p, int64_t n) {
+  Napi::Float32Array a = Napi::Float32Array::New(env, (size_t)n);
+  std::memcpy(a.Data(), p, (size_t)n * 4);
+  return a;
+}
+
 // trainForward(config, tensors, tokens: Int32Array (B·T), B, T, { device: 'cpu' | 'emulated', recompute?: boolean[],
 //   embeddings? }) -> { logits (B·T, vocab), layers: [{ rstd1, rstd2, lse, q, k }] (empty for recomputed layers'
 //   shared buffers: null), floats }: the training forward (llm_forward_train) over the activation table, on
@@ -431,45 +465,26 @@ Napi::Value TrainForward(const Napi::CallbackInfo& info) {
   holder.Set("tokens", info[2]);
   const int32_t* tokens = arg_array<int32_t>(holder, "tokens", napi_int32_array, N);
   const float* emb = o.Has("embeddings") ? arg_array<float>(o, "embeddings", napi_float32_array, N * cfg.hidden, true) : nullptr;
-  const std::string device = o.Has("device") ? arg_string(o, "device") : "cpu";
-  if (device != "cpu" && device != "emulated") throw_js(env, ErrorCode::Argument, "device must be 'cpu' or 'emulated'");
-  std::vector<bool> recompute;
-  if (o.Get("recompute").IsArray()) {
-    Napi::Array r = o.Get("recompute").As<Napi::Array>();
-    for (uint32_t i = 0; i < r.Length(); ++i) recompute.push_back(r.Get(i).ToBoolean());
-  }
+  TrainTable where(o);
   for (int64_t t = 0; t < N; ++t)
     if (tokens[t] >= cfg.vocab || (tokens[t] < 0 && !emb)) throw_js(env, ErrorCode::Argument, "a token is outside the vocabulary or needs embeddings");
   Llm llm(cfg, names);
-  const int64_t floats = LlmActivations::floats(cfg, llm.ids(), B, T, recompute);
+  const int64_t floats = LlmActivations::floats(cfg, llm.ids(), B, T, where.recompute);
   LlmActivations A;
-  std::vector<float> host;
-  EmuDevice dev((size_t)1 << 40);
-  std::unique_ptr<cuda::DeviceParams> dp;
-  float* table = nullptr;
-  if (device == "cpu") {
-    host.assign((size_t)floats, NAN);
-    table = host.data();
-  } else {
-    table = static_cast<float*>(dev.alloc((size_t)floats * 4));
-  }
-  if (A.carve(table, cfg, llm.ids(), B, T, recompute) != table + floats)
+  float* table = where.alloc(floats);
+  if (A.carve(table, cfg, llm.ids(), B, T, where.recompute) != table + floats)
     throw Error(ErrorCode::Internal, "the LLM's activation table is not the size floats() says");
   std::vector<int32_t> ids((size_t)N);
-  if (device == "cpu") {
+  if (!where.emulated) {
     CpuOps ops;
     llm_forward_train(ops, cfg, llm.ids(), llm.params().views(), tokens, spans_from_dense(tokens, N, emb, cfg.hidden), A);
   } else {
-    dp = std::make_unique<cuda::DeviceParams>(llm.params(), dev);
-    dp->upload_all();
-    cuda::CudaOps ops{dev, nullptr, ids.data(), nullptr, nullptr};
-    llm_forward_train(ops, cfg, llm.ids(), dp->views(), tokens, spans_from_dense(tokens, N, emb, cfg.hidden), A);
+    cuda::DeviceParams dp(llm.params(), where.dev);
+    dp.upload_all();
+    cuda::CudaOps ops{where.dev, nullptr, ids.data(), nullptr, nullptr};
+    llm_forward_train(ops, cfg, llm.ids(), dp.views(), tokens, spans_from_dense(tokens, N, emb, cfg.hidden), A);
   }
-  auto copy = [&](const float* p, int64_t n) {
-    Napi::Float32Array a = Napi::Float32Array::New(env, (size_t)n);
-    std::memcpy(a.Data(), p, (size_t)n * 4);
-    return a;
-  };
+  auto copy = [&](const float* p, int64_t n) { return f32_copy(env, p, n); };
   const int64_t D = cfg.hidden, kvd = cfg.kv_heads * (D / cfg.heads);
   Napi::Object r = Napi::Object::New(env);
   r.Set("logits", copy(A.logits, N * cfg.vocab));
@@ -492,7 +507,6 @@ Napi::Value TrainForward(const Napi::CallbackInfo& info) {
   r.Set("layers", layers);
   r.Set("rstdFinal", copy(A.rstd_final, N));
   r.Set("floats", Napi::Number::New(env, (double)floats));
-  if (table && device != "cpu") dev.release(table);
   return r;
 }
 
@@ -512,44 +526,26 @@ Napi::Value VisionTrainForward(const Napi::CallbackInfo& info) {
   Napi::Object holder = Napi::Object::New(env);
   holder.Set("pixels", info[2]);
   const float* px = arg_array<float>(holder, "pixels", napi_float32_array, B * 3 * S * S);
-  const std::string device = o.Has("device") ? arg_string(o, "device") : "cpu";
-  if (device != "cpu" && device != "emulated") throw_js(env, ErrorCode::Argument, "device must be 'cpu' or 'emulated'");
-  std::vector<bool> recompute;
-  if (o.Get("recompute").IsArray()) {
-    Napi::Array r = o.Get("recompute").As<Napi::Array>();
-    for (uint32_t i = 0; i < r.Length(); ++i) recompute.push_back(r.Get(i).ToBoolean());
-  }
+  TrainTable where(o);
   Vision vision(cfg, names);
   const int64_t run = (int64_t)vision.ids().layers.size();
-  const int64_t floats = VisionActivations::floats(cfg, run, B, recompute);
-  std::vector<float> host;
-  EmuDevice dev((size_t)1 << 40);
-  float* table = nullptr;
-  if (device == "cpu") {
-    host.assign((size_t)floats, NAN);
-    table = host.data();
-  } else {
-    table = static_cast<float*>(dev.alloc((size_t)floats * 4));
-  }
+  const int64_t floats = VisionActivations::floats(cfg, run, B, where.recompute);
+  float* table = where.alloc(floats);
   VisionActivations A;
-  if (A.carve(table, cfg, run, B, recompute) != table + floats)
+  if (A.carve(table, cfg, run, B, where.recompute) != table + floats)
     throw Error(ErrorCode::Internal, "the vision activation table is not the size floats() says");
   const int64_t pp = cfg.patches() * 3 * cfg.patch * cfg.patch;
   for (int64_t i = 0; i < B; ++i) vision.im2col(px + i * 3 * S * S, A.cols + i * pp);  // host memory under the emulator too
-  if (device == "cpu") {
+  if (!where.emulated) {
     CpuOps ops;
     vision_forward_train(ops, cfg, vision.ids(), vision.params().views(), A);
   } else {
-    cuda::DeviceParams dp(vision.params(), dev);
+    cuda::DeviceParams dp(vision.params(), where.dev);
     dp.upload_all();
-    cuda::CudaOps ops{dev, nullptr};
+    cuda::CudaOps ops{where.dev, nullptr};
     vision_forward_train(ops, cfg, vision.ids(), dp.views(), A);
   }
-  auto copy = [&](const float* p, int64_t n) {
-    Napi::Float32Array a = Napi::Float32Array::New(env, (size_t)n);
-    std::memcpy(a.Data(), p, (size_t)n * 4);
-    return a;
-  };
+  auto copy = [&](const float* p, int64_t n) { return f32_copy(env, p, n); };
   const int64_t T = cfg.patches() + 1, N = B * T, D = cfg.hidden, n = B * cfg.tokens();
   Napi::Object r = Napi::Object::New(env);
   r.Set("out", copy(A.out, n * cfg.out_dim));
@@ -574,7 +570,6 @@ Napi::Value VisionTrainForward(const Napi::CallbackInfo& info) {
   r.Set("midPre", copy(A.mid_pre, n * cfg.out_dim));
   r.Set("mid", copy(A.mid, n * cfg.out_dim));
   r.Set("floats", Napi::Number::New(env, (double)floats));
-  if (device != "cpu") dev.release(table);
   return r;
 }
 
