@@ -1,5 +1,5 @@
 // The norm ops on the CPU (CUDA twins: native/cuda/norm.cuh): RMSNorm and LayerNorm, a row per
-// task, double sums. defines: rmsnorm_cpu, layernorm_cpu.
+// task, double sums; the RMSNorm backward. defines: rmsnorm_cpu, layernorm_cpu, rmsnorm_backward_cpu.
 #include <cmath>
 
 #include "../core/thread_pool.h"
@@ -33,6 +33,28 @@ void layernorm_cpu(const float* x, const float* w, const float* b, float* out, i
     if (rstd) rstd[t] = k;
     float* o = out + (int64_t)t * D;
     for (int64_t i = 0; i < D; ++i) o[i] = (row[i] - m) * k * w[i] + b[i];
+  });
+}
+
+void rmsnorm_backward_cpu(const float* dy, const float* x, const float* w, const float* rstd, float* dx, float* dw, int64_t T, int64_t D) {
+  ThreadPool::instance().parallel_for((size_t)T, [&](size_t t, int) {
+    const float *dyr = dy + (int64_t)t * D, *xr = x + (int64_t)t * D;
+    const double r = rstd[t];
+    double dot = 0;  // Σ dy·w·x, in double as the forward's sum
+    for (int64_t i = 0; i < D; ++i) dot += (double)dyr[i] * w[i] * xr[i];
+    const double c = dot * r * r * r / (double)D;
+    float* o = dx + (int64_t)t * D;
+    for (int64_t i = 0; i < D; ++i) o[i] += (float)(r * dyr[i] * w[i] - c * xr[i]);
+  });
+  if (!dw) return;
+  // columns in parallel: each dw element is one task's sum over the rows (no races, a fixed order)
+  ThreadPool::instance().parallel_for((size_t)((D + 63) / 64), [&](size_t task, int) {
+    const int64_t d0 = (int64_t)task * 64, d1 = d0 + 64 < D ? d0 + 64 : D;
+    for (int64_t i = d0; i < d1; ++i) {
+      double acc = 0;
+      for (int64_t t = 0; t < T; ++t) acc += (double)dy[t * D + i] * x[t * D + i] * rstd[t];
+      dw[i] += (float)acc;
+    }
   });
 }
 

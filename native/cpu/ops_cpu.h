@@ -32,6 +32,9 @@ struct CpuOps {
   void rmsnorm(const float* x, const WeightView& w, float* out, int64_t T, int64_t D, float eps, float* rstd = nullptr) {
     rmsnorm_cpu(x, w.f32(), out, T, D, eps, rstd);
   }
+  void rmsnorm_backward(const float* dy, const float* x, const WeightView& w, const float* rstd, float* dx, float* dw, int64_t T, int64_t D) {
+    rmsnorm_backward_cpu(dy, x, w.f32(), rstd, dx, dw, T, D);
+  }
   void layernorm(const float* x, const WeightView& w, const WeightView& b, float* out, int64_t T, int64_t D, float eps,
                  float* mean = nullptr, float* rstd = nullptr) {
     layernorm_cpu(x, w.f32(), b.f32(), out, T, D, eps, mean, rstd);
@@ -40,6 +43,9 @@ struct CpuOps {
     rope_cpu(x, T, heads, hd, pos0, theta, mode);
   }
   void silu_mul(const float* gate, const float* up, float* out, int64_t n) { silu_mul_cpu(gate, up, out, n); }
+  void silu_mul_backward(const float* dout, const float* gate, const float* up, float* dgate, float* dup, int64_t n) {
+    silu_mul_backward_cpu(dout, gate, up, dgate, dup, n);
+  }
   void activation(const float* x, float* out, int64_t n, Activation act) { activation_cpu(x, out, n, act); }
   void residual(float* h, const float* a, const float* gamma, float scale, int64_t n, int64_t D) { residual_cpu(h, a, gamma, scale, n, D); }
   // out(T, table.cols) = rows ids(T, host) of table

@@ -22,9 +22,23 @@ __global__ void activation_kernel(const float* __restrict__ x, float* __restrict
 }
 
 
+// Backward of silu_mul_kernel (+=): dg += dout·u·silu'(g), du += dout·silu(g)
+__global__ void silu_mul_backward_kernel(const float* __restrict__ dout, const float* __restrict__ gate, const float* __restrict__ up,
+                                         float* __restrict__ dgate, float* __restrict__ dup, int64_t n) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const float g = gate[i], sg = 1.0f / (1.0f + expf(-g));
+    dgate[i] += dout[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+    dup[i] += dout[i] * g * sg;
+  }
+}
+
 // ---- launchers
 inline void silu_mul_launch(const float* gate, const float* up, float* out, int64_t n, medllava_stream_t s) {
   if (n > 0) MEDLLAVA_LAUNCH(silu_mul_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, gate, up, out, n);
+}
+inline void silu_mul_backward_launch(const float* dout, const float* gate, const float* up, float* dgate, float* dup, int64_t n,
+                                     medllava_stream_t s) {
+  if (n > 0) MEDLLAVA_LAUNCH(silu_mul_backward_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, dout, gate, up, dgate, dup, n);
 }
 inline void activation_launch(const float* x, float* out, int64_t n, Activation act, medllava_stream_t s) {
   if (n > 0) MEDLLAVA_LAUNCH(activation_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, x, out, n, (int)act);

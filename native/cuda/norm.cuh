@@ -1,10 +1,10 @@
 // The norm ops on CUDA (CPU twins: native/cpu/norm.cc): RMSNorm and LayerNorm, one block per row.
-// defines: rmsnorm_kernel, layernorm_kernel, rmsnorm_launch, layernorm_launch.
+// defines: rmsnorm_kernel, layernorm_kernel, rmsnorm_backward_{dx,dw}_kernel and their launchers.
 #pragma once
 #include <cstdint>
 
 #include "compat.cuh"
-#include "reduce.cuh"  // defines: block_sum, kRowThreads
+#include "reduce.cuh"  // defines: block_sum, kRowThreads, grid_for
 
 namespace medllava {
 namespace cuda {
@@ -42,10 +42,38 @@ __global__ void __launch_bounds__(kRowThreads)
   for (int i = threadIdx.x; i < D; i += blockDim.x) o[i] = (row[i] - mean) * k * w[i] + b[i];
 }
 
+// Backward of rmsnorm_kernel, dx part (one block per row, +=): dx += r·dy·w − x·r³/D·Σ dy·w·x
+__global__ void __launch_bounds__(kRowThreads)
+    rmsnorm_backward_dx_kernel(const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ w,
+                               const float* __restrict__ rstd, float* __restrict__ dx, int D) {
+  __shared__ float red[32];
+  const int64_t row = (int64_t)blockIdx.x * D;
+  float dot = 0.0f;
+  for (int i = threadIdx.x; i < D; i += blockDim.x) dot += dy[row + i] * w[i] * x[row + i];
+  dot = block_sum(dot, red);
+  const float r = rstd[blockIdx.x], c = dot * r * r * r / (float)D;
+  for (int i = threadIdx.x; i < D; i += blockDim.x) dx[row + i] += r * dy[row + i] * w[i] - c * x[row + i];
+}
+// dw part: one thread per column, summing the rows in order (deterministic, no atomics)
+__global__ void rmsnorm_backward_dw_kernel(const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ rstd,
+                                           float* __restrict__ dw, int T, int D) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < D; i += gridDim.x * blockDim.x) {
+    float acc = 0.0f;
+    for (int t = 0; t < T; ++t) acc += dy[(int64_t)t * D + i] * x[(int64_t)t * D + i] * rstd[t];
+    dw[i] += acc;
+  }
+}
+
 // ---- launchers (rstd, mean: the per-row statistics backward needs, when given)
 inline void rmsnorm_launch(const float* x, const float* w, float* out, int T, int D, float eps, medllava_stream_t s,
                            float* rstd = nullptr) {
   if (T > 0) MEDLLAVA_LAUNCH(rmsnorm_kernel, dim3((unsigned)T), dim3(kRowThreads), 0, s, x, w, out, D, eps, rstd);
+}
+inline void rmsnorm_backward_launch(const float* dy, const float* x, const float* w, const float* rstd, float* dx, float* dw, int T, int D,
+                                    medllava_stream_t s) {
+  if (T <= 0) return;
+  MEDLLAVA_LAUNCH(rmsnorm_backward_dx_kernel, dim3((unsigned)T), dim3(kRowThreads), 0, s, dy, x, w, rstd, dx, D);
+  if (dw) MEDLLAVA_LAUNCH(rmsnorm_backward_dw_kernel, dim3(grid_for(D, 256)), dim3(256), 0, s, dy, x, rstd, dw, T, D);
 }
 inline void layernorm_launch(const float* x, const float* w, const float* b, float* out, int T, int D, float eps,
                              medllava_stream_t s, float* mean = nullptr, float* rstd = nullptr) {

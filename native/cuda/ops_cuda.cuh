@@ -39,6 +39,9 @@ struct CudaOps {
   void rmsnorm(const float* x, const WeightView& w, float* out, int64_t T, int64_t D, float eps, float* rstd = nullptr) {
     rmsnorm_launch(x, w.f32(), out, (int)T, (int)D, eps, st, rstd);
   }
+  void rmsnorm_backward(const float* dy, const float* x, const WeightView& w, const float* rstd, float* dx, float* dw, int64_t T, int64_t D) {
+    rmsnorm_backward_launch(dy, x, w.f32(), rstd, dx, dw, (int)T, (int)D, st);
+  }
   void layernorm(const float* x, const WeightView& w, const WeightView& b, float* out, int64_t T, int64_t D, float eps,
                  float* mean = nullptr, float* rstd = nullptr) {
     layernorm_launch(x, w.f32(), b.f32(), out, (int)T, (int)D, eps, st, mean, rstd);
@@ -47,6 +50,9 @@ struct CudaOps {
     rope_launch(x, (int)T, (int)heads, (int)hd, (int)pos0, theta, mode == RopeMode::Adjacent, st);
   }
   void silu_mul(const float* gate, const float* up, float* out, int64_t n) { silu_mul_launch(gate, up, out, n, st); }
+  void silu_mul_backward(const float* dout, const float* gate, const float* up, float* dgate, float* dup, int64_t n) {
+    silu_mul_backward_launch(dout, gate, up, dgate, dup, n, st);
+  }
   void activation(const float* x, float* out, int64_t n, Activation act) { activation_launch(x, out, n, act, st); }
   void residual(float* h, const float* a, const float* gamma, float scale, int64_t n, int64_t D) {
     residual_launch(h, a, gamma, scale, n, (int)D, st);

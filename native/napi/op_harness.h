@@ -152,6 +152,32 @@ inline JsOp parse_op(Napi::Env env, const std::string& name, const Napi::Object&
       }
       break;
     }
+    case OpId::rmsnorm_backward: {  // { dy, x, w, rstd, dx, dw? } → { dx, dw } (accumulated into copies of dx, dw)
+      const int64_t T = arg_int(o, "T", 0, kMax), D = arg_int(o, "D", 1, kMax);
+      i[0] = T, i[1] = D;
+      Napi::Float32Array dx = copy_f32(o, "dx", T * D);
+      const bool has_dw = o.Get("dw").IsTypedArray();
+      Napi::Float32Array dw = has_dw ? copy_f32(o, "dw", D) : Napi::Float32Array::New(env, 0);
+      c.bufs = {in<float>(o, "dy", napi_float32_array, T * D), in<float>(o, "x", napi_float32_array, T * D), in<float>(o, "w", napi_float32_array, D),
+                in<float>(o, "rstd", napi_float32_array, T), out(dx, true), has_dw ? out(dw, true) : OpBuf{nullptr, 0, false, false}};
+      Napi::Object res = Napi::Object::New(env);
+      res.Set("dx", dx);
+      res.Set("dw", dw);
+      j.result = res;
+      break;
+    }
+    case OpId::silu_mul_backward: {  // { dout, gate, up, dgate, dup } → { dgate, dup } (accumulated)
+      const int64_t n = arg_int(o, "n", 0, kMax);
+      i[0] = n;
+      Napi::Float32Array dg = copy_f32(o, "dgate", n), du = copy_f32(o, "dup", n);
+      c.bufs = {in<float>(o, "dout", napi_float32_array, n), in<float>(o, "gate", napi_float32_array, n), in<float>(o, "up", napi_float32_array, n),
+                out(dg, true), out(du, true)};
+      Napi::Object res = Napi::Object::New(env);
+      res.Set("dgate", dg);
+      res.Set("dup", du);
+      j.result = res;
+      break;
+    }
     case OpId::rope: {
       const int64_t T = arg_int(o, "T", 0, kMax), H = arg_int(o, "heads", 1, kMax), hd = arg_int(o, "hd", 2, 4096);
       if (hd % 2) throw_js(env, ErrorCode::Shape, "rope: hd must be even");

@@ -38,9 +38,11 @@ struct OpCall {
 //  matmul            a, w, bias?, out                   M, N, K                                 type = w's, code = Activation
 //  gemm              a, b, c (in/out)                   M, N, K, lda, ldb, ldc     alpha, beta  type = b's, flag = trans_a, trans_b
 //  rmsnorm           x, w, out, rstd?                   T, D                       eps
+//  rmsnorm_backward  dy, x, w, rstd, dx (in/out), dw? (in/out)   T, D
 //  layernorm         x, w, b, out, mean?, rstd?         T, D                       eps
 //  rope              x (in/out)                         T, heads, hd, pos0         theta        code = RopeMode
 //  silu_mul          gate, up, out                      n
+//  silu_mul_backward dout, gate, up, dgate (in/out), dup (in/out)   n
 //  activation        x, out                             n                                       code = Activation
 //  attention_cached  q, k cache, v cache, out           T, n_past, H, KVH, hd
 //  attention_full    q, k, v, out, lse?                 T, H, hd
@@ -92,9 +94,11 @@ void exec_op(Ops& ops, const OpCall& c, void* const* ptr) {
       break;
     }
     case OpId::rmsnorm: ops.rmsnorm(f(0), vec(1, i[1]), f(2), i[0], i[1], (float)c.f[0], f(3)); break;
+    case OpId::rmsnorm_backward: ops.rmsnorm_backward(f(0), f(1), vec(2, i[1]), f(3), f(4), f(5), i[0], i[1]); break;
     case OpId::layernorm: ops.layernorm(f(0), vec(1, i[1]), vec(2, i[1]), f(3), i[0], i[1], (float)c.f[0], f(4), f(5)); break;
     case OpId::rope: ops.rope(f(0), i[0], i[1], i[2], i[3], (float)c.f[0], (RopeMode)c.code); break;
     case OpId::silu_mul: ops.silu_mul(f(0), f(1), f(2), i[0]); break;
+    case OpId::silu_mul_backward: ops.silu_mul_backward(f(0), f(1), f(2), f(3), f(4), i[0]); break;
     case OpId::activation: ops.activation(f(0), f(1), i[0], (Activation)c.code); break;
     case OpId::attention_cached:
       ops.attention_cached(f(0), static_cast<const uint16_t*>(ptr[1]), static_cast<const uint16_t*>(ptr[2]), f(3), i[0], i[1], i[2], i[3],

@@ -10,9 +10,11 @@
   X(matmul, "matmul", "matmul")                         \
   X(gemm, "gemm", "matmul")                             \
   X(rmsnorm, "rmsnorm", "norm")                         \
+  X(rmsnorm_backward, "rmsnormBackward", "norm")        \
   X(layernorm, "layernorm", "norm")                     \
   X(rope, "rope", "rope")                               \
   X(silu_mul, "siluMul", "activation")                  \
+  X(silu_mul_backward, "siluMulBackward", "activation") \
   X(activation, "activation", "activation")             \
   X(attention_cached, "attentionCached", "attention")   \
   X(attention_full, "attentionFull", "attention")       \

@@ -75,6 +75,9 @@ void matmul_cpu_scalar(const MatmulArgs& args);
 void rmsnorm_cpu(const float* x, const float* w, float* out, int64_t T, int64_t D, float eps, float* rstd = nullptr);
 
 // out(T, D) = (x − mean) / sqrt(var + eps) · w + b   (LayerNorm; out may alias x)
+// Backward of rmsnorm_cpu, accumulating (+=): dy(T, D), the forward's x(T, D), w(D) and rstd(T) →
+//   dx(T, D) += r·(dy ⊙ w) − x·r³/D·Σ_d(dy ⊙ w ⊙ x), dw(D) += Σ_t dy ⊙ x·r (dw null: w is frozen)
+void rmsnorm_backward_cpu(const float* dy, const float* x, const float* w, const float* rstd, float* dx, float* dw, int64_t T, int64_t D);
 //   mean(T), rstd(T), when given, keep each row's mean and 1 / sqrt(var + eps)
 void layernorm_cpu(const float* x, const float* w, const float* b, float* out, int64_t T, int64_t D, float eps, float* mean = nullptr,
                    float* rstd = nullptr);
@@ -90,6 +93,8 @@ void rope_cpu(float* x, int64_t T, int64_t heads, int64_t head_dim, int64_t pos0
 // ---- activation: native/cpu/activation.cc, native/cuda/activation.cuh ------------------------------
 // out(T, D) = silu(gate(T, D)) · up(T, D)
 void silu_mul_cpu(const float* gate, const float* up, float* out, int64_t n);
+// Backward of silu_mul_cpu, accumulating (+=): dg(n) += dout·u·silu'(g), du(n) += dout·silu(g)
+void silu_mul_backward_cpu(const float* dout, const float* gate, const float* up, float* dgate, float* dup, int64_t n);
 
 // out(n) = act(x(n))                                (GELU / quick_gelu; out may alias x)
 void activation_cpu(const float* x, float* out, int64_t n, Activation act);

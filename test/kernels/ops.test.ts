@@ -13,6 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { getBackendInfo } from '../../lib/index.js';
 import { native, packageRoot } from '../../lib/native.js';
 import { addon, simt } from '../support/addons.js';
+import { python } from '../support/python.js';
 import { activate, fromBf16Bits, fromHalfBits, randomNormal, relativeError, toBf16Bits, toHalfBits } from '../support/reference.js';
 import { attentionCachedRef, attentionFullRef, layernormRef, rmsnormRef, ropeRef, siluMulRef } from '../support/transformer-reference.js';
 
@@ -160,6 +161,55 @@ function cases(): Record<string, Case[]> {
         return Array.from(mean).flatMap((m, t) => [m, rstd[t]!]);
       } };
   }));
+  // backward twins, against python3-torch's autograd in float64 (accumulating into non-zero gradients)
+  {
+    const rms = ([[3, 16], [5, 100], [1, 7]] as const).map(([T, D]) => {
+      const x = randomNormal(T * D, s++), w = randomNormal(D, s++), dy = randomNormal(T * D, s++);
+      const dx = randomNormal(T * D, s++), dw = randomNormal(D, s++);
+      const rstd = Float32Array.from({ length: T }, (_, t) => {
+        let ss = 0;
+        for (let d = 0; d < D; d++) ss += x[t * D + d]! ** 2;
+        return 1 / Math.sqrt(ss / D + 1e-5);
+      });
+      return { T, D, x, w, dy, dx, dw, rstd };
+    });
+    const silu = ([1000, 37] as const).map((n) => ({ n, gate: randomNormal(n, s++).map((v) => 4 * v), up: randomNormal(n, s++),
+      dout: randomNormal(n, s++), dgate: randomNormal(n, s++), dup: randomNormal(n, s++) }));
+    const ref = JSON.parse(python(`
+import json, sys, torch
+torch.set_default_dtype(torch.float64)
+q = json.loads(sys.stdin.read())
+out = {'rms': [], 'silu': []}
+for c in q['rms']:
+    T, D = c['T'], c['D']
+    x = torch.tensor(c['x']).reshape(T, D).requires_grad_()
+    w = torch.tensor(c['w']).requires_grad_()
+    y = x * torch.rsqrt((x * x).mean(-1, keepdim=True) + 1e-5) * w
+    (y * torch.tensor(c['dy']).reshape(T, D)).sum().backward()
+    out['rms'].append({'dx': (torch.tensor(c['dx']) + x.grad.reshape(-1)).tolist(), 'dw': (torch.tensor(c['dw']) + w.grad).tolist()})
+for c in q['silu']:
+    g = torch.tensor(c['gate']).requires_grad_()
+    u = torch.tensor(c['up']).requires_grad_()
+    (torch.nn.functional.silu(g) * u * torch.tensor(c['dout'])).sum().backward()
+    out['silu'].append({'dgate': (torch.tensor(c['dgate']) + g.grad).tolist(), 'dup': (torch.tensor(c['dup']) + u.grad).tolist()})
+print(json.dumps(out))
+`, [], JSON.stringify({ rms: rms.map((c) => ({ ...c, x: [...c.x], w: [...c.w], dy: [...c.dy], dx: [...c.dx], dw: [...c.dw] })),
+      silu: silu.map((c) => ({ gate: [...c.gate], up: [...c.up], dout: [...c.dout], dgate: [...c.dgate], dup: [...c.dup] })) })));
+    out.rmsnormBackward = rms.flatMap((c, k) => {
+      const args = { dy: c.dy, x: c.x, w: c.w, rstd: c.rstd, dx: c.dx, dw: c.dw, T: c.T, D: c.D };
+      return [
+        { what: `rmsnormBackward ${c.T}×${c.D}: dx`, args, want: ref.rms[k].dx as number[], tol: 1e-5, get: (r: unknown) => (r as { dx: Float32Array }).dx },
+        { what: `rmsnormBackward ${c.T}×${c.D}: dw`, args, want: ref.rms[k].dw as number[], tol: 1e-5, get: (r: unknown) => (r as { dw: Float32Array }).dw },
+      ];
+    });
+    out.siluMulBackward = silu.flatMap((c, k) => {
+      const args = { dout: c.dout, gate: c.gate, up: c.up, dgate: c.dgate, dup: c.dup, n: c.n };
+      return [
+        { what: `siluMulBackward ${c.n}: dgate`, args, want: ref.silu[k].dgate as number[], tol: 1e-6, get: (r: unknown) => (r as { dgate: Float32Array }).dgate },
+        { what: `siluMulBackward ${c.n}: dup`, args, want: ref.silu[k].dup as number[], tol: 1e-6, get: (r: unknown) => (r as { dup: Float32Array }).dup },
+      ];
+    });
+  }
   out.rope = ([[1, 2, 64, 0, 'half'], [7, 3, 80, 1000, 'adjacent'], [2, 4, 128, 4090, 'half']] as const).map(([T, H, hd, pos0, mode]) => {
     const x = randomNormal(T * H * hd, s++);
     return { what: `rope ${mode} ${T}×${H}×${hd} @${pos0}`, args: { x, T, heads: H, hd, pos0, theta: 10000, mode },
