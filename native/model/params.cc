@@ -28,7 +28,7 @@ int ParamTable::add_matrix(const std::string& name, const TensorRef& t, bool rep
     if (p.x16) drop_resident(t.data, dtype_bytes(t.type, t.numel()));
   }
   p_.push_back(std::move(p));
-  rebuild_views();
+  views_.push_back(view_of(p_.size() - 1));
   return (int)p_.size() - 1;
 }
 
@@ -40,7 +40,7 @@ int ParamTable::add_vector(const std::string& name, const TensorRef& t, std::vec
   p.stored = t.type;
   p.widened = std::move(values);
   p_.push_back(std::move(p));
-  rebuild_views();
+  views_.push_back(view_of(p_.size() - 1));
   return (int)p_.size() - 1;
 }
 
@@ -52,7 +52,7 @@ int ParamTable::add_tied(const std::string& name, int to, bool repack) {
   p.x16 = repack && p.mapped && p.shape.size() == 2 ? repack_x16(p.mapped, p.stored, p.shape[0], p.shape[1]) : nullptr;
   p.mapped = nullptr;
   p_.push_back(std::move(p));
-  rebuild_views();
+  views_.push_back(view_of(p_.size() - 1));
   return (int)p_.size() - 1;
 }
 
@@ -62,25 +62,28 @@ int ParamTable::find(const std::string& name) const {
   return -1;
 }
 
-void ParamTable::rebuild_views() {
-  views_.assign(p_.size(), WeightView{});
-  for (size_t i = 0; i < p_.size(); ++i) {
-    const Param& p = p_[(size_t)(p_[i].tied_to >= 0 ? p_[i].tied_to : (int)i)];
-    WeightView& v = views_[i];
-    v.rows = p.rows();
-    v.cols = p.cols();
-    if (p.trainable) {
-      v.data = flat_.data() + p.flat_offset;
-      v.type = DType::F32;
-    } else if (p.mapped) {
-      v.data = p.mapped;
-      v.type = p.stored;
-      v.x16 = p_[i].x16.get();  // a tied parameter may have its own repack
-    } else {
-      v.data = p.widened.data();
-      v.type = DType::F32;
-    }
+WeightView ParamTable::view_of(size_t i) const {
+  const Param& p = p_[(size_t)(p_[i].tied_to >= 0 ? p_[i].tied_to : (int)i)];
+  WeightView v;
+  v.rows = p.rows();
+  v.cols = p.cols();
+  if (p.trainable) {
+    v.data = flat_.data() + p.flat_offset;
+    v.type = DType::F32;
+  } else if (p.mapped) {
+    v.data = p.mapped;
+    v.type = p.stored;
+    v.x16 = p_[i].x16.get();  // a tied parameter may have its own repack
+  } else {
+    v.data = p.widened.data();
+    v.type = DType::F32;
   }
+  return v;
+}
+
+void ParamTable::rebuild_views() {
+  views_.clear();
+  for (size_t i = 0; i < p_.size(); ++i) views_.push_back(view_of(i));
 }
 
 void ParamTable::set_trainable(const std::vector<int>& ids, bool on) {

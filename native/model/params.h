@@ -90,7 +90,8 @@ class ParamTable {
   std::shared_mutex& mutex() const { return mu_; }
 
  private:
-  void rebuild_views();
+  WeightView view_of(size_t i) const;  // what parameter i reads now
+  void rebuild_views();                // every view, after the layout changed
   std::vector<Param> p_;
   std::vector<WeightView> views_;
   std::vector<float> flat_;  // [values | grads | m | v], n_train_ floats each

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,14 @@ inline Napi::Float32Array copy_f32(const Napi::Object& o, const char* key, int64
   Napi::Float32Array a = Napi::Float32Array::New(o.Env(), (size_t)n);
   if (n) std::memcpy(a.Data(), src, (size_t)n * 4);
   return a;
+}
+// an absent optional buffer (the op gets null)
+inline OpBuf absent() { return OpBuf{nullptr, 0, false, false}; }
+// a result of several arrays: { name: array, … }
+inline Napi::Object named(Napi::Env env, std::initializer_list<std::pair<const char*, Napi::Value>> fields) {
+  Napi::Object r = Napi::Object::New(env);
+  for (const auto& f : fields) r.Set(f.first, f.second);
+  return r;
 }
 inline Activation activation_arg(const Napi::Object& o, const char* key) {
   const std::string act = arg_string(o, key);
@@ -137,18 +146,12 @@ inline JsOp parse_op(Napi::Env env, const std::string& name, const Napi::Object&
       j.result = r;
       if (o.Get("stats").ToBoolean()) {  // the per-row statistics too: { out, rstd } (layernorm: + mean)
         Napi::Float32Array rstd = poisoned_f32(env, T), mean = poisoned_f32(env, T);
-        Napi::Object res = Napi::Object::New(env);
-        res.Set("out", r);
-        res.Set("rstd", rstd);
-        if (c.op == OpId::layernorm) {
-          c.bufs.push_back(out(mean));
-          res.Set("mean", mean);
-        }
+        if (c.op == OpId::layernorm) c.bufs.push_back(out(mean));
         c.bufs.push_back(out(rstd));
-        j.result = res;
+        j.result = c.op == OpId::layernorm ? named(env, {{"out", r}, {"mean", mean}, {"rstd", rstd}}) : named(env, {{"out", r}, {"rstd", rstd}});
       } else {
-        c.bufs.push_back(OpBuf{nullptr, 0, false, false});
-        if (c.op == OpId::layernorm) c.bufs.push_back(OpBuf{nullptr, 0, false, false});
+        c.bufs.push_back(absent());
+        if (c.op == OpId::layernorm) c.bufs.push_back(absent());
       }
       break;
     }
@@ -159,11 +162,8 @@ inline JsOp parse_op(Napi::Env env, const std::string& name, const Napi::Object&
       const bool has_dw = o.Get("dw").IsTypedArray();
       Napi::Float32Array dw = has_dw ? copy_f32(o, "dw", D) : Napi::Float32Array::New(env, 0);
       c.bufs = {in<float>(o, "dy", napi_float32_array, T * D), in<float>(o, "x", napi_float32_array, T * D), in<float>(o, "w", napi_float32_array, D),
-                in<float>(o, "rstd", napi_float32_array, T), out(dx, true), has_dw ? out(dw, true) : OpBuf{nullptr, 0, false, false}};
-      Napi::Object res = Napi::Object::New(env);
-      res.Set("dx", dx);
-      res.Set("dw", dw);
-      j.result = res;
+                in<float>(o, "rstd", napi_float32_array, T), out(dx, true), has_dw ? out(dw, true) : absent()};
+      j.result = named(env, {{"dx", dx}, {"dw", dw}});
       break;
     }
     case OpId::silu_mul_backward: {  // { dout, gate, up, dgate, dup } → { dgate, dup } (accumulated)
@@ -172,10 +172,7 @@ inline JsOp parse_op(Napi::Env env, const std::string& name, const Napi::Object&
       Napi::Float32Array dg = copy_f32(o, "dgate", n), du = copy_f32(o, "dup", n);
       c.bufs = {in<float>(o, "dout", napi_float32_array, n), in<float>(o, "gate", napi_float32_array, n), in<float>(o, "up", napi_float32_array, n),
                 out(dg, true), out(du, true)};
-      Napi::Object res = Napi::Object::New(env);
-      res.Set("dgate", dg);
-      res.Set("dup", du);
-      j.result = res;
+      j.result = named(env, {{"dgate", dg}, {"dup", du}});
       break;
     }
     case OpId::rope: {
@@ -231,12 +228,9 @@ inline JsOp parse_op(Napi::Env env, const std::string& name, const Napi::Object&
       if (o.Get("stats").ToBoolean()) {  // each row's log-sum-exp too: { out, lse }
         Napi::Float32Array lse = poisoned_f32(env, H * T);
         c.bufs.push_back(out(lse));
-        Napi::Object res = Napi::Object::New(env);
-        res.Set("out", r);
-        res.Set("lse", lse);
-        j.result = res;
+        j.result = named(env, {{"out", r}, {"lse", lse}});
       } else {
-        c.bufs.push_back(OpBuf{nullptr, 0, false, false});
+        c.bufs.push_back(absent());
       }
       break;
     }
@@ -247,10 +241,7 @@ inline JsOp parse_op(Napi::Env env, const std::string& name, const Napi::Object&
       Napi::Float32Array r = poisoned_f32(env, T * H * hd), lse = poisoned_f32(env, H * T);
       c.bufs = {in<float>(o, "q", napi_float32_array, T * H * hd), in<float>(o, "k", napi_float32_array, T * KVH * hd),
                 in<float>(o, "v", napi_float32_array, T * KVH * hd), out(r), out(lse)};
-      Napi::Object res = Napi::Object::New(env);
-      res.Set("out", r);
-      res.Set("lse", lse);
-      j.result = res;
+      j.result = named(env, {{"out", r}, {"lse", lse}});
       break;
     }
     case OpId::residual: {
@@ -301,10 +292,7 @@ inline JsOp parse_op(Napi::Env env, const std::string& name, const Napi::Object&
       std::fill(idx.Data(), idx.Data() + k, -7);
       Napi::Float32Array val = poisoned_f32(env, k);
       c.bufs = {in<float>(o, "x", napi_float32_array, n), out(idx), out(val)};
-      Napi::Object r = Napi::Object::New(env);
-      r.Set("idx", idx);
-      r.Set("val", val);
-      j.result = r;
+      j.result = named(env, {{"idx", idx}, {"val", val}});
       break;
     }
     case OpId::count: throw_js(env, ErrorCode::Argument, "no op named '" + name + "' (opList() lists them)");

@@ -351,6 +351,63 @@ describe('the op table', () => {
     expect(() => simt().cudaOp('noSuchOp', {})).toThrow(expect.objectContaining({ code: 'E_ARGUMENT' }));
   });
 
+  it('bad arguments are refused with .code before anything runs', () => {
+    const f = (n: number) => new Float32Array(n);
+    for (const run of [(n: string, a: Record<string, unknown>) => addon().cpuOp(n, a), (n: string, a: Record<string, unknown>) => simt().cudaOp(n, a)]) {
+      // gemm: a leading dimension shorter than its row; q8_0 rows that are not whole blocks; beta ≠ 0 without c
+      expect(() => run('gemm', { a: f(12), b: f(12), M: 3, N: 3, K: 4, lda: 3 })).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
+      expect(() => run('gemm', { a: f(6), b: new Uint8Array(34), bType: 'q8_0', M: 2, N: 3, K: 3, transB: false }))
+        .toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
+      expect(() => run('gemm', { a: f(4), b: f(4), M: 2, N: 2, K: 2, beta: 1 })).toThrow(expect.objectContaining({ code: 'E_ARGUMENT' }));
+      expect(() => run('attentionCausal', { q: f(3 * 64), k: f(2 * 64), v: f(2 * 64), T: 1, H: 3, KVH: 2, hd: 64 }))
+        .toThrow(expect.objectContaining({ code: 'E_ARGUMENT' }));
+      expect(() => run('rmsnormBackward', { dy: f(8), x: f(8), w: f(4), rstd: f(1), dx: f(8), T: 2, D: 4 }))
+        .toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
+      expect(() => run('siluMulBackward', { dout: f(4), gate: f(4), up: f(3), dgate: f(4), dup: f(4), n: 4 }))
+        .toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
+    }
+  });
+
+  // The backward twins against central differences of a float64 forward (the CPU code has no vector
+  // dispatch: one path), on every backend, accumulating from zero
+  it.each(backends)('%s: backward twins match float64 central differences of their forward', (_name, run) => {
+    const h = 1e-6;
+    {
+      const T = 3, D = 16, eps = 1e-5;
+      const x = randomNormal(T * D, seed + 7), w = randomNormal(D, seed + 8), dy = randomNormal(T * D, seed + 9);
+      const loss = (xv: ArrayLike<number>, wv: ArrayLike<number>) => {
+        const y = rmsnormRef(xv, wv, T, D, eps);
+        let l = 0;
+        for (let i = 0; i < y.length; i++) l += y[i]! * dy[i]!;
+        return l;
+      };
+      const grad = (v: Float64Array, other: (u: Float64Array) => number) => Float64Array.from(v, (_, i) => {
+        const p = Float64Array.from(v), m = Float64Array.from(v);
+        p[i]! += h, m[i]! -= h;
+        return (other(p) - other(m)) / (2 * h);
+      });
+      const x64 = Float64Array.from(x), w64 = Float64Array.from(w);
+      const dxWant = grad(x64, (u) => loss(u, w64)), dwWant = grad(w64, (u) => loss(x64, u));
+      const rstd = Float32Array.from({ length: T }, (_, t) => {
+        let ss = 0;
+        for (let d = 0; d < D; d++) ss += x[t * D + d]! ** 2;
+        return 1 / Math.sqrt(ss / D + eps);
+      });
+      const r = run('rmsnormBackward', { dy, x, w, rstd, dx: new Float32Array(T * D), dw: new Float32Array(D), T, D }) as { dx: Float32Array; dw: Float32Array };
+      expect(relativeError(r.dx, dxWant), 'rmsnorm dx').toBeLessThan(1e-5);
+      expect(relativeError(r.dw, dwWant), 'rmsnorm dw').toBeLessThan(1e-5);
+    }
+    {
+      const n = 200, gate = randomNormal(n, seed + 10).map((v) => 3 * v), up = randomNormal(n, seed + 11), dout = randomNormal(n, seed + 12);
+      const silu = (g: number) => g / (1 + Math.exp(-g));
+      const dg = Float64Array.from(gate, (g, i) => dout[i]! * up[i]! * (silu(g + h) - silu(g - h)) / (2 * h));
+      const du = Float64Array.from(gate, (g, i) => dout[i]! * silu(g));  // linear in u: exact
+      const r = run('siluMulBackward', { dout, gate, up, dgate: new Float32Array(n), dup: new Float32Array(n), n }) as { dgate: Float32Array; dup: Float32Array };
+      expect(relativeError(r.dgate, dg), 'silu dgate').toBeLessThan(1e-6);
+      expect(relativeError(r.dup, du), 'silu dup').toBeLessThan(1e-6);
+    }
+  });
+
   for (const [backend, run] of backends) {
     describe(backend, () => {
       for (const [name, list] of Object.entries(all)) {
