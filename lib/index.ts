@@ -1,7 +1,7 @@
 /**
  * medllava — LLaVA-Med and LLaVA-Rad for Node.js. The public API (docs/API.md); nothing else is
  * public. Today: backend info, checkpoint discovery, tokenizers and templates, model loading, chat
- * and generation; training and evaluation are not implemented yet.
+ * and generation; the low-level training API (createTrainer); evaluation is not implemented yet.
  */
 export { getBackendInfo } from './backend.js';
 export type { BackendInfo, CudaDeviceInfo } from './backend.js';
@@ -17,3 +17,5 @@ export type { ModelFamily, ModelSpec } from './model/spec.js';
 export { loadModel } from './model/model.js';
 export type { Chat, ChatMessage, ImageInput, LoadModelOptions, Model, ModelParameter } from './model/model.js';
 export type { GenerateOptions, Reply } from './generate.js';
+export { createTrainer, scheduleFactor } from './train/trainer.js';
+export type { LearningRateSchedule, StepResult, Trainer, TrainerOptions, TrainerParameter, TrainingExample, TrainingStage } from './train/trainer.js';

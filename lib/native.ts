@@ -210,6 +210,29 @@ export interface NativeVision extends NativeParameterTable {
   dispose(): void;
 }
 
+/** One sequence of a native training batch: image rows expanded (tokens < 0), labels aligned (unshifted). */
+export interface NativeTrainSequence {
+  tokens: Int32Array; labels: Int32Array;
+  /** each image's first row and its index in the batch's pixels */
+  images?: { at: number; index: number }[];
+  weight?: number;
+}
+/** The training engine over a loaded LLM (and vision tower): native/train/trainer.h. One call at a time. */
+export interface NativeTrainer {
+  /** forward + backward; gradients accumulate, each target's scaled by gradScale / tokens */
+  accumulate(batch: { seqs: NativeTrainSequence[]; pixels?: Float32Array[] }, gradScale: number): Promise<{ loss: number; tokens: number }>;
+  zeroGrads(): Promise<void>;
+  gradNorm(): Promise<number>;
+  /** AdamW over the named trainable parameters (lr · lrFactor; gradients × clip); zeroes the gradients */
+  update(o: { groups: { vision: boolean; name: string; lr: number; weightDecay: number }[]; step: number; lrFactor: number; clip: number;
+    beta1: number; beta2: number; eps: number }): Promise<void>;
+  /** a trainable parameter's gradient or AdamW moment (null: frozen) */
+  state(vision: boolean, name: string, which: 'grad' | 'm' | 'v'): Promise<Float32Array | null>;
+  /** recompute activations in backward (activation checkpointing) */
+  setCheckpoint(on: boolean): void;
+  dispose(): void;
+}
+
 export interface NativeOpInfo {
   name: string; method: string; stem: string;
   /** native/cpu/<stem>.cc and native/cuda/<stem>.cuh */
@@ -251,6 +274,7 @@ export interface NativeAddon {
   ggmlQuantize(type: string, values: Float32Array): Uint8Array;
   NativeLlm: { load(config: NativeLlmConfig, tensors: NativeLlmTensors): Promise<NativeLlm> };
   NativeVision: { load(config: NativeVisionConfig, tensors: NativeVisionTensors): Promise<NativeVision> };
+  NativeTrainer: new (llm: NativeLlm, vision?: NativeVision) => NativeTrainer;
   ggmlDequantize(type: string, data: Uint8Array, n: number): Float32Array;
   /** Internal (the op test harness): one op of native/ops/op_list.h on the CPU, its arguments by name
    * (native/napi/op_harness.h); outputs start as NaN. */

@@ -266,6 +266,24 @@ class ModelImpl implements Model {
     return this.native;
   }
 
+  /** What a trainer works on: the native LLM and vision tower, and the image preprocessing. */
+  trainingParts(): { llm: NativeLlm; vision: NativeVision | undefined; frame: [number[], number[]];
+    pixels(image: ImageInput): Promise<Float32Array> } {
+    const frame: [number[], number[]] = this.spec.mmUseImStartEnd
+      ? [this.tokenizer.encodePrompt('<im_start>').slice(1), this.tokenizer.encodePrompt('<im_end>').slice(1)]
+      : [[], []];
+    return {
+      llm: this.llm(), vision: this.vision, frame,
+      pixels: async (image) => {
+        if (!this.vision) throw medllavaError('E_UNSUPPORTED', this.noVision);
+        const v = this.spec.vision;
+        return preprocessImage(image, {
+          imageSize: v.imageSize, mean: v.imageMean, std: v.imageStd, aspectRatio: this.spec.imageAspectRatio, preprocessor: v.preprocessor,
+        });
+      },
+    };
+  }
+
   async encodeImage(image: ImageInput): Promise<Float32Array> {
     const encoded = await this.encodeNative(image);
     try {
@@ -321,6 +339,12 @@ class ModelImpl implements Model {
     this.vision?.dispose();
     this.vision = undefined;
   }
+}
+
+/** The internals of a Model that loadModel made (a trainer's view of it); E_ARGUMENT for anything else. */
+export function modelInternals(model: Model): ModelImpl {
+  if (!(model instanceof ModelImpl)) throw medllavaError('E_ARGUMENT', 'expected a Model from loadModel()');
+  return model;
 }
 
 export async function loadModel(source?: string, options: LoadModelOptions = {}): Promise<Model> {

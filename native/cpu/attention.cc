@@ -1,7 +1,8 @@
 // Attention on the CPU (CUDA twins: native/cuda/attention.cuh): causal attention over the f16 KV
 // cache (grouped-query, converted on read) and full ViT attention, fp32 accumulation, with plain
 // scalar twins; causal attention over a sequence's own f32 K, V with its log-sum-exp (training).
-// defines: attention_cached_cpu, attention_cached_scalar, attention_full_cpu, attention_causal_cpu.
+// Their backward runs on the GEMM per head. defines: attention_cached_cpu, attention_cached_scalar,
+// attention_full_cpu, attention_causal_cpu, attention_backward_cpu.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -202,6 +203,47 @@ void attention_causal_cpu(const float* q, const float* k, const float* v, float*
     }
     if (lse) lse[h * T + t] = (float)(m + std::log(z));
   });
+}
+
+void attention_backward_cpu(const float* q, const float* k, const float* v, const float* out, const float* lse, const float* dout, float* dq,
+                            float* dk, float* dv, int64_t T, int64_t H, int64_t KVH, int64_t hd, bool causal) {
+  if (T <= 0) return;
+  const int64_t group = H / KVH, qd = H * hd, kvd = KVH * hd;
+  const float scale = 1.0f / std::sqrt((float)hd);
+  // Per query head, with one (T, T) scratch on the host (the CUDA kernel keeps none): the scores
+  // S = q kᵀ by the GEMM, P = exp(S·scale − lse) (0 above the diagonal when causal), dP = dout vᵀ,
+  // dS = P ⊙ (dP − D); then three GEMMs accumulate dq, dk, dv.
+  std::vector<float> P((size_t)(T * T)), dP((size_t)(T * T)), D((size_t)T);
+  auto gemm = [&](const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb, float* c, int64_t ldc, int64_t M,
+                  int64_t N, int64_t K, float alpha, float beta) {
+    GemmArgs g;
+    g.a = a, g.lda = lda, g.trans_a = ta, g.b = b, g.ldb = ldb, g.trans_b = tb, g.c = c, g.ldc = ldc;
+    g.M = M, g.N = N, g.K = K, g.alpha = alpha, g.beta = beta;
+    gemm_cpu(g);
+  };
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t g = h / group;
+    const float *qh = q + h * hd, *kg = k + g * hd, *vg = v + g * hd, *oh = out + h * hd, *doh = dout + h * hd;
+    gemm(qh, qd, false, kg, kvd, true, P.data(), T, T, T, hd, scale, 0.0f);     // S·scale (T, T)
+    gemm(doh, qd, false, vg, kvd, true, dP.data(), T, T, T, hd, 1.0f, 0.0f);    // dout vᵀ (T, T)
+    ThreadPool::instance().parallel_for((size_t)T, [&](size_t task, int) {
+      const int64_t t = (int64_t)task;
+      double d = 0;
+      for (int64_t i = 0; i < hd; ++i) d += (double)doh[t * qd + i] * oh[t * qd + i];
+      const float l = lse[h * T + t], Dt = (float)d;
+      float *pr = P.data() + t * T, *dr = dP.data() + t * T;
+      const int64_t end = causal ? t + 1 : T;
+      for (int64_t s2 = 0; s2 < end; ++s2) {
+        const float pv = std::exp(pr[s2] - l);
+        pr[s2] = pv;
+        dr[s2] = pv * (dr[s2] - Dt);
+      }
+      for (int64_t s2 = end; s2 < T; ++s2) pr[s2] = dr[s2] = 0.0f;
+    });
+    gemm(dP.data(), T, false, kg, kvd, false, dq + h * hd, qd, T, hd, T, scale, 1.0f);  // dq += dS k · scale
+    gemm(dP.data(), T, true, qh, qd, false, dk + g * hd, kvd, T, hd, T, scale, 1.0f);   // dk += dSᵀ q · scale
+    gemm(P.data(), T, true, doh, qd, false, dv + g * hd, kvd, T, hd, T, 1.0f, 1.0f);     // dv += Pᵀ dout
+  }
 }
 
 }  // namespace medllava

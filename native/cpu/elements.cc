@@ -1,6 +1,7 @@
 // Element-wise and gather ops on the CPU (CUDA twins: native/cuda/elements.cuh, same names without
 // _launch, same arguments): the residual add, the embedding gather of every stored type, the f16 KV
-// append. defines: residual_cpu, embed_cpu, kv_append_cpu.
+// append, and the backwards of the residual, a bias and the gather. defines: residual_cpu, embed_cpu,
+// kv_append_cpu, residual_backward_cpu, bias_backward_cpu, embed_backward_cpu.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "../core/error.h"
+#include "../core/thread_pool.h"
 #include "../formats/ggml_types.h"
 #include "../ops/ops.h"
 
@@ -47,6 +49,42 @@ void embed_cpu(const void* table, DType type, const int32_t* ids, float* out, in
 void kv_append_cpu(const float* src, uint16_t* cache, int64_t pos, int64_t T, int64_t width) {
   uint16_t* dst = cache + pos * width;
   for (int64_t i = 0; i < T * width; ++i) dst[i] = f32_to_f16(src[i]);
+}
+
+namespace {
+// out(N) += Σ_m f(m, n) for each column n, columns in parallel, rows in order (a fixed summation order)
+template <class F>
+void column_sums(int64_t M, int64_t N, float* out, F&& f) {
+  ThreadPool::instance().parallel_for((size_t)((N + 63) / 64), [&](size_t task, int) {
+    const int64_t n0 = (int64_t)task * 64, n1 = n0 + 64 < N ? n0 + 64 : N;
+    double acc[64] = {};
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = n0; n < n1; ++n) acc[n - n0] += f(m, n);
+    for (int64_t n = n0; n < n1; ++n) out[n] += (float)acc[n - n0];
+  });
+}
+}  // namespace
+
+void residual_backward_cpu(const float* dh, const float* a, const float* gamma, float scale, float* da, float* dgamma, int64_t n, int64_t D) {
+  if (!gamma) {
+    for (int64_t i = 0; i < n; ++i) da[i] += scale * dh[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) da[i] += scale * gamma[i % D] * dh[i];
+  }
+  if (dgamma) column_sums(n / D, D, dgamma, [&](int64_t m, int64_t d) { return (double)scale * dh[m * D + d] * a[m * D + d]; });
+}
+
+void bias_backward_cpu(const float* dy, float* db, int64_t M, int64_t N) {
+  column_sums(M, N, db, [&](int64_t m, int64_t n) { return (double)dy[m * N + n]; });
+}
+
+void embed_backward_cpu(const float* dout, const int32_t* ids, float* dtable, int64_t T, int64_t D) {
+  for (int64_t t = 0; t < T; ++t) {
+    if (ids[t] < 0) continue;
+    float* row = dtable + (int64_t)ids[t] * D;
+    const float* g = dout + t * D;
+    for (int64_t d = 0; d < D; ++d) row[d] += g[d];
+  }
 }
 
 }  // namespace medllava

@@ -1,5 +1,6 @@
 // The norm ops on the CPU (CUDA twins: native/cuda/norm.cuh): RMSNorm and LayerNorm, a row per
-// task, double sums; the RMSNorm backward. defines: rmsnorm_cpu, layernorm_cpu, rmsnorm_backward_cpu.
+// task, double sums; the RMSNorm backward. defines: rmsnorm_cpu, layernorm_cpu, rmsnorm_backward_cpu,
+// layernorm_backward_cpu.
 #include <cmath>
 
 #include "../core/thread_pool.h"
@@ -54,6 +55,37 @@ void rmsnorm_backward_cpu(const float* dy, const float* x, const float* w, const
       double acc = 0;
       for (int64_t t = 0; t < T; ++t) acc += (double)dy[t * D + i] * x[t * D + i] * rstd[t];
       dw[i] += (float)acc;
+    }
+  });
+}
+
+void layernorm_backward_cpu(const float* dy, const float* x, const float* w, const float* mean, const float* rstd, float* dx, float* dw,
+                            float* db, int64_t T, int64_t D) {
+  ThreadPool::instance().parallel_for((size_t)T, [&](size_t t, int) {
+    const float *dyr = dy + (int64_t)t * D, *xr = x + (int64_t)t * D;
+    const double m = mean[t], r = rstd[t];
+    double sg = 0, sgx = 0;  // Σ g and Σ g·x̂ with g = dy ⊙ w
+    for (int64_t i = 0; i < D; ++i) {
+      const double g = (double)dyr[i] * w[i];
+      sg += g;
+      sgx += g * ((xr[i] - m) * r);
+    }
+    sg /= (double)D, sgx /= (double)D;
+    float* o = dx + (int64_t)t * D;
+    for (int64_t i = 0; i < D; ++i) o[i] += (float)(r * ((double)dyr[i] * w[i] - sg - (xr[i] - m) * r * sgx));
+  });
+  if (!dw && !db) return;
+  ThreadPool::instance().parallel_for((size_t)((D + 63) / 64), [&](size_t task, int) {
+    const int64_t d0 = (int64_t)task * 64, d1 = d0 + 64 < D ? d0 + 64 : D;
+    for (int64_t i = d0; i < d1; ++i) {
+      double aw = 0, ab = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        const double g = dy[t * D + i];
+        aw += g * (((double)x[t * D + i] - mean[t]) * rstd[t]);
+        ab += g;
+      }
+      if (dw) dw[i] += (float)aw;
+      if (db) db[i] += (float)ab;
     }
   });
 }

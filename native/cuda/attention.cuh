@@ -1,13 +1,15 @@
 // Attention on CUDA (CPU twins: native/cpu/attention.cc): flash attention (ViT, and causal prefill
-// over the f16 cache, GQA) and split-KV decode attention + combine. defines: kMaxHd,
-// flash_attention_kernel, attention_decode_kernel, decode_combine_kernel, flash_attention_launch,
-// decode_splits, attention_decode_launch.
+// over the f16 cache, GQA), split-KV decode attention + combine, and the flash-style backward of the
+// f32 training attentions. defines: kMaxHd, flash_attention_kernel, attention_decode_kernel,
+// decode_combine_kernel, flash_attention_launch, decode_splits, attention_decode_launch, kBwdTile,
+// attention_backward_dot_kernel, attention_backward_dkv_kernel, attention_backward_dq_kernel,
+// attention_backward_launch.
 #pragma once
 #include <cstdint>
 
 #include "compat.cuh"
 #include "dtype.cuh"   // defines: load_element, half_bits_f32
-#include "reduce.cuh"  // defines: warp_sum, warp_max
+#include "reduce.cuh"  // defines: warp_sum, warp_max, kRowThreads, grid_for
 
 namespace medllava {
 namespace cuda {
@@ -183,6 +185,175 @@ __global__ void decode_combine_kernel(const float* __restrict__ partial, const f
   }
 }
 
+// ---- backward (FlashAttention-2 style, deterministic: no atomics, no T×T matrix in global memory)
+// The probabilities are recomputed tile by tile from q, k and the forward's lse (H, T):
+//   P = exp(q·k·scale − lse), dP = dout·v, dS = P ⊙ (dP − D) with D_t = Σ dout_t ⊙ out_t,
+//   dv += Pᵀ·dout and dk += dSᵀ·q·scale (a block per tile of keys: attention_backward_dkv_kernel),
+//   dq += dS·k·scale (a block per tile of queries: attention_backward_dq_kernel).
+// Tiles of kBwdTile queries × kBwdTile keys; one thread per (query, key) score, then kBwdLanes
+// threads per row accumulating its dims lane + kBwdLanes·c (hd ≤ kMaxHd). Each output element is
+// summed by one thread in a fixed order (heads of the group, tiles, rows in turn).
+constexpr int kBwdTile = 16, kBwdThreads = kBwdTile * kBwdTile, kBwdLanes = kBwdThreads / kBwdTile, kBwdChunks = kMaxHd / kBwdLanes;
+constexpr int kBwdLd = kMaxHd + 1;  // the shared rows' stride (padded: no bank conflicts across rows)
+static_assert(kMaxHd % kBwdLanes == 0, "a row's dims split evenly over its lanes");
+
+// Dt(H, T) = Σ_d dout ⊙ out of each query row: one warp per row (row r = t·H + h of out / dout)
+__global__ void __launch_bounds__(kRowThreads)
+    attention_backward_dot_kernel(const float* __restrict__ out, const float* __restrict__ dout, float* __restrict__ Dt, int T, int H,
+                                  int hd) {
+  const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
+  const int64_t rows = (int64_t)T * H;
+  // r is the same for every lane of a warp: warp_sum sees the whole warp
+  for (int64_t r = (int64_t)blockIdx.x * warps + threadIdx.x / 32; r < rows; r += (int64_t)gridDim.x * warps) {
+    float acc = 0.0f;
+    for (int d = lane; d < hd; d += 32) acc += dout[r * hd + d] * out[r * hd + d];
+    acc = warp_sum(acc);
+    if (lane == 0) Dt[(r % H) * T + r / H] = acc;
+  }
+}
+
+// Rows [r0, r0 + n) of x (rows `stride` floats apart, the head at column `col`) into S; the rows
+// from n on are left as they are (never read).
+__device__ __forceinline__ void attn_bwd_load(float (*S)[kBwdLd], const float* __restrict__ x, int r0, int n, int64_t stride, int64_t col,
+                                              int hd) {
+  for (int e = threadIdx.x; e < n * hd; e += blockDim.x) {
+    const int r = e / hd, d = e % hd;
+    S[r][d] = x[(int64_t)(r0 + r) * stride + col + d];
+  }
+}
+
+// The score of query i (absolute t0 + i, i < nq) and key j (absolute s0 + j, j < nk) of the tiles in
+// shared memory, one per thread (threadIdx.x = i·kBwdTile + j): P → Ps (when given), dS → dSs; both
+// 0 where out of range or masked (causal: key after query).
+__device__ __forceinline__ void attn_bwd_scores(float (*Qs)[kBwdLd], float (*dOs)[kBwdLd], float (*Ks)[kBwdLd], float (*Vs)[kBwdLd],
+                                                const float* Ls, const float* Ds, float (*Ps)[kBwdTile + 1],
+                                                float (*dSs)[kBwdTile + 1], int t0, int nq, int s0, int nk, int hd, float scale,
+                                                int causal) {
+  const int i = threadIdx.x / kBwdTile, j = threadIdx.x % kBwdTile;
+  float p = 0.0f, ds = 0.0f;
+  if (i < nq && j < nk && (!causal || s0 + j <= t0 + i)) {
+    float sc = 0.0f;  // as the forward computes it: the dot, then the scale
+    for (int d = 0; d < hd; ++d) sc += Qs[i][d] * Ks[j][d];
+    sc *= scale;
+    p = expf(sc - Ls[i]);
+    float dp = 0.0f;
+    for (int d = 0; d < hd; ++d) dp += dOs[i][d] * Vs[j][d];
+    ds = p * (dp - Ds[i]);
+  }
+  if (Ps) Ps[i][j] = p;
+  dSs[i][j] = ds;
+}
+
+// dk, dv (T, KVH, hd) += …: one block per (tile of keys, KV head), walking the query heads of its
+// group and every query tile that sees its keys (from the keys' own tile on, when causal); dk or
+// dv null: not written. Grid: (ceil(T / kBwdTile), KVH).
+__global__ void __launch_bounds__(kBwdThreads)
+    attention_backward_dkv_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                                  const float* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ Dt,
+                                  float* __restrict__ dk, float* __restrict__ dv, int T, int H, int KVH, int hd, int causal) {
+  __shared__ float Qs[kBwdTile][kBwdLd], dOs[kBwdTile][kBwdLd], Ks[kBwdTile][kBwdLd], Vs[kBwdTile][kBwdLd];
+  __shared__ float Ps[kBwdTile][kBwdTile + 1], dSs[kBwdTile][kBwdTile + 1];
+  __shared__ float Ls[kBwdTile], Ds[kBwdTile];
+  const int kvh = blockIdx.y, group = H / KVH, s0 = blockIdx.x * kBwdTile;
+  const int nk = min(kBwdTile, T - s0);
+  const int j = threadIdx.x / kBwdLanes, lane = threadIdx.x % kBwdLanes;  // this thread's key and dims
+  const float scale = rsqrtf((float)hd);
+  const int64_t qd = (int64_t)H * hd, kvd = (int64_t)KVH * hd;
+  attn_bwd_load(Ks, k, s0, nk, kvd, (int64_t)kvh * hd, hd);
+  attn_bwd_load(Vs, v, s0, nk, kvd, (int64_t)kvh * hd, hd);
+  float acc_k[kBwdChunks], acc_v[kBwdChunks];
+#pragma unroll
+  for (int c = 0; c < kBwdChunks; ++c) acc_k[c] = acc_v[c] = 0.0f;
+  const int first = causal ? s0 : 0;  // s0 is a multiple of kBwdTile: the first query tile that sees key s0
+  for (int g = 0; g < group; ++g) {
+    const int h = kvh * group + g;
+    for (int t0 = first; t0 < T; t0 += kBwdTile) {
+      const int nq = min(kBwdTile, T - t0);
+      __syncthreads();  // the previous query tile is no longer read (the first time: Ks, Vs are complete)
+      attn_bwd_load(Qs, q, t0, nq, qd, (int64_t)h * hd, hd);
+      attn_bwd_load(dOs, dout, t0, nq, qd, (int64_t)h * hd, hd);
+      for (int i = threadIdx.x; i < nq; i += blockDim.x) {
+        Ls[i] = lse[(int64_t)h * T + t0 + i];
+        Ds[i] = Dt[(int64_t)h * T + t0 + i];
+      }
+      __syncthreads();  // the query tile is complete
+      attn_bwd_scores(Qs, dOs, Ks, Vs, Ls, Ds, Ps, dSs, t0, nq, s0, nk, hd, scale, causal);
+      __syncthreads();  // every P, dS of the tile pair is in Ps, dSs
+#pragma unroll
+      for (int c = 0; c < kBwdChunks; ++c) {
+        const int d = lane + kBwdLanes * c;
+        if (d >= hd) continue;
+        float ak = acc_k[c], av = acc_v[c];
+        for (int i = 0; i < nq; ++i) {
+          av += Ps[i][j] * dOs[i][d];
+          ak += dSs[i][j] * Qs[i][d];
+        }
+        acc_k[c] = ak;
+        acc_v[c] = av;
+      }
+    }
+  }
+  if (j >= nk) return;
+  const int64_t row = ((int64_t)(s0 + j) * KVH + kvh) * hd;
+#pragma unroll
+  for (int c = 0; c < kBwdChunks; ++c) {
+    const int d = lane + kBwdLanes * c;
+    if (d >= hd) continue;
+    if (dk) dk[row + d] += acc_k[c] * scale;
+    if (dv) dv[row + d] += acc_v[c];
+  }
+}
+
+// dq (T, H, hd) += …: one block per (tile of queries, head), walking the key tiles its queries see.
+// Grid: (ceil(T / kBwdTile), H).
+__global__ void __launch_bounds__(kBwdThreads)
+    attention_backward_dq_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                                 const float* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ Dt,
+                                 float* __restrict__ dq, int T, int H, int KVH, int hd, int causal) {
+  __shared__ float Qs[kBwdTile][kBwdLd], dOs[kBwdTile][kBwdLd], Ks[kBwdTile][kBwdLd], Vs[kBwdTile][kBwdLd];
+  __shared__ float dSs[kBwdTile][kBwdTile + 1];
+  __shared__ float Ls[kBwdTile], Ds[kBwdTile];
+  const int h = blockIdx.y, kvh = h / (H / KVH), t0 = blockIdx.x * kBwdTile;
+  const int nq = min(kBwdTile, T - t0);
+  const int i = threadIdx.x / kBwdLanes, lane = threadIdx.x % kBwdLanes;  // this thread's query and dims
+  const float scale = rsqrtf((float)hd);
+  const int64_t qd = (int64_t)H * hd, kvd = (int64_t)KVH * hd;
+  attn_bwd_load(Qs, q, t0, nq, qd, (int64_t)h * hd, hd);
+  attn_bwd_load(dOs, dout, t0, nq, qd, (int64_t)h * hd, hd);
+  for (int r = threadIdx.x; r < nq; r += blockDim.x) {
+    Ls[r] = lse[(int64_t)h * T + t0 + r];
+    Ds[r] = Dt[(int64_t)h * T + t0 + r];
+  }
+  float acc[kBwdChunks];
+#pragma unroll
+  for (int c = 0; c < kBwdChunks; ++c) acc[c] = 0.0f;
+  const int end = causal ? t0 + nq : T;  // the keys the last query of the tile sees
+  for (int s0 = 0; s0 < end; s0 += kBwdTile) {
+    const int nk = min(kBwdTile, end - s0);
+    __syncthreads();  // the previous key tile is no longer read (the first time: Qs, dOs, Ls, Ds are complete)
+    attn_bwd_load(Ks, k, s0, nk, kvd, (int64_t)kvh * hd, hd);
+    attn_bwd_load(Vs, v, s0, nk, kvd, (int64_t)kvh * hd, hd);
+    __syncthreads();  // the key tile is complete
+    attn_bwd_scores(Qs, dOs, Ks, Vs, Ls, Ds, nullptr, dSs, t0, nq, s0, nk, hd, scale, causal);
+    __syncthreads();  // every dS of the tile pair is in dSs
+#pragma unroll
+    for (int c = 0; c < kBwdChunks; ++c) {
+      const int d = lane + kBwdLanes * c;
+      if (d >= hd) continue;
+      float a = acc[c];
+      for (int j = 0; j < nk; ++j) a += dSs[i][j] * Ks[j][d];
+      acc[c] = a;
+    }
+  }
+  if (i >= nq) return;
+  float* o = dq + ((int64_t)(t0 + i) * H + h) * hd;
+#pragma unroll
+  for (int c = 0; c < kBwdChunks; ++c) {
+    const int d = lane + kBwdLanes * c;
+    if (d < hd) o[d] += acc[c] * scale;
+  }
+}
+
 // ---- launchers
 // Prefill / ViT attention. KV = float (k, v: (n_kv, KVH·hd) f32) or uint16_t (the f16 cache).
 template <class KV>
@@ -208,6 +379,24 @@ void attention_decode_launch(const float* q, const KV* k, const KV* v, float* ou
   MEDLLAVA_LAUNCH(kernel, dim3((unsigned)KVH, (unsigned)splits), dim3(32 * kFlashWarps), 0, s, q, k, v, partial, ml, H, KVH, hd,
                   n_kv, KVH * hd, chunk);
   MEDLLAVA_LAUNCH(decode_combine_kernel, dim3((unsigned)H), dim3(128), 0, s, partial, ml, out, splits, hd);
+}
+
+// Backward of the f32 training attentions (attention_backward_cpu): q, out, dout (T, H, hd), k, v
+// (T, KVH, hd), lse (H, T) from the forward; accumulates into dq, dk, dv (each null: skipped).
+// Dt: H·T floats of device scratch. hd ≤ kMaxHd; KVH divides H.
+inline void attention_backward_launch(const float* q, const float* k, const float* v, const float* out, const float* lse, const float* dout,
+                                      float* dq, float* dk, float* dv, float* Dt, int T, int H, int KVH, int hd, bool causal,
+                                      medllava_stream_t s) {
+  if (T <= 0 || H <= 0 || hd <= 0) return;
+  MEDLLAVA_LAUNCH(attention_backward_dot_kernel, dim3(grid_for((int64_t)T * H, kRowThreads / 32)), dim3(kRowThreads), 0, s, out, dout, Dt,
+                  T, H, hd);
+  const unsigned tiles = (unsigned)((T + kBwdTile - 1) / kBwdTile);
+  if (dk || dv)
+    MEDLLAVA_LAUNCH(attention_backward_dkv_kernel, dim3(tiles, (unsigned)KVH), dim3(kBwdThreads), 0, s, q, k, v, dout, lse, Dt, dk, dv, T,
+                    H, KVH, hd, (int)causal);
+  if (dq)
+    MEDLLAVA_LAUNCH(attention_backward_dq_kernel, dim3(tiles, (unsigned)H), dim3(kBwdThreads), 0, s, q, k, v, dout, lse, Dt, dq, T, H,
+                    KVH, hd, (int)causal);
 }
 
 }  // namespace cuda

@@ -2,7 +2,8 @@
 // `Ops` — CpuOps (native/cpu/ops_cpu.h), CudaOps on a real device or on the SIMT-emulated one
 // (native/cuda/ops_cuda.cuh) — which share names and signatures. defines: LlmConfig, LlmIds,
 // LlmScratch, KvView, llm_linear, LlmLayerIO, llm_layer (one decoder layer: the layer order),
-// llm_embed, llm_blocks (inference), LlmActivations (the activation table), llm_forward_train, llm_head.
+// llm_embed, llm_blocks (inference), LlmActivations (the activation table), llm_forward_train, llm_head,
+// LlmGradScratch, llm_linear_backward, llm_layer_backward, llm_backward_train (the backward pass).
 //
 // Parameters are read through their ids in the model's ParamTable (native/model/params.h), as
 // WeightViews the caller resolved for its backend: host pointers for the CPU, device copies for CUDA.
@@ -272,24 +273,32 @@ struct LlmActivations {
   static bool is_recompute(const std::vector<bool>& r, int64_t l) { return (size_t)l < r.size() && r[(size_t)l]; }
 };
 
+// A training forward's attention (llm_layer's `attend`): each of the B sequences on its own, RoPE from
+// position 0 and causal within it over f32 K, V, keeping each row's log-sum-exp in lse (B, heads, T).
+template <class Ops>
+auto llm_train_attend(Ops& ops, const LlmConfig& c, int64_t B, int64_t T, float* lse) {
+  return [&ops, &c, B, T, lse](float* q, float* k, float* v, float* att) {
+    const int64_t D = c.hidden, hd = D / c.heads, kvd = c.kv_heads * hd;
+    for (int64_t b = 0; b < B; ++b) {
+      float *qb = q + b * T * D, *kb = k + b * T * kvd;
+      ops.rope(qb, T, c.heads, hd, 0, c.rope_theta, c.rope_mode);
+      ops.rope(kb, T, c.kv_heads, hd, 0, c.rope_theta, c.rope_mode);
+      ops.attention_causal(qb, kb, v + b * T * kvd, att + b * T * D, lse + b * c.heads * T, T, c.heads, c.kv_heads, hd);
+    }
+  };
+}
+
 // The training forward: B sequences of T tokens (host, (B, T); the positions of `images`, counted
 // over all B·T, take those rows) through the same layer code as inference, each sequence causal over
 // its own positions 0 … T−1 with f32 K and V, filling the activation table and its logits.
 template <class Ops>
 void llm_forward_train(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vector<WeightView>& W, const int32_t* tokens,
                        const RowSpans& images, LlmActivations& A) {
-  const int64_t B = A.B, T = A.T, N = B * T, D = c.hidden, hd = D / c.heads, kvd = c.kv_heads * hd;
+  const int64_t B = A.B, T = A.T, N = B * T, D = c.hidden;
   llm_embed(ops, c, ids, W, tokens, images, N, const_cast<float*>(A.layers[0].io.x_in));
   for (int64_t l = 0; l < c.layers; ++l) {
     LlmActivations::Layer& y = A.layers[(size_t)l];
-    llm_layer(ops, c, ids, W, ids.layers[(size_t)l], N, y.io, A.s, [&](float* q, float* k, float* v, float* att) {
-      for (int64_t b = 0; b < B; ++b) {  // each sequence on its own: positions from 0, causal within it
-        float *qb = q + b * T * D, *kb = k + b * T * kvd;
-        ops.rope(qb, T, c.heads, hd, 0, c.rope_theta, c.rope_mode);
-        ops.rope(kb, T, c.kv_heads, hd, 0, c.rope_theta, c.rope_mode);
-        ops.attention_causal(qb, kb, v + b * T * kvd, att + b * T * D, y.lse + b * c.heads * T, T, c.heads, c.kv_heads, hd);
-      }
-    });
+    llm_layer(ops, c, ids, W, ids.layers[(size_t)l], N, y.io, A.s, llm_train_attend(ops, c, B, T, y.lse));
   }
   ops.rmsnorm(A.x_final, W[(size_t)ids.norm], A.h_final, N, D, c.rms_eps, A.rstd_final);
   llm_linear(ops, W, ids, ids.lm_head, A.h_final, N, A.logits, A.s);
@@ -301,6 +310,132 @@ void llm_head(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vector
               LlmScratch& s, float* logits) {
   ops.rmsnorm(s.x + first * c.hidden, W[(size_t)ids.norm], s.h, rows, c.hidden, c.rms_eps);
   llm_linear(ops, W, ids, ids.lm_head, s.h, rows, logits, s);
+}
+
+// ---- backward --------------------------------------------------------------------------------------
+// Gradients of the parameters, indexed by id like the views: where backward accumulates (+=) each
+// trainable parameter's gradient, in the backend's memory; null for a frozen one (no dW computed).
+using GradViews = std::vector<float*>;
+
+// The gradient buffers of the LLM's backward over N rows (backend memory), each (N, width).
+struct LlmGradScratch {
+  float *dx = nullptr;   // the residual stream's gradient (N, hidden)
+  float *dh = nullptr;   // a sub-block's normed input (N, hidden)
+  float *dq = nullptr, *dk = nullptr, *dv = nullptr, *datt = nullptr;  // (N, hidden), (N, kv) ×2, (N, hidden)
+  float *dg = nullptr, *du = nullptr, *dgu = nullptr;                   // (N, ffn)
+  float *dlora = nullptr;                                               // (N, lora_rank)
+  static int64_t floats(const LlmConfig& c, const LlmIds& ids, int64_t N) {
+    const int64_t kvd = c.kv_heads * (c.hidden / c.heads);
+    return N * (4 * c.hidden + 2 * kvd + 3 * c.ffn + ids.lora_rank);
+  }
+  float* carve(float* p, const LlmConfig& c, const LlmIds& ids, int64_t N) {
+    const int64_t D = c.hidden, kvd = c.kv_heads * (D / c.heads);
+    auto take = [&](int64_t n) { float* r = p; p += n; return r; };
+    dx = take(N * D), dh = take(N * D), dq = take(N * D), dk = take(N * kvd), dv = take(N * kvd), datt = take(N * D);
+    dg = take(N * c.ffn), du = take(N * c.ffn), dgu = take(N * c.ffn), dlora = take(N * ids.lora_rank);
+    return p;
+  }
+};
+
+// C(M, N) = alpha · op(A) · op(B) + beta · C over f32 / stored-type operands (ops.h: GemmArgs)
+template <class Ops>
+void llm_gemm(Ops& ops, const float* a, bool ta, const void* b, DType bt, bool tb, float* c, int64_t M, int64_t N, int64_t K, float alpha,
+              float beta) {
+  GemmArgs g;
+  g.a = a, g.trans_a = ta, g.lda = ta ? M : K;
+  g.b = b, g.b_type = bt, g.trans_b = tb, g.ldb = tb ? K : N;
+  g.c = c, g.ldc = N, g.M = M, g.N = N, g.K = K, g.alpha = alpha, g.beta = beta;
+  ops.gemm(g);
+}
+
+// Backward of one linear out = x · Wᵀ (+ bias) over T rows: dx (T, w.cols) += dy · W (dx null: not
+// needed), dW += dyᵀ · x and db += Σ dy where those parameters train. W may be any stored type (a
+// frozen quantized / f16 / bf16 base: only dx is computed through it).
+template <class Ops>
+void linear_backward(Ops& ops, const WeightView& w, float* dw, float* db, const float* x, const float* dy, float* dx, int64_t T) {
+  if (dw) llm_gemm(ops, dy, true, x, DType::F32, false, dw, w.rows, w.cols, T, 1.0f, 1.0f);
+  if (db) ops.bias_backward(dy, db, T, w.rows);
+  if (dx) llm_gemm(ops, dy, false, w.data, w.type, false, dx, T, w.cols, w.rows, 1.0f, 1.0f);
+}
+
+// Backward of llm_linear: the base weight and, for a LoRA pair, out += scale · B (A x): A x is
+// recomputed (rank r is small), dB += scale · dyᵀ (A x), d(Ax) = scale · dy B, dA += d(Ax)ᵀ x,
+// dx += d(Ax) A.
+template <class Ops>
+void llm_linear_backward(Ops& ops, const std::vector<WeightView>& W, const GradViews& G, const LlmIds& ids, const LlmIds::Linear& l,
+                         const float* x, const float* dy, float* dx, int64_t T, LlmScratch& s, LlmGradScratch& gs) {
+  const WeightView w = W[(size_t)l.w];
+  linear_backward(ops, w, G[(size_t)l.w], nullptr, x, dy, dx, T);
+  if (l.lora_a < 0) return;
+  const WeightView a = W[(size_t)l.lora_a], b = W[(size_t)l.lora_b];
+  float *ga = G[(size_t)l.lora_a], *gb = G[(size_t)l.lora_b];
+  const int64_t r = a.rows;
+  ops.matmul(x, a, WeightView{}, s.lora, T, Activation::None);  // A x (T, r)
+  if (gb) llm_gemm(ops, dy, true, s.lora, DType::F32, false, gb, b.rows, r, T, ids.lora_scale, 1.0f);
+  if (!ga && !dx) return;
+  llm_gemm(ops, dy, false, b.data, b.type, false, gs.dlora, T, r, b.rows, ids.lora_scale, 0.0f);  // d(Ax) (T, r)
+  if (ga) llm_gemm(ops, gs.dlora, true, x, DType::F32, false, ga, r, a.cols, T, 1.0f, 1.0f);
+  if (dx) llm_gemm(ops, gs.dlora, false, a.data, a.type, false, dx, T, a.cols, r, 1.0f, 1.0f);
+}
+
+// Backward of one decoder layer (llm_layer) over B sequences of T rows: gs.dx holds the gradient of
+// the layer's output on entry and of its input on exit; the layer's parameter gradients accumulate
+// into G. `io` / `lse` are the layer's saved activations (refilled first when it was checkpointed).
+template <class Ops>
+void llm_layer_backward(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vector<WeightView>& W, const GradViews& G,
+                        const LlmIds::Layer& L, int64_t B, int64_t T, const LlmLayerIO& io, const float* lse, LlmScratch& s,
+                        LlmGradScratch& gs) {
+  const int64_t N = B * T, D = c.hidden, hd = D / c.heads, kvd = c.kv_heads * hd, F = c.ffn;
+  auto zero = [&](float* p, int64_t n) { ops.fill(p, 0.0f, n); };
+  // the MLP: x_out = x_mid + down(silu(gate h2) · up h2), h2 = rmsnorm(x_mid)
+  zero(gs.dgu, N * F);
+  llm_linear_backward(ops, W, G, ids, L.w_down, io.gu, gs.dx, gs.dgu, N, s, gs);
+  zero(gs.dg, N * F), zero(gs.du, N * F);
+  ops.silu_mul_backward(gs.dgu, io.g, io.u, gs.dg, gs.du, N * F);
+  zero(gs.dh, N * D);
+  llm_linear_backward(ops, W, G, ids, L.w_gate, io.h2, gs.dg, gs.dh, N, s, gs);
+  llm_linear_backward(ops, W, G, ids, L.w_up, io.h2, gs.du, gs.dh, N, s, gs);
+  ops.rmsnorm_backward(gs.dh, io.x_mid, W[(size_t)L.ffn_norm], io.rstd2, gs.dx, G[(size_t)L.ffn_norm], N, D);
+  // attention: x_mid = x_in + o(attention(rope(q h1), rope(k h1), v h1)), h1 = rmsnorm(x_in)
+  zero(gs.datt, N * D);
+  llm_linear_backward(ops, W, G, ids, L.wo, io.att, gs.dx, gs.datt, N, s, gs);
+  zero(gs.dq, N * D), zero(gs.dk, N * kvd), zero(gs.dv, N * kvd);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t qo = b * T * D, ko = b * T * kvd;
+    ops.attention_backward(io.q + qo, io.k + ko, io.v + ko, io.att + qo, lse + b * c.heads * T, gs.datt + qo, gs.dq + qo, gs.dk + ko,
+                           gs.dv + ko, T, c.heads, c.kv_heads, hd, true);
+    ops.rope_backward(gs.dq + qo, T, c.heads, hd, 0, c.rope_theta, c.rope_mode);
+    ops.rope_backward(gs.dk + ko, T, c.kv_heads, hd, 0, c.rope_theta, c.rope_mode);
+  }
+  zero(gs.dh, N * D);
+  llm_linear_backward(ops, W, G, ids, L.wq, io.h1, gs.dq, gs.dh, N, s, gs);
+  llm_linear_backward(ops, W, G, ids, L.wk, io.h1, gs.dk, gs.dh, N, s, gs);
+  llm_linear_backward(ops, W, G, ids, L.wv, io.h1, gs.dv, gs.dh, N, s, gs);
+  ops.rmsnorm_backward(gs.dh, io.x_in, W[(size_t)L.attn_norm], io.rstd1, gs.dx, G[(size_t)L.attn_norm], N, D);
+}
+
+// The backward pass after llm_forward_train: A.logits must already hold the loss's gradient (the
+// cross-entropy op turns them into it in place). Runs the head, then the layers from the last down
+// to `lowest` (layers below it have nothing that trains and nothing below them needs a gradient;
+// 0: all), re-running a checkpointed layer's forward first. Then the embedding gather's gradient
+// (when embed_tokens trains; a tied lm_head's lands in the same rows) — gs.dx is left holding
+// d(input rows): the rows of spliced images are what the projector's backward reads.
+template <class Ops>
+void llm_backward_train(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vector<WeightView>& W, const GradViews& G,
+                        const int32_t* tokens, LlmActivations& A, LlmGradScratch& gs, int64_t lowest) {
+  const int64_t B = A.B, T = A.T, N = B * T, D = c.hidden;
+  ops.fill(gs.dh, 0.0f, N * D);
+  llm_linear_backward(ops, W, G, ids, ids.lm_head, A.h_final, A.logits, gs.dh, N, A.s, gs);
+  ops.fill(gs.dx, 0.0f, N * D);
+  ops.rmsnorm_backward(gs.dh, A.x_final, W[(size_t)ids.norm], A.rstd_final, gs.dx, G[(size_t)ids.norm], N, D);
+  for (int64_t l = c.layers - 1; l >= lowest && l >= 0; --l) {
+    LlmActivations::Layer& y = A.layers[(size_t)l];
+    if (y.recompute) {  // refill the shared buffers: the same forward, writing the same next input
+      llm_layer(ops, c, ids, W, ids.layers[(size_t)l], N, y.io, A.s, llm_train_attend(ops, c, B, T, y.lse));
+    }
+    llm_layer_backward(ops, c, ids, W, G, ids.layers[(size_t)l], B, T, y.io, y.lse, A.s, gs);
+  }
+  if (lowest <= 0 && G[(size_t)ids.embed]) ops.embed_backward(gs.dx, tokens, G[(size_t)ids.embed], N, D);
 }
 
 }  // namespace medllava

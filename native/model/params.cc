@@ -144,4 +144,14 @@ float* ParamTable::grads(int id) {
   return flat_.data() + n_train_ + p_[(size_t)id].flat_offset;
 }
 
+float* ParamTable::adam_m(int id) {
+  if (id < 0 || id >= size() || !p_[(size_t)id].trainable) return nullptr;
+  return flat_.data() + 2 * n_train_ + p_[(size_t)id].flat_offset;
+}
+
+float* ParamTable::adam_v(int id) {
+  if (id < 0 || id >= size() || !p_[(size_t)id].trainable) return nullptr;
+  return flat_.data() + 3 * n_train_ + p_[(size_t)id].flat_offset;
+}
+
 }  // namespace medllava

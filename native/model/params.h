@@ -81,6 +81,11 @@ class ParamTable {
   // The fp32 values / gradients of trainable parameter `id` (null when it is frozen). Write lock to change.
   float* values(int id);
   float* grads(int id);
+  // AdamW's first and second moments of trainable parameter `id` (null when frozen)
+  float* adam_m(int id);
+  float* adam_v(int id);
+  // every trainable parameter's gradient, as one run of trainable_numel() floats (null when none)
+  float* all_grads() { return n_train_ ? flat_.data() + n_train_ : nullptr; }
   // The current values of `id` as f32 (decoded from the stored type when frozen): numel floats.
   void read(int id, float* out) const;
   // Bumped by every change made through the table: devices holding copies re-upload when it moves.

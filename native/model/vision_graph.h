@@ -3,13 +3,15 @@
 // qkv, LayerScale, GELU) — and the projector (linear or mlp2x_gelu), over an op set `Ops` (CpuOps,
 // or CudaOps on a real or emulated device). defines: VisionConfig, VisionIds, VisionScratch,
 // VisionLayerIO, vision_layer (one block: the layer order), vision_embed, vision_tower (inference),
-// VisionActivations (the activation table), vision_forward_train.
+// VisionActivations (the activation table), vision_forward_train, VisionGradScratch, vision_layer_backward,
+// vision_backward_train (the backward pass: projector, and the tower when it trains).
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "../ops/ops.h"
-#include "params.h"  // defines: WeightView
+#include "llm_graph.h"  // defines: GradViews, linear_backward
+#include "params.h"     // defines: WeightView
 
 namespace medllava {
 
@@ -241,6 +243,123 @@ void vision_forward_train(Ops& ops, const VisionConfig& c, const VisionIds& ids,
     } else {
       ops.matmul(xi, at(ids.proj0_w), at(ids.proj0_b), oi, n, Activation::None);
     }
+  }
+}
+
+// ---- backward --------------------------------------------------------------------------------------
+// The gradient buffers of the vision backward over B images (backend memory).
+struct VisionGradScratch {
+  float *dx = nullptr, *da = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr, *datt = nullptr, *dproj = nullptr;  // (N, hidden)
+  float *df = nullptr, *df_pre = nullptr;        // (N, ffn)
+  float *dmid = nullptr, *dmid_pre = nullptr;    // (B·tokens, out_dim)
+  float *dx_emb = nullptr;                       // (N, hidden) the tokens before the pre-norm
+  static int64_t floats(const VisionConfig& c, int64_t B) {
+    const int64_t N = B * (c.patches() + 1);
+    return N * (8 * c.hidden + 2 * c.ffn) + 2 * B * c.tokens() * c.out_dim;
+  }
+  float* carve(float* p, const VisionConfig& c, int64_t B) {
+    const int64_t N = B * (c.patches() + 1), D = c.hidden, n = B * c.tokens();
+    auto take = [&](int64_t k) { float* r = p; p += k; return r; };
+    dx = take(N * D), da = take(N * D), dq = take(N * D), dk = take(N * D), dv = take(N * D), datt = take(N * D), dproj = take(N * D);
+    df = take(N * c.ffn), df_pre = take(N * c.ffn), dmid = take(n * c.out_dim), dmid_pre = take(n * c.out_dim), dx_emb = take(N * D);
+    return p;
+  }
+};
+
+// Backward of one ViT block (vision_layer) over B images: gs.dx holds d(output) on entry, d(input)
+// on exit; the block's parameter gradients accumulate into G (a fused qkv's q, k, v rows into the
+// slices of its gradient).
+template <class Ops>
+void vision_layer_backward(Ops& ops, const VisionConfig& c, const VisionIds::Layer& L, const std::vector<WeightView>& W, const GradViews& G,
+                           int64_t B, int64_t T, const VisionLayerIO& io, VisionGradScratch& gs) {
+  auto at = [&](int id) { return id < 0 ? WeightView{} : W[(size_t)id]; };
+  auto grad = [&](int id) { return id < 0 ? nullptr : G[(size_t)id]; };
+  auto gamma = [&](int id) { return id < 0 ? nullptr : W[(size_t)id].f32(); };
+  const int64_t D = c.hidden, N = B * T, hd = D / c.heads, F = c.ffn;
+  // the MLP: x_out = x_mid + (γ2 ⊙) fc2(act(fc1(LN2 x_mid)))
+  ops.fill(gs.dproj, 0.0f, N * D);
+  ops.residual_backward(gs.dx, io.o2, gamma(L.ls2), 1.0f, gs.dproj, grad(L.ls2), N * D, D);
+  ops.fill(gs.df, 0.0f, N * F);
+  linear_backward(ops, at(L.fc2_w), grad(L.fc2_w), grad(L.fc2_b), io.f, gs.dproj, gs.df, N);
+  ops.fill(gs.df_pre, 0.0f, N * F);
+  ops.activation_backward(gs.df, io.f_pre, gs.df_pre, N * F, c.act);
+  ops.fill(gs.da, 0.0f, N * D);
+  linear_backward(ops, at(L.fc1_w), grad(L.fc1_w), grad(L.fc1_b), io.a2, gs.df_pre, gs.da, N);
+  ops.layernorm_backward(gs.da, io.x_mid, at(L.ln2_w), io.mean2, io.rstd2, gs.dx, grad(L.ln2_w), grad(L.ln2_b), N, D);
+  // attention: x_mid = x_in + (γ1 ⊙) o(attention(q, k, v of LN1 x_in))
+  ops.fill(gs.dproj, 0.0f, N * D);
+  ops.residual_backward(gs.dx, io.o1, gamma(L.ls1), 1.0f, gs.dproj, grad(L.ls1), N * D, D);
+  ops.fill(gs.datt, 0.0f, N * D);
+  linear_backward(ops, at(L.o_w), grad(L.o_w), grad(L.o_b), io.att, gs.dproj, gs.datt, N);
+  ops.fill(gs.dq, 0.0f, N * D), ops.fill(gs.dk, 0.0f, N * D), ops.fill(gs.dv, 0.0f, N * D);
+  for (int64_t i = 0; i < B; ++i) {
+    const int64_t o = i * T * D;
+    ops.attention_backward(io.q + o, io.k + o, io.v + o, io.att + o, io.lse + i * c.heads * T, gs.datt + o, gs.dq + o, gs.dk + o,
+                           gs.dv + o, T, c.heads, c.heads, hd, false);
+  }
+  ops.fill(gs.da, 0.0f, N * D);
+  if (L.qkv_w >= 0) {
+    const WeightView w = at(L.qkv_w);
+    float *gw = grad(L.qkv_w), *gb = grad(L.qkv_b);
+    const float* d3[3] = {gs.dq, gs.dk, gs.dv};
+    for (int64_t r = 0; r < 3; ++r)
+      linear_backward(ops, w.slice_rows(r * D, D), gw ? gw + r * D * w.cols : nullptr, gb ? gb + r * D : nullptr, io.a1, d3[r], gs.da, N);
+  } else {
+    linear_backward(ops, at(L.q_w), grad(L.q_w), grad(L.q_b), io.a1, gs.dq, gs.da, N);
+    linear_backward(ops, at(L.k_w), grad(L.k_w), grad(L.k_b), io.a1, gs.dk, gs.da, N);
+    linear_backward(ops, at(L.v_w), grad(L.v_w), grad(L.v_b), io.a1, gs.dv, gs.da, N);
+  }
+  ops.layernorm_backward(gs.da, io.x_in, at(L.ln1_w), io.mean1, io.rstd1, gs.dx, grad(L.ln1_w), grad(L.ln1_b), N, D);
+}
+
+// The backward pass after vision_forward_train, from d_out (B·tokens, out_dim): the gradient of each
+// image's projected rows (the LLM backward's rows at the image's positions). Runs the projector's
+// backward and, when `tower` (some tower parameter trains), every block's, the pre-norm's and the
+// embedding's (class token, positions, patch projection). A frozen tower costs nothing here.
+template <class Ops>
+void vision_backward_train(Ops& ops, const VisionConfig& c, const VisionIds& ids, const std::vector<WeightView>& W, const GradViews& G,
+                           VisionActivations& A, const float* d_out, bool tower, VisionGradScratch& gs) {
+  auto at = [&](int id) { return id < 0 ? WeightView{} : W[(size_t)id]; };
+  auto grad = [&](int id) { return id < 0 ? nullptr : G[(size_t)id]; };
+  const int64_t B = A.B, T = c.patches() + 1, N = B * T, D = c.hidden, first = c.keep_cls ? 0 : 1, n = T - first, O = c.out_dim;
+  if (tower) ops.fill(gs.dx, 0.0f, N * D);
+  for (int64_t i = 0; i < B; ++i) {
+    const float* xi = A.x_final + (i * T + first) * D;
+    float* dxi = tower ? gs.dx + (i * T + first) * D : nullptr;
+    const float* doi = d_out + i * n * O;
+    if (c.projector_mlp) {
+      const float *pre = A.mid_pre + i * n * O, *mid = A.mid + i * n * O;
+      float *dmid = gs.dmid + i * n * O, *dpre = gs.dmid_pre + i * n * O;
+      ops.fill(dmid, 0.0f, n * O);
+      linear_backward(ops, at(ids.proj2_w), grad(ids.proj2_w), grad(ids.proj2_b), mid, doi, dmid, n);
+      ops.fill(dpre, 0.0f, n * O);
+      ops.activation_backward(dmid, pre, dpre, n * O, Activation::Gelu);
+      linear_backward(ops, at(ids.proj0_w), grad(ids.proj0_w), grad(ids.proj0_b), xi, dpre, dxi, n);
+    } else {
+      linear_backward(ops, at(ids.proj0_w), grad(ids.proj0_w), grad(ids.proj0_b), xi, doi, dxi, n);
+    }
+  }
+  if (!tower) return;
+  for (size_t l = A.layers.size(); l-- > 0;) {
+    VisionActivations::Layer& y = A.layers[l];
+    if (y.recompute) vision_layer(ops, c, ids.layers[l], W, B, T, y.io);  // refill the shared buffers
+    vision_layer_backward(ops, c, ids.layers[l], W, G, B, T, y.io, gs);
+  }
+  float* dx_emb = gs.dx;
+  if (ids.pre_w >= 0) {
+    ops.fill(gs.dx_emb, 0.0f, N * D);
+    ops.layernorm_backward(gs.dx, A.x_emb, at(ids.pre_w), A.pre_mean, A.pre_rstd, gs.dx_emb, grad(ids.pre_w), grad(ids.pre_b), N, D);
+    dx_emb = gs.dx_emb;
+  }
+  // x = [cls | patches · Wᵀ + b] + pos, per image
+  if (grad(ids.pos)) ops.bias_backward(dx_emb, grad(ids.pos), B, T * D);
+  const int64_t pp = 3 * c.patch * c.patch;
+  for (int64_t i = 0; i < B; ++i) {
+    if (grad(ids.cls)) ops.bias_backward(dx_emb + i * T * D, grad(ids.cls), 1, D);
+    WeightView pw = at(ids.patch);
+    pw.cols = pp;
+    linear_backward(ops, pw, grad(ids.patch), grad(ids.patch_b), A.cols + i * c.patches() * pp, dx_emb + (i * T + 1) * D, nullptr,
+                    c.patches());
   }
 }
 

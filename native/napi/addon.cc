@@ -17,6 +17,7 @@
 #include "ops_wrap.h"
 #include "llm_wrap.h"
 #include "image_wrap.h"
+#include "trainer_wrap.h"
 #include "vision_wrap.h"
 
 namespace medllava {
@@ -150,6 +151,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeLlm", LlmWrap::Define(env));
   exports.Set("NativeLlmContext", LlmContextWrap::Define(env));
   exports.Set("NativeVision", VisionWrap::Define(env));
+  exports.Set("NativeTrainer", TrainerWrap::Define(env));
   exports.Set("NativeImage", ImageWrap::Define(env));
   register_ops(env, exports);
   return exports;

@@ -175,7 +175,21 @@ inline JsOp parse_op(Napi::Env env, const std::string& name, const Napi::Object&
       j.result = named(env, {{"dgate", dg}, {"dup", du}});
       break;
     }
-    case OpId::rope: {
+    case OpId::layernorm_backward: {  // { dy, x, w, mean, rstd, dx, dw?, db? } → { dx, dw, db } (accumulated)
+      const int64_t T = arg_int(o, "T", 0, kMax), D = arg_int(o, "D", 1, kMax);
+      i[0] = T, i[1] = D;
+      Napi::Float32Array dx = copy_f32(o, "dx", T * D);
+      const bool has_dw = o.Get("dw").IsTypedArray(), has_db = o.Get("db").IsTypedArray();
+      Napi::Float32Array dw = has_dw ? copy_f32(o, "dw", D) : Napi::Float32Array::New(env, 0);
+      Napi::Float32Array db = has_db ? copy_f32(o, "db", D) : Napi::Float32Array::New(env, 0);
+      c.bufs = {in<float>(o, "dy", napi_float32_array, T * D), in<float>(o, "x", napi_float32_array, T * D), in<float>(o, "w", napi_float32_array, D),
+                in<float>(o, "mean", napi_float32_array, T), in<float>(o, "rstd", napi_float32_array, T), out(dx, true),
+                has_dw ? out(dw, true) : absent(), has_db ? out(db, true) : absent()};
+      j.result = named(env, {{"dx", dx}, {"dw", dw}, {"db", db}});
+      break;
+    }
+    case OpId::rope:
+    case OpId::rope_backward: {
       const int64_t T = arg_int(o, "T", 0, kMax), H = arg_int(o, "heads", 1, kMax), hd = arg_int(o, "hd", 2, 4096);
       if (hd % 2) throw_js(env, ErrorCode::Shape, "rope: hd must be even");
       const std::string mode = arg_string(o, "mode");
@@ -193,6 +207,101 @@ inline JsOp parse_op(Napi::Env env, const std::string& name, const Napi::Object&
       i[0] = n;
       Napi::Float32Array r = poisoned_f32(env, n);
       c.bufs = {in<float>(o, "gate", napi_float32_array, n), in<float>(o, "up", napi_float32_array, n), out(r)};
+      j.result = r;
+      break;
+    }
+    case OpId::activation_backward: {  // { dout, x, dx, act } → dx (accumulated)
+      const int64_t n = arg_int(o, "n", 0, kMax);
+      i[0] = n;
+      c.code = (int)activation_arg(o, "act");
+      Napi::Float32Array dx = copy_f32(o, "dx", n);
+      c.bufs = {in<float>(o, "dout", napi_float32_array, n), in<float>(o, "x", napi_float32_array, n), out(dx, true)};
+      j.result = dx;
+      break;
+    }
+    case OpId::attention_backward: {  // { q, k, v, out, lse, dout, dq, dk, dv, causal } → { dq, dk, dv } (accumulated)
+      const int64_t T = arg_int(o, "T", 1, kMax), H = arg_int(o, "H", 1, 4096), KVH = arg_int(o, "KVH", 1, 4096), hd = arg_int(o, "hd", 1, 4096);
+      if (H % KVH) throw_js(env, ErrorCode::Argument, "H must be a multiple of KVH");
+      i[0] = T, i[1] = H, i[2] = KVH, i[3] = hd;
+      c.flag[0] = o.Get("causal").ToBoolean();
+      if (!c.flag[0] && KVH != H) throw_js(env, ErrorCode::Argument, "full attention has as many KV heads as heads");
+      const int64_t nq = T * H * hd, nk = T * KVH * hd;
+      Napi::Float32Array dq = copy_f32(o, "dq", nq), dk = copy_f32(o, "dk", nk), dv = copy_f32(o, "dv", nk);
+      c.bufs = {in<float>(o, "q", napi_float32_array, nq), in<float>(o, "k", napi_float32_array, nk), in<float>(o, "v", napi_float32_array, nk),
+                in<float>(o, "out", napi_float32_array, nq), in<float>(o, "lse", napi_float32_array, H * T),
+                in<float>(o, "dout", napi_float32_array, nq), out(dq, true), out(dk, true), out(dv, true)};
+      j.result = named(env, {{"dq", dq}, {"dk", dk}, {"dv", dv}});
+      break;
+    }
+    case OpId::residual_backward: {  // { dh, a, gamma?, scale?, da, dgamma? } → { da, dgamma } (accumulated)
+      const int64_t n = arg_int(o, "n", 0, kMax), D = arg_int(o, "D", 1, kMax);
+      if (n % D) throw_js(env, ErrorCode::Shape, "residualBackward: n must be a multiple of D");
+      i[0] = n, i[1] = D;
+      c.f[0] = arg_scale(o);
+      Napi::Float32Array da = copy_f32(o, "da", n);
+      const bool has_dg = o.Get("dgamma").IsTypedArray();
+      if (has_dg && !o.Get("gamma").IsTypedArray()) throw_js(env, ErrorCode::Argument, "residualBackward: dgamma needs gamma");
+      Napi::Float32Array dg = has_dg ? copy_f32(o, "dgamma", D) : Napi::Float32Array::New(env, 0);
+      c.bufs = {in<float>(o, "dh", napi_float32_array, n), in<float>(o, "a", napi_float32_array, n), in<float>(o, "gamma", napi_float32_array, D, true),
+                out(da, true), has_dg ? out(dg, true) : absent()};
+      j.result = named(env, {{"da", da}, {"dgamma", dg}});
+      break;
+    }
+    case OpId::bias_backward: {  // { dy, db, M, N } → db (accumulated)
+      const int64_t M = arg_int(o, "M", 0, kMax), N = arg_int(o, "N", 1, kMax);
+      i[0] = M, i[1] = N;
+      Napi::Float32Array db = copy_f32(o, "db", N);
+      c.bufs = {in<float>(o, "dy", napi_float32_array, M * N), out(db, true)};
+      j.result = db;
+      break;
+    }
+    case OpId::embed_backward: {  // { dout, ids, dtable, T, D, vocab } → dtable (accumulated)
+      const int64_t T = arg_int(o, "T", 0, kMax), D = arg_int(o, "D", 1, kMax), V = arg_int(o, "vocab", 1, kMax);
+      i[0] = T, i[1] = D;
+      const int32_t* ids = arg_array<int32_t>(o, "ids", napi_int32_array, T);
+      for (int64_t t = 0; t < T; ++t)
+        if (ids[t] >= V) throw_js(env, ErrorCode::Argument, "embedBackward: an id is outside the vocabulary");
+      Napi::Float32Array dt = copy_f32(o, "dtable", V * D);
+      OpBuf idb;
+      idb.host = const_cast<int32_t*>(ids);
+      idb.bytes = (size_t)T * 4;
+      c.bufs = {in<float>(o, "dout", napi_float32_array, T * D), idb, out(dt, true)};
+      j.result = dt;
+      break;
+    }
+    case OpId::cross_entropy: {  // { logits, targets, weights?, scale?, N, V } → { dlogits, loss }
+      const int64_t N = arg_int(o, "N", 0, kMax), V = arg_int(o, "V", 1, kMax);
+      i[0] = N, i[1] = V;
+      c.f[0] = o.Has("scale") ? arg_number(o, "scale") : 1.0;
+      const int32_t* tg = arg_array<int32_t>(o, "targets", napi_int32_array, N);
+      Napi::Float32Array lg = copy_f32(o, "logits", N * V), loss = poisoned_f32(env, N);
+      OpBuf tb;
+      tb.host = const_cast<int32_t*>(tg);
+      tb.bytes = (size_t)N * 4;
+      c.bufs = {out(lg, true), tb, in<float>(o, "weights", napi_float32_array, N, true), out(loss)};
+      j.result = named(env, {{"dlogits", lg}, {"loss", loss}});
+      break;
+    }
+    case OpId::adamw: {  // { p, grad, m, v, n, step, lr, beta1, beta2, eps, weightDecay, gradScale? } → { p, m, v }
+      const int64_t n = arg_int(o, "n", 0, kMax);
+      i[0] = n, i[1] = arg_int(o, "step", 1, kMax);
+      c.f[0] = arg_number(o, "lr"), c.f[1] = arg_number(o, "beta1"), c.f[2] = arg_number(o, "beta2"), c.f[3] = arg_number(o, "eps");
+      c.f[4] = arg_number(o, "weightDecay"), c.f[5] = o.Has("gradScale") ? arg_number(o, "gradScale") : 1.0;
+      Napi::Float32Array p = copy_f32(o, "p", n), m = copy_f32(o, "m", n), v = copy_f32(o, "v", n);
+      c.bufs = {out(p, true), in<float>(o, "grad", napi_float32_array, n), out(m, true), out(v, true)};
+      j.result = named(env, {{"p", p}, {"m", m}, {"v", v}});
+      break;
+    }
+    case OpId::sum_squares: {  // { x, n } → Float64Array [Σ x²]
+      const int64_t n = arg_int(o, "n", 0, kMax);
+      i[0] = n;
+      Napi::Float64Array r = Napi::Float64Array::New(env, 1);
+      r[0] = NAN;
+      OpBuf ob;
+      ob.host = r.Data();
+      ob.bytes = 8;
+      ob.in = false;
+      c.bufs = {in<float>(o, "x", napi_float32_array, n), ob};
       j.result = r;
       break;
     }

@@ -14,6 +14,7 @@ class VisionWrap : public Napi::ObjectWrap<VisionWrap> {
  public:
   static Napi::Function Define(Napi::Env env);
   explicit VisionWrap(const Napi::CallbackInfo& info);
+  std::shared_ptr<const Vision> vision() const { return vision_; }
 
  private:
   static Napi::Value Load(const Napi::CallbackInfo& info);

@@ -27,7 +27,7 @@ struct OpBuf {
 struct OpCall {
   OpId op = OpId::count;
   int64_t i[8] = {};
-  double f[4] = {};
+  double f[8] = {};
   DType type = DType::F32;
   int code = 0;                 // an enum argument: RopeMode, Activation
   bool flag[2] = {false, false};  // gemm: trans_a, trans_b
@@ -40,6 +40,16 @@ struct OpCall {
 //  rmsnorm           x, w, out, rstd?                   T, D                       eps
 //  rmsnorm_backward  dy, x, w, rstd, dx (in/out), dw? (in/out)   T, D
 //  layernorm         x, w, b, out, mean?, rstd?         T, D                       eps
+//  layernorm_backward dy, x, w, mean, rstd, dx (in/out), dw? (in/out), db? (in/out)   T, D
+//  rope_backward     dx (in/out)                        T, heads, hd, pos0         theta        code = RopeMode
+//  activation_backward dout, x, dx (in/out)             n                                       code = Activation
+//  attention_backward q, k, v, out, lse, dout, dq, dk, dv (in/out)   T, H, KVH, hd            flag[0] = causal
+//  residual_backward dh, a, gamma?, da (in/out), dgamma? (in/out)    n, D          scale
+//  bias_backward     dy, db (in/out)                    M, N
+//  embed_backward    dout, ids (read on the host), dtable (in/out)   T, D
+//  cross_entropy     logits (in/out), targets (host), weights?, loss  N, V         scale
+//  adamw             p (in/out), grad, m (in/out), v (in/out)         n, step      lr, β1, β2, eps, wd, grad_scale
+//  sum_squares       x, out (host: one float64)         n
 //  rope              x (in/out)                         T, heads, hd, pos0         theta        code = RopeMode
 //  silu_mul          gate, up, out                      n
 //  silu_mul_backward dout, gate, up, dgate (in/out), dup (in/out)   n
@@ -96,6 +106,31 @@ void exec_op(Ops& ops, const OpCall& c, void* const* ptr) {
     case OpId::rmsnorm: ops.rmsnorm(f(0), vec(1, i[1]), f(2), i[0], i[1], (float)c.f[0], f(3)); break;
     case OpId::rmsnorm_backward: ops.rmsnorm_backward(f(0), f(1), vec(2, i[1]), f(3), f(4), f(5), i[0], i[1]); break;
     case OpId::layernorm: ops.layernorm(f(0), vec(1, i[1]), vec(2, i[1]), f(3), i[0], i[1], (float)c.f[0], f(4), f(5)); break;
+    case OpId::layernorm_backward: ops.layernorm_backward(f(0), f(1), vec(2, i[1]), f(3), f(4), f(5), f(6), f(7), i[0], i[1]); break;
+    case OpId::rope_backward: ops.rope_backward(f(0), i[0], i[1], i[2], i[3], (float)c.f[0], (RopeMode)c.code); break;
+    case OpId::activation_backward: ops.activation_backward(f(0), f(1), f(2), i[0], (Activation)c.code); break;
+    case OpId::attention_backward:
+      ops.attention_backward(f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8), i[0], i[1], i[2], i[3], c.flag[0]);
+      break;
+    case OpId::residual_backward: ops.residual_backward(f(0), f(1), f(2), (float)c.f[0], f(3), f(4), i[0], i[1]); break;
+    case OpId::bias_backward: ops.bias_backward(f(0), f(1), i[0], i[1]); break;
+    case OpId::embed_backward: ops.embed_backward(f(0), static_cast<const int32_t*>(c.bufs[1].host), f(2), i[0], i[1]); break;
+    case OpId::cross_entropy:
+      ops.cross_entropy(f(0), static_cast<const int32_t*>(c.bufs[1].host), f(2), f(3), i[0], i[1], (float)c.f[0]);
+      break;
+    case OpId::adamw: {
+      AdamWArgs a;
+      a.lr = (float)c.f[0], a.beta1 = (float)c.f[1], a.beta2 = (float)c.f[2], a.eps = (float)c.f[3], a.weight_decay = (float)c.f[4];
+      a.grad_scale = (float)c.f[5], a.step = i[1];
+      ops.adamw(f(0), f(1), f(2), f(3), i[0], a);
+      break;
+    }
+    case OpId::sum_squares: {
+      double* out = static_cast<double*>(c.bufs[1].host);  // a host value on every backend
+      *out = 0;
+      ops.sum_squares(f(0), i[0], out);
+      break;
+    }
     case OpId::rope: ops.rope(f(0), i[0], i[1], i[2], i[3], (float)c.f[0], (RopeMode)c.code); break;
     case OpId::silu_mul: ops.silu_mul(f(0), f(1), f(2), i[0]); break;
     case OpId::silu_mul_backward: ops.silu_mul_backward(f(0), f(1), f(2), f(3), f(4), i[0]); break;

@@ -12,16 +12,26 @@
   X(rmsnorm, "rmsnorm", "norm")                         \
   X(rmsnorm_backward, "rmsnormBackward", "norm")        \
   X(layernorm, "layernorm", "norm")                     \
+  X(layernorm_backward, "layernormBackward", "norm")    \
   X(rope, "rope", "rope")                               \
+  X(rope_backward, "ropeBackward", "rope")              \
   X(silu_mul, "siluMul", "activation")                  \
   X(silu_mul_backward, "siluMulBackward", "activation") \
   X(activation, "activation", "activation")             \
+  X(activation_backward, "activationBackward", "activation") \
   X(attention_cached, "attentionCached", "attention")   \
   X(attention_full, "attentionFull", "attention")       \
   X(attention_causal, "attentionCausal", "attention")   \
+  X(attention_backward, "attentionBackward", "attention") \
   X(residual, "residual", "elements")                   \
+  X(residual_backward, "residualBackward", "elements")  \
+  X(bias_backward, "biasBackward", "elements")          \
   X(embed, "embed", "elements")                         \
+  X(embed_backward, "embedBackward", "elements")        \
   X(kv_append, "kvAppend", "elements")                  \
+  X(cross_entropy, "crossEntropy", "loss")              \
+  X(adamw, "adamw", "loss")                             \
+  X(sum_squares, "sumSquares", "loss")                  \
   X(topk, "topk", "topk")
 
 namespace medllava {

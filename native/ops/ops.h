@@ -81,6 +81,11 @@ void rmsnorm_backward_cpu(const float* dy, const float* x, const float* w, const
 //   mean(T), rstd(T), when given, keep each row's mean and 1 / sqrt(var + eps)
 void layernorm_cpu(const float* x, const float* w, const float* b, float* out, int64_t T, int64_t D, float eps, float* mean = nullptr,
                    float* rstd = nullptr);
+// Backward of layernorm_cpu, accumulating (+=): with x̂ = (x − mean)·rstd and g = dy ⊙ w,
+//   dx(T, D) += rstd·(g − mean_d(g) − x̂·mean_d(g ⊙ x̂)), dw(D) += Σ_t dy ⊙ x̂, db(D) += Σ_t dy
+//   (dw / db null: frozen)
+void layernorm_backward_cpu(const float* dy, const float* x, const float* w, const float* mean, const float* rstd, float* dx, float* dw,
+                            float* db, int64_t T, int64_t D);
 
 // ---- rope: native/cpu/rope.cc, native/cuda/rope.cuh -----------------------------------------------
 enum class RopeMode {
@@ -89,6 +94,9 @@ enum class RopeMode {
 };
 // x(T, heads, head_dim) rotated in place; token t is at position pos0 + t; frequency θ^(-2i/d).
 void rope_cpu(float* x, int64_t T, int64_t heads, int64_t head_dim, int64_t pos0, float theta, RopeMode mode);
+// Backward of rope_cpu: the gradient dx(T, heads, head_dim) rotated back in place (the transpose of
+// a rotation is the rotation by −angle).
+void rope_backward_cpu(float* dx, int64_t T, int64_t heads, int64_t head_dim, int64_t pos0, float theta, RopeMode mode);
 
 // ---- activation: native/cpu/activation.cc, native/cuda/activation.cuh ------------------------------
 // out(T, D) = silu(gate(T, D)) · up(T, D)
@@ -98,6 +106,8 @@ void silu_mul_backward_cpu(const float* dout, const float* gate, const float* up
 
 // out(n) = act(x(n))                                (GELU / quick_gelu; out may alias x)
 void activation_cpu(const float* x, float* out, int64_t n, Activation act);
+// Backward of activation_cpu, accumulating: dx(n) += dout(n) · act'(x(n))
+void activation_backward_cpu(const float* dout, const float* x, float* dx, int64_t n, Activation act);
 
 // ---- attention: native/cpu/attention.cc, native/cuda/attention.cuh ---------------------------------
 // Causal attention of T new queries against a cache holding n_past + T positions (f16).
@@ -119,12 +129,45 @@ void attention_causal_cpu(const float* q, const float* k, const float* v, float*
 //   lse(H, T), when given: each query row's log Σ exp(q·k / √hd), what backward needs
 void attention_full_cpu(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd, float* lse = nullptr);
 
+// Backward of attention_causal_cpu (causal = true) or attention_full_cpu (causal = false, KVH = H),
+// accumulating into dq(T, H, hd), dk, dv (T, KVH, hd): the probabilities are recomputed from q, k
+// and the forward's lse(H, T) (no T×T matrix kept), D_t = Σ dout_t ⊙ out_t per query row, and
+//   dS = P ⊙ (dout·vᵀ − D),  dq += dS·k/√hd,  dk += dSᵀ·q/√hd,  dv += Pᵀ·dout
+// summed over the query heads of each KV head group.
+void attention_backward_cpu(const float* q, const float* k, const float* v, const float* out, const float* lse, const float* dout, float* dq,
+                            float* dk, float* dv, int64_t T, int64_t H, int64_t KVH, int64_t hd, bool causal);
+
 // ---- elements: native/cpu/elements.cc, native/cuda/elements.cuh -------------------------------------
 // h(n) += scale · (gamma ? gamma[i % D] : 1) · a(n)   (the residual add; gamma: timm's LayerScale (D);
 //                                                       scale: LoRA's alpha / r, else 1)
 void residual_cpu(float* h, const float* a, const float* gamma, float scale, int64_t n, int64_t D);
+// Backward of residual_cpu for its added branch, accumulating: da(n) += scale·(γ ⊙) dh(n);
+//   dgamma(D) += scale · Σ_rows dh ⊙ a (null: no LayerScale or frozen). dh itself flows on unchanged.
+void residual_backward_cpu(const float* dh, const float* a, const float* gamma, float scale, float* da, float* dgamma, int64_t n, int64_t D);
+// db(N) += Σ_m dy(m, N): a bias's gradient (the column sums, in a fixed order)
+void bias_backward_cpu(const float* dy, float* db, int64_t M, int64_t N);
 // out(T, D) = rows ids(T) of table (vocab, D) stored as `type`, decoded to f32
 void embed_cpu(const void* table, DType type, const int32_t* ids, float* out, int64_t T, int64_t D);
+// Backward of the gather: dtable(vocab, D) rows ids(T) += dout(T, D), in token order (ids < 0:
+// spliced image rows, skipped). A tied lm_head's gradient lands in the same rows.
+void embed_backward_cpu(const float* dout, const int32_t* ids, float* dtable, int64_t T, int64_t D);
+
+// ---- the loss and the optimizer: native/cpu/loss.cc, native/cuda/loss.cuh ------------------------------
+// Cross-entropy of logits(N, V) against targets(N) (−100 or any id < 0: ignored), in place:
+//   loss(N) = weight_n · (logsumexp(logits_n) − logits_n[target_n]) (0 where ignored), and logits
+//   become their gradient scale · weight_n · (softmax(logits_n) − onehot(target_n)) (0 where ignored).
+//   weights(N): per-row weights (null: 1). E_ARGUMENT when a target is ≥ V.
+void cross_entropy_cpu(float* logits, const int32_t* targets, const float* weights, float* loss, int64_t N, int64_t V, float scale);
+// AdamW on n fp32 parameters, PyTorch's torch.optim.AdamW order: g = grad·grad_scale (the clipping
+// coefficient), m = β1·m + (1−β1)·g, v = β2·v + (1−β2)·g², p −= lr·wd·p, then
+// p −= lr · (m / bc1) / (√(v / bc2) + eps) with bc1 = 1 − β1^t, bc2 = 1 − β2^t.
+struct AdamWArgs {
+  float lr = 0, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0, grad_scale = 1;
+  int64_t step = 1;  // t, from 1
+};
+void adamw_cpu(float* p, const float* grad, float* m, float* v, int64_t n, const AdamWArgs& a);
+// Σ x² of x(n) in double (a gradient's share of the global norm); written to out[0] as a float64.
+void sum_squares_cpu(const float* x, int64_t n, double* out);
 // cache rows [pos, pos + T) of width `width` ← f16(src (T, width))
 void kv_append_cpu(const float* src, uint16_t* cache, int64_t pos, int64_t T, int64_t width);
 

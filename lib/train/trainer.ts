@@ -1,0 +1,346 @@
+/**
+ * The low-level training API: createTrainer(model) → Trainer, over the native engine
+ * (native/train/trainer.h). Which parameters train is data (a stage preset or name globs); the
+ * optimizer is AdamW with HF Trainer's parameter groups (no decay on norms and biases) and LLaVA's
+ * separate projector learning rate; global-norm clipping as torch.nn.utils.clip_grad_norm_; the
+ * learning-rate schedules of HF's get_scheduler. A batch is what trainingExample() returns, with
+ * its images.
+ */
+import { mkdirSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { medllavaError } from '../errors.js';
+import { modelInternals, type ImageInput, type Model } from '../model/model.js';
+import { native, type NativeParameter, type NativeTrainSequence, type NativeTrainer } from '../native.js';
+import { IMAGE_TOKEN_INDEX } from '../tokenizer/tokenizer.js';
+
+export type TrainingStage = 'align' | 'instruct' | 'finetune' | 'lora' | 'full';
+
+export interface LearningRateSchedule {
+  kind: 'cosine' | 'linear' | 'constant';
+  /** warmup steps as a share of totalSteps (HF: ceil(ratio · total)); warmupSteps wins when both are given */
+  warmupRatio?: number;
+  warmupSteps?: number;
+  /** optimizer steps of the whole run (needed by linear and cosine) */
+  totalSteps?: number;
+}
+
+export interface TrainerOptions {
+  /** which parameters train: align = the projector; instruct / finetune = projector + LLM; lora = projector +
+   * the LoRA pairs; full = everything, the vision tower included (default 'instruct') */
+  stage?: TrainingStage;
+  /** parameter-name globs (HF / PEFT names, `*` any run of characters); overrides stage */
+  trainable?: string[];
+  learningRate?: number;           // default 2e-5
+  projectorLearningRate?: number;  // LLaVA's mm_projector_lr (default: learningRate)
+  weightDecay?: number;            // default 0 (LLaVA's recipes)
+  betas?: [number, number];        // default [0.9, 0.999]
+  eps?: number;                    // default 1e-8
+  /** global-norm clipping (default 1.0); null turns it off, explicitly */
+  maxGradNorm?: number | null;
+  /** micro-batches per optimizer step (default 1) */
+  gradientAccumulation?: number;
+  schedule?: LearningRateSchedule; // default constant
+  /** recompute activations in backward instead of keeping them (less memory, ~1/3 more compute) */
+  checkpointActivations?: boolean;
+}
+
+export interface TrainingExample {
+  /** -200 for each image, as trainingExample() returns them */
+  inputIds: ArrayLike<number>;
+  /** aligned with inputIds (the shift to next-token targets happens inside); -100 = ignored */
+  labels: ArrayLike<number>;
+  /** one per -200, in order */
+  images?: ImageInput[];
+  /** per-sample weight of its targets' losses (default 1) */
+  weight?: number;
+}
+
+export interface TrainerParameter { name: string; shape: number[]; trainable: boolean; component: 'llm' | 'vision' }
+
+export interface StepResult {
+  /** mean loss over this batch's non-ignored targets */
+  loss: number;
+  /** the global gradient norm before clipping (NaN on a micro-step that did not update) */
+  gradNorm: number;
+  /** the learning rate this update used (the base rate × the schedule) */
+  lr: number;
+  tokens: number;
+  /** whether the optimizer stepped (the last micro-batch of an accumulation) */
+  updated: boolean;
+  /** optimizer steps so far */
+  step: number;
+}
+
+export interface Trainer {
+  readonly parameters: readonly TrainerParameter[];
+  /** loss, target count and every trainable parameter's gradient (HF shape, row-major); no update.
+   * Discards any micro-batches accumulated by step() and not yet applied. */
+  lossAndGradients(batch: TrainingExample[], options?: { signal?: AbortSignal }):
+    Promise<{ loss: number; tokens: number; gradients: Map<string, Float32Array> }>;
+  /** forward + backward, and on the last micro-batch of an accumulation: clip + AdamW */
+  step(batch: TrainingExample[], options?: { signal?: AbortSignal }): Promise<StepResult>;
+  /** the trainable parameters (safetensors, HF / PEFT names), the AdamW state and the trainer state */
+  save(dir: string): Promise<void>;
+  dispose(): Promise<void>;
+}
+
+/** HF's get_scheduler multipliers: the rate of optimizer step k (1-based) is base · factor(k − 1). */
+export function scheduleFactor(s: LearningRateSchedule, stepIndex: number): number {
+  const total = s.totalSteps ?? 0;
+  const warmup = s.warmupSteps ?? (s.warmupRatio ? Math.ceil(total * s.warmupRatio) : 0);
+  if (stepIndex < warmup) return stepIndex / Math.max(1, warmup);
+  switch (s.kind) {
+    case 'constant': return 1;
+    case 'linear': return Math.max(0, (total - stepIndex) / Math.max(1, total - warmup));
+    case 'cosine': {
+      const progress = (stepIndex - warmup) / Math.max(1, total - warmup);
+      return Math.max(0, 0.5 * (1 + Math.cos(Math.PI * 0.5 * 2 * progress)));
+    }
+  }
+}
+
+function globToRegExp(glob: string): RegExp {
+  return new RegExp(`^${glob.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+}
+
+const isProjector = (name: string) => /(^|\.)mm_projector\./.test(name);
+const isLora = (name: string) => /\.lora_[AB]\.weight$/.test(name);
+/** HF Trainer's groups: no decay for biases and normalization layers' parameters */
+export const noWeightDecay = (name: string) =>
+  /bias$/.test(name) || /(norm|layrnorm|layernorm|ln_\w+|ln\d|norm_pre)(\.|$)/i.test(name);
+
+function stageTrainable(stage: TrainingStage, p: NativeParameter & { component: 'llm' | 'vision' }): boolean {
+  switch (stage) {
+    case 'align': return isProjector(p.name);
+    case 'instruct':
+    case 'finetune': return isProjector(p.name) || (p.component === 'llm' && !isLora(p.name));
+    case 'lora': return isProjector(p.name) || isLora(p.name);
+    case 'full': return true;
+  }
+}
+
+function positiveNumber(v: unknown, what: string, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw medllavaError('E_ARGUMENT', `${what} must be a finite number ≥ 0, got ${String(v)}`);
+  return v;
+}
+
+class TrainerImpl implements Trainer {
+  readonly parameters: TrainerParameter[];
+  private engine: NativeTrainer | undefined;
+  private micro = 0;
+  private optimizerStep = 0;
+  private readonly groups: { vision: boolean; name: string; lr: number; weightDecay: number }[];
+  private busy = false;
+
+  constructor(private readonly model: Model, engine: NativeTrainer, params: TrainerParameter[], private readonly o: Required<Omit<TrainerOptions,
+    'trainable' | 'projectorLearningRate' | 'stage' | 'checkpointActivations'>> & { projectorLearningRate: number },
+    /** parameters that read another's storage (a tied lm_head): their gradient is the owner's */
+    private readonly tied: Set<string>) {
+    this.engine = engine;
+    this.parameters = params;
+    this.groups = params.filter((p) => p.trainable && !this.tied.has(p.name)).map((p) => ({
+      vision: p.component === 'vision', name: p.name,
+      lr: isProjector(p.name) ? o.projectorLearningRate : o.learningRate,
+      weightDecay: noWeightDecay(p.name) ? 0 : o.weightDecay,
+    }));
+  }
+
+  private native(): NativeTrainer {
+    if (!this.engine) throw medllavaError('E_ARGUMENT', 'this trainer has been disposed');
+    if (this.busy) throw medllavaError('E_ARGUMENT', 'the trainer is busy: await the previous call first');
+    return this.engine;
+  }
+
+  /** trainingExample()s → the native batch: each -200 expanded to the image's rows (framed on v1.0) */
+  private async toBatch(batch: TrainingExample[], signal?: AbortSignal): Promise<{ seqs: NativeTrainSequence[]; pixels: Float32Array[] }> {
+    if (!Array.isArray(batch) || batch.length === 0) throw medllavaError('E_ARGUMENT', 'a batch is a non-empty array of training examples');
+    const parts = modelInternals(this.model).trainingParts();
+    const rows = parts.vision?.tokens ?? 0;
+    const seqs: NativeTrainSequence[] = [];
+    const pixels: Float32Array[] = [];
+    for (const [i, ex] of batch.entries()) {
+      const ids = Array.from(ex.inputIds ?? []), labels = Array.from(ex.labels ?? []);
+      if (ids.length !== labels.length) {
+        throw medllavaError('E_SHAPE', `example ${i}: ${labels.length} labels for ${ids.length} input ids (they must be aligned)`);
+      }
+      const slots = ids.filter((t) => t === IMAGE_TOKEN_INDEX).length, images = ex.images ?? [];
+      if (slots !== images.length) throw medllavaError('E_ARGUMENT', `example ${i}: ${slots} image placeholder(s) (-200) but ${images.length} image(s)`);
+      if (slots > 0 && !parts.vision) throw medllavaError('E_UNSUPPORTED', `example ${i} has an image, but this model has no vision tower`);
+      for (const t of ids) {
+        if (!Number.isInteger(t) || (t < 0 && t !== IMAGE_TOKEN_INDEX)) throw medllavaError('E_ARGUMENT', `example ${i}: input id ${t} is not a token`);
+      }
+      const tokens: number[] = [], labs: number[] = [], at: { at: number; index: number }[] = [];
+      ids.forEach((t, k) => {
+        if (t !== IMAGE_TOKEN_INDEX) { tokens.push(t); labs.push(labels[k]!); return; }
+        for (const f of parts.frame[0]) { tokens.push(f); labs.push(-100); }
+        at.push({ at: tokens.length, index: pixels.length + at.length });
+        for (let r = 0; r < rows; r++) { tokens.push(-1); labs.push(-100); }
+        for (const f of parts.frame[1]) { tokens.push(f); labs.push(-100); }
+      });
+      for (const img of images) {
+        if (signal?.aborted) throw medllavaError('E_ABORTED', 'aborted');
+        pixels.push(await parts.pixels(img));
+      }
+      const weight = positiveNumber(ex.weight, `example ${i}: weight`, 1);
+      seqs.push({ tokens: Int32Array.from(tokens), labels: Int32Array.from(labs), images: at, weight });
+    }
+    return { seqs, pixels };
+  }
+
+  private async exclusive<T>(f: (engine: NativeTrainer) => Promise<T>): Promise<T> {
+    const engine = this.native();
+    this.busy = true;
+    try {
+      return await f(engine);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  async lossAndGradients(batch: TrainingExample[], options: { signal?: AbortSignal } = {}) {
+    const b = await this.toBatch(batch, options.signal);
+    return this.exclusive(async (engine) => {
+      await engine.zeroGrads();
+      this.micro = 0;
+      try {
+        if (options.signal?.aborted) throw medllavaError('E_ABORTED', 'aborted');
+        const r = await engine.accumulate(b, 1);
+        const gradients = new Map<string, Float32Array>();
+        for (const p of this.parameters) {
+          if (!p.trainable || this.tied.has(p.name)) continue;
+          const g = await engine.state(p.component === 'vision', p.name, 'grad');
+          if (g) gradients.set(p.name, g);
+        }
+        return { loss: r.loss, tokens: r.tokens, gradients };
+      } finally {
+        await engine.zeroGrads();
+      }
+    });
+  }
+
+  async step(batch: TrainingExample[], options: { signal?: AbortSignal } = {}): Promise<StepResult> {
+    const b = await this.toBatch(batch, options.signal);
+    return this.exclusive(async (engine) => {
+      if (options.signal?.aborted) throw medllavaError('E_ABORTED', 'aborted');
+      const accum = this.o.gradientAccumulation;
+      let r: { loss: number; tokens: number };
+      try {
+        r = await engine.accumulate(b, 1 / accum);
+      } catch (e) {
+        // a refused batch changed nothing; anything else may have left a partial gradient: start the
+        // accumulation again rather than apply it
+        const code = (e as { code?: string }).code;
+        if (code !== 'E_ARGUMENT' && code !== 'E_SHAPE' && code !== 'E_CONTEXT_FULL' && code !== 'E_UNSUPPORTED') {
+          await engine.zeroGrads();
+          this.micro = 0;
+        }
+        throw e;
+      }
+      this.micro++;
+      const lrFactor = scheduleFactor(this.o.schedule, this.optimizerStep);
+      if (this.micro < accum) {
+        return { loss: r.loss, tokens: r.tokens, gradNorm: NaN, lr: this.o.learningRate * lrFactor, updated: false, step: this.optimizerStep };
+      }
+      this.micro = 0;
+      const gradNorm = await engine.gradNorm();
+      const max = this.o.maxGradNorm;
+      // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6) when that is below 1
+      const clip = max === null ? 1 : Math.min(1, max / (gradNorm + 1e-6));
+      this.optimizerStep++;
+      await engine.update({
+        groups: this.groups, step: this.optimizerStep, lrFactor, clip, beta1: this.o.betas[0], beta2: this.o.betas[1], eps: this.o.eps,
+      });
+      return { loss: r.loss, tokens: r.tokens, gradNorm, lr: this.o.learningRate * lrFactor, updated: true, step: this.optimizerStep };
+    });
+  }
+
+  async save(dir: string): Promise<void> {
+    const parts = modelInternals(this.model).trainingParts();
+    await this.exclusive(async (engine) => {
+      mkdirSync(dir, { recursive: true });
+      const values: { name: string; dtype: string; shape: number[]; data: Float32Array }[] = [];
+      const state: { name: string; dtype: string; shape: number[]; data: Float32Array }[] = [];
+      for (const p of this.parameters) {
+        if (!p.trainable || this.tied.has(p.name)) continue;
+        const table = p.component === 'vision' ? parts.vision! : parts.llm;
+        values.push({ name: p.name, dtype: 'F32', shape: p.shape, data: await table.readParameter(p.name) });
+        for (const which of ['m', 'v'] as const) {
+          const s = await engine.state(p.component === 'vision', p.name, which);
+          if (s) state.push({ name: `${p.name}.exp_avg${which === 'm' ? '' : '_sq'}`, dtype: 'F32', shape: p.shape, data: s });
+        }
+      }
+      await native().writeSafetensors(join(dir, 'trainable.safetensors'), values, { format: 'pt' });
+      await native().writeSafetensors(join(dir, 'optimizer.safetensors'), state, { format: 'pt' });
+      const json = JSON.stringify({
+        step: this.optimizerStep, pendingMicroBatches: this.micro, options: this.o, groups: this.groups,
+      }, null, 2);
+      const tmp = join(dir, `.trainer_state.json.${process.pid}.tmp`);
+      writeFileSync(tmp, json);
+      const fd = openSync(tmp, 'r');
+      fsyncSync(fd);
+      closeSync(fd);
+      renameSync(tmp, join(dir, 'trainer_state.json'));
+    });
+  }
+
+  async dispose(): Promise<void> {
+    const engine = this.native();
+    engine.dispose();
+    this.engine = undefined;
+  }
+}
+
+/** A trainer over `model` (loaded by loadModel, on the CPU): marks the chosen parameters trainable. */
+export async function createTrainer(model: Model, options: TrainerOptions = {}): Promise<Trainer> {
+  const parts = modelInternals(model).trainingParts();
+  const stage = options.stage ?? 'instruct';
+  if (!['align', 'instruct', 'finetune', 'lora', 'full'].includes(stage)) {
+    throw medllavaError('E_ARGUMENT', `stage must be 'align', 'instruct', 'finetune', 'lora' or 'full', got '${String(stage)}'`);
+  }
+  const learningRate = positiveNumber(options.learningRate, 'learningRate', 2e-5);
+  const betas = options.betas ?? [0.9, 0.999];
+  if (!Array.isArray(betas) || betas.length !== 2 || betas.some((b) => typeof b !== 'number' || !(b >= 0 && b < 1))) {
+    throw medllavaError('E_ARGUMENT', 'betas must be two numbers in [0, 1)');
+  }
+  const accum = options.gradientAccumulation ?? 1;
+  if (!Number.isInteger(accum) || accum < 1) throw medllavaError('E_ARGUMENT', `gradientAccumulation must be an integer ≥ 1, got ${accum}`);
+  const maxGradNorm = options.maxGradNorm === undefined ? 1.0 : options.maxGradNorm;
+  if (maxGradNorm !== null) positiveNumber(maxGradNorm, 'maxGradNorm', 1);
+  const schedule = options.schedule ?? { kind: 'constant' };
+  if (!['cosine', 'linear', 'constant'].includes(schedule.kind)) throw medllavaError('E_ARGUMENT', `schedule.kind must be 'cosine', 'linear' or 'constant'`);
+  if (schedule.kind !== 'constant' && !(Number.isInteger(schedule.totalSteps) && schedule.totalSteps! > 0)) {
+    throw medllavaError('E_ARGUMENT', `a ${schedule.kind} schedule needs totalSteps (an integer ≥ 1)`);
+  }
+  const all: (NativeParameter & { component: 'llm' | 'vision' })[] = [
+    ...parts.llm.parameters().map((p) => ({ ...p, component: 'llm' as const })),
+    ...(parts.vision?.parameters() ?? []).map((p) => ({ ...p, component: 'vision' as const })),
+  ];
+  const globs = options.trainable?.map(globToRegExp);
+  const want = all.filter((p) => (globs ? globs.some((g) => g.test(p.name)) : stageTrainable(stage, p)));
+  if (want.length === 0) {
+    throw medllavaError('E_ARGUMENT', options.trainable ? `no parameter matches ${JSON.stringify(options.trainable)}`
+      : `stage '${stage}' finds no parameter to train in this model${stage === 'lora' ? ' (it has no LoRA adapters)' : ''}`);
+  }
+  const names = (c: 'llm' | 'vision', on: boolean) => all.filter((p) => p.component === c && want.includes(p) === on).map((p) => p.name);
+  await parts.llm.setTrainable(names('llm', false), false);
+  await parts.llm.setTrainable(names('llm', true), true);
+  if (parts.vision) {
+    await parts.vision.setTrainable(names('vision', false), false);
+    await parts.vision.setTrainable(names('vision', true), true);
+  }
+  const engine = new (native().NativeTrainer)(parts.llm, parts.vision);
+  engine.setCheckpoint(options.checkpointActivations ?? false);
+  const listed = [
+    ...parts.llm.parameters().map((p) => ({ ...p, component: 'llm' as const })),
+    ...(parts.vision?.parameters() ?? []).map((p) => ({ ...p, component: 'vision' as const })),
+  ];
+  const params: TrainerParameter[] = listed.map((p) => ({ name: p.name, shape: p.shape, trainable: p.trainable, component: p.component }));
+  const t = new TrainerImpl(model, engine, params, {
+    learningRate, projectorLearningRate: positiveNumber(options.projectorLearningRate, 'projectorLearningRate', learningRate),
+    weightDecay: positiveNumber(options.weightDecay, 'weightDecay', 0), betas: [betas[0], betas[1]],
+    eps: positiveNumber(options.eps, 'eps', 1e-8), maxGradNorm, gradientAccumulation: accum, schedule,
+  }, new Set(listed.filter((p) => p.tiedTo).map((p) => p.name)));
+  return t;
+}

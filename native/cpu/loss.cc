@@ -1,0 +1,61 @@
+// The loss and the optimizer on the CPU (CUDA twins: native/cuda/loss.cuh): cross-entropy over the
+// vocabulary with its gradient in place, AdamW, and a gradient's sum of squares (the global norm).
+// defines: cross_entropy_cpu, adamw_cpu, sum_squares_cpu.
+#include <cmath>
+#include <string>
+
+#include "../core/error.h"
+#include "../core/thread_pool.h"
+#include "../ops/ops.h"
+
+namespace medllava {
+
+void cross_entropy_cpu(float* logits, const int32_t* targets, const float* weights, float* loss, int64_t N, int64_t V, float scale) {
+  for (int64_t n = 0; n < N; ++n)
+    if (targets[n] >= V)
+      throw Error(ErrorCode::Argument, "a label (" + std::to_string(targets[n]) + ") is outside the vocabulary of " + std::to_string(V));
+  ThreadPool::instance().parallel_for((size_t)N, [&](size_t task, int) {
+    const int64_t n = (int64_t)task;
+    float* row = logits + n * V;
+    const int32_t y = targets[n];
+    if (y < 0) {  // ignored (−100): no loss, no gradient
+      loss[n] = 0;
+      for (int64_t i = 0; i < V; ++i) row[i] = 0;
+      return;
+    }
+    float m = -INFINITY;
+    for (int64_t i = 0; i < V; ++i) m = row[i] > m ? row[i] : m;
+    double z = 0;
+    for (int64_t i = 0; i < V; ++i) z += std::exp((double)row[i] - m);
+    const double lz = m + std::log(z), w = weights ? weights[n] : 1.0;
+    loss[n] = (float)(w * (lz - row[y]));
+    const double k = scale * w;
+    for (int64_t i = 0; i < V; ++i) row[i] = (float)(k * std::exp((double)row[i] - lz));
+    row[y] -= (float)k;
+  });
+}
+
+void adamw_cpu(float* p, const float* grad, float* m, float* v, int64_t n, const AdamWArgs& a) {
+  const double bc1 = 1.0 - std::pow((double)a.beta1, (double)a.step), bc2 = 1.0 - std::pow((double)a.beta2, (double)a.step);
+  const float b1 = a.beta1, b2 = a.beta2, decay = a.lr * a.weight_decay, lr = a.lr, eps = a.eps, gs = a.grad_scale;
+  const float ib1 = (float)(1.0 / bc1), ib2 = (float)(1.0 / bc2);
+  constexpr int64_t kChunk = 1 << 14;
+  ThreadPool::instance().parallel_for((size_t)((n + kChunk - 1) / kChunk), [&](size_t task, int) {
+    const int64_t i0 = (int64_t)task * kChunk, i1 = i0 + kChunk < n ? i0 + kChunk : n;
+    for (int64_t i = i0; i < i1; ++i) {
+      const float g = grad[i] * gs;
+      m[i] = b1 * m[i] + (1.0f - b1) * g;
+      v[i] = b2 * v[i] + (1.0f - b2) * g * g;
+      p[i] -= decay * p[i];
+      p[i] -= lr * (m[i] * ib1) / (std::sqrt(v[i] * ib2) + eps);
+    }
+  });
+}
+
+void sum_squares_cpu(const float* x, int64_t n, double* out) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += (double)x[i] * x[i];
+  *out = s;
+}
+
+}  // namespace medllava

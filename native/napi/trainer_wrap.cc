@@ -1,0 +1,220 @@
+// NativeTrainer: new NativeTrainer(llm, vision?), then
+//   accumulate({ seqs: [{ tokens: Int32Array, labels: Int32Array, images: [{ at, index }], weight? }],
+//                pixels: Float32Array[] }, gradScale) -> Promise<{ loss, tokens }>
+//   zeroGrads() -> Promise<void>; gradNorm() -> Promise<number>
+//   update({ groups: [{ vision: boolean, name, lr, weightDecay }], step, lrFactor, clip, beta1, beta2, eps }) -> Promise<void>
+//   state(vision: boolean, name, which: 'grad' | 'm' | 'v') -> Promise<Float32Array | null> (null: the parameter is frozen)
+//   setCheckpoint(on); dispose()
+// The batch is copied on the JS thread (workers never read JS memory).
+#include "trainer_wrap.h"
+
+#include <cstring>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "js_error.h"
+#include "llm_wrap.h"
+#include "ops_args.h"
+#include "params_wrap.h"
+#include "vision_wrap.h"
+
+namespace medllava {
+namespace napi {
+
+Napi::Function TrainerWrap::Define(Napi::Env env) {
+  return DefineClass(env, "NativeTrainer",
+                     {InstanceMethod<&TrainerWrap::Accumulate>("accumulate"), InstanceMethod<&TrainerWrap::ZeroGrads>("zeroGrads"),
+                      InstanceMethod<&TrainerWrap::GradNorm>("gradNorm"), InstanceMethod<&TrainerWrap::Update>("update"),
+                      InstanceMethod<&TrainerWrap::Gradient>("state"), InstanceMethod<&TrainerWrap::SetCheckpoint>("setCheckpoint"),
+                      InstanceMethod<&TrainerWrap::Dispose>("dispose")});
+}
+
+TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainerWrap>(info) {
+  Napi::Env env = info.Env();
+  guard(env, [&] {
+    if (info.Length() < 1 || !info[0].IsObject()) throw_js(env, ErrorCode::Argument, "new NativeTrainer(llm: NativeLlm, vision?: NativeVision)");
+    LlmWrap* l = Napi::ObjectWrap<LlmWrap>::Unwrap(info[0].As<Napi::Object>());
+    if (!l || !l->llm()) throw_js(env, ErrorCode::Argument, "the language model has been disposed");
+    llm_ = l->llm();
+    if (info.Length() > 1 && info[1].IsObject()) {
+      VisionWrap* v = Napi::ObjectWrap<VisionWrap>::Unwrap(info[1].As<Napi::Object>());
+      if (!v || !v->vision()) throw_js(env, ErrorCode::Argument, "the vision tower has been disposed");
+      vision_ = v->vision();
+    }
+    trainer_ = std::make_shared<Trainer>(llm_, vision_);
+    return env.Undefined();
+  });
+}
+
+Trainer& TrainerWrap::trainer(Napi::Env env) {
+  if (!trainer_) throw_js(env, ErrorCode::Argument, "this trainer has been disposed");
+  if (busy_) throw_js(env, ErrorCode::Argument, "the trainer is busy: await the previous call first");
+  return *trainer_;
+}
+
+template <class Work, class Result>
+Napi::Value TrainerWrap::run(Napi::Env env, Work work, Result result) {
+  trainer(env);
+  busy_ = true;
+  Napi::ObjectReference self = Napi::Persistent(Value());  // alive until the worker is done
+  auto keep = std::make_shared<Napi::ObjectReference>(std::move(self));
+  return PromiseWorker::Start(env, std::move(work), std::move(result), [this, keep] { busy_ = false; });
+}
+
+Napi::Value TrainerWrap::Accumulate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    Trainer& t = trainer(env);
+    if (info.Length() < 2 || !info[0].IsObject()) throw_js(env, ErrorCode::Argument, "accumulate(batch, gradScale)");
+    const Napi::Object o = info[0].As<Napi::Object>();
+    const double scale = info[1].ToNumber().DoubleValue();
+    if (!std::isfinite(scale)) throw_js(env, ErrorCode::Argument, "gradScale must be finite");
+    auto batch = std::make_shared<TrainBatch>();
+    if (!o.Get("seqs").IsArray()) throw_js(env, ErrorCode::Argument, "batch.seqs must be an array");
+    Napi::Array seqs = o.Get("seqs").As<Napi::Array>();
+    for (uint32_t i = 0; i < seqs.Length(); ++i) {
+      if (!seqs.Get(i).IsObject()) throw_js(env, ErrorCode::Argument, "batch.seqs[" + std::to_string(i) + "] must be an object");
+      const Napi::Object s = seqs.Get(i).As<Napi::Object>();
+      TrainSequence q;
+      const int32_t* tok = arg_array<int32_t>(s, "tokens", napi_int32_array, -1);
+      const size_t n = s.Get("tokens").As<Napi::TypedArray>().ElementLength();
+      const int32_t* lab = arg_array<int32_t>(s, "labels", napi_int32_array, -1);
+      const size_t nl = s.Get("labels").As<Napi::TypedArray>().ElementLength();
+      q.tokens.assign(tok, tok + n);
+      q.labels.assign(lab, lab + nl);
+      if (s.Has("weight")) q.weight = (float)arg_number(s, "weight");
+      if (s.Get("images").IsArray()) {
+        Napi::Array ims = s.Get("images").As<Napi::Array>();
+        for (uint32_t k = 0; k < ims.Length(); ++k) {
+          const Napi::Object im = ims.Get(k).As<Napi::Object>();
+          q.images.push_back({arg_int(im, "at", 0, 1LL << 40), arg_int(im, "index", 0, 1LL << 40)});
+        }
+      }
+      batch->seqs.push_back(std::move(q));
+    }
+    if (o.Get("pixels").IsArray()) {
+      Napi::Array px = o.Get("pixels").As<Napi::Array>();
+      for (uint32_t i = 0; i < px.Length(); ++i) {
+        Napi::Object h = Napi::Object::New(env);
+        h.Set("p", px.Get(i));
+        const float* p = arg_array<float>(h, "p", napi_float32_array, -1);
+        const size_t n = px.Get(i).As<Napi::TypedArray>().ElementLength();
+        batch->pixels.emplace_back(p, p + n);
+      }
+    }
+    auto res = std::make_shared<Trainer::Loss>();
+    Trainer* tp = &t;
+    auto keep = trainer_;
+    return run(env, [tp, keep, batch, scale, res] { *res = tp->accumulate(*batch, (float)scale); },
+               [res](Napi::Env e) -> Napi::Value {
+                 Napi::Object r = Napi::Object::New(e);
+                 r.Set("loss", res->loss);
+                 r.Set("tokens", (double)res->tokens);
+                 return r;
+               });
+  });
+}
+
+Napi::Value TrainerWrap::ZeroGrads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    auto keep = trainer_;
+    trainer(env);
+    return run(env, [keep] { keep->zero_grads(); }, [](Napi::Env e) { return e.Undefined(); });
+  });
+}
+
+Napi::Value TrainerWrap::GradNorm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    auto keep = trainer_;
+    trainer(env);
+    auto norm = std::make_shared<double>(0);
+    return run(env, [keep, norm] { *norm = keep->grad_norm(); }, [norm](Napi::Env e) { return Napi::Number::New(e, *norm); });
+  });
+}
+
+Napi::Value TrainerWrap::Update(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    auto keep = trainer_;
+    trainer(env);
+    if (info.Length() < 1 || !info[0].IsObject()) throw_js(env, ErrorCode::Argument, "update(options)");
+    const Napi::Object o = info[0].As<Napi::Object>();
+    auto groups = std::make_shared<std::vector<ParamGroup>>();
+    if (!o.Get("groups").IsArray()) throw_js(env, ErrorCode::Argument, "update: groups must be an array");
+    Napi::Array ga = o.Get("groups").As<Napi::Array>();
+    for (uint32_t i = 0; i < ga.Length(); ++i) {
+      const Napi::Object g = ga.Get(i).As<Napi::Object>();
+      ParamGroup pg;
+      pg.vision = g.Get("vision").ToBoolean();
+      if (pg.vision && !vision_) throw_js(env, ErrorCode::Argument, "update: a vision parameter, but the trainer has no vision tower");
+      const ParamTable& t = pg.vision ? vision_->params() : llm_->params();
+      pg.id = param_id(env, t, g.Get("name"));
+      pg.lr = (float)arg_number(g, "lr");
+      pg.weight_decay = (float)arg_number(g, "weightDecay");
+      groups->push_back(pg);
+    }
+    const int64_t step = arg_int(o, "step", 1, 1LL << 40);
+    const float lr_factor = (float)arg_number(o, "lrFactor"), clip = (float)arg_number(o, "clip");
+    const float b1 = (float)arg_number(o, "beta1"), b2 = (float)arg_number(o, "beta2"), eps = (float)arg_number(o, "eps");
+    return run(env, [keep, groups, step, lr_factor, clip, b1, b2, eps] { keep->update(*groups, step, lr_factor, clip, b1, b2, eps); },
+               [](Napi::Env e) { return e.Undefined(); });
+  });
+}
+
+Napi::Value TrainerWrap::Gradient(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    trainer(env);
+    const bool vis = info.Length() > 0 && info[0].ToBoolean();
+    if (vis && !vision_) throw_js(env, ErrorCode::Argument, "gradient: the trainer has no vision tower");
+    ParamTable& t = vis ? mutable_params(vision_) : mutable_params(llm_);
+    const int id = param_id(env, t, info.Length() > 1 ? info[1] : env.Undefined());
+    const std::string which = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "grad";
+    if (which != "grad" && which != "m" && which != "v") throw_js(env, ErrorCode::Argument, "state: which must be 'grad', 'm' or 'v'");
+    auto out = std::make_shared<std::vector<float>>();
+    auto found = std::make_shared<bool>(false);
+    ParamTable* tp = &t;
+    auto keep_l = llm_;
+    auto keep_v = vision_;
+    return run(env,
+               [tp, id, which, out, found, keep_l, keep_v] {
+                 std::shared_lock<std::shared_mutex> lock(tp->mutex());
+                 const float* g = which == "grad" ? tp->grads(id) : which == "m" ? tp->adam_m(id) : tp->adam_v(id);
+                 if (!g) return;
+                 *found = true;
+                 out->assign(g, g + (*tp)[id].numel());
+               },
+               [out, found](Napi::Env e) -> Napi::Value {
+                 if (!*found) return e.Null();
+                 Napi::Float32Array a = Napi::Float32Array::New(e, out->size());
+                 if (!out->empty()) std::memcpy(a.Data(), out->data(), out->size() * 4);
+                 return a;
+               });
+  });
+}
+
+Napi::Value TrainerWrap::SetCheckpoint(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    trainer(env).checkpoint = info.Length() > 0 && info[0].ToBoolean();
+    return env.Undefined();
+  });
+}
+
+Napi::Value TrainerWrap::Dispose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    if (busy_) throw_js(env, ErrorCode::Argument, "the trainer is busy: await the previous call first");
+    trainer_.reset();
+    llm_.reset();
+    vision_.reset();
+    return env.Undefined();
+  });
+}
+
+}  // namespace napi
+}  // namespace medllava

@@ -1,0 +1,111 @@
+/**
+ * The bridge from a loaded model to test/support/torch_llava.py, the float64 PyTorch (autograd)
+ * reference of the LLaVA training loss, its gradients and AdamW steps: every parameter's current
+ * values (read back through the parameter table) go to a float32 file, the roles of the tensors are
+ * named from the same load arguments the model was built from, and the script is run on Debian's
+ * python3 with its torch.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { llmLoadArgs } from '../../lib/model/llm.js';
+import { modelInternals, type Model } from '../../lib/model/model.js';
+import { visionLoadArgs } from '../../lib/model/vision.js';
+import { PYTHON } from './python.js';
+
+export interface TorchExample { inputIds: number[]; labels: number[]; pixels?: Float32Array[] }
+export interface TorchAdamW {
+  steps: number; lr: number; betas: [number, number]; eps: number; weightDecay: number; noDecay: string[];
+  maxGradNorm: number | null; lrs?: Record<string, number>;
+}
+export interface TorchResult {
+  loss: number; tokens: number; grads: Record<string, number[]>; losses?: number[]; gradNorms?: number[];
+  finalParams?: Record<string, number[]>;
+}
+
+const SCRIPT = join(import.meta.dirname, 'torch_llava.py');
+
+export async function torchReference(model: Model, examples: TorchExample[], trainable: string[],
+  o: { adamw?: TorchAdamW; sampleWeights?: number[] } = {}): Promise<TorchResult> {
+  const m = modelInternals(model);
+  const spec = m.spec;
+  const parts = m.trainingParts();
+  // every parameter, as the model holds it now
+  const params: { name: string; shape: number[]; offset: number }[] = [];
+  const chunks: Float32Array[] = [];
+  let offset = 0;
+  for (const table of [parts.llm, parts.vision]) {
+    if (!table) continue;
+    for (const p of table.parameters()) {
+      if (p.tiedTo) continue;
+      const v = await table.readParameter(p.name);
+      params.push({ name: p.name, shape: p.shape, offset });
+      chunks.push(v);
+      offset += v.length;
+    }
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'medllava-torch-'));
+  const bin = join(dir, 'params.bin');
+  const all = new Float32Array(offset);
+  let at = 0;
+  for (const c of chunks) { all.set(c, at); at += c.length; }
+  writeFileSync(bin, new Uint8Array(all.buffer));
+
+  const second = (r: [string, string] | undefined) => r?.[1];
+  const { tensors: lt } = llmLoadArgs(spec);
+  const loraRole: Record<string, string> = {
+    q_proj: 'wq', k_proj: 'wk', v_proj: 'wv', o_proj: 'wo', gate_proj: 'wGate', up_proj: 'wUp', down_proj: 'wDown',
+  };
+  const llmNames = {
+    embed: second(lt.embed), norm: second(lt.norm), lmHead: second(lt.lmHead),
+    layers: lt.layers.map((L, l) => {
+      const lora: Record<string, { a: string; b: string }> = {};
+      for (const [base, pair] of Object.entries(lt.lora?.pairs ?? {})) {
+        const mm = /^model\.layers\.(\d+)\.\w+\.(\w+)\.weight$/.exec(base);
+        if (mm && Number(mm[1]) === l) lora[loraRole[mm[2]!]!] = { a: pair.a[1], b: pair.b[1] };
+      }
+      return {
+        attnNorm: second(L.attnNorm), wq: second(L.wq), wk: second(L.wk), wv: second(L.wv), wo: second(L.wo),
+        ffnNorm: second(L.ffnNorm), wGate: second(L.wGate), wUp: second(L.wUp), wDown: second(L.wDown),
+        ...(Object.keys(lora).length ? { lora } : {}),
+      };
+    }),
+  };
+  let visionNames: unknown = null;
+  if (parts.vision) {
+    const { tensors: vt } = visionLoadArgs(spec);
+    visionNames = {
+      patch: second(vt.patchEmbed), patchBias: second(vt.patchBias), cls: second(vt.classEmbed), pos: second(vt.posEmbed),
+      preW: second(vt.preLnW), preB: second(vt.preLnB), proj0W: second(vt.proj0W), proj0B: second(vt.proj0B),
+      proj2W: second(vt.proj2W), proj2B: second(vt.proj2B),
+      // only the blocks LLaVA runs: hidden_states[select_layer] is the output of that many blocks
+      layers: vt.layers.slice(0, spec.vision.selectLayer < 0 ? spec.vision.layers + 1 + spec.vision.selectLayer : spec.vision.selectLayer).map((L) => ({
+        ln1W: second(L.ln1W), ln1B: second(L.ln1B), qW: second(L.qW), qB: second(L.qB), kW: second(L.kW), kB: second(L.kB),
+        vW: second(L.vW), vB: second(L.vB), qkvW: second(L.qkvW), qkvB: second(L.qkvB), oW: second(L.oW), oB: second(L.oB),
+        ln2W: second(L.ln2W), ln2B: second(L.ln2B), fc1W: second(L.fcAW), fc1B: second(L.fcAB), fc2W: second(L.fcBW), fc2B: second(L.fcBB),
+        ls1: second(L.ls1), ls2: second(L.ls2),
+      })),
+    };
+  }
+  const v = spec.vision;
+  const input = {
+    llm: spec.llm, projector: { type: spec.projector.type },
+    vision: parts.vision ? {
+      kind: v.kind, imageSize: v.imageSize, patchSize: v.patchSize, hidden: v.hidden, layers: v.layers, heads: v.heads, ffn: v.ffn,
+      selectLayer: v.selectLayer, selectFeature: v.selectFeature, layerNormEps: v.layerNormEps, activation: v.activation,
+      ...(v.timm ? { timm: v.timm } : {}),
+    } : null,
+    lora: lt.lora ? { scale: lt.lora.scale } : null,
+    imStartEnd: parts.frame[0].length ? [parts.frame[0][0], parts.frame[1][0]] : null,
+    paramsBin: bin, params, names: { llm: llmNames, vision: visionNames },
+    examples: examples.map((e) => ({ inputIds: e.inputIds, labels: e.labels, pixels: (e.pixels ?? []).map((p) => Array.from(p)) })),
+    trainable, sampleWeights: o.sampleWeights ?? null, adamw: o.adamw ?? null,
+  };
+  const inputPath = join(dir, 'input.json');
+  writeFileSync(inputPath, JSON.stringify(input));
+  const r = spawnSync(PYTHON, [SCRIPT], { input: JSON.stringify(input), encoding: 'utf8', maxBuffer: 1 << 30 });
+  if (r.status !== 0) throw new Error(`torch_llava.py failed (${r.status}): ${r.stderr}`);
+  return JSON.parse(r.stdout) as TorchResult;
+}
