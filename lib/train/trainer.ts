@@ -56,7 +56,11 @@ export interface TrainingExample {
   weight?: number;
 }
 
-export interface TrainerParameter { name: string; shape: number[]; trainable: boolean; component: 'llm' | 'vision' }
+export interface TrainerParameter {
+  name: string; shape: number[]; trainable: boolean; component: 'llm' | 'vision';
+  /** the parameter whose storage (and gradient) this one shares: a tied lm_head reads embed_tokens */
+  tiedTo: string | null;
+}
 
 export interface StepResult {
   /** mean loss over this batch's non-ignored targets */
@@ -336,7 +340,7 @@ export async function createTrainer(model: Model, options: TrainerOptions = {}):
     ...parts.llm.parameters().map((p) => ({ ...p, component: 'llm' as const })),
     ...(parts.vision?.parameters() ?? []).map((p) => ({ ...p, component: 'vision' as const })),
   ];
-  const params: TrainerParameter[] = listed.map((p) => ({ name: p.name, shape: p.shape, trainable: p.trainable, component: p.component }));
+  const params: TrainerParameter[] = listed.map((p) => ({ name: p.name, shape: p.shape, trainable: p.trainable, component: p.component, tiedTo: p.tiedTo }));
   const t = new TrainerImpl(model, engine, params, {
     learningRate, projectorLearningRate: positiveNumber(options.projectorLearningRate, 'projectorLearningRate', learningRate),
     weightDecay: positiveNumber(options.weightDecay, 'weightDecay', 0), betas: [betas[0], betas[1]],

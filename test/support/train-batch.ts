@@ -1,0 +1,25 @@
+/** Small training batches for the trainer tests: a deterministic noisy image and two sequences. */
+import sharp from 'sharp';
+
+import type { TrainingExample } from '../../lib/index.js';
+
+/** a deterministic noisy test image (PNG) */
+export async function testImage(seed: number, size = 48): Promise<Uint8Array> {
+  const px = new Uint8Array(size * size * 3);
+  let s = seed >>> 0;
+  for (let i = 0; i < px.length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    px[i] = (s >>> 24) ^ ((i * 7) & 0xff);
+  }
+  return sharp(px, { raw: { width: size, height: size, channels: 3 } }).png().toBuffer();
+}
+
+/** two sequences: one with an image and masked labels (5 targets), one text-only, shorter (4 targets) */
+export function batchFor(vocab: number, image: Uint8Array): TrainingExample[] {
+  const t = (x: number) => x % vocab;
+  const ids1 = [1, t(31), t(7), -200, t(55), t(19), t(203), t(88), t(4), t(61)];
+  const lab1 = [-100, -100, -100, -100, -100, t(19), t(203), t(88), t(4), t(61)];
+  const ids2 = [1, t(12), t(99), t(12), t(301), t(7)];
+  const lab2 = [-100, t(12), t(99), -100, t(301), t(7)];
+  return [{ inputIds: ids1, labels: lab1, images: [image] }, { inputIds: ids2, labels: lab2 }];
+}
