@@ -130,6 +130,45 @@ function positiveNumber(v: unknown, what: string, dflt: number): number {
   return v;
 }
 
+/** trainingExample()s → the native batch: each -200 expanded to the image's rows (framed by <im_start> /
+ * <im_end> on LLaVA-Med v1.0), their labels -100; the images preprocessed as the model's encode does. */
+export async function nativeBatch(model: Model, batch: TrainingExample[], signal?: AbortSignal):
+  Promise<{ seqs: NativeTrainSequence[]; pixels: Float32Array[] }> {
+  if (!Array.isArray(batch) || batch.length === 0) throw medllavaError('E_ARGUMENT', 'a batch is a non-empty array of training examples');
+  const parts = modelInternals(model).trainingParts();
+  const rows = parts.vision?.tokens ?? 0;
+  const seqs: NativeTrainSequence[] = [];
+  const pixels: Float32Array[] = [];
+  for (const [i, ex] of batch.entries()) {
+    const ids = Array.from(ex.inputIds ?? []), labels = Array.from(ex.labels ?? []);
+    if (ids.length !== labels.length) {
+      throw medllavaError('E_SHAPE', `example ${i}: ${labels.length} labels for ${ids.length} input ids (they must be aligned)`);
+    }
+    const slots = ids.filter((t) => t === IMAGE_TOKEN_INDEX).length, images = ex.images ?? [];
+    if (slots !== images.length) throw medllavaError('E_ARGUMENT', `example ${i}: ${slots} image placeholder(s) (-200) but ${images.length} image(s)`);
+    if (slots > 0 && !parts.vision) throw medllavaError('E_UNSUPPORTED', `example ${i} has an image, but this model has no vision tower`);
+    for (const t of ids) {
+      if (!Number.isInteger(t) || (t < 0 && t !== IMAGE_TOKEN_INDEX)) throw medllavaError('E_ARGUMENT', `example ${i}: input id ${t} is not a token`);
+    }
+    const tokens: number[] = [], labs: number[] = [], at: { at: number; index: number }[] = [];
+    ids.forEach((t, k) => {
+      if (t !== IMAGE_TOKEN_INDEX) { tokens.push(t); labs.push(labels[k]!); return; }
+      for (const f of parts.frame[0]) { tokens.push(f); labs.push(-100); }
+      at.push({ at: tokens.length, index: pixels.length + at.length });
+      for (let r = 0; r < rows; r++) { tokens.push(-1); labs.push(-100); }
+      for (const f of parts.frame[1]) { tokens.push(f); labs.push(-100); }
+    });
+    for (const img of images) {
+      if (signal?.aborted) throw medllavaError('E_ABORTED', 'aborted');
+      pixels.push(await parts.pixels(img));
+    }
+    const weight = positiveNumber(ex.weight, `example ${i}: weight`, 1);
+    seqs.push({ tokens: Int32Array.from(tokens), labels: Int32Array.from(labs), images: at, weight });
+  }
+  return { seqs, pixels };
+}
+
+
 class TrainerImpl implements Trainer {
   readonly parameters: TrainerParameter[];
   private engine: NativeTrainer | undefined;
@@ -157,40 +196,8 @@ class TrainerImpl implements Trainer {
     return this.engine;
   }
 
-  /** trainingExample()s → the native batch: each -200 expanded to the image's rows (framed on v1.0) */
-  private async toBatch(batch: TrainingExample[], signal?: AbortSignal): Promise<{ seqs: NativeTrainSequence[]; pixels: Float32Array[] }> {
-    if (!Array.isArray(batch) || batch.length === 0) throw medllavaError('E_ARGUMENT', 'a batch is a non-empty array of training examples');
-    const parts = modelInternals(this.model).trainingParts();
-    const rows = parts.vision?.tokens ?? 0;
-    const seqs: NativeTrainSequence[] = [];
-    const pixels: Float32Array[] = [];
-    for (const [i, ex] of batch.entries()) {
-      const ids = Array.from(ex.inputIds ?? []), labels = Array.from(ex.labels ?? []);
-      if (ids.length !== labels.length) {
-        throw medllavaError('E_SHAPE', `example ${i}: ${labels.length} labels for ${ids.length} input ids (they must be aligned)`);
-      }
-      const slots = ids.filter((t) => t === IMAGE_TOKEN_INDEX).length, images = ex.images ?? [];
-      if (slots !== images.length) throw medllavaError('E_ARGUMENT', `example ${i}: ${slots} image placeholder(s) (-200) but ${images.length} image(s)`);
-      if (slots > 0 && !parts.vision) throw medllavaError('E_UNSUPPORTED', `example ${i} has an image, but this model has no vision tower`);
-      for (const t of ids) {
-        if (!Number.isInteger(t) || (t < 0 && t !== IMAGE_TOKEN_INDEX)) throw medllavaError('E_ARGUMENT', `example ${i}: input id ${t} is not a token`);
-      }
-      const tokens: number[] = [], labs: number[] = [], at: { at: number; index: number }[] = [];
-      ids.forEach((t, k) => {
-        if (t !== IMAGE_TOKEN_INDEX) { tokens.push(t); labs.push(labels[k]!); return; }
-        for (const f of parts.frame[0]) { tokens.push(f); labs.push(-100); }
-        at.push({ at: tokens.length, index: pixels.length + at.length });
-        for (let r = 0; r < rows; r++) { tokens.push(-1); labs.push(-100); }
-        for (const f of parts.frame[1]) { tokens.push(f); labs.push(-100); }
-      });
-      for (const img of images) {
-        if (signal?.aborted) throw medllavaError('E_ABORTED', 'aborted');
-        pixels.push(await parts.pixels(img));
-      }
-      const weight = positiveNumber(ex.weight, `example ${i}: weight`, 1);
-      seqs.push({ tokens: Int32Array.from(tokens), labels: Int32Array.from(labs), images: at, weight });
-    }
-    return { seqs, pixels };
+  private toBatch(batch: TrainingExample[], signal?: AbortSignal) {
+    return nativeBatch(this.model, batch, signal);
   }
 
   private async exclusive<T>(f: (engine: NativeTrainer) => Promise<T>): Promise<T> {

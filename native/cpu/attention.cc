@@ -128,37 +128,46 @@ __attribute__((target("avx2,fma"))) float softmax_row_avx2(float* x, int64_t n, 
   for (; j < n; ++j) x[j] /= z;
   return m * scale + std::log(z);
 }
+// Attention of one sequence per head as two GEMMs (the blocked kernels, at a large share of the FMA
+// peak): S = Q·Kᵀ (T × T, one head's scores: T² floats of scratch, 1.3 MiB at 577 tokens), the row
+// softmax (causal: over keys 0 … t, the rest zeroed), out = P·V (V transposed so that it is the
+// GEMM's (N, K) operand). Query head h reads KV head h / (H / KVH). lse(H, T) when given.
+void attention_gemm(const float* q, const float* k, const float* v, float* out, float* lse, int64_t T, int64_t H, int64_t KVH, int64_t hd,
+                    bool causal) {
+  const float scale = 1.0f / std::sqrt((float)hd);
+  const int64_t group = H / KVH;
+  ThreadPool& pool = ThreadPool::instance();
+  std::vector<float> qh((size_t)(T * hd)), kh((size_t)(T * hd)), vt((size_t)(hd * T)), s((size_t)(T * T)), oh((size_t)(T * hd));
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t g = h / group;
+    for (int64_t t = 0; t < T; ++t) {
+      std::copy(q + (t * H + h) * hd, q + (t * H + h + 1) * hd, qh.data() + t * hd);
+      if (h % group == 0) {
+        std::copy(k + (t * KVH + g) * hd, k + (t * KVH + g + 1) * hd, kh.data() + t * hd);
+        for (int64_t d = 0; d < hd; ++d) vt[(size_t)(d * T + t)] = v[(t * KVH + g) * hd + d];
+      }
+    }
+    MatmulArgs a;
+    a.a = qh.data(), a.w = kh.data(), a.out = s.data(), a.M = T, a.N = T, a.K = hd;
+    matmul_cpu(a);
+    pool.parallel_for((size_t)T, [&](size_t t, int) {
+      float* row = s.data() + t * T;
+      const int64_t n = causal ? (int64_t)t + 1 : T;
+      const float l = softmax_row_avx2(row, n, scale);
+      for (int64_t j = n; j < T; ++j) row[j] = 0.0f;
+      if (lse) lse[h * T + (int64_t)t] = l;
+    });
+    MatmulArgs b;
+    b.a = s.data(), b.w = vt.data(), b.out = oh.data(), b.M = T, b.N = hd, b.K = T;
+    matmul_cpu(b);
+    for (int64_t t = 0; t < T; ++t) std::copy(oh.data() + t * hd, oh.data() + (t + 1) * hd, out + (t * H + h) * hd);
+  }
+}
 }  // namespace
 
 void attention_full_cpu(const float* q, const float* k, const float* v, float* out, int64_t T, int64_t H, int64_t hd, float* lse) {
   const float scale = 1.0f / std::sqrt((float)hd);
-  if (use_avx2() && T >= 32) {
-    // per head, as two GEMMs (the blocked kernels, at a large share of the FMA peak): S = Q·Kᵀ
-    // (T × T, one head's scores: T² floats of scratch, 1.3 MiB at 577 tokens), row softmax,
-    // out = P·V (V transposed so that it is the GEMM's (N, K) operand)
-    ThreadPool& pool = ThreadPool::instance();
-    std::vector<float> qh((size_t)(T * hd)), kh((size_t)(T * hd)), vt((size_t)(hd * T)), s((size_t)(T * T)),
-        oh((size_t)(T * hd));
-    for (int64_t h = 0; h < H; ++h) {
-      for (int64_t t = 0; t < T; ++t) {
-        std::copy(q + (t * H + h) * hd, q + (t * H + h + 1) * hd, qh.data() + t * hd);
-        std::copy(k + (t * H + h) * hd, k + (t * H + h + 1) * hd, kh.data() + t * hd);
-        for (int64_t d = 0; d < hd; ++d) vt[(size_t)(d * T + t)] = v[(t * H + h) * hd + d];
-      }
-      MatmulArgs a;
-      a.a = qh.data(), a.w = kh.data(), a.out = s.data(), a.M = T, a.N = T, a.K = hd;
-      matmul_cpu(a);
-      pool.parallel_for((size_t)T, [&](size_t t, int) {
-        const float l = softmax_row_avx2(s.data() + t * T, T, scale);
-        if (lse) lse[h * T + (int64_t)t] = l;
-      });
-      MatmulArgs b;
-      b.a = s.data(), b.w = vt.data(), b.out = oh.data(), b.M = T, b.N = hd, b.K = T;
-      matmul_cpu(b);
-      for (int64_t t = 0; t < T; ++t) std::copy(oh.data() + t * hd, oh.data() + (t + 1) * hd, out + (t * H + h) * hd);
-    }
-    return;
-  }
+  if (use_avx2() && T >= 32) return attention_gemm(q, k, v, out, lse, T, H, H, hd, false);
   if (use_avx2() && hd % 8 == 0) {
     ThreadPool::instance().parallel_for((size_t)(T * H), [&](size_t task, int) {
       const int64_t t = (int64_t)task / H, h = (int64_t)task % H;
@@ -178,6 +187,7 @@ void attention_full_cpu(const float* q, const float* k, const float* v, float* o
 
 void attention_causal_cpu(const float* q, const float* k, const float* v, float* out, float* lse, int64_t T, int64_t H, int64_t KVH,
                           int64_t hd) {
+  if (use_avx2() && T >= 32) return attention_gemm(q, k, v, out, lse, T, H, KVH, hd, true);
   const int64_t group = H / KVH, kvd = KVH * hd;
   const float scale = 1.0f / std::sqrt((float)hd);
   // one task per (head, query row); scores in double, as the scalar twins of the other attentions

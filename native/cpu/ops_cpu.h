@@ -79,6 +79,7 @@ struct CpuOps {
   // out(T, table.cols) = rows ids(T, host) of table
   void embed(const WeightView& table, const int32_t* ids, float* out, int64_t T) { embed_cpu(table.data, table.type, ids, out, T, table.cols); }
   void from_host(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, (size_t)n * 4); }
+  void to_host(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, (size_t)n * 4); }
   void copy(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, (size_t)n * 4); }
   void fill(float* dst, float value, int64_t n) { std::fill(dst, dst + n, value); }
   void kv_append(const float* src, uint16_t* cache, int64_t pos, int64_t T, int64_t width) { kv_append_cpu(src, cache, pos, T, width); }

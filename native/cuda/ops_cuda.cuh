@@ -112,6 +112,8 @@ struct CudaOps {
     embed_launch(table.data, table.type, ids, out, (int)T, (int)table.cols, st);
   }
   void from_host(float* dst, const float* src, int64_t n) { dev.upload(dst, src, (size_t)n * 4, st); }
+  // device → host after everything queued; returns when the floats are there
+  void to_host(float* dst, const float* src, int64_t n) { dev.download(dst, src, (size_t)n * 4, st); }
   void copy(float* dst, const float* src, int64_t n) { dev.copy(dst, src, (size_t)n * 4, st); }
   void fill(float* dst, float value, int64_t n) { fill_launch(dst, value, n, st); }
   void kv_append(const float* src, uint16_t* cache, int64_t pos, int64_t T, int64_t width) {

@@ -5,7 +5,7 @@
 //   update({ groups: [{ vision: boolean, name, lr, weightDecay }], step, lrFactor, clip, beta1, beta2, eps }) -> Promise<void>
 //   state(vision: boolean, name, which: 'grad' | 'm' | 'v') -> Promise<Float32Array | null> (null: the parameter is frozen)
 //   setCheckpoint(on); dispose()
-// The batch is copied on the JS thread (workers never read JS memory).
+// The batch is copied on the JS thread (train_args.h).
 #include "trainer_wrap.h"
 
 #include <cstring>
@@ -18,6 +18,7 @@
 #include "llm_wrap.h"
 #include "ops_args.h"
 #include "params_wrap.h"
+#include "train_args.h"
 #include "vision_wrap.h"
 
 namespace medllava {
@@ -68,42 +69,9 @@ Napi::Value TrainerWrap::Accumulate(const Napi::CallbackInfo& info) {
   return guard(env, [&]() -> Napi::Value {
     Trainer& t = trainer(env);
     if (info.Length() < 2 || !info[0].IsObject()) throw_js(env, ErrorCode::Argument, "accumulate(batch, gradScale)");
-    const Napi::Object o = info[0].As<Napi::Object>();
     const double scale = info[1].ToNumber().DoubleValue();
     if (!std::isfinite(scale)) throw_js(env, ErrorCode::Argument, "gradScale must be finite");
-    auto batch = std::make_shared<TrainBatch>();
-    if (!o.Get("seqs").IsArray()) throw_js(env, ErrorCode::Argument, "batch.seqs must be an array");
-    Napi::Array seqs = o.Get("seqs").As<Napi::Array>();
-    for (uint32_t i = 0; i < seqs.Length(); ++i) {
-      if (!seqs.Get(i).IsObject()) throw_js(env, ErrorCode::Argument, "batch.seqs[" + std::to_string(i) + "] must be an object");
-      const Napi::Object s = seqs.Get(i).As<Napi::Object>();
-      TrainSequence q;
-      const int32_t* tok = arg_array<int32_t>(s, "tokens", napi_int32_array, -1);
-      const size_t n = s.Get("tokens").As<Napi::TypedArray>().ElementLength();
-      const int32_t* lab = arg_array<int32_t>(s, "labels", napi_int32_array, -1);
-      const size_t nl = s.Get("labels").As<Napi::TypedArray>().ElementLength();
-      q.tokens.assign(tok, tok + n);
-      q.labels.assign(lab, lab + nl);
-      if (s.Has("weight")) q.weight = (float)arg_number(s, "weight");
-      if (s.Get("images").IsArray()) {
-        Napi::Array ims = s.Get("images").As<Napi::Array>();
-        for (uint32_t k = 0; k < ims.Length(); ++k) {
-          const Napi::Object im = ims.Get(k).As<Napi::Object>();
-          q.images.push_back({arg_int(im, "at", 0, 1LL << 40), arg_int(im, "index", 0, 1LL << 40)});
-        }
-      }
-      batch->seqs.push_back(std::move(q));
-    }
-    if (o.Get("pixels").IsArray()) {
-      Napi::Array px = o.Get("pixels").As<Napi::Array>();
-      for (uint32_t i = 0; i < px.Length(); ++i) {
-        Napi::Object h = Napi::Object::New(env);
-        h.Set("p", px.Get(i));
-        const float* p = arg_array<float>(h, "p", napi_float32_array, -1);
-        const size_t n = px.Get(i).As<Napi::TypedArray>().ElementLength();
-        batch->pixels.emplace_back(p, p + n);
-      }
-    }
+    auto batch = parse_train_batch(env, info[0]);
     auto res = std::make_shared<Trainer::Loss>();
     Trainer* tp = &t;
     auto keep = trainer_;

@@ -23,6 +23,8 @@
 #include "../napi/vision_args.h"
 #include "../napi/js_error.h"
 #include "../napi/op_harness.h"
+#include "../napi/train_args.h"
+#include "../train/train_step.h"
 #include "../napi/ops_args.h"
 #include "simt.h"
 
@@ -573,6 +575,124 @@ Napi::Value VisionTrainForward(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// trainGradients(llmConfig, llmTensors, visionConfig | null, visionTensors | null, batch, trainable: string[],
+//   { device: 'cpu' | 'emulated', checkpoint?: boolean, gradScale?: number }) -> { loss (sum over targets), tokens,
+//   grads: { name: Float32Array } }: one train_step (native/train/train_step.h) with the named parameters trainable,
+//   on CpuOps over host memory or on CudaOps over the emulated device (parameters mirrored by DeviceParams,
+//   gradients in device buffers, the arena in device memory) — the device path of training, run under the emulator.
+Napi::Value TrainGradients(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 7 || !info[0].IsObject() || !info[1].IsObject() || !info[5].IsArray() || !info[6].IsObject())
+    throw_js(env, ErrorCode::Argument, "trainGradients(llmConfig, llmTensors, visionConfig, visionTensors, batch, trainable, options)");
+  LlmConfig cfg;
+  LlmTensorNames names;
+  parse_llm_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
+  Llm llm(cfg, names);
+  std::unique_ptr<Vision> vision;
+  if (info[2].IsObject() && info[3].IsObject()) {
+    VisionConfig vc;
+    VisionTensorNames vn;
+    parse_vision_args(env, info[2].As<Napi::Object>(), info[3].As<Napi::Object>(), vc, vn);
+    vision = std::make_unique<Vision>(vc, vn);
+  }
+  auto batch = parse_train_batch(env, info[4]);
+  const Napi::Array tr = info[5].As<Napi::Array>();
+  std::vector<int> lt_ids, vt_ids;
+  for (uint32_t i = 0; i < tr.Length(); ++i) {
+    const std::string n = tr.Get(i).ToString().Utf8Value();
+    const int a = llm.params().find(n), b = vision ? vision->params().find(n) : -1;
+    if (a < 0 && b < 0) throw_js(env, ErrorCode::Argument, "no parameter named " + n);
+    if (a >= 0) lt_ids.push_back(a); else vt_ids.push_back(b);
+  }
+  llm.params().set_trainable(lt_ids, true);
+  if (vision) vision->params().set_trainable(vt_ids, true);
+  const Napi::Object o = info[6].As<Napi::Object>();
+  const std::string device = o.Has("device") ? arg_string(o, "device") : "cpu";
+  const float grad_scale = o.Has("gradScale") ? (float)arg_number(o, "gradScale") : 1.0f;
+  TrainModel m;
+  m.llm = &cfg, m.llm_ids = &llm.ids(), m.llm_table = &llm.params();
+  if (vision) m.vision = &vision->config(), m.vision_ids = &vision->ids(), m.vision_table = &vision->params(), m.vision_rows = vision->tokens();
+  const TrainPlan p = plan_batch(m, *batch, o.Get("checkpoint").ToBoolean());
+  std::vector<float> cols;
+  if (p.images) {
+    const VisionConfig& vc = vision->config();
+    const int64_t pp = vc.patches() * 3 * vc.patch * vc.patch;
+    cols.resize((size_t)(p.images * pp));
+    for (int64_t i = 0; i < p.images; ++i) vision->im2col(batch->pixels[(size_t)i].data(), cols.data() + i * pp);
+  }
+  const int64_t floats = train_arena_floats(m, p);
+  double sum = 0;
+  std::map<std::string, std::vector<float>> grads;
+  auto host_grads = [](ParamTable& t) {
+    GradViews g((size_t)t.size(), nullptr);
+    for (int i = 0; i < t.size(); ++i) g[(size_t)i] = t.grads(i);
+    return g;
+  };
+  if (device == "cpu") {
+    const GradViews lg = host_grads(llm.params());
+    GradViews vg = vision ? host_grads(vision->params()) : GradViews{};
+    m.llm_views = &llm.params().views(), m.llm_grads = &lg;
+    if (vision) m.vision_views = &vision->params().views(), m.vision_grads = &vg;
+    std::vector<float> arena((size_t)floats, NAN);
+    CpuOps ops;
+    sum = train_step(ops, m, p, arena.data(), cols, grad_scale);
+    for (ParamTable* t : {&llm.params(), vision ? &vision->params() : nullptr})
+      if (t)
+        for (int i = 0; i < t->size(); ++i)
+          if ((*t)[i].trainable && (*t)[i].tied_to < 0) grads[(*t)[i].name].assign(t->grads(i), t->grads(i) + (*t)[i].numel());
+  } else if (device == "emulated") {
+    EmuDevice dev((size_t)1 << 40);
+    const medllava_stream_t st = dev.stream();
+    // gradients in device memory: one buffer per parameter that owns storage, zeroed; tied ones share it
+    std::vector<void*> owned;
+    auto device_grads = [&](const ParamTable& t) {
+      GradViews g((size_t)t.size(), nullptr);
+      for (int i = 0; i < t.size(); ++i)
+        if (t[i].trainable && t[i].tied_to < 0) {
+          float* d = static_cast<float*>(dev.alloc((size_t)t[i].numel() * 4));
+          cuda::fill_launch(d, 0.0f, t[i].numel(), st);
+          owned.push_back(d);
+          g[(size_t)i] = d;
+        }
+      for (int i = 0; i < t.size(); ++i)
+        if (t[i].trainable && t[i].tied_to >= 0) g[(size_t)i] = g[(size_t)t[i].tied_to];
+      return g;
+    };
+    cuda::DeviceParams lp(llm.params(), dev);
+    const GradViews lg = device_grads(llm.params());
+    std::unique_ptr<cuda::DeviceParams> vp;
+    GradViews vg;
+    if (vision) vp = std::make_unique<cuda::DeviceParams>(vision->params(), dev), vg = device_grads(vision->params());
+    m.llm_views = &lp.views(), m.llm_grads = &lg;
+    if (vision) m.vision_views = &vp->views(), m.vision_grads = &vg;
+    float* arena = static_cast<float*>(dev.alloc((size_t)floats * 4));
+    int32_t* ids = static_cast<int32_t*>(dev.alloc((size_t)(p.B * p.T) * 4));
+    cuda::CudaOps ops{dev, st, ids, nullptr, nullptr};
+    sum = train_step(ops, m, p, arena, cols, grad_scale);
+    using TableGrads = std::pair<ParamTable*, const GradViews*>;
+    for (const TableGrads& tg : {TableGrads(&llm.params(), &lg), TableGrads(vision ? &vision->params() : nullptr, &vg)})
+      if (tg.first)
+        for (int i = 0; i < tg.first->size(); ++i) {
+          const Param& prm = (*tg.first)[i];
+          if (!prm.trainable || prm.tied_to >= 0) continue;
+          std::vector<float>& h = grads[prm.name];
+          h.resize((size_t)prm.numel());
+          dev.download(h.data(), (*tg.second)[(size_t)i], h.size() * 4, st);
+        }
+    dev.release(arena);
+    dev.release(ids);
+    for (void* d : owned) dev.release(d);
+  } else {
+    throw_js(env, ErrorCode::Argument, "device must be 'cpu' or 'emulated'");
+  }
+  Napi::Object r = Napi::Object::New(env), g = Napi::Object::New(env);
+  r.Set("loss", sum);
+  r.Set("tokens", (double)p.count);
+  for (const auto& kv : grads) g.Set(kv.first, f32_copy(env, kv.second.data(), (int64_t)kv.second.size()));
+  r.Set("grads", g);
+  return r;
+}
+
 // setOptions({ blockOrder: 'forward' | 'reverse' | 'shuffle', seed, reverseThreads, poisonShared })
 Napi::Value SetOptions(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -631,6 +751,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("trainForward", Napi::Function::New<guarded<TrainForward>>(env, "trainForward"));
   exports.Set("visionTrainForward", Napi::Function::New<guarded<VisionTrainForward>>(env, "visionTrainForward"));
   exports.Set("emulatedLlm", Napi::Function::New<guarded<EmulatedLlm>>(env, "emulatedLlm"));
+  exports.Set("trainGradients", Napi::Function::New<guarded<TrainGradients>>(env, "trainGradients"));
   exports.Set("setOptions", Napi::Function::New<guarded<SetOptions>>(env, "setOptions"));
   exports.Set("stats", Napi::Function::New<guarded<Stats>>(env, "stats"));
   return exports;

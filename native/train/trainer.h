@@ -1,9 +1,6 @@
-// One LLaVA training step on the CPU: the vision forward over the batch's images, their rows spliced
-// into the LLM's training forward, masked cross-entropy, the LLM's backward, the projector's (and,
-// when it trains, the tower's) backward, then — once per optimizer step — the global gradient norm,
-// clipping and AdamW over every trainable parameter. All of it through the graphs of
-// native/model/*_graph.h, so the same code runs on a device's op set. defines: TrainSequence,
-// TrainBatch, ParamGroup, Trainer.
+// The CPU training engine over a loaded Llm (and Vision): train_step (train_step.h) over host
+// memory, then — once per optimizer step — the global gradient norm, clipping and AdamW over every
+// trainable parameter of the tables. defines: ParamGroup, Trainer.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -11,25 +8,9 @@
 
 #include "../model/llm.h"
 #include "../model/vision.h"
+#include "train_step.h"  // defines: TrainSequence, TrainBatch, train_step
 
 namespace medllava {
-
-// One sequence as the LLM sees it: image rows already expanded (their tokens < 0), labels aligned
-// with the tokens (HF's convention: the shift to next-token targets happens inside), −100 ignored.
-struct TrainSequence {
-  std::vector<int32_t> tokens, labels;
-  struct Image {
-    int64_t at = 0;     // the first of its rows
-    int64_t index = 0;  // which of the batch's images
-  };
-  std::vector<Image> images;
-  float weight = 1;  // per-sample weight of its targets' losses
-};
-
-struct TrainBatch {
-  std::vector<TrainSequence> seqs;
-  std::vector<std::vector<float>> pixels;  // each image normalised (3, S, S)
-};
 
 // Optimizer settings of one trainable parameter (by table: the LLM's or the vision side's).
 struct ParamGroup {
@@ -59,10 +40,9 @@ class Trainer {
   bool checkpoint = false;  // recompute every layer's activations in backward instead of keeping them
 
  private:
-  void check(const TrainBatch& b) const;
   std::shared_ptr<const Llm> llm_;
   std::shared_ptr<const Vision> vision_;
-  std::vector<float> act_, grad_;  // activation tables and gradient scratch, grown as batches need
+  std::vector<float> arena_;  // activation tables and gradient scratch, grown as batches need
 };
 
 }  // namespace medllava

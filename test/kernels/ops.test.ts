@@ -8,7 +8,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 
 import { getBackendInfo } from '../../lib/index.js';
 import { native, packageRoot } from '../../lib/native.js';
@@ -19,19 +19,30 @@ import { attentionCachedRef, attentionFullRef, layernormRef, rmsnormRef, ropeRef
 
 type Run = (name: string, args: Record<string, unknown>) => unknown;
 const gpu = getBackendInfo().cuda.available || process.env.MEDLLAVA_EXPECT_GPU === '1';
+const seed = Number(process.env.MEDLLAVA_TEST_SEED ?? Date.now() % 100000);
+// each emulated call under the next block order (forward, reverse, shuffled) and thread order, over
+// shared memory poisoned before every block: no kernel may depend on how blocks or threads are scheduled
+const orders = ['forward', 'reverse', 'shuffle'] as const;
+let emulatedCalls = 0;
+const emulated: Run = (n, a) => {
+  const i = emulatedCalls++;
+  simt().setOptions({ blockOrder: orders[i % 3]!, seed: seed + i, reverseThreads: i % 2 === 1, poisonShared: true });
+  return simt().cudaOp(n, a);
+};
+afterAll(() => simt().setOptions({ blockOrder: 'forward' }));
 const backends: [string, Run][] = [
   ['cpu', (n, a) => addon().cpuOp(n, a)],
-  ['emulated CUDA', (n, a) => simt().cudaOp(n, a)],
+  ['emulated CUDA', emulated],
   ...(gpu ? [['CUDA', (n: string, a: Record<string, unknown>) => addon().cudaOp(n, a)] as [string, Run]] : []),
 ];
 
-const seed = Number(process.env.MEDLLAVA_TEST_SEED ?? Date.now() % 100000);
 const halfs = (x: Float32Array) => Uint16Array.from(x, toHalfBits);
 
 /** one case: the arguments, the float64 reference, and how to read the result */
 interface Case {
   what: string;
-  args: Record<string, unknown>;
+  /** the arguments, or how to make them on a backend (attentionBackward: from that backend's forward) */
+  args: Record<string, unknown> | ((run: Run) => Record<string, unknown>);
   want: ArrayLike<number>;
   tol: number;
   get?: (r: unknown) => ArrayLike<number>;
@@ -95,6 +106,303 @@ function gemmCases(): Case[] {
     }
   }
   return cases;
+}
+
+/** float64 attention of one sequence: q (T, H, hd), k, v (T, KVH, hd); query head h reads KV head
+ * h / (H / KVH); causal: query t sees keys 0 … t */
+function attentionRef(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, T: number, H: number, KVH: number, hd: number,
+  causal: boolean): Float64Array {
+  const o = new Float64Array(T * H * hd), scale = 1 / Math.sqrt(hd);
+  for (let h = 0; h < H; h++) {
+    const kvh = Math.floor(h / (H / KVH));
+    for (let t = 0; t < T; t++) {
+      const n = causal ? t + 1 : T, sc = new Float64Array(n);
+      for (let u = 0; u < n; u++) {
+        let dot = 0;
+        for (let d = 0; d < hd; d++) dot += q[(t * H + h) * hd + d]! * k[(u * KVH + kvh) * hd + d]!;
+        sc[u] = dot * scale;
+      }
+      const m = Math.max(...sc);
+      let z = 0;
+      for (let u = 0; u < n; u++) z += (sc[u] = Math.exp(sc[u]! - m));
+      for (let d = 0; d < hd; d++) {
+        let acc = 0;
+        for (let u = 0; u < n; u++) acc += sc[u]! * v[(u * KVH + kvh) * hd + d]!;
+        o[(t * H + h) * hd + d] = acc / z;
+      }
+    }
+  }
+  return o;
+}
+
+/** each row's mean and 1 / sqrt(var + eps) of x (T, D), computed in float64 and stored as f32 (what a forward saves) */
+function layernormStats(x: ArrayLike<number>, T: number, D: number, eps: number) {
+  const mean = new Float32Array(T), rstd = new Float32Array(T);
+  for (let t = 0; t < T; t++) {
+    let m = 0, v = 0;
+    for (let d = 0; d < D; d++) m += x[t * D + d]!;
+    m /= D;
+    for (let d = 0; d < D; d++) v += (x[t * D + d]! - m) ** 2;
+    mean[t] = m;
+    rstd[t] = 1 / Math.sqrt(v / D + eps);
+  }
+  return { mean, rstd };
+}
+
+/**
+ * The training ops — the backward twins, the loss and the optimizer — against python3-torch in
+ * float64 (autograd, F.cross_entropy, torch.optim.AdamW; numpy for Σ x²) on shapes with ragged edges
+ * (sizes off every multiple of 16 / 32 / 64, odd head dims, T = 1 and T > 64, GQA), accumulating into
+ * non-zero gradients. Every tolerance is ‖got − want‖ / ‖want‖ of an fp32 result against the float64
+ * reference. attentionBackward runs the forward (attentionCausal / attentionFull with stats) on the
+ * same backend first and takes its out and lse, as the training graph does.
+ */
+function trainingCases(s0: number): Record<string, Case[]> {
+  let s = s0;
+  const rnd = (n: number, k = 1, shift = 0) => randomNormal(n, s++).map((v) => k * v + shift);
+  const field = (key: string) => (r: unknown) => (r as Record<string, ArrayLike<number>>)[key]!;
+  const plus = (init: ArrayLike<number>, g: number[]) => Float64Array.from(g, (v, i) => init[i]! + v);
+  const ints = (n: number, f: (i: number) => number) => Int32Array.from({ length: n }, (_, i) => f(i));
+  const A = (x: ArrayLike<number> | null) => (x ? Array.from(x) : null);
+  const eps = 1e-5;
+
+  const ln = ([[37, 45, true], [3, 300, true], [1, 7, true], [6, 64, false], [0, 5, true]] as const).map(([T, D, trainW]) => {
+    const x = rnd(T * D, 1.5, 2);
+    return { T, D, x, w: rnd(D), dy: rnd(T * D), dx: rnd(T * D), dw: trainW ? rnd(D) : null, db: trainW ? rnd(D) : null,
+      ...layernormStats(x, T, D, eps) };
+  });
+  const rope = ([[37, 3, 46, 1000, 'half', 10000], [37, 3, 46, 1000, 'adjacent', 10000], [5, 2, 80, 17, 'adjacent', 500000],
+    [1, 1, 2, 4090, 'half', 10000], [2, 6, 128, 3, 'half', 10000]] as const)
+    .map(([T, H, hd, pos0, mode, theta]) => ({ T, H, hd, pos0, mode, theta, dy: rnd(T * H * hd) }));
+  const act = ([[1000, 'gelu'], [1000, 'quick_gelu'], [37, 'gelu'], [37, 'quick_gelu'], [45, 'none']] as const).map(([n, a]) => ({
+    n, act: a, x: n === 1000 ? Float32Array.from({ length: n }, (_, j) => -10 + (20 * j) / n) : rnd(n, 3),
+    dout: rnd(n), dx: rnd(n),
+  }));
+  // causal with GQA (and one with KVH = H), full (KVH = H); T = 1, ragged T and hd, T > 64 (several tiles of 16)
+  const attn = ([[1, 6, 2, 45, true], [37, 6, 3, 64, true], [70, 6, 2, 40, true], [20, 4, 4, 128, true], [1, 2, 2, 32, false],
+    [37, 3, 3, 45, false], [67, 2, 2, 80, false]] as const).map(([T, H, KVH, hd, causal]) => ({
+    T, H, KVH, hd, causal, q: rnd(T * H * hd), k: rnd(T * KVH * hd), v: rnd(T * KVH * hd), dout: rnd(T * H * hd),
+    dq: rnd(T * H * hd), dk: rnd(T * KVH * hd), dv: rnd(T * KVH * hd),
+  }));
+  // scale: LoRA's alpha / r (1/3 is not an f32: the op gets fround(1/3), and so does the reference)
+  const res = ([[37, 45, true, true, 0.5], [3, 300, true, false, 2], [5, 16, false, false, undefined], [7, 9, false, false, 1 / 3]] as const)
+    .map(([T, D, gamma, dgamma, scale]) => ({ n: T * D, D, scale: scale === undefined ? undefined : Math.fround(scale),
+      h: rnd(T * D), a: rnd(T * D), dh: rnd(T * D), da: rnd(T * D), gamma: gamma ? rnd(D) : null, dgamma: dgamma ? rnd(D) : null }));
+  const bias = ([[37, 45], [1, 300], [0, 7], [300, 3]] as const).map(([M, N]) => ({ M, N, dy: rnd(M * N), db: rnd(N) }));
+  // repeated ids, and ids < 0 (spliced image rows) skipped
+  const emb = ([[37, 45, 11], [5, 300, 3]] as const).map(([T, D, vocab]) => ({
+    T, D, vocab, ids: ints(T, (t) => (T === 5 ? (t === 2 ? -1 : 1) : ((t * 7) % 13) - 2)), dout: rnd(T * D), dtable: rnd(vocab * D),
+  }));
+  // −100 (and another negative id) ignored; per-row weights; scale (1 / the batch's target count)
+  const ce = ([[37, 45, true, 1 / 29], [5, 1000, false, undefined], [9, 300, true, 0.5], [4, 1, false, 2]] as const)
+    .map(([N, V, weighted, scale]) => ({
+      N, V, scale: scale === undefined ? undefined : Math.fround(scale), logits: rnd(N * V, 3),
+      targets: ints(N, (i) => (i % 4 === 1 ? -100 : i === 2 ? -1 : (i * 31 + 7) % V)),
+      weights: weighted ? Float32Array.from(rnd(N), (v) => Math.abs(v) + 0.1) : null,
+    }));
+  // the op takes its hyperparameters as f32 (AdamWArgs): the references use the same f32-rounded values
+  // (1 − β2 for an f32 β2 = 0.999 is 1.3e-5 away from 0.001)
+  const adam = ([[1000, 1, true, 1], [1000, 1, true, 0.37], [1000, 7, false, 0.5], [37, 1000, false, 1]] as const)
+    .map(([n, step, viaTorch, gradScale]) => {
+      const grad = rnd(n);
+      for (let i = 0; i < 5; i++) grad[i] = 0;  // zero gradients: only the decay moves p (step 1)
+      const fresh = step === 1;
+      return {
+        n, step, torch: viaTorch, p: rnd(n), grad, m: fresh ? new Float32Array(n) : rnd(n, 0.1),
+        v: fresh ? new Float32Array(n) : Float32Array.from(rnd(n, 0.1), (x) => x * x), lr: Math.fround(0.05),
+        beta1: Math.fround(fresh ? 0.9 : 0.8), beta2: Math.fround(fresh ? 0.999 : 0.95), eps: Math.fround(fresh ? 1e-8 : 1e-6),
+        weightDecay: Math.fround(0.1), gradScale: Math.fround(gradScale),
+      };
+    });
+  const ss = [0, 37, 1000, 270000].map((n) => rnd(n, 10));
+
+  const ref = JSON.parse(python(`
+import json, sys
+import numpy as np, torch
+import torch.nn.functional as F
+torch.set_default_dtype(torch.float64)
+q = json.loads(sys.stdin.read())
+t = lambda a, *shape: torch.tensor(a, dtype=torch.float64).reshape(*shape)
+def grad(x, n):
+    return (x.grad if x.grad is not None else torch.zeros(n)).reshape(-1).tolist()
+out = {k: [] for k in ['ln', 'rope', 'act', 'attn', 'res', 'bias', 'emb', 'ce', 'adam']}
+for c in q['ln']:
+    T, D = c['T'], c['D']
+    x = t(c['x'], T, D).requires_grad_()
+    w = t(c['w'], D).requires_grad_()
+    b = torch.zeros(D, requires_grad=True)
+    (F.layer_norm(x, (D,), w, b, ${eps}) * t(c['dy'], T, D)).sum().backward()
+    out['ln'].append({'dx': grad(x, T * D), 'dw': grad(w, D), 'db': grad(b, D)})
+for c in q['rope']:
+    T, H, hd = c['T'], c['H'], c['hd']
+    x = torch.zeros(T, H, hd, requires_grad=True)  # a rotation is linear: its gradient does not depend on x
+    i = torch.arange(hd // 2, dtype=torch.float64)
+    ang = (c['pos0'] + torch.arange(T, dtype=torch.float64))[:, None] * torch.pow(torch.tensor(float(c['theta'])), -2 * i / hd)[None, :]
+    cs, sn = ang.cos()[:, None, :], ang.sin()[:, None, :]
+    half = c['mode'] == 'half'
+    x0, x1 = (x[..., :hd // 2], x[..., hd // 2:]) if half else (x[..., 0::2], x[..., 1::2])
+    y0, y1 = x0 * cs - x1 * sn, x1 * cs + x0 * sn
+    y = torch.cat([y0, y1], -1) if half else torch.stack([y0, y1], -1).reshape(T, H, hd)
+    (y * t(c['dy'], T, H, hd)).sum().backward()
+    out['rope'].append(grad(x, T * H * hd))
+for c in q['act']:
+    x = t(c['x'], -1).requires_grad_()
+    y = F.gelu(x) if c['act'] == 'gelu' else x * torch.sigmoid(1.702 * x) if c['act'] == 'quick_gelu' else x
+    (y * t(c['dout'], -1)).sum().backward()
+    out['act'].append(grad(x, c['n']))
+for c in q['attn']:
+    T, H, KVH, hd = c['T'], c['H'], c['KVH'], c['hd']
+    qq = t(c['q'], T, H, hd).requires_grad_()
+    k = t(c['k'], T, KVH, hd).requires_grad_()
+    v = t(c['v'], T, KVH, hd).requires_grad_()
+    kk, vv = k.repeat_interleave(H // KVH, dim=1), v.repeat_interleave(H // KVH, dim=1)  # query head h reads KV head h // (H / KVH)
+    sc = torch.einsum('thd,shd->hts', qq, kk) / hd ** 0.5
+    if c['causal']:
+        sc = sc.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float('-inf'))
+    o = torch.einsum('hts,shd->thd', sc.softmax(-1), vv)
+    (o * t(c['dout'], T, H, hd)).sum().backward()
+    out['attn'].append({'dq': grad(qq, 0), 'dk': grad(k, 0), 'dv': grad(v, 0)})
+for c in q['res']:
+    n, D = c['n'], c['D']
+    a = t(c['a'], n // D, D).requires_grad_()
+    gm = t(c['gamma'], D).requires_grad_() if c['gamma'] is not None else None
+    scale = c['scale'] if c['scale'] is not None else 1.0
+    h = t(c['h'], n // D, D) + scale * (gm if gm is not None else 1.0) * a
+    (h * t(c['dh'], n // D, D)).sum().backward()
+    out['res'].append({'da': grad(a, n), 'dgamma': grad(gm, D) if gm is not None else []})
+for c in q['bias']:
+    M, N = c['M'], c['N']
+    b = torch.zeros(N, requires_grad=True)
+    ((torch.zeros(M, N) + b) * t(c['dy'], M, N)).sum().backward()
+    out['bias'].append(grad(b, N))
+for c in q['emb']:
+    ids = torch.tensor(c['ids'], dtype=torch.long)
+    keep = ids >= 0
+    table = torch.zeros(c['vocab'], c['D'], requires_grad=True)
+    (F.embedding(ids[keep], table) * t(c['dout'], c['T'], c['D'])[keep]).sum().backward()
+    out['emb'].append(grad(table, c['vocab'] * c['D']))
+for c in q['ce']:
+    N, V = c['N'], c['V']
+    x = t(c['logits'], N, V).requires_grad_()
+    tg = torch.tensor(c['targets'], dtype=torch.long)
+    tg = torch.where(tg < 0, torch.full_like(tg, -100), tg)
+    w = t(c['weights'], N) if c['weights'] is not None else torch.ones(N)
+    loss = F.cross_entropy(x, tg, reduction='none', ignore_index=-100) * w
+    (loss.sum() * (c['scale'] if c['scale'] is not None else 1.0)).backward()
+    out['ce'].append({'loss': loss.tolist(), 'dlogits': grad(x, N * V)})
+for c in q['adam']:
+    p0, g = t(c['p'], -1), t(c['grad'], -1) * c['gradScale']
+    lr, b1, b2, eps, wd, step = c['lr'], c['beta1'], c['beta2'], c['eps'], c['weightDecay'], c['step']
+    if c['torch']:  # one step of torch.optim.AdamW from fresh state
+        p = p0.clone().requires_grad_()
+        p.grad = g.clone()
+        opt = torch.optim.AdamW([p], lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+        opt.step()
+        st = opt.state[p]
+        out['adam'].append({'p': p.detach().tolist(), 'm': st['exp_avg'].tolist(), 'v': st['exp_avg_sq'].tolist()})
+    else:  # step t > 1 from the given m, v: the order of native/ops/ops.h (PyTorch's), in float64
+        m = b1 * t(c['m'], -1) + (1 - b1) * g
+        v = b2 * t(c['v'], -1) + (1 - b2) * g * g
+        p = p0 - lr * wd * p0
+        p = p - lr * (m / (1 - b1 ** step)) / (torch.sqrt(v / (1 - b2 ** step)) + eps)
+        out['adam'].append({'p': p.tolist(), 'm': m.tolist(), 'v': v.tolist()})
+out['ss'] = [float(np.sum(np.square(np.array(x, dtype=np.float64)))) for x in q['ss']]
+print(json.dumps(out))
+`, [], JSON.stringify({
+    ln: ln.map((c) => ({ T: c.T, D: c.D, x: A(c.x), w: A(c.w), dy: A(c.dy) })),
+    rope: rope.map((c) => ({ ...c, dy: A(c.dy) })),
+    act: act.map((c) => ({ n: c.n, act: c.act, x: A(c.x), dout: A(c.dout) })),
+    attn: attn.map((c) => ({ T: c.T, H: c.H, KVH: c.KVH, hd: c.hd, causal: c.causal, q: A(c.q), k: A(c.k), v: A(c.v), dout: A(c.dout) })),
+    res: res.map((c) => ({ n: c.n, D: c.D, scale: c.scale ?? null, h: A(c.h), a: A(c.a), dh: A(c.dh), gamma: A(c.gamma) })),
+    bias: bias.map((c) => ({ M: c.M, N: c.N, dy: A(c.dy) })),
+    emb: emb.map((c) => ({ T: c.T, D: c.D, vocab: c.vocab, ids: A(c.ids), dout: A(c.dout) })),
+    ce: ce.map((c) => ({ N: c.N, V: c.V, scale: c.scale ?? null, logits: A(c.logits), targets: A(c.targets), weights: A(c.weights) })),
+    adam: adam.map((c) => ({ ...c, p: A(c.p), grad: A(c.grad), m: A(c.m), v: A(c.v) })),
+    ss: ss.map(A),
+  })));
+
+  const out: Record<string, Case[]> = {};
+  // fp32 sums of ≤ 300 terms in the row reductions, the f32 mean / rstd a forward saves: ~1e-7 measured
+  out.layernormBackward = ln.flatMap((c, k) => {
+    const args = { dy: c.dy, x: c.x, w: c.w, mean: c.mean, rstd: c.rstd, dx: c.dx, T: c.T, D: c.D,
+      ...(c.dw ? { dw: c.dw, db: c.db } : {}) };
+    const what = `layernormBackward ${c.T}×${c.D}${c.dw ? '' : ' (w, b frozen)'}`;
+    const r = ref.ln[k] as Record<string, number[]>;
+    return [
+      ...(c.T ? [{ what: `${what}: dx`, args, want: plus(c.dx, r.dx!), tol: 1e-5, get: field('dx') }] : []),
+      ...(c.dw ? [{ what: `${what}: dw`, args, want: plus(c.dw, r.dw!), tol: 1e-5, get: field('dw') },
+        { what: `${what}: db`, args, want: plus(c.db!, r.db!), tol: 1e-5, get: field('db') }]
+        : [{ what: `${what}: no dw, db`, args, want: [], tol: 0, get: (x: unknown) => [...Array.from(field('dw')(x)), ...Array.from(field('db')(x))] }]),
+    ];
+  });
+  // a rotation by −angle in fp32 with the angle in double, as the forward (whose tolerance this is)
+  out.ropeBackward = rope.map((c, k) => ({
+    what: `ropeBackward ${c.mode} ${c.T}×${c.H}×${c.hd} @${c.pos0} θ ${c.theta}`,
+    args: { x: c.dy, T: c.T, heads: c.H, hd: c.hd, pos0: c.pos0, theta: c.theta, mode: c.mode }, want: ref.rope[k] as number[], tol: 1e-6,
+  }));
+  out.activationBackward = act.map((c, k) => ({
+    what: `activationBackward ${c.act} ${c.n}`, args: { dout: c.dout, x: c.x, dx: c.dx, n: c.n, act: c.act },
+    want: plus(c.dx, ref.act[k] as number[]), tol: 1e-6,
+  }));
+  out.attentionBackward = attn.flatMap((c, k) => {
+    // the forward on the backend under test (its out and lse), once per backend
+    const forwards = new Map<Run, Record<string, unknown>>();
+    const args = (run: Run) => {
+      let a = forwards.get(run);
+      if (!a) {
+        const { q, k: kk, v, T, H, KVH, hd } = c;
+        const f = (c.causal ? run('attentionCausal', { q, k: kk, v, T, H, KVH, hd }) : run('attentionFull', { q, k: kk, v, T, H, hd, stats: true })) as
+          { out: Float32Array; lse: Float32Array };
+        a = { q, k: kk, v, out: f.out, lse: f.lse, dout: c.dout, dq: c.dq, dk: c.dk, dv: c.dv, T, H, KVH, hd, causal: c.causal };
+        forwards.set(run, a);
+      }
+      return a;
+    };
+    const what = `attentionBackward ${c.causal ? 'causal' : 'full'} ${c.T} × ${c.H}/${c.KVH} heads × ${c.hd}`;
+    const r = ref.attn[k] as Record<'dq' | 'dk' | 'dv', number[]>;
+    return (['dq', 'dk', 'dv'] as const).map((g) => ({ what: `${what}: ${g}`, args, want: plus(c[g], r[g]), tol: 1e-5, get: field(g) }));
+  });
+  out.residualBackward = res.flatMap((c, k) => {
+    const args = { dh: c.dh, a: c.a, n: c.n, D: c.D, da: c.da, ...(c.gamma ? { gamma: c.gamma } : {}),
+      ...(c.dgamma ? { dgamma: c.dgamma } : {}), ...(c.scale === undefined ? {} : { scale: c.scale }) };
+    const what = `residualBackward ${c.n / c.D}×${c.D}${c.gamma ? ' γ' : ''}${c.gamma && !c.dgamma ? ' (frozen)' : ''} ×${c.scale ?? '1 (default)'}`;
+    const r = ref.res[k] as { da: number[]; dgamma: number[] };
+    return [
+      { what: `${what}: da`, args, want: plus(c.da, r.da), tol: 1e-6, get: field('da') },
+      c.dgamma ? { what: `${what}: dgamma`, args, want: plus(c.dgamma, r.dgamma), tol: 1e-6, get: field('dgamma') }
+        : { what: `${what}: no dgamma`, args, want: [], tol: 0, get: field('dgamma') },
+    ];
+  });
+  out.biasBackward = bias.map((c, k) => ({ what: `biasBackward ${c.M}×${c.N}`, args: { dy: c.dy, db: c.db, M: c.M, N: c.N },
+    want: plus(c.db, ref.bias[k] as number[]), tol: 1e-6 }));
+  out.embedBackward = emb.map((c, k) => ({ what: `embedBackward ${c.T}×${c.D} into ${c.vocab} rows`,
+    args: { dout: c.dout, ids: c.ids, dtable: c.dtable, T: c.T, D: c.D, vocab: c.vocab }, want: plus(c.dtable, ref.emb[k] as number[]), tol: 1e-6 }));
+  out.crossEntropy = ce.flatMap((c, k) => {
+    const args = { logits: c.logits, targets: c.targets, N: c.N, V: c.V, ...(c.weights ? { weights: c.weights } : {}),
+      ...(c.scale === undefined ? {} : { scale: c.scale }) };
+    const what = `crossEntropy ${c.N}×${c.V}${c.weights ? ' weighted' : ''} ×${c.scale ?? '1 (default)'}`;
+    const r = ref.ce[k] as { loss: number[]; dlogits: number[] };
+    return [
+      { what: `${what}: loss`, args, want: r.loss, tol: 1e-6, get: field('loss') },
+      { what: `${what}: dlogits`, args, want: r.dlogits, tol: 1e-6, get: field('dlogits') },
+    ];
+  });
+  out.adamw = adam.flatMap((c, k) => {
+    const args = { p: c.p, grad: c.grad, m: c.m, v: c.v, n: c.n, step: c.step, lr: c.lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps,
+      weightDecay: c.weightDecay, ...(c.gradScale === 1 ? {} : { gradScale: c.gradScale }) };
+    const what = `adamw ${c.n} step ${c.step} ${c.torch ? 'vs torch.optim.AdamW' : 'vs the formula'} gradScale ${c.gradScale}`;
+    const r = ref.adam[k] as Record<'p' | 'm' | 'v', number[]>;
+    const update = (x: unknown) => Float64Array.from(field('p')(x), (v, i) => v - c.p[i]!);
+    return [
+      ...(['p', 'm', 'v'] as const).map((g) => ({ what: `${what}: ${g}`, args, want: r[g], tol: 1e-6, get: field(g) })),
+      // the step itself, p − p₀: its f32 result is rounded to |p|·2⁻²⁴ ≈ 1.2e-6 of a step of lr = 0.05
+      { what: `${what}: p − p₀`, args, want: Float64Array.from(r.p, (v, i) => v - c.p[i]!), tol: 1e-5, get: update },
+    ];
+  });
+  // double sums of exact f32 squares: only the order differs from numpy's
+  out.sumSquares = ss.map((x, k) => ({ what: `sumSquares ${x.length}`, args: { x, n: x.length }, want: [ref.ss[k] as number],
+    tol: x.length ? 1e-12 : 0 }));
+  return out;
 }
 
 function cases(): Record<string, Case[]> {
@@ -310,6 +618,7 @@ print(json.dumps(out))
     out.topk = [1, 40].map((k) => ({ what: `topk ${k} of ${n}`, args: { x, n, k }, want: order.slice(0, k), tol: 0,
       get: (r: unknown) => (r as { idx: Int32Array }).idx }));
   }
+  Object.assign(out, trainingCases(seed + 5000));
   return out;
 }
 
@@ -413,7 +722,7 @@ describe('the op table', () => {
       for (const [name, list] of Object.entries(all)) {
         it(`${name}: ${list.length} cases against float64 (seed ${seed})`, () => {
           for (const c of list) {
-            const r = run(name, c.args);
+            const r = run(name, typeof c.args === 'function' ? c.args(run) : c.args);
             const got = c.get ? c.get(r) : (r as ArrayLike<number>);
             expect(got.length, c.what).toBe(c.want.length);
             if (c.tol === 0) {
@@ -421,6 +730,7 @@ describe('the op table', () => {
             } else {
               for (let i = 0; i < got.length; i++) if (Number.isNaN(got[i])) throw new Error(`${c.what}: element ${i} was never written`);
               const err = relativeError(got, c.want);
+              if (process.env.MEDLLAVA_REPORT_ERRORS) console.log(`ERR\t${backend}\t${name}\t${c.what}\t${err}`);
               const alt = c.alt ? relativeError(got, c.alt.want) : Infinity;
               expect(Math.min(err, alt), `${c.what}: relative error ${err}` + (c.alt ? `, ${alt} against ${c.alt.why}` : ''))
                 .toBeLessThan(c.tol);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 
 import {
   cudaProbedSync, native, packageRoot, type NativeAddon, type NativeDType, type NativeLlmConfig, type NativeLlmTensors, type NativeVisionConfig,
-  type NativeVisionTensors,
+  type NativeVisionTensors, type NativeTrainSequence,
 } from '../../lib/native.js';
 
 export interface SimtAddon {
@@ -49,6 +49,12 @@ export interface SimtAddon {
     layers: { recompute: boolean; x: Float32Array; xMid?: Float32Array; mean1?: Float32Array; rstd1?: Float32Array; mean2?: Float32Array;
       rstd2?: Float32Array; lse?: Float32Array; q?: Float32Array; k?: Float32Array; fPre?: Float32Array; f?: Float32Array }[];
   };
+  /** One training step (native/train/train_step.h) with the named parameters trainable, on the CPU or on the emulated
+   * device: the loss summed over the targets, their count, and each trainable parameter's gradient. */
+  trainGradients(llmConfig: NativeLlmConfig, llmTensors: NativeLlmTensors, visionConfig: NativeVisionConfig | null,
+    visionTensors: NativeVisionTensors | null, batch: { seqs: NativeTrainSequence[]; pixels?: Float32Array[] }, trainable: string[],
+    options: { device: 'cpu' | 'emulated'; checkpoint?: boolean; gradScale?: number }):
+    { loss: number; tokens: number; grads: Record<string, Float32Array> };
   setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
     poisonShared?: boolean }): void;
   stats(): { launches: number; blocks: number; threads: number; switches: number };

@@ -1,7 +1,7 @@
 /**
  * Whole-model gradients (createTrainer → lossAndGradients) against PyTorch's autograd in float64
  * over the same weights (test/support/torch_llava.py), on the three tiny fixture layouts, each with
- * an image spliced in, masked labels and a second, text-only sequence of another length:
+ * an image spliced in, masked labels and two text-only sequences of other lengths (the batch padded to 40):
  *   - LLaVA-Med v1.5: CLIP + mlp2x_gelu + Mistral-style GQA, everything trainable (the tower too);
  *   - LLaVA-Med v1.0: linear projector, <im_start>/<im_end> frames, the instruct stage;
  *   - LLaVA-Rad: timm ViT (fused qkv, LayerScale), LoRA over a frozen bf16 base: LoRA + projector +
@@ -50,7 +50,7 @@ describe.each(layouts)('whole-model gradients vs torch autograd: $layout', ({ la
 
   it('loss and every trainable gradient match float64 autograd', async () => {
     const image = await testImage(7);
-    const batch = batchFor(model.spec.llm.vocab, image);
+    const batch = batchFor(model.spec.llm.vocab, image, { long: true });
     const ours = await trainer.lossAndGradients(batch);
     const pixels = await modelInternals(model).trainingParts().pixels(image);
     const trainable = trainer.parameters.filter((p) => p.trainable).map((p) => p.name);

@@ -1,0 +1,83 @@
+/**
+ * npm run bench:train — the bench-small stage-2 training step (BENCHMARKS.md): a frozen CLIP ViT-S/16-224,
+ * the mlp2x_gelu projector 384→512→512 and a 512-wide, 8-layer LLaMA-style LLM (vocab 32000) trained with
+ * AdamW in fp32 on 2 × (196 image + 188 text) tokens — medllava (bench/train-worker.ts) against PyTorch
+ * (bench/train_torch.py, Debian's python3-torch; OpenBLAS when libopenblas0-pthread is installed) on the same
+ * shapes, each in its own process, in the same run. Prints s/step, tokens/s, the ratio, the step's achieved
+ * GFLOP/s as a share of the FMA peak measured here, and each side's peak RSS.
+ *
+ * Environment: BENCH_THREADS (2), BENCH_WARMUP (1), BENCH_STEPS (3).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { generateFixture, type FixtureShape } from '../lib/fixtures/generate.js';
+import { native, packageRoot } from '../lib/native.js';
+
+const int = (name: string, def: number, min: number) => {
+  const v = Number(process.env[name] ?? def);
+  if (!Number.isInteger(v) || v < min) throw new Error(`${name} must be an integer ≥ ${min}, got ${process.env[name]}`);
+  return v;
+};
+const THREADS = int('BENCH_THREADS', 2, 1), WARMUP = int('BENCH_WARMUP', 1, 0), STEPS = int('BENCH_STEPS', 3, 1);
+const root = packageRoot();
+const here = dirname(fileURLToPath(import.meta.url));
+
+const SHAPE: FixtureShape = {
+  llm: { hidden: 512, layers: 8, heads: 8, kvHeads: 8, ffn: 1376, vocab: 32000, ropeTheta: 10000, rmsEps: 1e-5, context: 512 },
+  vision: { imageSize: 224, patchSize: 16, hidden: 384, layers: 12, heads: 6, ffn: 1536, eps: 1e-5 },
+  projector: 'mlp2x_gelu',
+};
+
+/** FLOPs of one step, counted the same for both sides (multiply-add = 2; causal attention: half the square) */
+function stepFlops(): { total: number; parts: Record<string, number> } {
+  const v = SHAPE.vision, l = SHAPE.llm, B = 2, np = (v.imageSize / v.patchSize) ** 2, Tv = np + 1, T = np + 188;
+  const vLayers = v.layers - 1;  // mm_vision_select_layer -2
+  const visionFwd = B * (2 * np * v.hidden * 3 * v.patchSize ** 2
+    + vLayers * (2 * Tv * (4 * v.hidden ** 2 + 2 * v.hidden * v.ffn) + 4 * Tv * Tv * v.hidden));
+  const rows = B * np;
+  const projector = 2 * rows * (v.hidden * l.hidden) * 2 + 2 * rows * (l.hidden * l.hidden) * 3;  // proj0: fwd + dW; proj2: fwd + dW + dX
+  const perLayer = 4 * l.hidden ** 2 + 3 * l.hidden * l.ffn;
+  const llmLayers = l.layers * (6 * B * T * perLayer + 3 * B * 2 * T * T * l.hidden);  // fwd + 2× in backward; causal half
+  const head = 6 * B * T * l.hidden * l.vocab;
+  const parts = { visionFwd, projector, llmLayers, head };
+  return { total: Object.values(parts).reduce((a, b) => a + b, 0), parts };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+const dir = join(root, '.bench-cache', 'bench-small');
+if (!existsSync(join(dir, 'llava-med-v1.5-mistral-7b', 'config.json'))) {
+  console.log('writing the bench-small fixture …');
+  await generateFixture({ layout: 'llava-med-v1.5', out: dir, shape: SHAPE });
+}
+const model = join(dir, 'llava-med-v1.5-mistral-7b');
+const peak = await native().measureFmaPeak(THREADS, 500);
+const flops = stepFlops();
+
+const env = { ...process.env };
+delete env['OPENBLAS_CORETYPE'];
+delete env['OPENBLAS_L2_SIZE'];
+const run = (cmd: string, args: string[]) =>
+  JSON.parse(execFileSync(cmd, args, { encoding: 'utf8', env, maxBuffer: 64 << 20 }).trim().split('\n').pop()!) as {
+    stepMs: number[]; maxRssKiB: number; trainable: number; torch?: string; blas?: string;
+  };
+console.log(`bench-small stage-2 step, ${THREADS} threads, ${WARMUP} warm-up + ${STEPS} timed steps per side; ` +
+  `${(flops.total / 1e9).toFixed(1)} GFLOP/step; FMA peak ${peak.toFixed(0)} GFLOP/s`);
+const ours = run(process.execPath, [join(here, 'train-worker.js'), model, String(THREADS), String(WARMUP), String(STEPS)]);
+const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+const theirs = run(python, [join(root, 'bench', 'train_torch.py'), String(THREADS), String(WARMUP), String(STEPS)]);
+const tokens = 2 * (196 + 188);
+const row = (name: string, r: typeof ours) => {
+  const ms = median(r.stepMs), gflops = flops.total / (ms / 1000) / 1e9;
+  console.log(`${name.padEnd(28)} ${(ms / 1000).toFixed(2)} s/step  ${(tokens / (ms / 1000)).toFixed(0).padStart(5)} tok/s  ` +
+    `${gflops.toFixed(1).padStart(6)} GFLOP/s (${((gflops / peak) * 100).toFixed(0)} % of FMA peak)  peak RSS ${(r.maxRssKiB / 1024).toFixed(0)} MiB  ` +
+    `trainable ${(r.trainable / 1e6).toFixed(1)} M  [${r.stepMs.map((x) => (x / 1000).toFixed(2)).join(', ')}]`);
+  return ms;
+};
+const a = row('medllava', ours);
+const b = row(`PyTorch ${theirs.torch ?? ''} (${theirs.blas ?? '?'})`, theirs);
+console.log(`ratio medllava / PyTorch tokens/s: ${(b / a).toFixed(2)}× (goal ≥ 1.5×); peak RSS ratio ${(ours.maxRssKiB / theirs.maxRssKiB).toFixed(2)}`);
+console.log(`FLOPs per step: ${Object.entries(flops.parts).map(([k, v]) => `${k} ${(v / 1e9).toFixed(1)}`).join(', ')} GFLOP`);

@@ -1,0 +1,93 @@
+/**
+ * The device path of training under the SIMT emulator: one train_step (native/train/train_step.h) on
+ * CudaOps over the emulated device — parameters mirrored by DeviceParams, the activation arena and
+ * the gradients in device memory, every backward kernel of native/cuda/ executing — on the three
+ * fixture layouts, against float64 torch autograd, and the same step on the CPU (CpuOps) for scale.
+ *
+ * Tolerances. Every weight the graph reads as f32 takes the CUDA fp32 paths, whose results differ
+ * from the CPU's only by summation order: there the gradients are held to the CPU's bound (1e-4
+ * relative). LLaVA-Rad's frozen base is bf16: the CUDA matmul runs bf16 weights on tensor cores with
+ * the activations rounded to bf16 (8 significant bits: each operand's relative rounding ≤ 2⁻⁹ ≈
+ * 2e-3), in the forward and in every dX = dY·W through that base. A dot product of such operands
+ * carries a relative error of order 2⁻⁸ ≈ 4e-3 when its terms do not cancel, and the gradients pass
+ * through a few of those (measured: 4.0e-3 worst, on a layer-1 LoRA A); the bound is 1e-2 per tensor
+ * (2.5× that order), the mean loss 1e-4 (measured 1.4e-5: the loss averages the rounding out).
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { generateFixture } from '../../lib/fixtures/generate.js';
+import { createTrainer, loadModel, type Model } from '../../lib/index.js';
+import { llmLoadArgs } from '../../lib/model/llm.js';
+import { modelInternals } from '../../lib/model/model.js';
+import { visionLoadArgs } from '../../lib/model/vision.js';
+import { nativeBatch } from '../../lib/train/trainer.js';
+import { simt } from '../support/addons.js';
+import { torchReference } from '../support/torch-train.js';
+import { batchFor, testImage } from '../support/train-batch.js';
+
+const root = mkdtempSync(join(tmpdir(), 'medllava-grad-emu-'));
+
+function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) { num += (a[i]! - b[i]!) ** 2; den += b[i]! ** 2; }
+  return Math.sqrt(num / Math.max(den, 1e-30));
+}
+
+const layouts = [
+  { layout: 'llava-med-v1.5' as const, stage: 'full' as const, tol: 1e-4, lossTol: 1e-5 },
+  { layout: 'llava-med-v1' as const, stage: 'instruct' as const, tol: 1e-4, lossTol: 1e-5 },
+  { layout: 'llava-rad' as const, trainable: ['*lora_*', '*mm_projector*', 'visual.*', 'vision_tower.*', '*trunk*'], tol: 1e-2, lossTol: 1e-4 },
+];
+
+describe.each(layouts)('training on the emulated CUDA device: $layout', ({ layout, stage, trainable, tol, lossTol }) => {
+  let model: Model;
+  beforeAll(async () => {
+    const f = (await generateFixture({ layout, out: join(root, layout) })) as { dir: string };
+    model = await loadModel(f.dir, { device: 'cpu' });
+  }, 300_000);
+  afterAll(async () => { await model?.dispose(); });
+
+  it('loss and every gradient match float64 autograd; the CPU step agrees', async () => {
+    // the trainable set the public API picks for this stage / these globs
+    const trainer = await createTrainer(model, stage ? { stage } : { trainable });
+    const names = trainer.parameters.filter((p) => p.trainable && !p.tiedTo).map((p) => p.name);
+    await trainer.dispose();
+    const image = await testImage(13);
+    const batch = batchFor(model.spec.llm.vocab, image, { long: true });
+    const nb = await nativeBatch(model, batch);
+    const spec = modelInternals(model).spec;
+    const l = llmLoadArgs(spec), v = visionLoadArgs(spec);
+    const emu = simt().trainGradients(l.config, l.tensors, v.config, v.tensors, nb, names, { device: 'emulated' });
+    const cpu = simt().trainGradients(l.config, l.tensors, v.config, v.tensors, nb, names, { device: 'cpu' });
+    const pixels = await modelInternals(model).trainingParts().pixels(image);
+    const ref = await torchReference(model, batch.map((e, i) => ({
+      inputIds: Array.from(e.inputIds), labels: Array.from(e.labels), pixels: i === 0 ? [pixels] : [],
+    })), names);
+    expect(emu.tokens).toBe(ref.tokens);
+    const loss = emu.loss / emu.tokens;
+    const lossErr = Math.abs(loss - ref.loss) / ref.loss;
+    const norm = (a: ArrayLike<number>) => Math.sqrt(Array.from(a).reduce((s, x) => s + x * x, 0));
+    const total = Math.sqrt(Object.values(ref.grads).reduce((s, g) => s + norm(g) ** 2, 0));
+    let worst = 0, worstName = '', worstCpu = 0;
+    expect(Object.keys(emu.grads).sort()).toEqual([...names].sort());
+    for (const name of names) {
+      const g = emu.grads[name]!, want = ref.grads[name]!;
+      worstCpu = Math.max(worstCpu, relErr(g, cpu.grads[name]!) * (norm(cpu.grads[name]!) < 1e-9 * total ? 0 : 1));
+      if (norm(want) < 1e-9 * total) {  // a key bias: identically zero (gradients.test.ts)
+        expect(norm(g) / total, name).toBeLessThan(1e-5);
+        continue;
+      }
+      const e = relErr(g, want);
+      if (e > worst) { worst = e; worstName = name; }
+    }
+    // the gradients land where the trainer expects them: divided by the target count, as lossAndGradients
+    console.log(`${layout} on the emulated device: loss rel ${lossErr.toExponential(2)}, ${names.length} gradients, worst rel vs torch ` +
+      `${worst.toExponential(2)} (${worstName}), worst rel vs the CPU step ${worstCpu.toExponential(2)}`);
+    expect(lossErr).toBeLessThan(lossTol);
+    expect(worst).toBeLessThan(tol);
+  }, 600_000);
+});
