@@ -44,8 +44,11 @@ __attribute__((target("avx2,fma"))) double ce_row_avx2(float* row, int64_t V, do
   double z = zl[0] + zl[1] + zl[2] + zl[3];
   for (; i < V; ++i) z += std::exp((double)row[i] - m);
   const double lz = m + std::log(z);
-  const __m256 vl = _mm256_set1_ps((float)lz), vk = _mm256_set1_ps((float)k);
-  for (i = 0; i + 8 <= V; i += 8) _mm256_storeu_ps(row + i, _mm256_mul_ps(vk, exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(row + i), vl))));
+  // e^((x − m) − log z) in float: the roundings are relative to the row's spread (x − m, log z ≤ log V),
+  // not to |lse| (an f32 lse near 100 is already 4e-6 off, and so would be each p)
+  const __m256 vlogz = _mm256_set1_ps((float)std::log(z)), vk = _mm256_set1_ps((float)k);
+  for (i = 0; i + 8 <= V; i += 8)
+    _mm256_storeu_ps(row + i, _mm256_mul_ps(vk, exp_avx2(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(row + i), vm), vlogz))));
   for (; i < V; ++i) row[i] = (float)(k * std::exp((double)row[i] - lz));
   return lz;
 }

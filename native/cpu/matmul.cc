@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -435,44 +436,104 @@ void gemm_check(const GemmArgs& g) {
   if ((g.M && g.N && g.K) && (!g.a || !g.b || !g.c)) throw Error(ErrorCode::Argument, "gemm: null buffer");
 }
 
+namespace {
+// Scratch for gemm_cpu's packed operands: buffers borrowed from a process-wide free list and given
+// back after the call, grown but never shrunk — no page faults or zero-filling per call (backward
+// calls the GEMM a few times per layer), and as many buffers as GEMMs ever ran at once (not one set
+// per thread: every libuv worker may run a training step).
+class GemmScratch {
+ public:
+  float* get(int64_t floats) {
+    {
+      std::lock_guard<std::mutex> lock(mu());
+      if (!free().empty()) held_.push_back(std::move(free().back())), free().pop_back();
+    }
+    if (held_.size() < ++used_) held_.emplace_back();
+    std::vector<float>& b = held_[used_ - 1];
+    if ((int64_t)b.size() < floats) b.resize((size_t)floats);
+    return b.data();
+  }
+  ~GemmScratch() {
+    std::lock_guard<std::mutex> lock(mu());
+    for (auto& b : held_) free().push_back(std::move(b));
+  }
+
+ private:
+  static std::mutex& mu() {
+    static std::mutex m;
+    return m;
+  }
+  static std::vector<std::vector<float>>& free() {
+    static std::vector<std::vector<float>> f;
+    return f;
+  }
+  std::vector<std::vector<float>> held_;
+  size_t used_ = 0;
+};
+}  // namespace
+
 void gemm_cpu(const GemmArgs& g) {
   gemm_check(g);
   if (g.M == 0 || g.N == 0) return;
   const int64_t M = g.M, N = g.N, K = g.K;
-  auto combine = [&](const float* t) {  // C = alpha · t + beta · C
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t n = 0; n < N; ++n) {
-        float& c = g.c[m * g.ldc + n];
-        c = g.beta == 0.0f ? g.alpha * t[m * N + n] : g.alpha * t[m * N + n] + g.beta * c;
-      }
+  ThreadPool& pool = ThreadPool::instance();
+  GemmScratch scratch;
+  auto combine = [&](const float* t) {  // C = alpha · t + beta · C, rows in parallel
+    pool.parallel_for((size_t)((M + 15) / 16), [&](size_t task, int) {
+      for (int64_t m = (int64_t)task * 16; m < std::min(M, (int64_t)task * 16 + 16); ++m)
+        for (int64_t n = 0; n < N; ++n) {
+          float& c = g.c[m * g.ldc + n];
+          c = g.beta == 0.0f ? g.alpha * t[m * N + n] : g.alpha * t[m * N + n] + g.beta * c;
+        }
+    });
   };
   if (K == 0) {
     const std::vector<float> zero((size_t)(M * N), 0.0f);
     return combine(zero.data());
   }
-  // as matmul_cpu's out = A' · B'ᵀ with A' (M, K) and B' (N, K) contiguous: pack what is not already so
-  std::vector<float> apack, bpack, tmp;
+  // as matmul_cpu's out = A' · B'ᵀ with A' (M, K) and B' (N, K) contiguous: pack what is not already
+  // so, in 64 × 64 tiles (a transpose that stays in cache), tiles in parallel
   const float* ap = g.a;
   if (g.trans_a || g.lda != K) {
-    apack.resize((size_t)(M * K));
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t k = 0; k < K; ++k) apack[(size_t)(m * K + k)] = g.trans_a ? g.a[k * g.lda + m] : g.a[m * g.lda + k];
-    ap = apack.data();
+    float* apack = scratch.get(M * K);
+    if (!g.trans_a) {
+      pool.parallel_for((size_t)M, [&](size_t m, int) { std::memcpy(apack + m * K, g.a + (int64_t)m * g.lda, (size_t)K * 4); });
+    } else {  // A stored (K, M): apack[m, k] = a[k, m]
+      const int64_t tm = (M + 63) / 64, tk = (K + 63) / 64;
+      pool.parallel_for((size_t)(tm * tk), [&](size_t task, int) {
+        const int64_t m0 = (int64_t)task / tk * 64, k0 = (int64_t)task % tk * 64;
+        for (int64_t k = k0; k < std::min(K, k0 + 64); ++k)
+          for (int64_t m = m0; m < std::min(M, m0 + 64); ++m) apack[m * K + k] = g.a[k * g.lda + m];
+      });
+    }
+    ap = apack;
   }
   const void* bp = g.b;
   DType bt = g.b_type;
   if (!(g.trans_b && g.ldb == K)) {
-    bpack.resize((size_t)(N * K));
+    float* bpack = scratch.get(N * K);
     const int64_t rows = g.trans_b ? N : K, len = g.trans_b ? K : N;
-    std::vector<float> row((size_t)len);
-    const int32_t zero = 0;
-    for (int64_t r = 0; r < rows; ++r) {  // each stored row decoded once (any type), then placed
-      embed_cpu(static_cast<const uint8_t*>(g.b) + dtype_bytes(g.b_type, r * g.ldb), g.b_type, &zero, row.data(), 1, len);
-      if (g.trans_b) std::memcpy(&bpack[(size_t)(r * K)], row.data(), (size_t)K * 4);
-      else
-        for (int64_t n = 0; n < N; ++n) bpack[(size_t)(n * K + r)] = row[(size_t)n];
+    if (g.b_type == DType::F32 && !g.trans_b) {  // B stored (K, N) f32: bpack[n, k] = b[k, n], 64 × 64 tiles
+      const float* b = static_cast<const float*>(g.b);
+      const int64_t tn = (N + 63) / 64, tk = (K + 63) / 64;
+      pool.parallel_for((size_t)(tn * tk), [&](size_t task, int) {
+        const int64_t n0 = (int64_t)task / tk * 64, k0 = (int64_t)task % tk * 64;
+        for (int64_t k = k0; k < std::min(K, k0 + 64); ++k)
+          for (int64_t n = n0; n < std::min(N, n0 + 64); ++n) bpack[n * K + k] = b[k * g.ldb + n];
+      });
+    } else {  // each stored row decoded once (any type), then placed; groups of 64 rows in parallel
+      pool.parallel_for((size_t)((rows + 63) / 64), [&](size_t task, int) {
+        std::vector<float> row((size_t)len);
+        const int32_t zero = 0;
+        for (int64_t r = (int64_t)task * 64; r < std::min(rows, (int64_t)task * 64 + 64); ++r) {
+          embed_cpu(static_cast<const uint8_t*>(g.b) + dtype_bytes(g.b_type, r * g.ldb), g.b_type, &zero, row.data(), 1, len);
+          if (g.trans_b) std::memcpy(bpack + r * K, row.data(), (size_t)K * 4);
+          else
+            for (int64_t n = 0; n < N; ++n) bpack[n * K + r] = row[(size_t)n];
+        }
+      });
     }
-    bp = bpack.data();
+    bp = bpack;
     bt = DType::F32;
   }
   MatmulArgs m;
@@ -486,10 +547,10 @@ void gemm_cpu(const GemmArgs& g) {
     m.out = g.c;
     return matmul_cpu(m);
   }
-  tmp.resize((size_t)(M * N));
-  m.out = tmp.data();
+  float* tmp = scratch.get(M * N);
+  m.out = tmp;
   matmul_cpu(m);
-  combine(tmp.data());
+  combine(tmp);
 }
 
 }  // namespace medllava

@@ -31,16 +31,16 @@ __device__ __forceinline__ double warp_sum_f64(double v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
-// Sum over the block in double, in a fixed tree (blockDim.x a multiple of 32). `red`: 32 shared doubles.
+// Sum over the block in double, in a fixed tree (blockDim.x a multiple of 32); every thread gets it.
+// `red`: 32 shared doubles, once per kernel (the Σ x² kernels): nothing writes `red` after the call,
+// so it ends without block_sum's closing barrier — a second call on the same `red` would need one first.
 __device__ __forceinline__ double block_sum_f64(double v, double* red) {
   v = warp_sum_f64(v);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   if (lane == 0) red[warp] = v;
-  __syncthreads();
+  __syncthreads();  // every warp's partial is in `red`
   v = lane < warps ? red[lane] : 0.0;
-  v = warp_sum_f64(v);
-  __syncthreads();
-  return v;
+  return warp_sum_f64(v);
 }
 
 // ---- cross-entropy
@@ -66,11 +66,13 @@ __global__ void __launch_bounds__(kRowThreads)
   float z = 0.0f;
   for (int i = threadIdx.x; i < V; i += blockDim.x) z += expf(x[i] - m);
   z = block_sum(z, red);  // its barriers: every read of the row (xt included) precedes the writes below
-  const float lse = m + logf(z);
+  // lse = m + log z, kept as its two parts: every rounding is then relative to the row's spread (x − m,
+  // log z ≤ log V), not to |lse| (an f32 lse near 100 is already 4e-6 off, and so would be each p)
+  const float logz = logf(z);
   const float w = weights ? weights[row] : 1.0f;
-  if (loss && threadIdx.x == 0) loss[row] = w * (lse - xt);
+  if (loss && threadIdx.x == 0) loss[row] = w * ((m - xt) + logz);
   const float k = scale * w;
-  for (int i = threadIdx.x; i < V; i += blockDim.x) x[i] = k * (expf(x[i] - lse) - (i == target ? 1.0f : 0.0f));
+  for (int i = threadIdx.x; i < V; i += blockDim.x) x[i] = k * (expf((x[i] - m) - logz) - (i == target ? 1.0f : 0.0f));
 }
 
 // ---- AdamW: PyTorch's order, element-wise, as adamw_cpu: ib1 = 1 / (1 − β1^t), ib2 = 1 / (1 − β2^t)
