@@ -151,6 +151,14 @@ __attribute__((target("avx2,fma"))) inline void transpose8(__m256 r[8]) {
 __attribute__((target("avx2,fma,f16c"))) void pack_w_panel(const MatmulArgs& p, int64_t n0, int64_t k0, int64_t kc,
                                                           float* bp) {
   const int64_t rows = std::min<int64_t>(NR, p.N - n0);
+  if (p.w_t || p.ldw) {  // f32 with a stride: stored (K, N) (a row of the panel is contiguous) or (N, ldw)
+    const float* w = static_cast<const float*>(p.w);
+    const int64_t ld = p.ldw ? p.ldw : (p.w_t ? p.N : p.K);
+    for (int64_t k = 0; k < kc; ++k)
+      for (int j = 0; j < NR; ++j)
+        bp[k * NR + j] = j < rows ? (p.w_t ? w[(k0 + k) * ld + n0 + j] : w[(n0 + j) * ld + k0 + k]) : 0.0f;
+    return;
+  }
   if (dtype_is_kquant(p.w_type)) {  // KC == the super-block: decode each row's block once, transpose it in
     float w[kQKBlock];
     for (int j = 0; j < NR; ++j) {
@@ -178,9 +186,16 @@ __attribute__((target("avx2,fma,f16c"))) void pack_w_panel(const MatmulArgs& p, 
 // Packs a rows [m0, m0+6) × columns [k0, k0+kc) into ap[k][6], zero rows past M.
 void pack_a_panel(const MatmulArgs& p, int64_t m0, int64_t k0, int64_t kc, float* ap) {
   const int64_t rows = std::min<int64_t>(MR, p.M - m0);
+  if (p.a_t) {  // a stored (K, M): each k's MR values are contiguous
+    const int64_t ld = p.lda ? p.lda : p.M;
+    for (int64_t k = 0; k < kc; ++k)
+      for (int i = 0; i < MR; ++i) ap[k * MR + i] = i < rows ? p.a[(k0 + k) * ld + m0 + i] : 0.0f;
+    return;
+  }
+  const int64_t lda = p.lda ? p.lda : p.K;
   for (int i = 0; i < MR; ++i) {
     if (i < rows) {
-      const float* src = p.a + (m0 + i) * p.K + k0;
+      const float* src = p.a + (m0 + i) * lda + k0;
       for (int64_t k = 0; k < kc; ++k) ap[k * MR + i] = src[k];
     } else {
       for (int64_t k = 0; k < kc; ++k) ap[k * MR + i] = 0.0f;
@@ -402,7 +417,8 @@ void gemm_avx2(const MatmulArgs& p) {
             if (!wide) micro_kernel(kc, a_panel, b_panel, t);
             else if (nb == 2) micro_kernel_512<2>(kc, a_panel, b_panel, b_panel + NR * kc, t);
             else micro_kernel_512<1>(kc, a_panel, b_panel, nullptr, t);
-            store_tile(t, wide ? 2 * NR : NR, p.out + (ic + ir) * p.N + jc + jr, p.N, mr, nr, !first, bias, p.act, last);
+            const int64_t ldc = p.ldc ? p.ldc : p.N;
+            store_tile(t, wide ? 2 * NR : NR, p.out + (ic + ir) * ldc + jc + jr, ldc, mr, nr, !first || p.accumulate, bias, p.act, last);
           }
           panel += nb;
         }
@@ -490,6 +506,18 @@ void gemm_cpu(const GemmArgs& g) {
   if (K == 0) {
     const std::vector<float> zero((size_t)(M * N), 0.0f);
     return combine(zero.data());
+  }
+  // The blocked kernel packs both operands anyway: it reads transposed and strided f32 operands in
+  // place (MatmulArgs' general forms) and accumulates into C for beta = 1 — no copies. Small M (the
+  // GEMV and small-M kernels, which read the plain layout) and non-f32 B take the packed route below.
+  if (use_avx2() && M > kSmallM && g.alpha == 1.0f && (g.beta == 0.0f || g.beta == 1.0f) &&
+      (g.b_type == DType::F32 || (g.trans_b && g.ldb == K))) {
+    MatmulArgs m;
+    m.a = g.a, m.a_t = g.trans_a, m.lda = g.lda;
+    m.w = g.b, m.w_type = g.b_type, m.w_t = !g.trans_b, m.ldw = g.ldb != (g.trans_b ? K : N) ? g.ldb : 0;
+    m.out = g.c, m.ldc = g.ldc, m.accumulate = g.beta == 1.0f;
+    m.M = M, m.N = N, m.K = K;
+    return gemm_avx2(m);
   }
   // as matmul_cpu's out = A' · B'ᵀ with A' (M, K) and B' (N, K) contiguous: pack what is not already
   // so, in 64 × 64 tiles (a transpose that stays in cache), tiles in parallel

@@ -26,6 +26,12 @@ struct MatmulArgs {
   float* out = nullptr;         // (M, N)
   int64_t M = 0, N = 0, K = 0;
   Activation act = Activation::None;
+  // The GEMM's general forms (gemm_cpu), read by the blocked AVX2 / AVX-512 kernel only, so that a
+  // backward's transposed operands are read in place instead of copied: a_t — a is stored (K, M);
+  // lda — a's row stride (0: its row length); w_t — w (f32) is stored (K, N); ldw — w's row stride
+  // (0: its row length); ldc — out's row stride (0: N); accumulate — out += a · wᵀ.
+  bool a_t = false, w_t = false, accumulate = false;
+  int64_t lda = 0, ldw = 0, ldc = 0;
 };
 
 // out = act(a · wᵀ + bias). fp32 accumulation.
