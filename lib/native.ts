@@ -174,6 +174,9 @@ export interface NativeParameterTable {
   writeParameter(name: string, values: Float32Array, offset?: number): Promise<void>;
 }
 export interface NativeLlm extends NativeParameterTable {
+  /** New PEFT LoRA pairs on the target linears of every layer (A uniform ±1/√in from `seed`, B = 0; scale alpha / r);
+   * resolves to the pairs added. E_ARGUMENT when the model has adapters already. */
+  addLora(o: { targets: string[]; r: number; alpha: number; seed?: number }): Promise<number>;
   /** A KV cache of `capacity` positions (default, or more than the context: the model's whole context). */
   createContext(options?: { capacity?: number }): NativeLlmContext;
   dispose(): void;

@@ -31,6 +31,11 @@ export interface TrainerOptions {
   stage?: TrainingStage;
   /** parameter-name globs (HF / PEFT names, `*` any run of characters); overrides stage */
   trainable?: string[];
+  /** stage 'lora' on a model without adapters adds PEFT LoRA pairs (LLaVA-Rad's recipe by default: r 64,
+   * alpha 128 on q, k, v, o, gate, up, down; A uniform ±1/√in, B = 0). dropout: only 0 for now (E_UNSUPPORTED) */
+  lora?: { r?: number; alpha?: number; dropout?: number; targets?: string[] };
+  /** seeds the new LoRA adapters' initialisation (default 0) */
+  seed?: number;
   learningRate?: number;           // default 2e-5
   projectorLearningRate?: number;  // LLaVA's mm_projector_lr (default: learningRate)
   weightDecay?: number;            // default 0 (LLaVA's recipes)
@@ -178,7 +183,7 @@ class TrainerImpl implements Trainer {
   private busy = false;
 
   constructor(private readonly model: Model, engine: NativeTrainer, params: TrainerParameter[], private readonly o: Required<Omit<TrainerOptions,
-    'trainable' | 'projectorLearningRate' | 'stage' | 'checkpointActivations'>> & { projectorLearningRate: number },
+    'trainable' | 'projectorLearningRate' | 'stage' | 'checkpointActivations' | 'lora' | 'seed'>> & { projectorLearningRate: number },
     /** parameters that read another's storage (a tied lm_head): their gradient is the owner's */
     private readonly tied: Set<string>) {
     this.engine = engine;
@@ -323,6 +328,25 @@ export async function createTrainer(model: Model, options: TrainerOptions = {}):
   if (!['cosine', 'linear', 'constant'].includes(schedule.kind)) throw medllavaError('E_ARGUMENT', `schedule.kind must be 'cosine', 'linear' or 'constant'`);
   if (schedule.kind !== 'constant' && !(Number.isInteger(schedule.totalSteps) && schedule.totalSteps! > 0)) {
     throw medllavaError('E_ARGUMENT', `a ${schedule.kind} schedule needs totalSteps (an integer ≥ 1)`);
+  }
+  if (options.lora && stage !== 'lora' && !options.trainable) {
+    throw medllavaError('E_ARGUMENT', `lora options go with stage 'lora' (the stage is '${stage}')`);
+  }
+  const hasLora = () => parts.llm.parameters().some((p) => isLora(p.name));
+  if (stage === 'lora' && !options.trainable) {
+    const lora = options.lora ?? {};
+    if ((lora.dropout ?? 0) !== 0) {
+      throw medllavaError('E_UNSUPPORTED', 'LoRA dropout is not implemented yet: pass lora.dropout 0 (LLaVA-Rad trained with 0.05)');
+    }
+    if (!hasLora()) {
+      const r = lora.r ?? 64, alpha = lora.alpha ?? 128;
+      if (!Number.isInteger(r) || r < 1) throw medllavaError('E_ARGUMENT', `lora.r must be an integer ≥ 1, got ${String(r)}`);
+      if (typeof alpha !== 'number' || !(alpha > 0)) throw medllavaError('E_ARGUMENT', `lora.alpha must be > 0, got ${String(alpha)}`);
+      const targets = lora.targets ?? ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+      await parts.llm.addLora({ targets, r, alpha, seed: options.seed ?? 0 });
+    } else if (options.lora?.r !== undefined || options.lora?.alpha !== undefined || options.lora?.targets !== undefined) {
+      throw medllavaError('E_ARGUMENT', 'this model has LoRA adapters already: their r, alpha and targets are the checkpoint\'s');
+    }
   }
   const all: (NativeParameter & { component: 'llm' | 'vision' })[] = [
     ...parts.llm.parameters().map((p) => ({ ...p, component: 'llm' as const })),

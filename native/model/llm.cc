@@ -2,6 +2,9 @@
 // forward on the CPU (the graph of llm_graph.h over CpuOps) or on the attached device.
 #include "llm.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include <mutex>
 #include <shared_mutex>
 
@@ -83,6 +86,52 @@ Llm::Llm(const LlmConfig& c, const LlmTensorNames& n) : cfg_(c) {
   } else {
     ids_.lm_head = lin("lm_head.weight", n.lm_head, c.vocab, c.hidden);
   }
+}
+
+int Llm::add_lora(const std::vector<std::string>& targets, int64_t r, float alpha, uint64_t seed) {
+  if (device_) throw Error(ErrorCode::Unsupported, "LoRA adapters are added to a model on the CPU (load it with device 'cpu')");
+  if (r < 1) throw Error(ErrorCode::Argument, "the LoRA rank must be ≥ 1");
+  if (!(alpha > 0)) throw Error(ErrorCode::Argument, "the LoRA alpha must be > 0");
+  static const char* kModules[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  std::vector<bool> on(7, false);
+  for (const std::string& t : targets) {
+    size_t k = 0;
+    while (k < 7 && t != kModules[k]) ++k;
+    if (k == 7) throw Error(ErrorCode::Argument, "'" + t + "' is not a LoRA target: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj");
+    on[k] = true;
+  }
+  std::unique_lock<std::shared_mutex> lock(params_.mutex());
+  for (const LlmIds::Layer& L : ids_.layers)
+    for (const LlmIds::Linear* x : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+      if (x->lora_a >= 0) throw Error(ErrorCode::Argument, "this model has LoRA adapters already (train them with stage 'lora')");
+  uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
+  auto uniform = [&state]() {  // splitmix64 → [0, 1)
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+  };
+  int pairs = 0;
+  for (size_t l = 0; l < ids_.layers.size(); ++l) {
+    LlmIds::Layer& L = ids_.layers[l];
+    LlmIds::Linear* lin[7] = {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down};
+    for (size_t k = 0; k < 7; ++k) {
+      if (!on[k]) continue;
+      const Param& w = params_[lin[k]->w];
+      const int64_t out = w.rows(), in = w.cols();
+      const std::string module = "model.layers." + std::to_string(l) + (k < 4 ? ".self_attn." : ".mlp.") + kModules[k];
+      std::vector<float> a((size_t)(r * in));
+      const double bound = 1.0 / std::sqrt((double)in);
+      for (float& x : a) x = (float)((2 * uniform() - 1) * bound);
+      lin[k]->lora_a = params_.add_owned("base_model.model." + module + ".lora_A.weight", {r, in}, std::move(a));
+      lin[k]->lora_b = params_.add_owned("base_model.model." + module + ".lora_B.weight", {out, r}, std::vector<float>((size_t)(out * r), 0.0f));
+      ids_.lora_rank = std::max(ids_.lora_rank, r);
+      ids_.lora_out = std::max(ids_.lora_out, out);
+      ++pairs;
+    }
+  }
+  ids_.lora_scale = alpha / (float)r;
+  return pairs;
 }
 
 Llm::Cache Llm::new_cache(int64_t capacity) const {

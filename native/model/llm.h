@@ -78,6 +78,13 @@ class Llm {
   const ParamTable& params() const { return params_; }
   const LlmIds& ids() const { return ids_; }
 
+  // New PEFT LoRA adapters on the `targets` linears (q_proj, k_proj, v_proj, o_proj, gate_proj,
+  // up_proj, down_proj) of every layer: A (r, in) drawn uniform in ±1/√in (PEFT's default,
+  // kaiming_uniform with a = √5) from `seed`, B (out, r) zero — so the model computes what it did —
+  // scale alpha / r, under PEFT's names. E_ARGUMENT when the model has adapters already, E_UNSUPPORTED
+  // on a device. Takes the table's exclusive lock. Returns the number of pairs.
+  int add_lora(const std::vector<std::string>& targets, int64_t r, float alpha, uint64_t seed);
+
  private:
   LlmConfig cfg_;
   std::shared_ptr<LlmDeviceRunner> device_;

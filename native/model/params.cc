@@ -44,6 +44,20 @@ int ParamTable::add_vector(const std::string& name, const TensorRef& t, std::vec
   return (int)p_.size() - 1;
 }
 
+int ParamTable::add_owned(const std::string& name, std::vector<int64_t> shape, std::vector<float> values) {
+  Param p;
+  p.name = name;
+  p.where = name + " (created)";
+  p.shape = std::move(shape);
+  p.stored = DType::F32;
+  if ((int64_t)values.size() != p.numel()) throw Error(ErrorCode::Shape, name + ": the values do not fill its shape");
+  p.widened = std::move(values);
+  p_.push_back(std::move(p));
+  views_.push_back(view_of(p_.size() - 1));
+  touch();
+  return (int)p_.size() - 1;
+}
+
 int ParamTable::add_tied(const std::string& name, int to, bool repack) {
   Param p = p_[(size_t)to];
   p.name = name;

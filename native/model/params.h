@@ -61,6 +61,8 @@ class ParamTable {
   int add_matrix(const std::string& name, const TensorRef& t, bool repack);
   // A vector widened to f32 (`values` from WeightStore::get_f32), its stored type and shape from `t`.
   int add_vector(const std::string& name, const TensorRef& t, std::vector<float> values);
+  // A parameter created here (not read from a file: a new LoRA adapter), f32 values of `shape`.
+  int add_owned(const std::string& name, std::vector<int64_t> shape, std::vector<float> values);
   // A parameter that reads `to`'s storage (a tied lm_head); `repack`: its own VNNI repack of it (the
   // target keeps its mapped pages, which a gather reads).
   int add_tied(const std::string& name, int to, bool repack);

@@ -28,7 +28,8 @@ Napi::Function LlmWrap::Define(Napi::Env env) {
                      {StaticMethod<&LlmWrap::Load>("load"), InstanceMethod<&LlmWrap::CreateContext>("createContext"),
                       InstanceMethod<&LlmWrap::Dispose>("dispose"),
                       InstanceMethod<&LlmWrap::Parameters>("parameters"), InstanceMethod<&LlmWrap::SetTrainable>("setTrainable"),
-                      InstanceMethod<&LlmWrap::ReadParameter>("readParameter"), InstanceMethod<&LlmWrap::WriteParameter>("writeParameter")});
+                      InstanceMethod<&LlmWrap::ReadParameter>("readParameter"), InstanceMethod<&LlmWrap::WriteParameter>("writeParameter"),
+                      InstanceMethod<&LlmWrap::AddLora>("addLora")});
 }
 
 LlmWrap::LlmWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LlmWrap>(info) {
@@ -256,6 +257,28 @@ MEDLLAVA_PARAMS_METHOD(Parameters, params_list(env, llm_))
 MEDLLAVA_PARAMS_METHOD(SetTrainable, params_set_trainable(info, llm_))
 MEDLLAVA_PARAMS_METHOD(ReadParameter, params_read(info, llm_))
 MEDLLAVA_PARAMS_METHOD(WriteParameter, params_write(info, llm_))
+
+// addLora({ targets: string[], r, alpha, seed? }) -> Promise<number> (the pairs added): Llm::add_lora
+Napi::Value LlmWrap::AddLora(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    if (!llm_) throw_js(env, ErrorCode::Argument, "this model has been disposed");
+    if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().Get("targets").IsArray())
+      throw_js(env, ErrorCode::Argument, "addLora({ targets: string[], r, alpha, seed? })");
+    const Napi::Object o = info[0].As<Napi::Object>();
+    auto targets = std::make_shared<std::vector<std::string>>();
+    const Napi::Array t = o.Get("targets").As<Napi::Array>();
+    for (uint32_t i = 0; i < t.Length(); ++i) targets->push_back(t.Get(i).ToString().Utf8Value());
+    const int64_t r = arg_int(o, "r", 1, 1 << 16);
+    const double alpha = arg_number(o, "alpha");
+    const int64_t seed = o.Has("seed") ? arg_int(o, "seed", 0, 1LL << 53) : 0;
+    auto llm = llm_;
+    auto pairs = std::make_shared<int>(0);
+    return PromiseWorker::Start(
+        env, [llm, targets, r, alpha, seed, pairs] { *pairs = const_cast<Llm&>(*llm).add_lora(*targets, r, (float)alpha, (uint64_t)seed); },
+        [pairs](Napi::Env e) { return Napi::Number::New(e, *pairs); });
+  });
+}
 #undef MEDLLAVA_PARAMS_METHOD
 
 }  // namespace napi

@@ -25,6 +25,7 @@ class LlmWrap : public Napi::ObjectWrap<LlmWrap> {
   Napi::Value SetTrainable(const Napi::CallbackInfo& info);
   Napi::Value ReadParameter(const Napi::CallbackInfo& info);
   Napi::Value WriteParameter(const Napi::CallbackInfo& info);
+  Napi::Value AddLora(const Napi::CallbackInfo& info);
   std::shared_ptr<const Llm> llm_;
 };
 

@@ -28,7 +28,7 @@ export interface TorchResult {
 const SCRIPT = join(import.meta.dirname, 'torch_llava.py');
 
 export async function torchReference(model: Model, examples: TorchExample[], trainable: string[],
-  o: { adamw?: TorchAdamW; sampleWeights?: number[] } = {}): Promise<TorchResult> {
+  o: { adamw?: TorchAdamW; sampleWeights?: number[]; loraScale?: number } = {}): Promise<TorchResult> {
   const m = modelInternals(model);
   const spec = m.spec;
   const parts = m.trainingParts();
@@ -58,13 +58,16 @@ export async function torchReference(model: Model, examples: TorchExample[], tra
   const loraRole: Record<string, string> = {
     q_proj: 'wq', k_proj: 'wk', v_proj: 'wv', o_proj: 'wo', gate_proj: 'wGate', up_proj: 'wUp', down_proj: 'wDown',
   };
+  // LoRA pairs as the table names them (PEFT's names; an adapter file's, or adapters the trainer added)
+  const loraNames = parts.llm.parameters().map((p) => p.name)
+    .map((n) => /^base_model\.model\.model\.layers\.(\d+)\.\w+\.(\w+)\.lora_A\.weight$/.exec(n)).filter((m) => m !== null);
+  const loraScale = o.loraScale ?? lt.lora?.scale;
   const llmNames = {
     embed: second(lt.embed), norm: second(lt.norm), lmHead: second(lt.lmHead),
     layers: lt.layers.map((L, l) => {
       const lora: Record<string, { a: string; b: string }> = {};
-      for (const [base, pair] of Object.entries(lt.lora?.pairs ?? {})) {
-        const mm = /^model\.layers\.(\d+)\.\w+\.(\w+)\.weight$/.exec(base);
-        if (mm && Number(mm[1]) === l) lora[loraRole[mm[2]!]!] = { a: pair.a[1], b: pair.b[1] };
+      for (const mm of loraNames) {
+        if (Number(mm[1]) === l) lora[loraRole[mm[2]!]!] = { a: mm[0], b: mm[0].replace('lora_A', 'lora_B') };
       }
       return {
         attnNorm: second(L.attnNorm), wq: second(L.wq), wk: second(L.wk), wv: second(L.wv), wo: second(L.wo),
@@ -97,7 +100,7 @@ export async function torchReference(model: Model, examples: TorchExample[], tra
       selectLayer: v.selectLayer, selectFeature: v.selectFeature, layerNormEps: v.layerNormEps, activation: v.activation,
       ...(v.timm ? { timm: v.timm } : {}),
     } : null,
-    lora: lt.lora ? { scale: lt.lora.scale } : null,
+    lora: loraNames.length ? { scale: loraScale } : null,
     imStartEnd: parts.frame[0].length ? [parts.frame[0][0], parts.frame[1][0]] : null,
     paramsBin: bin, params, names: { llm: llmNames, vision: visionNames },
     examples: examples.map((e) => ({ inputIds: e.inputIds, labels: e.labels, pixels: (e.pixels ?? []).map((p) => Array.from(p)) })),

@@ -86,3 +86,49 @@ describe.each(layouts)('whole-model gradients vs torch autograd: $layout', ({ la
     expect(zeroWorst).toBeLessThan(1e-6);
   }, 300_000);
 });
+
+describe('new LoRA adapters (stage lora on a model without them)', () => {
+  it('adds PEFT pairs that change nothing until trained, and their gradients match torch', async () => {
+    const f = (await generateFixture({ layout: 'llava-med-v1.5', out: join(root, 'lora-new') })) as { dir: string };
+    const model = await loadModel(f.dir, { device: 'cpu' });
+    try {
+      const image = await testImage(21);
+      const batch = batchFor(model.spec.llm.vocab, image, { long: true });
+      const before = await model.forward({ tokens: [1, 5, 9, 13] });
+      await expect(createTrainer(model, { stage: 'lora', lora: { r: 4, alpha: 8, dropout: 0.05 } })).rejects.toMatchObject({ code: 'E_UNSUPPORTED' });
+      const trainer = await createTrainer(model, { stage: 'lora', lora: { r: 4, alpha: 8, targets: ['q_proj', 'v_proj', 'down_proj'] }, seed: 3 });
+      const names = trainer.parameters.filter((p) => p.trainable).map((p) => p.name);
+      expect(names.filter((n) => n.includes('lora_A'))).toEqual([0, 1].flatMap((l) => [
+        `base_model.model.model.layers.${l}.self_attn.q_proj.lora_A.weight`, `base_model.model.model.layers.${l}.self_attn.v_proj.lora_A.weight`,
+        `base_model.model.model.layers.${l}.mlp.down_proj.lora_A.weight`]));
+      expect(names.filter((n) => !n.includes('lora_')).every((n) => n.includes('mm_projector'))).toBe(true);
+      // B = 0: the model computes what it did
+      const after = await model.forward({ tokens: [1, 5, 9, 13] });
+      expect(Array.from(after)).toEqual(Array.from(before));
+      // give B values (else A's gradient is 0), then compare every gradient with torch
+      const llm = modelInternals(model).trainingParts().llm;
+      for (const p of trainer.parameters.filter((q) => q.name.includes('lora_B'))) {
+        const n = p.shape[0]! * p.shape[1]!;
+        await llm.writeParameter(p.name, Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + n) * 0.05));
+      }
+      const ours = await trainer.lossAndGradients(batch);
+      const pixels = await modelInternals(model).trainingParts().pixels(image);
+      const ref = await torchReference(model, batch.map((e, i) => ({
+        inputIds: Array.from(e.inputIds), labels: Array.from(e.labels), pixels: i === 0 ? [pixels] : [],
+      })), names, { loraScale: 2 });
+      let worst = 0;
+      for (const [name, g] of ours.gradients) worst = Math.max(worst, relErr(g, ref.grads[name]!));
+      console.log(`new LoRA (r 4, α 8, q/v/down): loss rel ${(Math.abs(ours.loss - ref.loss) / ref.loss).toExponential(2)}, ` +
+        `${ours.gradients.size} gradients, worst rel ${worst.toExponential(2)}`);
+      expect(Math.abs(ours.loss - ref.loss) / ref.loss).toBeLessThan(1e-5);
+      expect(worst).toBeLessThan(1e-4);
+      // a second trainer does not add adapters again
+      await trainer.dispose();
+      const again = await createTrainer(model, { stage: 'lora' });
+      expect(again.parameters.filter((p) => p.name.includes('lora_A')).length).toBe(6);
+      await again.dispose();
+    } finally {
+      await model.dispose();
+    }
+  }, 300_000);
+});
