@@ -233,6 +233,8 @@ export interface NativeTrainer {
   state(vision: boolean, name: string, which: 'grad' | 'm' | 'v'): Promise<Float32Array | null>;
   /** recompute activations in backward (activation checkpointing) */
   setCheckpoint(on: boolean): void;
+  /** LoRA dropout p on the adapters' input; accumulate call k (from now) uses step seed `seed + k` */
+  setLoraDropout(p: number, seed: number): void;
   dispose(): void;
 }
 

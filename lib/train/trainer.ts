@@ -32,9 +32,10 @@ export interface TrainerOptions {
   /** parameter-name globs (HF / PEFT names, `*` any run of characters); overrides stage */
   trainable?: string[];
   /** stage 'lora' on a model without adapters adds PEFT LoRA pairs (LLaVA-Rad's recipe by default: r 64,
-   * alpha 128 on q, k, v, o, gate, up, down; A uniform ±1/√in, B = 0). dropout: only 0 for now (E_UNSUPPORTED) */
+   * alpha 128 on q, k, v, o, gate, up, down; A uniform ±1/√in, B = 0). dropout: on the adapters' input, as
+   * PEFT's lora_dropout (default 0.05 with stage 'lora', else 0); each step draws a new mask from `seed` */
   lora?: { r?: number; alpha?: number; dropout?: number; targets?: string[] };
-  /** seeds the new LoRA adapters' initialisation (default 0) */
+  /** seeds the new LoRA adapters' initialisation and the dropout masks (default 0) */
   seed?: number;
   learningRate?: number;           // default 2e-5
   projectorLearningRate?: number;  // LLaVA's mm_projector_lr (default: learningRate)
@@ -333,17 +334,19 @@ export async function createTrainer(model: Model, options: TrainerOptions = {}):
     throw medllavaError('E_ARGUMENT', `lora options go with stage 'lora' (the stage is '${stage}')`);
   }
   const hasLora = () => parts.llm.parameters().some((p) => isLora(p.name));
+  // every option is checked before anything changes the model
+  const dropout = options.lora?.dropout ?? (stage === 'lora' && !options.trainable ? 0.05 : 0);
+  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) throw medllavaError('E_ARGUMENT', `lora.dropout must be in [0, 1), got ${String(dropout)}`);
+  const seed = options.seed ?? 0;
+  if (!Number.isSafeInteger(seed) || seed < 0) throw medllavaError('E_ARGUMENT', `seed must be an integer ≥ 0, got ${String(seed)}`);
   if (stage === 'lora' && !options.trainable) {
     const lora = options.lora ?? {};
-    if ((lora.dropout ?? 0) !== 0) {
-      throw medllavaError('E_UNSUPPORTED', 'LoRA dropout is not implemented yet: pass lora.dropout 0 (LLaVA-Rad trained with 0.05)');
-    }
     if (!hasLora()) {
       const r = lora.r ?? 64, alpha = lora.alpha ?? 128;
       if (!Number.isInteger(r) || r < 1) throw medllavaError('E_ARGUMENT', `lora.r must be an integer ≥ 1, got ${String(r)}`);
       if (typeof alpha !== 'number' || !(alpha > 0)) throw medllavaError('E_ARGUMENT', `lora.alpha must be > 0, got ${String(alpha)}`);
       const targets = lora.targets ?? ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
-      await parts.llm.addLora({ targets, r, alpha, seed: options.seed ?? 0 });
+      await parts.llm.addLora({ targets, r, alpha, seed });
     } else if (options.lora?.r !== undefined || options.lora?.alpha !== undefined || options.lora?.targets !== undefined) {
       throw medllavaError('E_ARGUMENT', 'this model has LoRA adapters already: their r, alpha and targets are the checkpoint\'s');
     }
@@ -367,6 +370,7 @@ export async function createTrainer(model: Model, options: TrainerOptions = {}):
   }
   const engine = new (native().NativeTrainer)(parts.llm, parts.vision);
   engine.setCheckpoint(options.checkpointActivations ?? false);
+  engine.setLoraDropout(dropout, seed);
   const listed = [
     ...parts.llm.parameters().map((p) => ({ ...p, component: 'llm' as const })),
     ...(parts.vision?.parameters() ?? []).map((p) => ({ ...p, component: 'vision' as const })),

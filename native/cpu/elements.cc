@@ -1,7 +1,7 @@
 // Element-wise and gather ops on the CPU (CUDA twins: native/cuda/elements.cuh, same names without
 // _launch, same arguments): the residual add, the embedding gather of every stored type, the f16 KV
 // append, and the backwards of the residual, a bias and the gather. defines: residual_cpu, embed_cpu,
-// kv_append_cpu, residual_backward_cpu, bias_backward_cpu, embed_backward_cpu.
+// kv_append_cpu, residual_backward_cpu, bias_backward_cpu, embed_backward_cpu, dropout_cpu.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -72,6 +72,11 @@ void residual_backward_cpu(const float* dh, const float* a, const float* gamma, 
     for (int64_t i = 0; i < n; ++i) da[i] += scale * gamma[i % D] * dh[i];
   }
   if (dgamma) column_sums(n / D, D, dgamma, [&](int64_t m, int64_t d) { return (double)scale * dh[m * D + d] * a[m * D + d]; });
+}
+
+void dropout_cpu(const float* x, float* out, int64_t n, float p, uint64_t seed) {
+  const float k = 1.0f / (1.0f - p);
+  for (int64_t i = 0; i < n; ++i) out[i] = dropout_keep(seed, (uint64_t)i, p) ? x[i] * k : 0.0f;
 }
 
 void bias_backward_cpu(const float* dy, float* db, int64_t M, int64_t N) {

@@ -82,6 +82,7 @@ struct CpuOps {
   void to_host(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, (size_t)n * 4); }
   void copy(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, (size_t)n * 4); }
   void fill(float* dst, float value, int64_t n) { std::fill(dst, dst + n, value); }
+  void dropout(const float* x, float* out, int64_t n, float p, uint64_t seed) { dropout_cpu(x, out, n, p, seed); }
   void kv_append(const float* src, uint16_t* cache, int64_t pos, int64_t T, int64_t width) { kv_append_cpu(src, cache, pos, T, width); }
   void attention_cached(const float* q, const uint16_t* k, const uint16_t* v, float* out, int64_t T, int64_t n_past, int64_t H,
                         int64_t KVH, int64_t hd) {

@@ -1,7 +1,7 @@
 // The element-wise and gather ops on CUDA (CPU twins: native/cpu/elements.cc): the residual add
 // (LayerScale, scale), the embedding gather of any stored type, the f16 KV-cache append, and the
 // backwards of the residual add, a bias and the gather (column sums in a fixed order, no atomics).
-// defines: residual_kernel, fill_kernel, embed_kernel, kv_append_kernel, residual_backward_kernel,
+// defines: residual_kernel, dropout_kernel, fill_kernel, embed_kernel, kv_append_kernel, residual_backward_kernel,
 // residual_backward_dgamma_kernel, bias_backward_kernel, embed_backward_kernel and their launchers.
 #pragma once
 #include <cstdint>
@@ -19,6 +19,13 @@ __global__ void residual_kernel(float* __restrict__ h, const float* __restrict__
                                 float scale, int64_t n, int D) {
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     h[i] += scale * (gamma ? gamma[i % D] : 1.0f) * a[i];
+}
+
+// out(n) = x / (1 − p) where dropout_keep(seed, i), else 0 (out may alias x)
+__global__ void dropout_kernel(const float* x, float* out, int64_t n, float p, uint64_t seed) {
+  const float k = 1.0f / (1.0f - p);
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = dropout_keep(seed, (uint64_t)i, p) ? x[i] * k : 0.0f;
 }
 
 // x(n) = value
@@ -79,6 +86,9 @@ __global__ void embed_backward_kernel(const float* __restrict__ dout, const int3
 // ---- launchers
 inline void residual_launch(float* h, const float* a, const float* gamma, float scale, int64_t n, int D, medllava_stream_t s) {
   if (n > 0) MEDLLAVA_LAUNCH(residual_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, h, a, gamma, scale, n, D);
+}
+inline void dropout_launch(const float* x, float* out, int64_t n, float p, uint64_t seed, medllava_stream_t s) {
+  if (n > 0) MEDLLAVA_LAUNCH(dropout_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, x, out, n, p, seed);
 }
 inline void fill_launch(float* x, float value, int64_t n, medllava_stream_t s) {
   if (n > 0) MEDLLAVA_LAUNCH(fill_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, x, value, n);

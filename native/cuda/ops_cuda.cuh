@@ -116,6 +116,7 @@ struct CudaOps {
   void to_host(float* dst, const float* src, int64_t n) { dev.download(dst, src, (size_t)n * 4, st); }
   void copy(float* dst, const float* src, int64_t n) { dev.copy(dst, src, (size_t)n * 4, st); }
   void fill(float* dst, float value, int64_t n) { fill_launch(dst, value, n, st); }
+  void dropout(const float* x, float* out, int64_t n, float p, uint64_t seed) { dropout_launch(x, out, n, p, seed, st); }
   void kv_append(const float* src, uint16_t* cache, int64_t pos, int64_t T, int64_t width) {
     kv_append_launch(src, cache, pos, (int)T, (int)width, st);
   }

@@ -56,6 +56,7 @@ Llm::Llm(const LlmConfig& c, const LlmTensorNames& n) : cfg_(c) {
       l.lora_b = params_.add_matrix(param_name(it->second.b, "base_model.model." + module + ".lora_B.weight"), b, false);
       if (a.shape[0] > ids_.lora_rank) ids_.lora_rank = a.shape[0];
       if (out > ids_.lora_out) ids_.lora_out = out;
+      if (in > ids_.lora_in) ids_.lora_in = in;
     }
     return l;
   };
@@ -127,6 +128,7 @@ int Llm::add_lora(const std::vector<std::string>& targets, int64_t r, float alph
       lin[k]->lora_b = params_.add_owned("base_model.model." + module + ".lora_B.weight", {out, r}, std::vector<float>((size_t)(out * r), 0.0f));
       ids_.lora_rank = std::max(ids_.lora_rank, r);
       ids_.lora_out = std::max(ids_.lora_out, out);
+      ids_.lora_in = std::max(ids_.lora_in, in);
       ++pairs;
     }
   }

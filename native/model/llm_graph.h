@@ -36,7 +36,7 @@ struct LlmIds {
   Linear lm_head;
   std::vector<Layer> layers;
   float lora_scale = 0;  // alpha / r
-  int64_t lora_rank = 0, lora_out = 0;  // the largest r and output width among adapted linears (scratch sizes)
+  int64_t lora_rank = 0, lora_out = 0, lora_in = 0;  // the largest r, output and input widths among adapted linears (scratch sizes)
 };
 
 // Activations of one forward over T tokens, in the backend's memory. Inference reuses them from
@@ -48,9 +48,14 @@ struct LlmScratch {
   float *att = nullptr, *o = nullptr;              // (T, hidden)
   float *g = nullptr, *u = nullptr;                // (T, ffn)
   float *lora = nullptr, *lora_out = nullptr;      // (T, lora_rank), (T, lora_out)
+  float* lora_x = nullptr;                         // (T, lora_in): a LoRA branch's input after dropout
+  // LoRA dropout on the adapters' input (training only; 0: off): linear l's mask is dropout.h's under
+  // dropout_linear_seed(dropout_step, l.lora_a)
+  float lora_dropout = 0;
+  uint64_t dropout_step = 0;
   int64_t floats(const LlmConfig& c, const LlmIds& ids, int64_t T) const {
     const int64_t kvd = c.kv_heads * (c.hidden / c.heads);
-    return T * (6 * c.hidden + 2 * kvd + 2 * c.ffn + ids.lora_rank + ids.lora_out);
+    return T * (6 * c.hidden + 2 * kvd + 2 * c.ffn + ids.lora_rank + ids.lora_out + ids.lora_in);
   }
   // carves the buffers out of `p` (floats(c, ids, T) floats)
   void carve(float* p, const LlmConfig& c, const LlmIds& ids, int64_t T) {
@@ -58,6 +63,7 @@ struct LlmScratch {
     auto take = [&](int64_t n) { float* r = p; p += n; return r; };
     x = take(T * D), h = take(T * D), q = take(T * D), k = take(T * kvd), v = take(T * kvd), att = take(T * D), o = take(T * D);
     g = take(T * c.ffn), u = take(T * c.ffn), lora = take(T * ids.lora_rank), lora_out = take(T * ids.lora_out);
+    lora_x = take(T * ids.lora_in);
   }
 };
 
@@ -102,7 +108,15 @@ struct KvView {
   int64_t capacity = 0, n_past = 0;
 };
 
-// out(T, w.rows) = x · Wᵀ (+ scale · B (A x))
+// The input a LoRA pair reads: x itself, or (training with dropout) x under the linear's mask in s.lora_x
+template <class Ops>
+const float* lora_input(Ops& ops, const LlmIds::Linear& l, const float* x, int64_t n, LlmScratch& s) {
+  if (s.lora_dropout <= 0) return x;
+  ops.dropout(x, s.lora_x, n, s.lora_dropout, dropout_linear_seed(s.dropout_step, l.lora_a));
+  return s.lora_x;
+}
+
+// out(T, w.rows) = x · Wᵀ (+ scale · B (A dropout(x)))
 template <class Ops>
 void llm_linear(Ops& ops, const std::vector<WeightView>& W, const LlmIds& ids, const LlmIds::Linear& l, const float* x, int64_t T,
                 float* out, LlmScratch& s) {
@@ -110,7 +124,7 @@ void llm_linear(Ops& ops, const std::vector<WeightView>& W, const LlmIds& ids, c
   ops.matmul(x, w, WeightView{}, out, T, Activation::None);
   if (l.lora_a < 0) return;
   const WeightView a = W[(size_t)l.lora_a], b = W[(size_t)l.lora_b];
-  ops.matmul(x, a, WeightView{}, s.lora, T, Activation::None);
+  ops.matmul(lora_input(ops, l, x, T * a.cols, s), a, WeightView{}, s.lora, T, Activation::None);
   ops.matmul(s.lora, b, WeightView{}, s.lora_out, T, Activation::None);
   ops.residual(out, s.lora_out, nullptr, ids.lora_scale, T * w.rows, w.rows);
 }
@@ -218,7 +232,7 @@ struct LlmActivations {
       n += N * c.hidden;  // the input, always
       if (is_recompute(recompute, l)) shared = kept; else n += kept;
     }
-    return n + shared + N * (2 * c.hidden + 1 + c.vocab) + N * c.hidden + N * (ids.lora_rank + ids.lora_out);
+    return n + shared + N * (2 * c.hidden + 1 + c.vocab) + N * c.hidden + N * (ids.lora_rank + ids.lora_out + ids.lora_in);
   }
   // carves the table out of `p` (floats(…) floats); returns the end of what it used
   float* carve(float* p, const LlmConfig& c, const LlmIds& ids, int64_t B_, int64_t T_, const std::vector<bool>& recompute) {
@@ -256,7 +270,7 @@ struct LlmActivations {
     }
     x_final = take(N * D), rstd_final = take(N), h_final = take(N * D), logits = take(N * c.vocab);
     float* o = take(N * D);  // the o / down projections before their residual: scratch, not kept
-    s.lora = take(N * ids.lora_rank), s.lora_out = take(N * ids.lora_out);
+    s.lora = take(N * ids.lora_rank), s.lora_out = take(N * ids.lora_out), s.lora_x = take(N * ids.lora_in);
     for (Layer& y : layers) y.io.o = o;
     // each layer writes its output into the next one's input; the last into x_final
     for (int64_t l = 0; l < c.layers; ++l)
@@ -324,15 +338,16 @@ struct LlmGradScratch {
   float *dq = nullptr, *dk = nullptr, *dv = nullptr, *datt = nullptr;  // (N, hidden), (N, kv) ×2, (N, hidden)
   float *dg = nullptr, *du = nullptr, *dgu = nullptr;                   // (N, ffn)
   float *dlora = nullptr;                                               // (N, lora_rank)
+  float *dlora_x = nullptr;                                             // (N, lora_in): d(dropout(x)) of a LoRA branch
   static int64_t floats(const LlmConfig& c, const LlmIds& ids, int64_t N) {
     const int64_t kvd = c.kv_heads * (c.hidden / c.heads);
-    return N * (4 * c.hidden + 2 * kvd + 3 * c.ffn + ids.lora_rank);
+    return N * (4 * c.hidden + 2 * kvd + 3 * c.ffn + ids.lora_rank + ids.lora_in);
   }
   float* carve(float* p, const LlmConfig& c, const LlmIds& ids, int64_t N) {
     const int64_t D = c.hidden, kvd = c.kv_heads * (D / c.heads);
     auto take = [&](int64_t n) { float* r = p; p += n; return r; };
     dx = take(N * D), dh = take(N * D), dq = take(N * D), dk = take(N * kvd), dv = take(N * kvd), datt = take(N * D);
-    dg = take(N * c.ffn), du = take(N * c.ffn), dgu = take(N * c.ffn), dlora = take(N * ids.lora_rank);
+    dg = take(N * c.ffn), du = take(N * c.ffn), dgu = take(N * c.ffn), dlora = take(N * ids.lora_rank), dlora_x = take(N * ids.lora_in);
     return p;
   }
 };
@@ -358,9 +373,10 @@ void linear_backward(Ops& ops, const WeightView& w, float* dw, float* db, const 
   if (dx) llm_gemm(ops, dy, false, w.data, w.type, false, dx, T, w.cols, w.rows, 1.0f, 1.0f);
 }
 
-// Backward of llm_linear: the base weight and, for a LoRA pair, out += scale · B (A x): A x is
-// recomputed (rank r is small), dB += scale · dyᵀ (A x), d(Ax) = scale · dy B, dA += d(Ax)ᵀ x,
-// dx += d(Ax) A.
+// Backward of llm_linear: the base weight and, for a LoRA pair, out += scale · B (A x̃) with x̃ = x or
+// dropout(x) (its mask regenerated from the same seed): A x̃ is recomputed (rank r is small),
+// dB += scale · dyᵀ (A x̃), d(Ax̃) = scale · dy B, dA += d(Ax̃)ᵀ x̃, dx += dropout(d(Ax̃) A) (the mask is
+// its own transpose).
 template <class Ops>
 void llm_linear_backward(Ops& ops, const std::vector<WeightView>& W, const GradViews& G, const LlmIds& ids, const LlmIds::Linear& l,
                          const float* x, const float* dy, float* dx, int64_t T, LlmScratch& s, LlmGradScratch& gs) {
@@ -370,12 +386,17 @@ void llm_linear_backward(Ops& ops, const std::vector<WeightView>& W, const GradV
   const WeightView a = W[(size_t)l.lora_a], b = W[(size_t)l.lora_b];
   float *ga = G[(size_t)l.lora_a], *gb = G[(size_t)l.lora_b];
   const int64_t r = a.rows;
-  ops.matmul(x, a, WeightView{}, s.lora, T, Activation::None);  // A x (T, r)
+  const float* xa = lora_input(ops, l, x, T * a.cols, s);
+  ops.matmul(xa, a, WeightView{}, s.lora, T, Activation::None);  // A x̃ (T, r)
   if (gb) llm_gemm(ops, dy, true, s.lora, DType::F32, false, gb, b.rows, r, T, ids.lora_scale, 1.0f);
   if (!ga && !dx) return;
-  llm_gemm(ops, dy, false, b.data, b.type, false, gs.dlora, T, r, b.rows, ids.lora_scale, 0.0f);  // d(Ax) (T, r)
-  if (ga) llm_gemm(ops, gs.dlora, true, x, DType::F32, false, ga, r, a.cols, T, 1.0f, 1.0f);
-  if (dx) llm_gemm(ops, gs.dlora, false, a.data, a.type, false, dx, T, a.cols, r, 1.0f, 1.0f);
+  llm_gemm(ops, dy, false, b.data, b.type, false, gs.dlora, T, r, b.rows, ids.lora_scale, 0.0f);  // d(Ax̃) (T, r)
+  if (ga) llm_gemm(ops, gs.dlora, true, xa, DType::F32, false, ga, r, a.cols, T, 1.0f, 1.0f);
+  if (!dx) return;
+  if (s.lora_dropout <= 0) return llm_gemm(ops, gs.dlora, false, a.data, a.type, false, dx, T, a.cols, r, 1.0f, 1.0f);
+  llm_gemm(ops, gs.dlora, false, a.data, a.type, false, gs.dlora_x, T, a.cols, r, 1.0f, 0.0f);  // d x̃
+  ops.dropout(gs.dlora_x, gs.dlora_x, T * a.cols, s.lora_dropout, dropout_linear_seed(s.dropout_step, l.lora_a));
+  ops.residual(dx, gs.dlora_x, nullptr, 1.0f, T * a.cols, a.cols);
 }
 
 // Backward of one decoder layer (llm_layer) over B sequences of T rows: gs.dx holds the gradient of

@@ -255,6 +255,16 @@ inline JsOp parse_op(Napi::Env env, const std::string& name, const Napi::Object&
       j.result = db;
       break;
     }
+    case OpId::dropout: {  // { x, n, p, seed } → out
+      const int64_t n = arg_int(o, "n", 0, kMax);
+      i[0] = n, i[1] = arg_int(o, "seed", 0, 1LL << 53);
+      c.f[0] = arg_number(o, "p");
+      if (!(c.f[0] >= 0 && c.f[0] < 1)) throw_js(env, ErrorCode::Argument, "dropout: p must be in [0, 1)");
+      Napi::Float32Array r = poisoned_f32(env, n);
+      c.bufs = {in<float>(o, "x", napi_float32_array, n), out(r)};
+      j.result = r;
+      break;
+    }
     case OpId::embed_backward: {  // { dout, ids, dtable, T, D, vocab } → dtable (accumulated)
       const int64_t T = arg_int(o, "T", 0, kMax), D = arg_int(o, "D", 1, kMax), V = arg_int(o, "vocab", 1, kMax);
       i[0] = T, i[1] = D;

@@ -4,7 +4,7 @@
 //   zeroGrads() -> Promise<void>; gradNorm() -> Promise<number>
 //   update({ groups: [{ vision: boolean, name, lr, weightDecay }], step, lrFactor, clip, beta1, beta2, eps }) -> Promise<void>
 //   state(vision: boolean, name, which: 'grad' | 'm' | 'v') -> Promise<Float32Array | null> (null: the parameter is frozen)
-//   setCheckpoint(on); dispose()
+//   setCheckpoint(on); setLoraDropout(p, seed) (accumulate call k then uses step seed seed + k); dispose()
 // The batch is copied on the JS thread (train_args.h).
 #include "trainer_wrap.h"
 
@@ -29,6 +29,7 @@ Napi::Function TrainerWrap::Define(Napi::Env env) {
                      {InstanceMethod<&TrainerWrap::Accumulate>("accumulate"), InstanceMethod<&TrainerWrap::ZeroGrads>("zeroGrads"),
                       InstanceMethod<&TrainerWrap::GradNorm>("gradNorm"), InstanceMethod<&TrainerWrap::Update>("update"),
                       InstanceMethod<&TrainerWrap::Gradient>("state"), InstanceMethod<&TrainerWrap::SetCheckpoint>("setCheckpoint"),
+                      InstanceMethod<&TrainerWrap::SetLoraDropout>("setLoraDropout"),
                       InstanceMethod<&TrainerWrap::Dispose>("dispose")});
 }
 
@@ -169,6 +170,19 @@ Napi::Value TrainerWrap::SetCheckpoint(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
     trainer(env).checkpoint = info.Length() > 0 && info[0].ToBoolean();
+    return env.Undefined();
+  });
+}
+
+Napi::Value TrainerWrap::SetLoraDropout(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    Trainer& t = trainer(env);
+    const double p = info.Length() > 0 ? info[0].ToNumber().DoubleValue() : 0;
+    if (!(p >= 0 && p < 1)) throw_js(env, ErrorCode::Argument, "LoRA dropout must be in [0, 1)");
+    t.lora_dropout = (float)p;
+    t.dropout_seed = (uint64_t)get_int(env, info.Length() > 1 ? info[1] : Napi::Number::New(env, 0), "seed", 0, 1LL << 53);
+    t.calls = 0;
     return env.Undefined();
   });
 }

@@ -46,6 +46,7 @@ struct OpCall {
 //  attention_backward q, k, v, out, lse, dout, dq, dk, dv (in/out)   T, H, KVH, hd            flag[0] = causal
 //  residual_backward dh, a, gamma?, da (in/out), dgamma? (in/out)    n, D          scale
 //  bias_backward     dy, db (in/out)                    M, N
+//  dropout           x, out                             n, seed                    p
 //  embed_backward    dout, ids (read on the host), dtable (in/out)   T, D
 //  cross_entropy     logits (in/out), targets (host), weights?, loss  N, V         scale
 //  adamw             p (in/out), grad, m (in/out), v (in/out)         n, step      lr, β1, β2, eps, wd, grad_scale
@@ -114,6 +115,7 @@ void exec_op(Ops& ops, const OpCall& c, void* const* ptr) {
       break;
     case OpId::residual_backward: ops.residual_backward(f(0), f(1), f(2), (float)c.f[0], f(3), f(4), i[0], i[1]); break;
     case OpId::bias_backward: ops.bias_backward(f(0), f(1), i[0], i[1]); break;
+    case OpId::dropout: ops.dropout(f(0), f(1), i[0], (float)c.f[0], (uint64_t)i[1]); break;
     case OpId::embed_backward: ops.embed_backward(f(0), static_cast<const int32_t*>(c.bufs[1].host), f(2), i[0], i[1]); break;
     case OpId::cross_entropy:
       ops.cross_entropy(f(0), static_cast<const int32_t*>(c.bufs[1].host), f(2), f(3), i[0], i[1], (float)c.f[0]);

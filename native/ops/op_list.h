@@ -26,6 +26,7 @@
   X(residual, "residual", "elements")                   \
   X(residual_backward, "residualBackward", "elements")  \
   X(bias_backward, "biasBackward", "elements")          \
+  X(dropout, "dropout", "elements")                     \
   X(embed, "embed", "elements")                         \
   X(embed_backward, "embedBackward", "elements")        \
   X(kv_append, "kvAppend", "elements")                  \

@@ -13,6 +13,7 @@
 
 #include "../core/dtype.h"
 #include "activation.h"  // defines: Activation, apply_activation
+#include "dropout.h"     // defines: dropout_keep, dropout_linear_seed
 
 namespace medllava {
 
@@ -150,6 +151,9 @@ void residual_cpu(float* h, const float* a, const float* gamma, float scale, int
 // Backward of residual_cpu for its added branch, accumulating: da(n) += scale·(γ ⊙) dh(n);
 //   dgamma(D) += scale · Σ_rows dh ⊙ a (null: no LayerScale or frozen). dh itself flows on unchanged.
 void residual_backward_cpu(const float* dh, const float* a, const float* gamma, float scale, float* da, float* dgamma, int64_t n, int64_t D);
+// out(n) = keep(seed, i) ? x(n) / (1 − p) : 0 (dropout.h's mask; out may alias x). Its own backward:
+// the same call on the gradient.
+void dropout_cpu(const float* x, float* out, int64_t n, float p, uint64_t seed);
 // db(N) += Σ_m dy(m, N): a bias's gradient (the column sums, in a fixed order)
 void bias_backward_cpu(const float* dy, float* db, int64_t M, int64_t N);
 // out(T, D) = rows ids(T) of table (vocab, D) stored as `type`, decoded to f32

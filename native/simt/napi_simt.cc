@@ -613,6 +613,8 @@ Napi::Value TrainGradients(const Napi::CallbackInfo& info) {
   m.llm = &cfg, m.llm_ids = &llm.ids(), m.llm_table = &llm.params();
   if (vision) m.vision = &vision->config(), m.vision_ids = &vision->ids(), m.vision_table = &vision->params(), m.vision_rows = vision->tokens();
   const TrainPlan p = plan_batch(m, *batch, o.Get("checkpoint").ToBoolean());
+  if (o.Has("loraDropout")) m.lora_dropout = (float)arg_number(o, "loraDropout");
+  if (o.Has("dropoutStep")) m.dropout_step = (uint64_t)arg_int(o, "dropoutStep", 0, 1LL << 53);
   std::vector<float> cols;
   if (p.images) {
     const VisionConfig& vc = vision->config();

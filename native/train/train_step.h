@@ -50,6 +50,8 @@ struct TrainModel {
   const std::vector<WeightView>* vision_views = nullptr;
   const GradViews* vision_grads = nullptr;
   int64_t vision_rows = 0;  // image rows handed to the LLM per image
+  float lora_dropout = 0;   // on the LoRA branches' input (0: off)
+  uint64_t dropout_step = 0;  // this step's dropout seed (llm_graph.h: LlmScratch)
 };
 
 // The batch on the host, checked and laid out as (B, T) (padded at the end with token 0, whose
@@ -191,6 +193,7 @@ double train_step(Ops& ops, const TrainModel& m, const TrainPlan& p, float* aren
   auto take = [&](int64_t n) { float* r = arena; arena += n; return r; };
   LlmActivations LA;
   arena = LA.carve(arena, c, *m.llm_ids, B, T, all(p.checkpoint, c.layers));
+  LA.s.lora_dropout = m.lora_dropout, LA.s.dropout_step = m.dropout_step;
   LlmGradScratch gs;
   arena = gs.carve(arena, c, *m.llm_ids, N);
   float *weights = take(N), *losses = take(N);

@@ -44,6 +44,7 @@ Trainer::Loss Trainer::accumulate(const TrainBatch& b, float grad_scale) {
     m.vision_grads = &vg, m.vision_rows = vision_->tokens();
   }
   const TrainPlan p = plan_batch(m, b, checkpoint);
+  m.lora_dropout = lora_dropout, m.dropout_step = dropout_seed + calls++;
   std::vector<float> cols;
   if (p.images) {
     const VisionConfig& vc = vision_->config();

@@ -38,6 +38,11 @@ class Trainer {
   // coefficient, 1 when none); `step` counts from 1. Zeroes the gradients afterwards.
   void update(const std::vector<ParamGroup>& groups, int64_t step, float lr_factor, float clip, float beta1, float beta2, float eps);
   bool checkpoint = false;  // recompute every layer's activations in backward instead of keeping them
+  // LoRA dropout on the adapters' input: p, and the seed of the first accumulate call (call k uses
+  // dropout_seed + k as its step seed: llm_graph.h's LlmScratch)
+  float lora_dropout = 0;
+  uint64_t dropout_seed = 0;
+  uint64_t calls = 0;  // accumulate calls that ran
 
  private:
   std::shared_ptr<const Llm> llm_;

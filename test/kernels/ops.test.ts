@@ -170,6 +170,22 @@ function layernormStats(x: ArrayLike<number>, T: number, D: number, eps: number)
  * reference. attentionBackward runs the forward (attentionCausal / attentionFull with stats) on the
  * same backend first and takes its out and lse, as the training graph does.
  */
+/** native/ops/dropout.h's dropout_keep, from its definition */
+function dropoutKeep(seed: number, i: number, p: number): boolean {
+  const mix = (x: number) => {
+    x ^= x >>> 16;
+    x = Math.imul(x, 0x7feb352d);
+    x ^= x >>> 15;
+    x = Math.imul(x, 0x846ca68b);
+    x ^= x >>> 16;
+    return x >>> 0;
+  };
+  const lo = (v: number) => v >>> 0, hi = (v: number) => Math.floor(v / 2 ** 32) >>> 0;
+  const s = mix(lo(seed) ^ mix(hi(seed)));
+  const h = mix(lo(i) ^ mix(hi(i) ^ s));
+  return Math.fround((h >>> 8) * (1 / 16777216)) >= Math.fround(p);
+}
+
 function trainingCases(s0: number): Record<string, Case[]> {
   let s = s0;
   const rnd = (n: number, k = 1, shift = 0) => randomNormal(n, s++).map((v) => k * v + shift);
@@ -418,6 +434,14 @@ print(json.dumps(out))
       // the step itself, p − p₀: its f32 result is rounded to |p|·2⁻²⁴ ≈ 1.2e-6 of a step of lr = 0.05
       { what: `${what}: p − p₀`, args, want: Float64Array.from(r.p, (v, i) => v - c.p[i]!), tol: 1e-5, get: update },
     ];
+  });
+  // dropout: dropout.h's mask, rebuilt here from its definition (32-bit lowbias hash of seed and index)
+  out.dropout = ([[1000, 0.25, 7], [37, 0.5, 2 ** 40 + 3], [45, 0, 11], [100_000, 0.05, 12345]] as const).map(([n, p, sd]) => {
+    const x = rnd(n);
+    const want = Float64Array.from(x, (v, i) => (dropoutKeep(sd, i, p) ? v * Math.fround(1 / Math.fround(1 - p)) : 0));
+    const kept = want.filter((v) => v !== 0).length / n;
+    if (n === 100_000) expect(Math.abs(kept - 0.95), 'the kept share is 1 − p').toBeLessThan(0.005);
+    return { what: `dropout ${n} p ${p} seed ${sd}`, args: { x, n, p, seed: sd }, want, tol: 1e-7 };
   });
   // double sums of exact f32 squares: only the order differs from numpy's
   out.sumSquares = ss.map((x, k) => ({ what: `sumSquares ${x.length}`, args: { x, n: x.length }, want: [ref.ss[k] as number],
@@ -715,6 +739,8 @@ describe('the op table', () => {
       expect(() => run('ropeBackward', rope(5, 'half'))).toThrow(shape);  // an odd head dim
       expect(() => run('ropeBackward', rope(4, 'neox'))).toThrow(argument);
       expect(() => run('activationBackward', { dout: f(4), x: f(4), dx: f(4), n: 4, act: 'relu' })).toThrow(argument);
+      expect(() => run('dropout', { x: f(4), n: 4, p: 1, seed: 1 })).toThrow(argument);
+      expect(() => run('dropout', { x: f(4), n: 5, p: 0.5, seed: 1 })).toThrow(shape);
       expect(() => run('activationBackward', { dout: f(4), x: f(5), dx: f(4), n: 4, act: 'gelu' })).toThrow(shape);
       const att = (T: number, H: number, KVH: number, causal: boolean, lse = H * T) => ({ q: f(T * H * 4), k: f(T * KVH * 4), v: f(T * KVH * 4),
         out: f(T * H * 4), lse: f(lse), dout: f(T * H * 4), dq: f(T * H * 4), dk: f(T * KVH * 4), dv: f(T * KVH * 4), T, H, KVH, hd: 4, causal });

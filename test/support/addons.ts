@@ -53,7 +53,7 @@ export interface SimtAddon {
    * device: the loss summed over the targets, their count, and each trainable parameter's gradient. */
   trainGradients(llmConfig: NativeLlmConfig, llmTensors: NativeLlmTensors, visionConfig: NativeVisionConfig | null,
     visionTensors: NativeVisionTensors | null, batch: { seqs: NativeTrainSequence[]; pixels?: Float32Array[] }, trainable: string[],
-    options: { device: 'cpu' | 'emulated'; checkpoint?: boolean; gradScale?: number }):
+    options: { device: 'cpu' | 'emulated'; checkpoint?: boolean; gradScale?: number; loraDropout?: number; dropoutStep?: number }):
     { loss: number; tokens: number; grads: Record<string, Float32Array> };
   setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
     poisonShared?: boolean }): void;

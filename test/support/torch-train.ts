@@ -28,7 +28,8 @@ export interface TorchResult {
 const SCRIPT = join(import.meta.dirname, 'torch_llava.py');
 
 export async function torchReference(model: Model, examples: TorchExample[], trainable: string[],
-  o: { adamw?: TorchAdamW; sampleWeights?: number[]; loraScale?: number } = {}): Promise<TorchResult> {
+  o: { adamw?: TorchAdamW; sampleWeights?: number[]; loraScale?: number;
+    loraDropout?: { p: number; T: number; seeds: Record<string, string> } } = {}): Promise<TorchResult> {
   const m = modelInternals(model);
   const spec = m.spec;
   const parts = m.trainingParts();
@@ -104,7 +105,7 @@ export async function torchReference(model: Model, examples: TorchExample[], tra
     imStartEnd: parts.frame[0].length ? [parts.frame[0][0], parts.frame[1][0]] : null,
     paramsBin: bin, params, names: { llm: llmNames, vision: visionNames },
     examples: examples.map((e) => ({ inputIds: e.inputIds, labels: e.labels, pixels: (e.pixels ?? []).map((p) => Array.from(p)) })),
-    trainable, sampleWeights: o.sampleWeights ?? null, adamw: o.adamw ?? null,
+    trainable, sampleWeights: o.sampleWeights ?? null, adamw: o.adamw ?? null, loraDropout: o.loraDropout ?? null,
   };
   const inputPath = join(dir, 'input.json');
   writeFileSync(inputPath, JSON.stringify(input));

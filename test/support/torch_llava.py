@@ -143,6 +143,10 @@ class Model:
         self.v = spec.get('vision')
         self.proj_type = need(need(spec, 'projector', 'input'), 'type', 'projector')
         self.lora_scale = float(spec['lora']['scale']) if spec.get('lora') else None
+        # LoRA dropout with medllava's mask (native/ops/dropout.h), so that both sides drop the same elements:
+        # {"p", "T": the batch's padded length, "seeds": {lora_A name: the linear's seed, decimal}}
+        self.dropout = spec.get('loraDropout')
+        self.example = 0
         self.frame = spec.get('imStartEnd')
         names = need(spec, 'names', 'input')
         self.nl = need(names, 'llm', 'names')
@@ -290,7 +294,14 @@ class Model:
     def linear(self, P, x, w, pair):
         y = x @ P[w].T
         if pair:
-            y = y + self.lora_scale * ((x @ P[pair['a']].T) @ P[pair['b']].T)
+            xa = x
+            if self.dropout and self.dropout['p'] > 0:
+                T, n = x.shape
+                rows = self.example * int(self.dropout['T']) + np.arange(T, dtype=np.uint64)
+                idx = (rows[:, None] * np.uint64(n) + np.arange(n, dtype=np.uint64)[None, :]).reshape(-1)
+                keep = dropout_keep(int(self.dropout['seeds'][pair['a']]), idx, float(self.dropout['p'])).reshape(T, n)
+                xa = x * torch.tensor(keep, dtype=x.dtype) / (1.0 - float(np.float32(self.dropout['p'])))
+            y = y + self.lora_scale * ((xa @ P[pair['a']].T) @ P[pair['b']].T)
         return y
 
     def logits(self, P, x):
@@ -365,6 +376,7 @@ class Model:
         """(mean loss over the batch's non-ignored targets, their count)"""
         total, count = 0.0, 0
         for e, ex in enumerate(examples):
+            self.example = e
             x, lab = self.expand(P, ex)
             tgt = torch.tensor(lab[1:], dtype=torch.long)
             keep = tgt != IGNORE
@@ -378,6 +390,29 @@ class Model:
         if count == 0:
             raise InputError('the batch has no target that is not -100')
         return total / count, count
+
+
+M32 = np.uint64(0xFFFFFFFF)
+
+
+def mix32(x):
+    """lowbias32 on uint64 arrays holding 32-bit values (native/ops/dropout.h: dropout_mix32)"""
+    x = x & M32
+    x ^= x >> np.uint64(16)
+    x = (x * np.uint64(0x7feb352d)) & M32
+    x ^= x >> np.uint64(15)
+    x = (x * np.uint64(0x846ca68b)) & M32
+    x ^= x >> np.uint64(16)
+    return x
+
+
+def dropout_keep(seed, idx, p):
+    """dropout_keep(seed, i, p) for an array of element indices i (uint64)"""
+    seed = np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
+    s = mix32(np.uint64(int(seed) & 0xFFFFFFFF) ^ mix32(np.uint64(int(seed) >> 32)))
+    h = mix32((idx & M32) ^ mix32((idx >> np.uint64(32)) ^ s))
+    u = (h >> np.uint64(8)).astype(np.float32) * np.float32(1.0 / 16777216.0)
+    return u >= np.float32(p)
 
 
 def flat(t):

@@ -2,7 +2,8 @@
  * The device path of training under the SIMT emulator: one train_step (native/train/train_step.h) on
  * CudaOps over the emulated device — parameters mirrored by DeviceParams, the activation arena and
  * the gradients in device memory, every backward kernel of native/cuda/ executing — on the three
- * fixture layouts, against float64 torch autograd, and the same step on the CPU (CpuOps) for scale.
+ * fixture layouts, against float64 torch autograd, and the same step on the CPU (CpuOps) for scale;
+ * LLaVA-Rad's LoRA branches with dropout 0.1 (the reference rebuilds the same masks).
  *
  * Tolerances. Every weight the graph reads as f32 takes the CUDA fp32 paths, whose results differ
  * from the CPU's only by summation order: there the gradients are held to the CPU's bound (1e-4
@@ -61,12 +62,18 @@ describe.each(layouts)('training on the emulated CUDA device: $layout', ({ layou
     const nb = await nativeBatch(model, batch);
     const spec = modelInternals(model).spec;
     const l = llmLoadArgs(spec), v = visionLoadArgs(spec);
-    const emu = simt().trainGradients(l.config, l.tensors, v.config, v.tensors, nb, names, { device: 'emulated' });
-    const cpu = simt().trainGradients(l.config, l.tensors, v.config, v.tensors, nb, names, { device: 'cpu' });
+    // LoRA dropout 0.1 where there are adapters (LLaVA-Rad), step seed 5: the reference drops the same elements
+    const table = modelInternals(model).trainingParts().llm.parameters().map((p) => p.name);
+    const lora = table.some((n) => n.includes('lora_A'));
+    const drop = lora ? { loraDropout: 0.1, dropoutStep: 5 } : {};
+    const emu = simt().trainGradients(l.config, l.tensors, v.config, v.tensors, nb, names, { device: 'emulated', ...drop });
+    const cpu = simt().trainGradients(l.config, l.tensors, v.config, v.tensors, nb, names, { device: 'cpu', ...drop });
     const pixels = await modelInternals(model).trainingParts().pixels(image);
+    const seeds = Object.fromEntries(table.filter((n) => n.includes('lora_A')).map((n) => [n,
+      ((5n * 0x9E3779B97F4A7C15n + BigInt(table.indexOf(n) + 1)) & ((1n << 64n) - 1n)).toString()]));
     const ref = await torchReference(model, batch.map((e, i) => ({
       inputIds: Array.from(e.inputIds), labels: Array.from(e.labels), pixels: i === 0 ? [pixels] : [],
-    })), names);
+    })), names, lora ? { loraDropout: { p: 0.1, T: Math.max(...nb.seqs.map((q) => q.tokens.length)), seeds } } : {});
     expect(emu.tokens).toBe(ref.tokens);
     const loss = emu.loss / emu.tokens;
     const lossErr = Math.abs(loss - ref.loss) / ref.loss;

@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateFixture } from '../../lib/fixtures/generate.js';
 import { createTrainer, loadModel, type Model, type Trainer } from '../../lib/index.js';
 import { modelInternals } from '../../lib/model/model.js';
+import { nativeBatch } from '../../lib/train/trainer.js';
 import { torchReference } from '../support/torch-train.js';
 import { batchFor, testImage } from '../support/train-batch.js';
 
@@ -88,15 +89,17 @@ describe.each(layouts)('whole-model gradients vs torch autograd: $layout', ({ la
 });
 
 describe('new LoRA adapters (stage lora on a model without them)', () => {
-  it('adds PEFT pairs that change nothing until trained, and their gradients match torch', async () => {
+  it('adds PEFT pairs that change nothing until trained; with dropout their gradients match torch\'s on the same masks', async () => {
     const f = (await generateFixture({ layout: 'llava-med-v1.5', out: join(root, 'lora-new') })) as { dir: string };
     const model = await loadModel(f.dir, { device: 'cpu' });
     try {
       const image = await testImage(21);
       const batch = batchFor(model.spec.llm.vocab, image, { long: true });
       const before = await model.forward({ tokens: [1, 5, 9, 13] });
-      await expect(createTrainer(model, { stage: 'lora', lora: { r: 4, alpha: 8, dropout: 0.05 } })).rejects.toMatchObject({ code: 'E_UNSUPPORTED' });
-      const trainer = await createTrainer(model, { stage: 'lora', lora: { r: 4, alpha: 8, targets: ['q_proj', 'v_proj', 'down_proj'] }, seed: 3 });
+      await expect(createTrainer(model, { stage: 'lora', lora: { r: 4, alpha: 8, dropout: 1 } })).rejects.toMatchObject({ code: 'E_ARGUMENT' });
+      // LoRA dropout 0.1 on the adapters' input: the reference drops the same elements (native/ops/dropout.h's mask)
+      const trainer = await createTrainer(model, { stage: 'lora', lora: { r: 4, alpha: 8, dropout: 0.1, targets: ['q_proj', 'v_proj', 'down_proj'] },
+        seed: 3 });
       const names = trainer.parameters.filter((p) => p.trainable).map((p) => p.name);
       expect(names.filter((n) => n.includes('lora_A'))).toEqual([0, 1].flatMap((l) => [
         `base_model.model.model.layers.${l}.self_attn.q_proj.lora_A.weight`, `base_model.model.model.layers.${l}.self_attn.v_proj.lora_A.weight`,
@@ -111,14 +114,18 @@ describe('new LoRA adapters (stage lora on a model without them)', () => {
         const n = p.shape[0]! * p.shape[1]!;
         await llm.writeParameter(p.name, Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + n) * 0.05));
       }
-      const ours = await trainer.lossAndGradients(batch);
+      const ours = await trainer.lossAndGradients(batch);  // the first step: step seed = seed + 0
       const pixels = await modelInternals(model).trainingParts().pixels(image);
+      const table = llm.parameters().map((p) => p.name);
+      const nb = await nativeBatch(model, batch);
+      const seeds = Object.fromEntries(table.filter((n) => n.includes('lora_A')).map((n) => [n,
+        ((3n * 0x9E3779B97F4A7C15n + BigInt(table.indexOf(n) + 1)) & ((1n << 64n) - 1n)).toString()]));
       const ref = await torchReference(model, batch.map((e, i) => ({
         inputIds: Array.from(e.inputIds), labels: Array.from(e.labels), pixels: i === 0 ? [pixels] : [],
-      })), names, { loraScale: 2 });
+      })), names, { loraScale: 2, loraDropout: { p: 0.1, T: Math.max(...nb.seqs.map((q) => q.tokens.length)), seeds } });
       let worst = 0;
       for (const [name, g] of ours.gradients) worst = Math.max(worst, relErr(g, ref.grads[name]!));
-      console.log(`new LoRA (r 4, α 8, q/v/down): loss rel ${(Math.abs(ours.loss - ref.loss) / ref.loss).toExponential(2)}, ` +
+      console.log(`new LoRA (r 4, α 8, q/v/down, dropout 0.1): loss rel ${(Math.abs(ours.loss - ref.loss) / ref.loss).toExponential(2)}, ` +
         `${ours.gradients.size} gradients, worst rel ${worst.toExponential(2)}`);
       expect(Math.abs(ours.loss - ref.loss) / ref.loss).toBeLessThan(1e-5);
       expect(worst).toBeLessThan(1e-4);
