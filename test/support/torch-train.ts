@@ -33,11 +33,12 @@ export async function torchReference(model: Model, examples: TorchExample[], tra
   const m = modelInternals(model);
   const spec = m.spec;
   const parts = m.trainingParts();
+  const gguf = spec.format === 'gguf';
   // every parameter, as the model holds it now
   const params: { name: string; shape: number[]; offset: number }[] = [];
   const chunks: Float32Array[] = [];
   let offset = 0;
-  for (const table of [parts.llm, parts.vision]) {
+  for (const table of [parts.llm, gguf ? undefined : parts.vision]) {
     if (!table) continue;
     for (const p of table.parameters()) {
       if (p.tiedTo) continue;
@@ -54,7 +55,8 @@ export async function torchReference(model: Model, examples: TorchExample[], tra
   for (const c of chunks) { all.set(c, at); at += c.length; }
   writeFileSync(bin, new Uint8Array(all.buffer));
 
-  const second = (r: [string, string] | undefined) => r?.[1];
+  // the table's names: the checkpoint's own for HF files, HF's for GGUF (whose tensors are named otherwise)
+  const second = (r: [string, string] | undefined, hf?: string) => (gguf ? hf : r?.[1]);
   const { tensors: lt } = llmLoadArgs(spec);
   const loraRole: Record<string, string> = {
     q_proj: 'wq', k_proj: 'wk', v_proj: 'wv', o_proj: 'wo', gate_proj: 'wGate', up_proj: 'wUp', down_proj: 'wDown',
@@ -64,21 +66,27 @@ export async function torchReference(model: Model, examples: TorchExample[], tra
     .map((n) => /^base_model\.model\.model\.layers\.(\d+)\.\w+\.(\w+)\.lora_A\.weight$/.exec(n)).filter((m) => m !== null);
   const loraScale = o.loraScale ?? lt.lora?.scale;
   const llmNames = {
-    embed: second(lt.embed), norm: second(lt.norm), lmHead: second(lt.lmHead),
+    embed: second(lt.embed, 'model.embed_tokens.weight'), norm: second(lt.norm, 'model.norm.weight'),
+    lmHead: second(lt.lmHead, spec.llm.tieEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'),
     layers: lt.layers.map((L, l) => {
       const lora: Record<string, { a: string; b: string }> = {};
       for (const mm of loraNames) {
         if (Number(mm[1]) === l) lora[loraRole[mm[2]!]!] = { a: mm[0], b: mm[0].replace('lora_A', 'lora_B') };
       }
+      const h = (m: string) => `model.layers.${l}.${m}.weight`;
       return {
-        attnNorm: second(L.attnNorm), wq: second(L.wq), wk: second(L.wk), wv: second(L.wv), wo: second(L.wo),
-        ffnNorm: second(L.ffnNorm), wGate: second(L.wGate), wUp: second(L.wUp), wDown: second(L.wDown),
+        attnNorm: second(L.attnNorm, h('input_layernorm')), wq: second(L.wq, h('self_attn.q_proj')), wk: second(L.wk, h('self_attn.k_proj')),
+        wv: second(L.wv, h('self_attn.v_proj')), wo: second(L.wo, h('self_attn.o_proj')), ffnNorm: second(L.ffnNorm, h('post_attention_layernorm')),
+        wGate: second(L.wGate, h('mlp.gate_proj')), wUp: second(L.wUp, h('mlp.up_proj')), wDown: second(L.wDown, h('mlp.down_proj')),
         ...(Object.keys(lora).length ? { lora } : {}),
       };
     }),
   };
   let visionNames: unknown = null;
-  if (parts.vision) {
+  // a GGUF mmproj's tensors are named otherwise: its tower is left out (text-only batches)
+  const withVision = parts.vision && !gguf;
+  if (gguf && examples.some((e) => e.pixels?.length)) throw new Error('torchReference: images with a GGUF model are not supported');
+  if (withVision) {
     const { tensors: vt } = visionLoadArgs(spec);
     visionNames = {
       patch: second(vt.patchEmbed), patchBias: second(vt.patchBias), cls: second(vt.classEmbed), pos: second(vt.posEmbed),
@@ -95,8 +103,8 @@ export async function torchReference(model: Model, examples: TorchExample[], tra
   }
   const v = spec.vision;
   const input = {
-    llm: spec.llm, projector: { type: spec.projector.type },
-    vision: parts.vision ? {
+    llm: { ...spec.llm, ropeMode: spec.format === 'gguf' ? 'adjacent' : 'half' }, projector: { type: spec.projector.type },
+    vision: withVision ? {
       kind: v.kind, imageSize: v.imageSize, patchSize: v.patchSize, hidden: v.hidden, layers: v.layers, heads: v.heads, ffn: v.ffn,
       selectLayer: v.selectLayer, selectFeature: v.selectFeature, layerNormEps: v.layerNormEps, activation: v.activation,
       ...(v.timm ? { timm: v.timm } : {}),

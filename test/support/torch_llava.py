@@ -11,7 +11,7 @@ Errors:  exit status 1 and one line "torch_llava: <why>" on stderr.
 
 Input: one JSON object on stdin
 {
-  "llm": {"hidden", "layers", "heads", "kvHeads", "ffn", "vocab", "ropeTheta", "rmsEps"},
+  "llm": {"hidden", "layers", "heads", "kvHeads", "ffn", "vocab", "ropeTheta", "rmsEps", "ropeMode"?: "half" | "adjacent"},
   "vision": null | {
      "kind": "clip" | "timm-vit", "imageSize", "patchSize", "hidden", "layers", "heads", "ffn",
      "selectLayer",                       # LLaVA's mm_vision_select_layer (−2: the first layers−1 blocks run)
@@ -313,7 +313,11 @@ class Model:
         ang = torch.arange(T, dtype=torch.float64)[:, None] * float(c['ropeTheta']) ** (-2 * i / hd)[None, :]
         cos, sin = torch.cos(ang).repeat(1, 2), torch.sin(ang).repeat(1, 2)  # (T, hd): index i and i + hd/2 share an angle
 
-        def rope(t):  # (heads, T, hd), HF rotate_half
+        def rope(t):  # (heads, T, hd): HF rotate_half, or llama.cpp's adjacent pairs (2i, 2i+1) on GGUF's permuted rows
+            if c.get('ropeMode', 'half') == 'adjacent':
+                a = ang[None]  # (1, T, hd/2)
+                x0, x1 = t[..., 0::2], t[..., 1::2]
+                return torch.stack([x0 * torch.cos(a) - x1 * torch.sin(a), x1 * torch.cos(a) + x0 * torch.sin(a)], dim=-1).reshape(t.shape)
             rot = torch.cat([-t[..., hd // 2:], t[..., :hd // 2]], dim=-1)
             return t * cos + rot * sin
 
