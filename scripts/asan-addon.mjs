@@ -37,7 +37,7 @@ const asan = lib('libasan.so');
 const ubsan = lib('libubsan.so');
 const files = process.argv.slice(2).length ? process.argv.slice(2)
   : ['test/napi', 'test/model/lifecycle.test.ts', 'test/model/generate.test.ts', 'test/model/llm.test.ts', 'test/model/vision.test.ts',
-    'test/model/params.test.ts', 'test/model/images.test.ts'];
+    'test/model/params.test.ts', 'test/model/images.test.ts', 'test/train/trainer.test.ts'];
 run(process.execPath, [join(dirname(require.resolve('vitest/package.json')), 'vitest.mjs'), 'run', ...files], {
   MEDLLAVA_ADDON_PATH: addon,
   MEDLLAVA_CUDA: 'off',
