@@ -1,7 +1,7 @@
 // The loss and the optimizer on CUDA (CPU twins: native/cpu/loss.cc): cross-entropy with its
 // gradient in place (one block per row), AdamW (element-wise, the CPU's order of operations), and
 // Σ x² in double (per-block partials summed by one block, in a fixed order: deterministic).
-// defines: loss_block_max, warp_sum_f64, block_sum_f64, cross_entropy_kernel, adamw_kernel,
+// defines: loss_block_max, cross_entropy_kernel, adamw_kernel,
 // sum_squares_partial_kernel, sum_squares_final_kernel, cross_entropy_launch, adamw_launch,
 // sum_squares_blocks, sum_squares_launch.
 #pragma once
@@ -10,7 +10,7 @@
 
 #include "../ops/ops.h"  // defines: AdamWArgs
 #include "compat.cuh"
-#include "reduce.cuh"  // defines: warp_max, block_sum, kRowThreads, grid_for
+#include "reduce.cuh"  // defines: warp_max, block_sum (float and double), kRowThreads, grid_for
 
 namespace medllava {
 namespace cuda {
@@ -26,21 +26,6 @@ __device__ __forceinline__ float loss_block_max(float v, float* red) {
   v = warp_max(v);
   __syncthreads();  // `red` may be written again by the next call
   return v;
-}
-__device__ __forceinline__ double warp_sum_f64(double v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-// Sum over the block in double, in a fixed tree (blockDim.x a multiple of 32); every thread gets it.
-// `red`: 32 shared doubles, once per kernel (the Σ x² kernels): nothing writes `red` after the call,
-// so it ends without block_sum's closing barrier — a second call on the same `red` would need one first.
-__device__ __forceinline__ double block_sum_f64(double v, double* red) {
-  v = warp_sum_f64(v);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  if (lane == 0) red[warp] = v;
-  __syncthreads();  // every warp's partial is in `red`
-  v = lane < warps ? red[lane] : 0.0;
-  return warp_sum_f64(v);
 }
 
 // ---- cross-entropy
@@ -101,7 +86,7 @@ __global__ void __launch_bounds__(kSumSquaresThreads)
   double acc = 0.0;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     acc += (double)x[i] * (double)x[i];
-  acc = block_sum_f64(acc, red);
+  acc = block_sum(acc, red);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 // out[0] = Σ partial(count): one block
@@ -110,7 +95,7 @@ __global__ void __launch_bounds__(kSumSquaresThreads)
   __shared__ double red[32];
   double acc = 0.0;
   for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
-  acc = block_sum_f64(acc, red);
+  acc = block_sum(acc, red);
   if (threadIdx.x == 0) out[0] = acc;
 }
 
