@@ -279,7 +279,8 @@ export interface NativeAddon {
   ggmlQuantize(type: string, values: Float32Array): Uint8Array;
   NativeLlm: { load(config: NativeLlmConfig, tensors: NativeLlmTensors): Promise<NativeLlm> };
   NativeVision: { load(config: NativeVisionConfig, tensors: NativeVisionTensors): Promise<NativeVision> };
-  NativeTrainer: new (llm: NativeLlm, vision?: NativeVision) => NativeTrainer;
+  /** on the CPU, or on the CUDA device `deviceIndex` when the LLM was loaded there */
+  NativeTrainer: new (llm: NativeLlm, vision?: NativeVision, options?: { deviceIndex?: number }) => NativeTrainer;
   ggmlDequantize(type: string, data: Uint8Array, n: number): Float32Array;
   /** Internal (the op test harness): one op of native/ops/op_list.h on the CPU, its arguments by name
    * (native/napi/op_harness.h); outputs start as NaN. */

@@ -219,7 +219,7 @@ class ModelImpl implements Model {
 
   /** device: where the LLM and the vision tower run */
   constructor(readonly spec: ModelSpec, readonly tokenizer: Tokenizer, llm: NativeLlm, private vision: NativeVision | undefined,
-    private readonly noVision: string, readonly device: 'cpu' | 'cuda') {
+    private readonly noVision: string, readonly device: 'cpu' | 'cuda', readonly cudaDevice = 0) {
     this.native = llm;
   }
 
@@ -268,12 +268,12 @@ class ModelImpl implements Model {
 
   /** What a trainer works on: the native LLM and vision tower, and the image preprocessing. */
   trainingParts(): { llm: NativeLlm; vision: NativeVision | undefined; frame: [number[], number[]];
-    pixels(image: ImageInput): Promise<Float32Array> } {
+    pixels(image: ImageInput): Promise<Float32Array>; device: 'cpu' | 'cuda'; deviceIndex: number } {
     const frame: [number[], number[]] = this.spec.mmUseImStartEnd
       ? [this.tokenizer.encodePrompt('<im_start>').slice(1), this.tokenizer.encodePrompt('<im_end>').slice(1)]
       : [[], []];
     return {
-      llm: this.llm(), vision: this.vision, frame,
+      llm: this.llm(), vision: this.vision, frame, device: this.device, deviceIndex: this.cudaDevice,
       pixels: async (image) => {
         if (!this.vision) throw medllavaError('E_UNSUPPORTED', this.noVision);
         const v = this.spec.vision;
@@ -396,5 +396,5 @@ export async function loadModel(source?: string, options: LoadModelOptions = {})
     throw medllavaError('E_ABORTED', 'aborted');
   }
   options.onProgress?.({ loadedBytes: totalBytes, totalBytes });
-  return new ModelImpl(spec, tokenizer, llm, vision, noVision, device);
+  return new ModelImpl(spec, tokenizer, llm, vision, noVision, device, cudaDevice);
 }

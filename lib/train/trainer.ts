@@ -309,7 +309,7 @@ class TrainerImpl implements Trainer {
   }
 }
 
-/** A trainer over `model` (loaded by loadModel, on the CPU): marks the chosen parameters trainable. */
+/** A trainer over `model` (loaded by loadModel): marks the chosen parameters trainable; trains where the model runs. */
 export async function createTrainer(model: Model, options: TrainerOptions = {}): Promise<Trainer> {
   const parts = modelInternals(model).trainingParts();
   const stage = options.stage ?? 'instruct';
@@ -368,7 +368,8 @@ export async function createTrainer(model: Model, options: TrainerOptions = {}):
     await parts.vision.setTrainable(names('vision', false), false);
     await parts.vision.setTrainable(names('vision', true), true);
   }
-  const engine = new (native().NativeTrainer)(parts.llm, parts.vision);
+  // a model loaded on a CUDA device trains there: its step on the device, AdamW on the host's fp32 master weights
+  const engine = new (native().NativeTrainer)(parts.llm, parts.vision, { deviceIndex: parts.deviceIndex });
   engine.setCheckpoint(options.checkpointActivations ?? false);
   engine.setLoraDropout(dropout, seed);
   const listed = [

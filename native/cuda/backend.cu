@@ -14,6 +14,7 @@
 #include "llm_device.cuh"  // defines: LlmDevice (and through it every kernel)
 #include "matmul.cuh"      // defines: matmul_tiled_kernel, matmul_wmma_kernel, matmul_launch
 #include "ops_cuda.cuh"    // defines: CudaOps
+#include "train_device.cuh"  // defines: DeviceTrainer
 #include "vision_device.cuh"  // defines: VisionDevice
 
 namespace medllava {
@@ -362,6 +363,11 @@ std::shared_ptr<VisionDeviceRunner> load_vision(const Vision& v, int device) {
 std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m, int device) {
   check_device(device);
   return std::make_shared<cuda::LlmRunnerOn<CudaDevice>>(m, device);
+}
+
+std::unique_ptr<Trainer> make_trainer(std::shared_ptr<const Llm> llm, std::shared_ptr<const Vision> vision, int device) {
+  check_device(device);
+  return std::make_unique<cuda::DeviceTrainer<CudaDevice>>(std::move(llm), std::move(vision), device);
 }
 
 }  // namespace cuda_backend

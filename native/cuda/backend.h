@@ -1,6 +1,6 @@
 // The CUDA backend as the rest of the core sees it: plain C++, compiled in every build. With CUDA
 // compiled in, backend.cu implements it; otherwise backend_none.cc says why there is none.
-// defines: info, disable, matmul, run_op, load_llm, load_vision, bench_kernels.
+// defines: info, disable, matmul, run_op, load_llm, load_vision, make_trainer, bench_kernels.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -8,6 +8,7 @@
 
 #include "../model/llm.h"
 #include "../model/vision.h"
+#include "../train/trainer.h"
 #include "../ops/op_exec.h"  // defines: OpCall
 #include "../ops/ops.h"
 
@@ -45,6 +46,8 @@ void run_op(OpCall& call, int device = 0);
 std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m, int device);
 // The vision tower + projector on CUDA device `device` (native/cuda/vision_device.cuh); errors as load_llm.
 std::shared_ptr<VisionDeviceRunner> load_vision(const Vision& v, int device);
+// A training engine whose steps run on CUDA device `device` (native/cuda/train_device.cuh); errors as load_llm.
+std::unique_ptr<Trainer> make_trainer(std::shared_ptr<const Llm> llm, std::shared_ptr<const Vision> vision, int device);
 
 // GPU microbenchmarks (native/cuda/bench.cuh): each kernel at the real shapes of
 // bench/kernels/README.md on CUDA device `device`, and the device's peaks measured in the same run.

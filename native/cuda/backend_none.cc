@@ -18,6 +18,9 @@ void run_op(OpCall&, int) { throw Error(ErrorCode::Unsupported, info().reason); 
 void matmul(const MatmulArgs&, int) { throw Error(ErrorCode::Unsupported, info().reason); }
 std::shared_ptr<LlmDeviceRunner> load_llm(const Llm&, int) { throw Error(ErrorCode::Unsupported, info().reason); }
 std::shared_ptr<VisionDeviceRunner> load_vision(const Vision&, int) { throw Error(ErrorCode::Unsupported, info().reason); }
+std::unique_ptr<Trainer> make_trainer(std::shared_ptr<const Llm>, std::shared_ptr<const Vision>, int) {
+  throw Error(ErrorCode::Unsupported, info().reason);
+}
 std::vector<KernelBench> bench_kernels(DevicePeaks&, int) { throw Error(ErrorCode::Unsupported, info().reason); }
 
 }  // namespace cuda_backend

@@ -1,4 +1,5 @@
-// NativeTrainer: new NativeTrainer(llm, vision?), then
+// NativeTrainer: new NativeTrainer(llm, vision?, { deviceIndex? }) — on the CPU, or on the CUDA device the LLM
+// was loaded on (native/cuda/train_device.cuh) — then
 //   accumulate({ seqs: [{ tokens: Int32Array, labels: Int32Array, images: [{ at, index }], weight? }],
 //                pixels: Float32Array[] }, gradScale) -> Promise<{ loss, tokens }>
 //   zeroGrads() -> Promise<void>; gradNorm() -> Promise<number>
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "../cuda/backend.h"
 #include "js_error.h"
 #include "llm_wrap.h"
 #include "ops_args.h"
@@ -36,7 +38,8 @@ Napi::Function TrainerWrap::Define(Napi::Env env) {
 TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainerWrap>(info) {
   Napi::Env env = info.Env();
   guard(env, [&] {
-    if (info.Length() < 1 || !info[0].IsObject()) throw_js(env, ErrorCode::Argument, "new NativeTrainer(llm: NativeLlm, vision?: NativeVision)");
+    if (info.Length() < 1 || !info[0].IsObject())
+      throw_js(env, ErrorCode::Argument, "new NativeTrainer(llm: NativeLlm, vision?: NativeVision, { deviceIndex? })");
     LlmWrap* l = Napi::ObjectWrap<LlmWrap>::Unwrap(info[0].As<Napi::Object>());
     if (!l || !l->llm()) throw_js(env, ErrorCode::Argument, "the language model has been disposed");
     llm_ = l->llm();
@@ -45,7 +48,14 @@ TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trai
       if (!v || !v->vision()) throw_js(env, ErrorCode::Argument, "the vision tower has been disposed");
       vision_ = v->vision();
     }
-    trainer_ = std::make_shared<Trainer>(llm_, vision_);
+    // a model on a CUDA device trains there (its device's ordinal from the options), else on the CPU
+    if (llm_->on_device()) {
+      const Napi::Object o = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
+      const int device = o.Has("deviceIndex") ? (int)arg_int(o, "deviceIndex", 0, 1 << 16) : 0;
+      trainer_ = cuda_backend::make_trainer(llm_, vision_, device);
+    } else {
+      trainer_ = std::make_shared<Trainer>(llm_, vision_);
+    }
     return env.Undefined();
   });
 }

@@ -25,6 +25,7 @@
 #include "../napi/op_harness.h"
 #include "../napi/train_args.h"
 #include "../train/train_step.h"
+#include "../cuda/train_device.cuh"  // defines: DeviceTrainer
 #include "../napi/ops_args.h"
 #include "simt.h"
 
@@ -695,6 +696,69 @@ Napi::Value TrainGradients(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// trainerSteps(llmConfig, llmTensors, visionConfig | null, visionTensors | null, batch, trainable: string[],
+//   { device: 'cpu' | 'emulated', steps, lr, loraDropout?, seed? }) -> { losses, norms, grads: { name: Float32Array } (after
+//   the first step's backward) }: the training engine itself — the CPU Trainer, or DeviceTrainer over the emulated
+//   device (its step on the device, the gradients added into the host tables, AdamW on the host) — for `steps` steps
+//   of accumulate, norm and update on the same batch.
+Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 7 || !info[0].IsObject() || !info[1].IsObject() || !info[5].IsArray() || !info[6].IsObject())
+    throw_js(env, ErrorCode::Argument, "trainerSteps(llmConfig, llmTensors, visionConfig, visionTensors, batch, trainable, options)");
+  LlmConfig cfg;
+  LlmTensorNames names;
+  parse_llm_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
+  auto llm = std::make_shared<Llm>(cfg, names);
+  std::shared_ptr<Vision> vision;
+  if (info[2].IsObject() && info[3].IsObject()) {
+    VisionConfig vc;
+    VisionTensorNames vn;
+    parse_vision_args(env, info[2].As<Napi::Object>(), info[3].As<Napi::Object>(), vc, vn);
+    vision = std::make_shared<Vision>(vc, vn);
+  }
+  auto batch = parse_train_batch(env, info[4]);
+  const Napi::Array tr = info[5].As<Napi::Array>();
+  std::vector<int> lt_ids, vt_ids;
+  for (uint32_t i = 0; i < tr.Length(); ++i) {
+    const std::string n = tr.Get(i).ToString().Utf8Value();
+    const int a = llm->params().find(n), b = vision ? vision->params().find(n) : -1;
+    if (a < 0 && b < 0) throw_js(env, ErrorCode::Argument, "no parameter named " + n);
+    if (a >= 0) lt_ids.push_back(a); else vt_ids.push_back(b);
+  }
+  llm->params().set_trainable(lt_ids, true);
+  if (vision) vision->params().set_trainable(vt_ids, true);
+  const Napi::Object o = info[6].As<Napi::Object>();
+  const std::string device = o.Has("device") ? arg_string(o, "device") : "cpu";
+  const int64_t steps = arg_int(o, "steps", 1, 1000);
+  const float lr = (float)arg_number(o, "lr");
+  std::unique_ptr<Trainer> t;
+  if (device == "cpu") t = std::make_unique<Trainer>(llm, vision);
+  else if (device == "emulated") t = std::make_unique<cuda::DeviceTrainer<EmuDevice>>(llm, vision, (size_t)1 << 40);
+  else throw_js(env, ErrorCode::Argument, "device must be 'cpu' or 'emulated'");
+  if (o.Has("loraDropout")) t->lora_dropout = (float)arg_number(o, "loraDropout");
+  if (o.Has("seed")) t->dropout_seed = (uint64_t)arg_int(o, "seed", 0, 1LL << 53);
+  std::vector<ParamGroup> groups;
+  for (int id : lt_ids) groups.push_back({false, id, lr, 0.0f});
+  for (int id : vt_ids) groups.push_back({true, id, lr, 0.0f});
+  Napi::Array losses = Napi::Array::New(env), norms = Napi::Array::New(env);
+  Napi::Object grads = Napi::Object::New(env);
+  for (int64_t s = 0; s < steps; ++s) {
+    const Trainer::Loss l = t->accumulate(*batch, 1.0f);
+    const double norm = t->grad_norm();
+    if (s == 0)
+      for (ParamTable* tab : {&llm->params(), vision ? &vision->params() : nullptr})
+        if (tab)
+          for (int i = 0; i < tab->size(); ++i)
+            if ((*tab)[i].trainable && (*tab)[i].tied_to < 0) grads.Set((*tab)[i].name, f32_copy(env, tab->grads(i), (*tab)[i].numel()));
+    t->update(groups, s + 1, 1.0f, 1.0f, 0.9f, 0.999f, 1e-8f);
+    losses.Set((uint32_t)s, l.loss);
+    norms.Set((uint32_t)s, norm);
+  }
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("losses", losses), r.Set("norms", norms), r.Set("grads", grads);
+  return r;
+}
+
 // setOptions({ blockOrder: 'forward' | 'reverse' | 'shuffle', seed, reverseThreads, poisonShared })
 Napi::Value SetOptions(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -754,6 +818,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("visionTrainForward", Napi::Function::New<guarded<VisionTrainForward>>(env, "visionTrainForward"));
   exports.Set("emulatedLlm", Napi::Function::New<guarded<EmulatedLlm>>(env, "emulatedLlm"));
   exports.Set("trainGradients", Napi::Function::New<guarded<TrainGradients>>(env, "trainGradients"));
+  exports.Set("trainerSteps", Napi::Function::New<guarded<TrainerSteps>>(env, "trainerSteps"));
   exports.Set("setOptions", Napi::Function::New<guarded<SetOptions>>(env, "setOptions"));
   exports.Set("stats", Napi::Function::New<guarded<Stats>>(env, "stats"));
   return exports;

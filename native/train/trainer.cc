@@ -24,17 +24,11 @@ GradViews grad_views(ParamTable& t) {
 
 }  // namespace
 
-Trainer::Trainer(std::shared_ptr<const Llm> llm, std::shared_ptr<const Vision> vision) : llm_(std::move(llm)), vision_(std::move(vision)) {
-  if (llm_->on_device()) throw Error(ErrorCode::Unsupported, "training runs on the CPU for now: load the model with device 'cpu'");
-}
+Trainer::Trainer(std::shared_ptr<const Llm> llm, std::shared_ptr<const Vision> vision) : llm_(std::move(llm)), vision_(std::move(vision)) {}
 
-Trainer::Loss Trainer::accumulate(const TrainBatch& b, float grad_scale) {
+TrainModel Trainer::host_model(GradViews& lg, GradViews& vg) const {
   ParamTable& lt = writable(llm_->params());
-  std::shared_lock<std::shared_mutex> llock(lt.mutex());
-  std::unique_ptr<std::shared_lock<std::shared_mutex>> vlock;
-  if (vision_) vlock = std::make_unique<std::shared_lock<std::shared_mutex>>(vision_->params().mutex());
-  const GradViews lg = grad_views(lt);
-  GradViews vg;
+  lg = grad_views(lt);
   TrainModel m;
   m.llm = &llm_->config(), m.llm_ids = &llm_->ids(), m.llm_table = &lt, m.llm_views = &lt.views(), m.llm_grads = &lg;
   if (vision_) {
@@ -43,15 +37,29 @@ Trainer::Loss Trainer::accumulate(const TrainBatch& b, float grad_scale) {
     m.vision = &vision_->config(), m.vision_ids = &vision_->ids(), m.vision_table = &vt, m.vision_views = &vt.views();
     m.vision_grads = &vg, m.vision_rows = vision_->tokens();
   }
-  const TrainPlan p = plan_batch(m, b, checkpoint);
-  m.lora_dropout = lora_dropout, m.dropout_step = dropout_seed + calls++;
+  m.lora_dropout = lora_dropout;
+  return m;
+}
+
+std::vector<float> Trainer::patches(const TrainBatch& b, const TrainPlan& p) const {
   std::vector<float> cols;
-  if (p.images) {
-    const VisionConfig& vc = vision_->config();
-    const int64_t pp = vc.patches() * 3 * vc.patch * vc.patch;
-    cols.resize((size_t)(p.images * pp));
-    for (int64_t i = 0; i < p.images; ++i) vision_->im2col(b.pixels[(size_t)i].data(), cols.data() + i * pp);
-  }
+  if (!p.images) return cols;
+  const VisionConfig& vc = vision_->config();
+  const int64_t pp = vc.patches() * 3 * vc.patch * vc.patch;
+  cols.resize((size_t)(p.images * pp));
+  for (int64_t i = 0; i < p.images; ++i) vision_->im2col(b.pixels[(size_t)i].data(), cols.data() + i * pp);
+  return cols;
+}
+
+Trainer::Loss Trainer::accumulate(const TrainBatch& b, float grad_scale) {
+  std::shared_lock<std::shared_mutex> llock(llm_->params().mutex());
+  std::unique_ptr<std::shared_lock<std::shared_mutex>> vlock;
+  if (vision_) vlock = std::make_unique<std::shared_lock<std::shared_mutex>>(vision_->params().mutex());
+  GradViews lg, vg;
+  TrainModel m = host_model(lg, vg);
+  const TrainPlan p = plan_batch(m, b, checkpoint);
+  m.dropout_step = dropout_seed + calls++;
+  const std::vector<float> cols = patches(b, p);
   const int64_t n = train_arena_floats(m, p);
   if ((int64_t)arena_.size() < n) arena_.resize((size_t)n);
   CpuOps ops;

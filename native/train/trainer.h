@@ -1,6 +1,8 @@
-// The CPU training engine over a loaded Llm (and Vision): train_step (train_step.h) over host
-// memory, then — once per optimizer step — the global gradient norm, clipping and AdamW over every
-// trainable parameter of the tables. defines: ParamGroup, Trainer.
+// The training engine over a loaded Llm (and Vision): train_step (train_step.h) over host memory —
+// or, in a device engine (native/cuda/train_device.cuh), on a CUDA device, its gradients added into
+// the tables — then, once per optimizer step, the global gradient norm, clipping and AdamW over every
+// trainable parameter of the tables (fp32 master weights and state on the host). defines: ParamGroup,
+// Trainer.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -22,6 +24,7 @@ struct ParamGroup {
 class Trainer {
  public:
   Trainer(std::shared_ptr<const Llm> llm, std::shared_ptr<const Vision> vision);
+  virtual ~Trainer() = default;
 
   struct Loss {
     double loss = 0;     // mean over the batch's non-ignored targets (weighted)
@@ -30,7 +33,9 @@ class Trainer {
   // Forward and backward over `b`: gradients accumulate (+=) into the tables, each target's loss
   // gradient scaled by grad_scale / tokens (1 / accumulation steps for gradient accumulation).
   // E_ARGUMENT / E_SHAPE / E_CONTEXT_FULL for a batch that does not fit; nothing is changed then.
-  Loss accumulate(const TrainBatch& b, float grad_scale);
+  // (A device engine, native/cuda/train_device.cuh, runs the step on its device and adds the
+  // gradients into the same tables: the rest below is shared.)
+  virtual Loss accumulate(const TrainBatch& b, float grad_scale);
   void zero_grads();
   // √(Σ g²) over every trainable parameter
   double grad_norm();
@@ -44,9 +49,15 @@ class Trainer {
   uint64_t dropout_seed = 0;
   uint64_t calls = 0;  // accumulate calls that ran
 
- private:
+ protected:
+  // the step's model over the tables' host views and gradients (the caller holds their shared locks)
+  TrainModel host_model(GradViews& lg, GradViews& vg) const;
+  // the images of `b` as patches (host), images × patches × 3·p·p
+  std::vector<float> patches(const TrainBatch& b, const TrainPlan& p) const;
   std::shared_ptr<const Llm> llm_;
   std::shared_ptr<const Vision> vision_;
+
+ private:
   std::vector<float> arena_;  // activation tables and gradient scratch, grown as batches need
 };
 

@@ -149,3 +149,38 @@ describe.runIf(cuda.available)("device 'cuda' on this GPU matches the CPU", () =
     await m.dispose();
   }, 300_000);
 });
+
+describe.runIf(cuda.available)("training on device 'cuda' (native/cuda/train_device.cuh) tracks the CPU", () => {
+  it('three AdamW steps, stage full: losses, gradient norms and gradients', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'medllava-gpu-train-'));
+    const hf = (await generateFixture({ layout: 'llava-med-v1.5', out: join(root, 'hf') })) as { dir: string };
+    const { createTrainer } = await import('../../lib/index.js');
+    const { batchFor, testImage } = await import('../support/train-batch.js');
+    const image = await testImage(2);
+    const run = async (device: 'cpu' | 'cuda') => {
+      const model = await loadModel(hf.dir, { device });
+      const trainer = await createTrainer(model, { stage: 'full', learningRate: 1e-3 });
+      const batch = batchFor(model.spec.llm.vocab, image, { long: true });
+      const first = await trainer.lossAndGradients(batch);
+      const steps = [];
+      for (let i = 0; i < 3; i++) steps.push(await trainer.step(batch));
+      await trainer.dispose();
+      await model.dispose();
+      return { first, steps };
+    };
+    const cpu = await run('cpu'), gpu = await run('cuda');
+    const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
+    console.log(`GPU training: losses ${gpu.steps.map((s) => s.loss.toFixed(5)).join(' ')} vs CPU ${cpu.steps.map((s) => s.loss.toFixed(5)).join(' ')}`);
+    // bf16 LLM weights are trainable (f32 on both sides): fp32 on both, summation order only
+    for (let i = 0; i < 3; i++) {
+      expect(rel(gpu.steps[i]!.loss, cpu.steps[i]!.loss)).toBeLessThan(1e-4);
+      expect(rel(gpu.steps[i]!.gradNorm, cpu.steps[i]!.gradNorm)).toBeLessThan(1e-3);
+    }
+    for (const [name, g] of cpu.first.gradients) {
+      const h = gpu.first.gradients.get(name)!;
+      let num = 0, den = 0;
+      g.forEach((x, i) => { num += (x - h[i]!) ** 2; den += x * x; });
+      expect(Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-6), name).toBeLessThan(1e-3);
+    }
+  }, 600_000);
+});
