@@ -576,6 +576,43 @@ Napi::Value VisionTrainForward(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// The arguments trainGradients and trainerSteps share: (llmConfig, llmTensors, visionConfig | null,
+// visionTensors | null, batch, trainable: string[], options) → the models (the named parameters made
+// trainable), the batch and the options.
+struct TrainArgs {
+  std::shared_ptr<Llm> llm;
+  std::shared_ptr<Vision> vision;
+  std::shared_ptr<TrainBatch> batch;
+  std::vector<int> llm_ids, vision_ids;  // the trainable parameters of each table
+  Napi::Object options;
+  TrainArgs(const Napi::CallbackInfo& info, const char* usage) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 7 || !info[0].IsObject() || !info[1].IsObject() || !info[5].IsArray() || !info[6].IsObject())
+      throw_js(env, ErrorCode::Argument, usage);
+    LlmConfig cfg;
+    LlmTensorNames names;
+    parse_llm_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
+    llm = std::make_shared<Llm>(cfg, names);
+    if (info[2].IsObject() && info[3].IsObject()) {
+      VisionConfig vc;
+      VisionTensorNames vn;
+      parse_vision_args(env, info[2].As<Napi::Object>(), info[3].As<Napi::Object>(), vc, vn);
+      vision = std::make_shared<Vision>(vc, vn);
+    }
+    batch = parse_train_batch(env, info[4]);
+    const Napi::Array tr = info[5].As<Napi::Array>();
+    for (uint32_t i = 0; i < tr.Length(); ++i) {
+      const std::string n = tr.Get(i).ToString().Utf8Value();
+      const int a = llm->params().find(n), b = vision ? vision->params().find(n) : -1;
+      if (a < 0 && b < 0) throw_js(env, ErrorCode::Argument, "no parameter named " + n);
+      if (a >= 0) llm_ids.push_back(a); else vision_ids.push_back(b);
+    }
+    llm->params().set_trainable(llm_ids, true);
+    if (vision) vision->params().set_trainable(vision_ids, true);
+    options = info[6].As<Napi::Object>();
+  }
+};
+
 // trainGradients(llmConfig, llmTensors, visionConfig | null, visionTensors | null, batch, trainable: string[],
 //   { device: 'cpu' | 'emulated', checkpoint?: boolean, gradScale?: number }) -> { loss (sum over targets), tokens,
 //   grads: { name: Float32Array } }: one train_step (native/train/train_step.h) with the named parameters trainable,
@@ -583,31 +620,12 @@ Napi::Value VisionTrainForward(const Napi::CallbackInfo& info) {
 //   gradients in device buffers, the arena in device memory) — the device path of training, run under the emulator.
 Napi::Value TrainGradients(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 7 || !info[0].IsObject() || !info[1].IsObject() || !info[5].IsArray() || !info[6].IsObject())
-    throw_js(env, ErrorCode::Argument, "trainGradients(llmConfig, llmTensors, visionConfig, visionTensors, batch, trainable, options)");
-  LlmConfig cfg;
-  LlmTensorNames names;
-  parse_llm_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
-  Llm llm(cfg, names);
-  std::unique_ptr<Vision> vision;
-  if (info[2].IsObject() && info[3].IsObject()) {
-    VisionConfig vc;
-    VisionTensorNames vn;
-    parse_vision_args(env, info[2].As<Napi::Object>(), info[3].As<Napi::Object>(), vc, vn);
-    vision = std::make_unique<Vision>(vc, vn);
-  }
-  auto batch = parse_train_batch(env, info[4]);
-  const Napi::Array tr = info[5].As<Napi::Array>();
-  std::vector<int> lt_ids, vt_ids;
-  for (uint32_t i = 0; i < tr.Length(); ++i) {
-    const std::string n = tr.Get(i).ToString().Utf8Value();
-    const int a = llm.params().find(n), b = vision ? vision->params().find(n) : -1;
-    if (a < 0 && b < 0) throw_js(env, ErrorCode::Argument, "no parameter named " + n);
-    if (a >= 0) lt_ids.push_back(a); else vt_ids.push_back(b);
-  }
-  llm.params().set_trainable(lt_ids, true);
-  if (vision) vision->params().set_trainable(vt_ids, true);
-  const Napi::Object o = info[6].As<Napi::Object>();
+  TrainArgs args(info, "trainGradients(llmConfig, llmTensors, visionConfig, visionTensors, batch, trainable, options)");
+  Llm& llm = *args.llm;
+  const std::shared_ptr<Vision>& vision = args.vision;
+  const std::shared_ptr<TrainBatch>& batch = args.batch;
+  const LlmConfig& cfg = llm.config();
+  const Napi::Object o = args.options;
   const std::string device = o.Has("device") ? arg_string(o, "device") : "cpu";
   const float grad_scale = o.Has("gradScale") ? (float)arg_number(o, "gradScale") : 1.0f;
   TrainModel m;
@@ -703,31 +721,12 @@ Napi::Value TrainGradients(const Napi::CallbackInfo& info) {
 //   of accumulate, norm and update on the same batch.
 Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 7 || !info[0].IsObject() || !info[1].IsObject() || !info[5].IsArray() || !info[6].IsObject())
-    throw_js(env, ErrorCode::Argument, "trainerSteps(llmConfig, llmTensors, visionConfig, visionTensors, batch, trainable, options)");
-  LlmConfig cfg;
-  LlmTensorNames names;
-  parse_llm_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
-  auto llm = std::make_shared<Llm>(cfg, names);
-  std::shared_ptr<Vision> vision;
-  if (info[2].IsObject() && info[3].IsObject()) {
-    VisionConfig vc;
-    VisionTensorNames vn;
-    parse_vision_args(env, info[2].As<Napi::Object>(), info[3].As<Napi::Object>(), vc, vn);
-    vision = std::make_shared<Vision>(vc, vn);
-  }
-  auto batch = parse_train_batch(env, info[4]);
-  const Napi::Array tr = info[5].As<Napi::Array>();
-  std::vector<int> lt_ids, vt_ids;
-  for (uint32_t i = 0; i < tr.Length(); ++i) {
-    const std::string n = tr.Get(i).ToString().Utf8Value();
-    const int a = llm->params().find(n), b = vision ? vision->params().find(n) : -1;
-    if (a < 0 && b < 0) throw_js(env, ErrorCode::Argument, "no parameter named " + n);
-    if (a >= 0) lt_ids.push_back(a); else vt_ids.push_back(b);
-  }
-  llm->params().set_trainable(lt_ids, true);
-  if (vision) vision->params().set_trainable(vt_ids, true);
-  const Napi::Object o = info[6].As<Napi::Object>();
+  TrainArgs args(info, "trainerSteps(llmConfig, llmTensors, visionConfig, visionTensors, batch, trainable, options)");
+  const std::shared_ptr<Llm>& llm = args.llm;
+  const std::shared_ptr<Vision>& vision = args.vision;
+  const std::shared_ptr<TrainBatch>& batch = args.batch;
+  const std::vector<int>&lt_ids = args.llm_ids, &vt_ids = args.vision_ids;
+  const Napi::Object o = args.options;
   const std::string device = o.Has("device") ? arg_string(o, "device") : "cpu";
   const int64_t steps = arg_int(o, "steps", 1, 1000);
   const float lr = (float)arg_number(o, "lr");
