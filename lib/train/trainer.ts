@@ -118,7 +118,7 @@ const isProjector = (name: string) => /(^|\.)mm_projector\./.test(name);
 const isLora = (name: string) => /\.lora_[AB]\.weight$/.test(name);
 /** HF Trainer's groups: no decay for biases and normalization layers' parameters */
 export const noWeightDecay = (name: string) =>
-  /bias$/.test(name) || /(norm|layrnorm|layernorm|ln_\w+|ln\d|norm_pre)(\.|$)/i.test(name);
+  /bias$/.test(name) || /(norm\d*|layrnorm|norm_pre|ln_\w+|ln\d*)(\.|$)/i.test(name);
 
 function stageTrainable(stage: TrainingStage, p: NativeParameter & { component: 'llm' | 'vision' }): boolean {
   switch (stage) {

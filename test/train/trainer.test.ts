@@ -190,6 +190,20 @@ describe('the trainer', () => {
   });
 });
 
+describe('parameter groups (HF Trainer: no decay on biases and normalization layers)', () => {
+  it('names every norm of the three layouts and nothing else', () => {
+    const none = ['model.layers.0.input_layernorm.weight', 'model.layers.3.post_attention_layernorm.weight', 'model.norm.weight',
+      'vision_model.encoder.layers.0.layer_norm1.weight', 'vision_model.encoder.layers.0.layer_norm2.weight', 'vision_model.pre_layrnorm.weight',
+      'visual.trunk.blocks.0.norm1.weight', 'visual.trunk.blocks.0.norm2.weight', 'visual.trunk.norm_pre.weight', 'model.mm_projector.0.bias',
+      'vision_model.encoder.layers.0.self_attn.k_proj.bias'];
+    const decay = ['model.layers.0.self_attn.q_proj.weight', 'model.embed_tokens.weight', 'lm_head.weight', 'model.mm_projector.2.weight',
+      'visual.trunk.blocks.0.ls1.gamma', 'vision_model.embeddings.position_embedding.weight', 'visual.trunk.blocks.0.attn.qkv.weight',
+      'base_model.model.model.layers.0.mlp.down_proj.lora_A.weight'];
+    for (const n of none) expect(noWeightDecay(n), n).toBe(true);
+    for (const n of decay) expect(noWeightDecay(n), n).toBe(false);
+  });
+});
+
 describe('learning-rate schedules (HF get_scheduler)', () => {
   it('linear, cosine and constant with warmup, as HF computes them', () => {
     // HF: lr of optimizer step k uses lambda(k − 1); warmup_steps = ceil(ratio · total)
