@@ -30,7 +30,7 @@ Napi::Function TrainerWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeTrainer",
                      {InstanceMethod<&TrainerWrap::Accumulate>("accumulate"), InstanceMethod<&TrainerWrap::ZeroGrads>("zeroGrads"),
                       InstanceMethod<&TrainerWrap::GradNorm>("gradNorm"), InstanceMethod<&TrainerWrap::Update>("update"),
-                      InstanceMethod<&TrainerWrap::Gradient>("state"), InstanceMethod<&TrainerWrap::SetCheckpoint>("setCheckpoint"),
+                      InstanceMethod<&TrainerWrap::State>("state"), InstanceMethod<&TrainerWrap::SetCheckpoint>("setCheckpoint"),
                       InstanceMethod<&TrainerWrap::SetLoraDropout>("setLoraDropout"),
                       InstanceMethod<&TrainerWrap::Dispose>("dispose")});
 }
@@ -67,8 +67,7 @@ Trainer& TrainerWrap::trainer(Napi::Env env) {
 }
 
 template <class Work, class Result>
-Napi::Value TrainerWrap::run(Napi::Env env, Work work, Result result) {
-  trainer(env);
+Napi::Value TrainerWrap::run(Napi::Env env, Work work, Result result) {  // the caller checked trainer(env)
   busy_ = true;
   Napi::ObjectReference self = Napi::Persistent(Value());  // alive until the worker is done
   auto keep = std::make_shared<Napi::ObjectReference>(std::move(self));
@@ -144,12 +143,12 @@ Napi::Value TrainerWrap::Update(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value TrainerWrap::Gradient(const Napi::CallbackInfo& info) {
+Napi::Value TrainerWrap::State(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
     trainer(env);
     const bool vis = info.Length() > 0 && info[0].ToBoolean();
-    if (vis && !vision_) throw_js(env, ErrorCode::Argument, "gradient: the trainer has no vision tower");
+    if (vis && !vision_) throw_js(env, ErrorCode::Argument, "state: the trainer has no vision tower");
     ParamTable& t = vis ? mutable_params(vision_) : mutable_params(llm_);
     const int id = param_id(env, t, info.Length() > 1 ? info[1] : env.Undefined());
     const std::string which = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "grad";

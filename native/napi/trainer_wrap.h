@@ -21,7 +21,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   Napi::Value ZeroGrads(const Napi::CallbackInfo& info);
   Napi::Value GradNorm(const Napi::CallbackInfo& info);
   Napi::Value Update(const Napi::CallbackInfo& info);
-  Napi::Value Gradient(const Napi::CallbackInfo& info);
+  Napi::Value State(const Napi::CallbackInfo& info);
   Napi::Value SetCheckpoint(const Napi::CallbackInfo& info);
   Napi::Value SetLoraDropout(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);

@@ -852,6 +852,51 @@ describe('the op table', () => {
       expect(relativeError(r.dk, cd(k, (u) => loss(q, u, v))), `${what}: dk`).toBeLessThan(1e-5);
       expect(relativeError(r.dv, cd(v, (u) => loss(q, k, u))), `${what}: dv`).toBeLessThan(1e-5);
     }
+    {  // cross-entropy: d(Σ_n scale · w_n · nll_n) / d logits, one row ignored
+      const N = 3, V = 11, logits = randomNormal(N * V, seed + 24).map((x) => 2 * x), targets = Int32Array.from([4, -100, 10]);
+      const weights = Float32Array.from([1, 0.5, 2]), scale = 0.25;
+      const loss = (u: ArrayLike<number>) => {
+        let l = 0;
+        for (let n = 0; n < N; n++) {
+          if (targets[n]! < 0) continue;
+          let m = -Infinity, z = 0;
+          for (let i = 0; i < V; i++) m = Math.max(m, u[n * V + i]!);
+          for (let i = 0; i < V; i++) z += Math.exp(u[n * V + i]! - m);
+          l += scale * weights[n]! * (m + Math.log(z) - u[n * V + targets[n]!]!);
+        }
+        return l;
+      };
+      const r = run('crossEntropy', { logits, targets, weights, scale, N, V }) as { dlogits: Float32Array };
+      expect(relativeError(r.dlogits, cd(logits, loss)), 'crossEntropy dlogits').toBeLessThan(1e-6);
+    }
+    {  // residual with LayerScale: h += scale · γ ⊙ a → da, dγ
+      const n = 24, D = 6, a = randomNormal(n, seed + 25), gamma = randomNormal(D, seed + 26), dh = randomNormal(n, seed + 27), scale = 0.75;
+      const loss = (av: ArrayLike<number>, gv: ArrayLike<number>) => {
+        let l = 0;
+        for (let i = 0; i < n; i++) l += dh[i]! * scale * gv[i % D]! * av[i]!;
+        return l;
+      };
+      const r = run('residualBackward', { dh, a, gamma, scale, da: new Float32Array(n), dgamma: new Float32Array(D), n, D }) as
+        { da: Float32Array; dgamma: Float32Array };
+      expect(relativeError(r.da, cd(a, (u) => loss(u, gamma))), 'residual da').toBeLessThan(1e-6);
+      expect(relativeError(r.dgamma, cd(gamma, (u) => loss(a, u))), 'residual dgamma').toBeLessThan(1e-6);
+    }
+    {  // a bias: y = x + b broadcast over M rows → db
+      const M = 5, N = 7, dy = randomNormal(M * N, seed + 28);
+      const want = cd(new Float64Array(N), (b) => dot(Float64Array.from({ length: M * N }, (_, i) => b[i % N]!), dy));
+      const r = run('biasBackward', { dy, db: new Float32Array(N), M, N }) as Float32Array;
+      expect(relativeError(r, want), 'bias db').toBeLessThan(1e-6);
+    }
+    {  // the gather: out[t] = table[ids[t]] → dtable (a repeated id, an image row skipped)
+      const T = 5, D = 4, vocab = 6, ids = Int32Array.from([2, 0, 2, -1, 5]), dout = randomNormal(T * D, seed + 29);
+      const gather = (tab: ArrayLike<number>) => Float64Array.from({ length: T * D }, (_, i) => {
+        const id = ids[Math.floor(i / D)]!;
+        return id < 0 ? 0 : tab[id * D + (i % D)]!;
+      });
+      const want = cd(new Float64Array(vocab * D), (tab) => dot(gather(tab), dout));
+      const r = run('embedBackward', { dout, ids, dtable: new Float32Array(vocab * D), T, D, vocab }) as Float32Array;
+      expect(relativeError(r, want), 'embed dtable').toBeLessThan(1e-6);
+    }
   });
 
   for (const [backend, run] of backends) {
