@@ -33,7 +33,7 @@ const SHAPE: FixtureShape = {
   projector: 'mlp2x_gelu',
 };
 
-/** FLOPs of one step, counted the same for both sides (multiply-add = 2; causal attention: half the square) */
+/** FLOPs of one step, the work it needs, counted the same for both sides (multiply-add = 2; causal attention: half the square) */
 function stepFlops(): { total: number; parts: Record<string, number> } {
   const v = SHAPE.vision, l = SHAPE.llm, B = 2, np = (v.imageSize / v.patchSize) ** 2, Tv = np + 1, T = np + 188;
   const vLayers = v.layers - 1;  // mm_vision_select_layer -2
@@ -43,7 +43,10 @@ function stepFlops(): { total: number; parts: Record<string, number> } {
   const projector = 2 * rows * (v.hidden * l.hidden) * 2 + 2 * rows * (l.hidden * l.hidden) * 3;  // proj0: fwd + dW; proj2: fwd + dW + dX
   const perLayer = 4 * l.hidden ** 2 + 3 * l.hidden * l.ffn;
   const llmLayers = l.layers * (6 * B * T * perLayer + 3 * B * 2 * T * T * l.hidden);  // fwd + 2× in backward; causal half
-  const head = 6 * B * T * l.hidden * l.vocab;
+  // the lm_head and loss over the rows that have a label (187 per sequence: the last image row and the
+  // text but its last token); logits of the image and prompt rows are work a step does not need, and
+  // medllava's fused loss head skips it (PyTorch computes them all: its share of the peak is lower than counted)
+  const head = 6 * B * 187 * l.hidden * l.vocab;
   const parts = { visionFwd, projector, llmLayers, head };
   return { total: Object.values(parts).reduce((a, b) => a + b, 0), parts };
 }

@@ -235,6 +235,7 @@ export interface NativeTrainer {
   setCheckpoint(on: boolean): void;
   /** LoRA dropout p on the adapters' input; accumulate call k (from now) uses step seed `seed + k` */
   setLoraDropout(p: number, seed: number): void;
+  setLossRows(rows: number): void;
   dispose(): void;
 }
 

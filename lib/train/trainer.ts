@@ -49,6 +49,9 @@ export interface TrainerOptions {
   schedule?: LearningRateSchedule; // default constant
   /** recompute activations in backward instead of keeping them (less memory, ~1/3 more compute) */
   checkpointActivations?: boolean;
+  /** rows of logits made at once by the fused lm_head + cross-entropy (default: as many as fit
+   * 32 MiB; only rows with a label count). Lower it to save memory with a large vocabulary. */
+  lossChunkRows?: number;
 }
 
 export interface TrainingExample {
@@ -184,7 +187,7 @@ class TrainerImpl implements Trainer {
   private busy = false;
 
   constructor(private readonly model: Model, engine: NativeTrainer, params: TrainerParameter[], private readonly o: Required<Omit<TrainerOptions,
-    'trainable' | 'projectorLearningRate' | 'stage' | 'checkpointActivations' | 'lora' | 'seed'>> & { projectorLearningRate: number },
+    'trainable' | 'projectorLearningRate' | 'stage' | 'checkpointActivations' | 'lora' | 'seed' | 'lossChunkRows'>> & { projectorLearningRate: number },
     /** parameters that read another's storage (a tied lm_head): their gradient is the owner's */
     private readonly tied: Set<string>) {
     this.engine = engine;
@@ -372,6 +375,11 @@ export async function createTrainer(model: Model, options: TrainerOptions = {}):
   const engine = new (native().NativeTrainer)(parts.llm, parts.vision, { deviceIndex: parts.deviceIndex });
   engine.setCheckpoint(options.checkpointActivations ?? false);
   engine.setLoraDropout(dropout, seed);
+  if (options.lossChunkRows !== undefined) {
+    if (!Number.isInteger(options.lossChunkRows) || options.lossChunkRows < 1)
+      throw medllavaError('E_ARGUMENT', `lossChunkRows must be a whole number ≥ 1 (got ${options.lossChunkRows})`);
+    engine.setLossRows(options.lossChunkRows);
+  }
   const listed = [
     ...parts.llm.parameters().map((p) => ({ ...p, component: 'llm' as const })),
     ...(parts.vision?.parameters() ?? []).map((p) => ({ ...p, component: 'vision' as const })),

@@ -3,11 +3,13 @@
 // (native/cuda/ops_cuda.cuh) — which share names and signatures. defines: LlmConfig, LlmIds,
 // LlmScratch, KvView, llm_linear, LlmLayerIO, llm_layer (one decoder layer: the layer order),
 // llm_embed, llm_blocks (inference), LlmActivations (the activation table), llm_forward_train, llm_head,
-// LlmGradScratch, llm_linear_backward, llm_layer_backward, llm_backward_train (the backward pass).
+// LlmGradScratch, llm_linear_backward, llm_layer_backward, LossHeadScratch, loss_head_rows,
+// llm_loss_head (lm_head + cross-entropy, chunked), llm_backward_train (the backward pass).
 //
 // Parameters are read through their ids in the model's ParamTable (native/model/params.h), as
 // WeightViews the caller resolved for its backend: host pointers for the CPU, device copies for CUDA.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -211,7 +213,8 @@ void llm_blocks(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vect
 // q / k / v after RoPE, the attention output and its log-sum-exp, the MLP's gate and up (SiLU's
 // pre-activations) and silu(g)·u. A layer marked `recompute` (activation checkpointing) keeps only
 // its input; its other buffers alias one shared set, which backward refills by running the layer
-// again. The residual stream after the last layer, the final norm and the logits close the table.
+// again. The residual stream after the last layer and the final norm close the table (the logits are
+// never kept whole: llm_loss_head makes them chunk by chunk).
 struct LlmActivations {
   struct Layer {
     LlmLayerIO io;     // x_in is the layer's saved input; x_mid, …, gu: its saved activations
@@ -221,7 +224,6 @@ struct LlmActivations {
   int64_t B = 0, T = 0;
   std::vector<Layer> layers;
   float *x_final = nullptr, *rstd_final = nullptr, *h_final = nullptr;  // (N, hidden), (N), (N, hidden)
-  float* logits = nullptr;  // (N, vocab)
   LlmScratch s;             // LoRA scratch (its other buffers unused)
 
   // floats of the table for this shape; recompute[l] marks the checkpointed layers (empty: none)
@@ -232,7 +234,7 @@ struct LlmActivations {
       n += N * c.hidden;  // the input, always
       if (is_recompute(recompute, l)) shared = kept; else n += kept;
     }
-    return n + shared + N * (2 * c.hidden + 1 + c.vocab) + N * c.hidden + N * (ids.lora_rank + ids.lora_out + ids.lora_in);
+    return n + shared + N * (2 * c.hidden + 1) + N * c.hidden + N * (ids.lora_rank + ids.lora_out + ids.lora_in);
   }
   // carves the table out of `p` (floats(…) floats); returns the end of what it used
   float* carve(float* p, const LlmConfig& c, const LlmIds& ids, int64_t B_, int64_t T_, const std::vector<bool>& recompute) {
@@ -268,7 +270,7 @@ struct LlmActivations {
       y.io.x_in = x_in;
       y.lse = shared.lse;
     }
-    x_final = take(N * D), rstd_final = take(N), h_final = take(N * D), logits = take(N * c.vocab);
+    x_final = take(N * D), rstd_final = take(N), h_final = take(N * D);
     float* o = take(N * D);  // the o / down projections before their residual: scratch, not kept
     s.lora = take(N * ids.lora_rank), s.lora_out = take(N * ids.lora_out), s.lora_x = take(N * ids.lora_in);
     for (Layer& y : layers) y.io.o = o;
@@ -304,7 +306,7 @@ auto llm_train_attend(Ops& ops, const LlmConfig& c, int64_t B, int64_t T, float*
 
 // The training forward: B sequences of T tokens (host, (B, T); the positions of `images`, counted
 // over all B·T, take those rows) through the same layer code as inference, each sequence causal over
-// its own positions 0 … T−1 with f32 K and V, filling the activation table and its logits.
+// its own positions 0 … T−1 with f32 K and V, filling the activation table up to the final norm.
 template <class Ops>
 void llm_forward_train(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vector<WeightView>& W, const int32_t* tokens,
                        const RowSpans& images, LlmActivations& A) {
@@ -315,7 +317,6 @@ void llm_forward_train(Ops& ops, const LlmConfig& c, const LlmIds& ids, const st
     llm_layer(ops, c, ids, W, ids.layers[(size_t)l], N, y.io, A.s, llm_train_attend(ops, c, B, T, y.lse));
   }
   ops.rmsnorm(A.x_final, W[(size_t)ids.norm], A.h_final, N, D, c.rms_eps, A.rstd_final);
-  llm_linear(ops, W, ids, ids.lm_head, A.h_final, N, A.logits, A.s);
 }
 
 // logits(rows, vocab) of the residual stream's rows [first, first + rows) after llm_blocks
@@ -435,18 +436,97 @@ void llm_layer_backward(Ops& ops, const LlmConfig& c, const LlmIds& ids, const s
   ops.rmsnorm_backward(gs.dh, io.x_in, W[(size_t)L.attn_norm], io.rstd1, gs.dx, G[(size_t)L.attn_norm], N, D);
 }
 
-// The backward pass after llm_forward_train: A.logits must already hold the loss's gradient (the
-// cross-entropy op turns them into it in place). Runs the head, then the layers from the last down
-// to `lowest` (layers below it have nothing that trains and nothing below them needs a gradient;
-// 0: all), re-running a checkpointed layer's forward first. Then the embedding gather's gradient
-// (when embed_tokens trains; a tied lm_head's lands in the same rows) — gs.dx is left holding
-// d(input rows): the rows of spliced images are what the projector's backward reads.
+// ---- the loss head -------------------------------------------------------------------------------
+// The lm_head and the cross-entropy fused, chunk by chunk over only the rows that have a target: the
+// rows of each chunk (packed when they are not one contiguous run) go through the lm_head, the
+// cross-entropy op turns their logits into the loss's gradient in place, and the lm_head's backward
+// runs at once (dh rows += dlogits · W, dW += dlogitsᵀ · h when it trains). So the (N, vocab) logits
+// never exist, and prompt / image / padding rows (label −100) cost no vocabulary GEMM at all.
+struct LossHeadScratch {
+  int64_t rows = 0;  // rows per chunk
+  float *h = nullptr, *dh = nullptr, *logits = nullptr, *weights = nullptr, *losses = nullptr;
+  static int64_t floats(const LlmConfig& c, int64_t rows) { return rows * (2 * c.hidden + c.vocab + 2); }
+  float* carve(float* p, const LlmConfig& c, int64_t rows_) {
+    rows = rows_;
+    auto take = [&](int64_t n) { float* r = p; p += n; return r; };
+    h = take(rows * c.hidden), dh = take(rows * c.hidden), logits = take(rows * c.vocab), weights = take(rows), losses = take(rows);
+    return p;
+  }
+};
+
+// Rows per loss-head chunk: `requested` when > 0, else as many as keep a chunk's logits within
+// 8 Mi floats (32 MiB); never more than the `count` rows that have a target.
+inline int64_t loss_head_rows(const LlmConfig& c, int64_t count, int64_t requested) {
+  if (count <= 0) return 0;
+  const int64_t r = requested > 0 ? requested : std::max<int64_t>(1, (int64_t(1) << 23) / std::max<int64_t>(1, c.vocab));
+  return std::min(r, count);
+}
+
+// The loss head after llm_forward_train over N = B·T rows: targets (host, N; −100 ignored) and their
+// weights (host, N); each target's loss gradient is scaled by `scale`. Leaves gs.dh holding
+// d(h_final) (zero on rows without a target) for llm_backward_train; returns the sum of the targets'
+// weighted losses, in row order.
+template <class Ops>
+double llm_loss_head(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vector<WeightView>& W, const GradViews& G,
+                     LlmActivations& A, const int32_t* targets, const float* weights, float scale, LossHeadScratch& ls,
+                     LlmGradScratch& gs) {
+  const int64_t N = A.B * A.T, D = c.hidden;
+  ops.fill(gs.dh, 0.0f, N * D);
+  struct Run {
+    int64_t row = 0, len = 0, at = 0;  // rows [row, row + len) of the batch, packed at `at` in the chunk
+  };
+  std::vector<Run> runs;  // the rows that have a target, as contiguous runs
+  for (int64_t n = 0; n < N; ++n)
+    if (targets[n] >= 0) {
+      if (!runs.empty() && runs.back().row + runs.back().len == n) ++runs.back().len;
+      else runs.push_back({n, 1, 0});
+    }
+  double sum = 0;
+  std::vector<int32_t> tg;
+  std::vector<float> wt, loss;
+  size_t ri = 0;
+  int64_t off = 0;  // rows of runs[ri] already done
+  while (ri < runs.size() && ls.rows > 0) {
+    std::vector<Run> chunk;
+    int64_t n = 0;
+    while (ri < runs.size() && n < ls.rows) {
+      const int64_t len = std::min(runs[ri].len - off, ls.rows - n);
+      chunk.push_back({runs[ri].row + off, len, n});
+      n += len, off += len;
+      if (off == runs[ri].len) ++ri, off = 0;
+    }
+    tg.resize((size_t)n), wt.resize((size_t)n), loss.resize((size_t)n);
+    for (const Run& r : chunk)
+      for (int64_t i = 0; i < r.len; ++i) tg[(size_t)(r.at + i)] = targets[r.row + i], wt[(size_t)(r.at + i)] = weights[r.row + i];
+    const bool one = chunk.size() == 1;  // one contiguous run: read h_final and write dh in place
+    const float* h = one ? A.h_final + chunk[0].row * D : ls.h;
+    float* dh = one ? gs.dh + chunk[0].row * D : ls.dh;
+    if (!one) {
+      for (const Run& r : chunk) ops.copy(ls.h + r.at * D, A.h_final + r.row * D, r.len * D);
+      ops.fill(ls.dh, 0.0f, n * D);
+    }
+    llm_linear(ops, W, ids, ids.lm_head, h, n, ls.logits, A.s);
+    ops.from_host(ls.weights, wt.data(), n);
+    ops.cross_entropy(ls.logits, tg.data(), ls.weights, ls.losses, n, c.vocab, scale);
+    ops.to_host(loss.data(), ls.losses, n);
+    for (float x : loss) sum += x;
+    llm_linear_backward(ops, W, G, ids, ids.lm_head, h, ls.logits, dh, n, A.s, gs);
+    if (!one)
+      for (const Run& r : chunk) ops.copy(gs.dh + r.row * D, ls.dh + r.at * D, r.len * D);
+  }
+  return sum;
+}
+
+// The backward pass after llm_forward_train and llm_loss_head (gs.dh holds d(h_final)): the final
+// norm, then the layers from the last down to `lowest` (layers below it have nothing that trains and
+// nothing below them needs a gradient; 0: all), re-running a checkpointed layer's forward first. Then
+// the embedding gather's gradient (when embed_tokens trains; a tied lm_head's lands in the same rows)
+// — gs.dx is left holding d(input rows): the rows of spliced images are what the projector's backward
+// reads.
 template <class Ops>
 void llm_backward_train(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std::vector<WeightView>& W, const GradViews& G,
                         const int32_t* tokens, LlmActivations& A, LlmGradScratch& gs, int64_t lowest) {
   const int64_t B = A.B, T = A.T, N = B * T, D = c.hidden;
-  ops.fill(gs.dh, 0.0f, N * D);
-  llm_linear_backward(ops, W, G, ids, ids.lm_head, A.h_final, A.logits, gs.dh, N, A.s, gs);
   ops.fill(gs.dx, 0.0f, N * D);
   ops.rmsnorm_backward(gs.dh, A.x_final, W[(size_t)ids.norm], A.rstd_final, gs.dx, G[(size_t)ids.norm], N, D);
   for (int64_t l = c.layers - 1; l >= lowest && l >= 0; --l) {

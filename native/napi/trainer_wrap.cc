@@ -5,7 +5,8 @@
 //   zeroGrads() -> Promise<void>; gradNorm() -> Promise<number>
 //   update({ groups: [{ vision: boolean, name, lr, weightDecay }], step, lrFactor, clip, beta1, beta2, eps }) -> Promise<void>
 //   state(vision: boolean, name, which: 'grad' | 'm' | 'v') -> Promise<Float32Array | null> (null: the parameter is frozen)
-//   setCheckpoint(on); setLoraDropout(p, seed) (accumulate call k then uses step seed seed + k); dispose()
+//   setCheckpoint(on); setLoraDropout(p, seed) (accumulate call k then uses step seed seed + k);
+//   setLossRows(n) (rows per loss-head chunk, 0: automatic); dispose()
 // The batch is copied on the JS thread (train_args.h).
 #include "trainer_wrap.h"
 
@@ -32,6 +33,7 @@ Napi::Function TrainerWrap::Define(Napi::Env env) {
                       InstanceMethod<&TrainerWrap::GradNorm>("gradNorm"), InstanceMethod<&TrainerWrap::Update>("update"),
                       InstanceMethod<&TrainerWrap::State>("state"), InstanceMethod<&TrainerWrap::SetCheckpoint>("setCheckpoint"),
                       InstanceMethod<&TrainerWrap::SetLoraDropout>("setLoraDropout"),
+                      InstanceMethod<&TrainerWrap::SetLossRows>("setLossRows"),
                       InstanceMethod<&TrainerWrap::Dispose>("dispose")});
 }
 
@@ -192,6 +194,15 @@ Napi::Value TrainerWrap::SetLoraDropout(const Napi::CallbackInfo& info) {
     t.lora_dropout = (float)p;
     t.dropout_seed = (uint64_t)get_int(env, info.Length() > 1 ? info[1] : Napi::Number::New(env, 0), "seed", 0, 1LL << 53);
     t.calls = 0;
+    return env.Undefined();
+  });
+}
+
+Napi::Value TrainerWrap::SetLossRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    Trainer& t = trainer(env);
+    t.loss_rows = get_int(env, info.Length() > 0 ? info[0] : Napi::Number::New(env, 0), "lossChunkRows", 0, 1LL << 30);
     return env.Undefined();
   });
 }

@@ -478,19 +478,27 @@ Napi::Value TrainForward(const Napi::CallbackInfo& info) {
   if (A.carve(table, cfg, llm.ids(), B, T, where.recompute) != table + floats)
     throw Error(ErrorCode::Internal, "the LLM's activation table is not the size floats() says");
   std::vector<int32_t> ids((size_t)N);
+  std::vector<float> logits((size_t)(N * cfg.vocab));
+  // the logits of every row through the lm_head (training itself makes them chunk by chunk in the
+  // loss head and never keeps them)
   if (!where.emulated) {
     CpuOps ops;
     llm_forward_train(ops, cfg, llm.ids(), llm.params().views(), tokens, spans_from_dense(tokens, N, emb, cfg.hidden), A);
+    llm_linear(ops, llm.params().views(), llm.ids(), llm.ids().lm_head, A.h_final, N, logits.data(), A.s);
   } else {
     cuda::DeviceParams dp(llm.params(), where.dev);
     dp.upload_all();
     cuda::CudaOps ops{where.dev, nullptr, ids.data(), nullptr, nullptr};
     llm_forward_train(ops, cfg, llm.ids(), dp.views(), tokens, spans_from_dense(tokens, N, emb, cfg.hidden), A);
+    float* d = static_cast<float*>(where.dev.alloc(logits.size() * 4));
+    llm_linear(ops, dp.views(), llm.ids(), llm.ids().lm_head, A.h_final, N, d, A.s);
+    ops.to_host(logits.data(), d, N * cfg.vocab);
+    where.dev.release(d);
   }
   auto copy = [&](const float* p, int64_t n) { return f32_copy(env, p, n); };
   const int64_t D = cfg.hidden, kvd = cfg.kv_heads * (D / cfg.heads);
   Napi::Object r = Napi::Object::New(env);
-  r.Set("logits", copy(A.logits, N * cfg.vocab));
+  r.Set("logits", copy(logits.data(), N * cfg.vocab));
   Napi::Array layers = Napi::Array::New(env);
   for (size_t l = 0; l < A.layers.size(); ++l) {
     const LlmActivations::Layer& y = A.layers[l];
@@ -614,7 +622,8 @@ struct TrainArgs {
 };
 
 // trainGradients(llmConfig, llmTensors, visionConfig | null, visionTensors | null, batch, trainable: string[],
-//   { device: 'cpu' | 'emulated', checkpoint?: boolean, gradScale?: number }) -> { loss (sum over targets), tokens,
+//   { device: 'cpu' | 'emulated', checkpoint?: boolean, gradScale?: number, loraDropout?, dropoutStep?, lossRows? })
+//   -> { loss (sum over targets), tokens,
 //   grads: { name: Float32Array } }: one train_step (native/train/train_step.h) with the named parameters trainable,
 //   on CpuOps over host memory or on CudaOps over the emulated device (parameters mirrored by DeviceParams,
 //   gradients in device buffers, the arena in device memory) — the device path of training, run under the emulator.
@@ -631,6 +640,7 @@ Napi::Value TrainGradients(const Napi::CallbackInfo& info) {
   TrainModel m;
   m.llm = &cfg, m.llm_ids = &llm.ids(), m.llm_table = &llm.params();
   if (vision) m.vision = &vision->config(), m.vision_ids = &vision->ids(), m.vision_table = &vision->params(), m.vision_rows = vision->tokens();
+  if (o.Has("lossRows")) m.loss_rows = arg_int(o, "lossRows", 1, 1LL << 30);
   const TrainPlan p = plan_batch(m, *batch, o.Get("checkpoint").ToBoolean());
   if (o.Has("loraDropout")) m.lora_dropout = (float)arg_number(o, "loraDropout");
   if (o.Has("dropoutStep")) m.dropout_step = (uint64_t)arg_int(o, "dropoutStep", 0, 1LL << 53);
@@ -715,7 +725,7 @@ Napi::Value TrainGradients(const Napi::CallbackInfo& info) {
 }
 
 // trainerSteps(llmConfig, llmTensors, visionConfig | null, visionTensors | null, batch, trainable: string[],
-//   { device: 'cpu' | 'emulated', steps, lr, loraDropout?, seed? }) -> { losses, norms, grads: { name: Float32Array } (after
+//   { device: 'cpu' | 'emulated', steps, lr, loraDropout?, seed?, lossRows? }) -> { losses, norms, grads: { name: Float32Array } (after
 //   the first step's backward) }: the training engine itself — the CPU Trainer, or DeviceTrainer over the emulated
 //   device (its step on the device, the gradients added into the host tables, AdamW on the host) — for `steps` steps
 //   of accumulate, norm and update on the same batch.
@@ -736,6 +746,7 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
   else throw_js(env, ErrorCode::Argument, "device must be 'cpu' or 'emulated'");
   if (o.Has("loraDropout")) t->lora_dropout = (float)arg_number(o, "loraDropout");
   if (o.Has("seed")) t->dropout_seed = (uint64_t)arg_int(o, "seed", 0, 1LL << 53);
+  if (o.Has("lossRows")) t->loss_rows = arg_int(o, "lossRows", 1, 1LL << 30);
   std::vector<ParamGroup> groups;
   for (int id : lt_ids) groups.push_back({false, id, lr, 0.0f});
   for (int id : vt_ids) groups.push_back({true, id, lr, 0.0f});

@@ -1,7 +1,7 @@
 // One training forward + backward over a batch, written once over an op set (CpuOps, or CudaOps on
 // a real or emulated device) and an arena of backend memory: the vision forward over the batch's
 // images, their rows spliced into the LLM's training forward, masked cross-entropy (its gradient in
-// place of the logits), the LLM's backward, then the projector's and, when it trains, the tower's.
+// place of each chunk of logits, llm_graph.h: llm_loss_head), the LLM's backward, then the projector's and, when it trains, the tower's.
 // The host side of it — checking the batch, padding it to (B, T), shifting the labels into targets,
 // deciding which backward parts run — is plan_batch. defines: TrainSequence, TrainBatch, TrainPlan,
 // plan_batch, TrainModel, train_arena_floats, train_step.
@@ -51,6 +51,7 @@ struct TrainModel {
   const GradViews* vision_grads = nullptr;
   int64_t vision_rows = 0;  // image rows handed to the LLM per image
   float lora_dropout = 0;   // on the LoRA branches' input (0: off)
+  int64_t loss_rows = 0;    // rows per loss-head chunk (0: as many as keep its logits within 32 MiB)
   uint64_t dropout_step = 0;  // this step's dropout seed (llm_graph.h: LlmScratch)
 };
 
@@ -67,6 +68,7 @@ struct TrainPlan {
   bool projector_trains = false, tower_trains = false, images_need_grad = false;
   int64_t lowest = 0;  // the lowest LLM layer backward runs through (layers: none)
   bool checkpoint = false;
+  int64_t head_rows = 0;  // rows per loss-head chunk (llm_graph.h: loss_head_rows)
 };
 
 namespace train_detail {
@@ -138,6 +140,7 @@ inline TrainPlan plan_batch(const TrainModel& m, const TrainBatch& b, bool check
     }
     for (const TrainSequence::Image& im : q.images) p.spans.push_back({s * p.T + im.at, im.index});
   }
+  p.head_rows = loss_head_rows(c, p.count, m.loss_rows);
   // which backward parts run: the projector's and the tower's only when they train; the LLM's down
   // to the lowest layer with something that trains (all of it when image rows or embeddings need a gradient)
   if (m.vision) {
@@ -173,7 +176,7 @@ inline int64_t train_arena_floats(const TrainModel& m, const TrainPlan& p) {
   const LlmConfig& c = *m.llm;
   const int64_t N = p.B * p.T, vl = vision_layers(m);
   int64_t n = LlmActivations::floats(c, *m.llm_ids, p.B, p.T, all(p.checkpoint, c.layers)) + LlmGradScratch::floats(c, *m.llm_ids, N);
-  n += 2 * N;  // weights, losses
+  n += LossHeadScratch::floats(c, p.head_rows);
   if (p.images) {
     n += VisionActivations::floats(*m.vision, vl, p.images, all(p.checkpoint, vl));
     if (p.images_need_grad) n += VisionGradScratch::floats(*m.vision, p.images) + p.images * m.vision_rows * c.hidden;
@@ -196,7 +199,8 @@ double train_step(Ops& ops, const TrainModel& m, const TrainPlan& p, float* aren
   LA.s.lora_dropout = m.lora_dropout, LA.s.dropout_step = m.dropout_step;
   LlmGradScratch gs;
   arena = gs.carve(arena, c, *m.llm_ids, N);
-  float *weights = take(N), *losses = take(N);
+  LossHeadScratch ls;
+  arena = ls.carve(arena, c, p.head_rows);
   VisionActivations VA;
   VisionGradScratch vgs;
   float* d_rows = nullptr;
@@ -218,16 +222,9 @@ double train_step(Ops& ops, const TrainModel& m, const TrainPlan& p, float* aren
   }
   llm_forward_train(ops, c, *m.llm_ids, *m.llm_views, p.tokens.data(), spans, LA);
 
-  // the loss, and its gradient in place of the logits
-  ops.from_host(weights, p.weights.data(), N);
+  // the loss head (lm_head + cross-entropy, chunked, only over rows with a target), then backward
   const float scale = p.count ? grad_scale / (float)p.count : 0.0f;
-  ops.cross_entropy(LA.logits, p.targets.data(), weights, losses, N, c.vocab, scale);
-  std::vector<float> host_loss((size_t)N);
-  ops.to_host(host_loss.data(), losses, N);
-  double sum = 0;
-  for (float x : host_loss) sum += x;
-
-  // backward
+  const double sum = llm_loss_head(ops, c, *m.llm_ids, *m.llm_views, *m.llm_grads, LA, p.targets.data(), p.weights.data(), scale, ls, gs);
   llm_backward_train(ops, c, *m.llm_ids, *m.llm_views, *m.llm_grads, p.tokens.data(), LA, gs, p.lowest);
   if (p.images_need_grad) {
     for (const TrainPlan::Span& s : p.spans) ops.copy(d_rows + s.index * rows * D, gs.dx + s.at * D, rows * D);

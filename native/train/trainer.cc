@@ -38,6 +38,7 @@ TrainModel Trainer::host_model(GradViews& lg, GradViews& vg) const {
     m.vision_grads = &vg, m.vision_rows = vision_->tokens();
   }
   m.lora_dropout = lora_dropout;
+  m.loss_rows = loss_rows;
   return m;
 }
 

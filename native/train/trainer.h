@@ -48,6 +48,7 @@ class Trainer {
   float lora_dropout = 0;
   uint64_t dropout_seed = 0;
   uint64_t calls = 0;  // accumulate calls that ran
+  int64_t loss_rows = 0;  // rows per loss-head chunk (0: as many as keep its logits within 32 MiB)
 
  protected:
   // the step's model over the tables' host views and gradients (the caller holds their shared locks)

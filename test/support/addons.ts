@@ -53,13 +53,14 @@ export interface SimtAddon {
    * device: the loss summed over the targets, their count, and each trainable parameter's gradient. */
   trainGradients(llmConfig: NativeLlmConfig, llmTensors: NativeLlmTensors, visionConfig: NativeVisionConfig | null,
     visionTensors: NativeVisionTensors | null, batch: { seqs: NativeTrainSequence[]; pixels?: Float32Array[] }, trainable: string[],
-    options: { device: 'cpu' | 'emulated'; checkpoint?: boolean; gradScale?: number; loraDropout?: number; dropoutStep?: number }):
+    options: { device: 'cpu' | 'emulated'; checkpoint?: boolean; gradScale?: number; loraDropout?: number; dropoutStep?: number;
+      lossRows?: number }):
     { loss: number; tokens: number; grads: Record<string, Float32Array> };
   /** The training engine for `steps` AdamW steps on one batch: the CPU Trainer, or the device engine
    * (native/cuda/train_device.cuh) over the emulated device; losses, gradient norms, the first step's gradients. */
   trainerSteps(llmConfig: NativeLlmConfig, llmTensors: NativeLlmTensors, visionConfig: NativeVisionConfig | null,
     visionTensors: NativeVisionTensors | null, batch: { seqs: NativeTrainSequence[]; pixels?: Float32Array[] }, trainable: string[],
-    options: { device: 'cpu' | 'emulated'; steps: number; lr: number; loraDropout?: number; seed?: number }):
+    options: { device: 'cpu' | 'emulated'; steps: number; lr: number; loraDropout?: number; seed?: number; lossRows?: number }):
     { losses: number[]; norms: number[]; grads: Record<string, Float32Array> };
   setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
     poisonShared?: boolean }): void;

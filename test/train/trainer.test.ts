@@ -102,6 +102,7 @@ describe('the trainer', () => {
       let num = 0, den = 0;
       for (let i = 0; i < g.length; i++) { num += (x[i]! * wa + y[i]! * wb - g[i]!) ** 2; den += g[i]! ** 2; }
       if (den > 0) worst = Math.max(worst, Math.sqrt(num / den));
+      if (den > 0 && Math.sqrt(num / den) > 1e-5) console.log("DBG", name, Math.sqrt(num / den), Math.sqrt(den));
     }
     expect(worst).toBeLessThan(1e-5);
   }, 120_000);
@@ -217,4 +218,32 @@ describe('learning-rate schedules (HF get_scheduler)', () => {
     expect(scheduleFactor({ kind: 'constant' }, 5)).toBe(1);
     expect(scheduleFactor({ kind: 'constant', warmupSteps: 4 }, 1)).toBe(0.25);
   });
+});
+
+describe('the fused loss head (lm_head + cross-entropy, chunked)', () => {
+  it('in chunks of 3 labelled rows gives the loss and gradients of one chunk; a bad chunk size is refused', async () => {
+    const batch = batchFor(model.spec.llm.vocab, await testImage(5), { long: true });
+    const whole = await createTrainer(model, { stage: 'full' });
+    const a = await whole.lossAndGradients(batch);
+    await whole.dispose();
+    const chunked = await createTrainer(model, { stage: 'full', lossChunkRows: 3 });
+    const b = await chunked.lossAndGradients(batch);
+    await chunked.dispose();
+    expect(b.tokens).toBe(a.tokens);
+    expect(Math.abs(b.loss - a.loss) / a.loss).toBeLessThan(1e-6);
+    let worst = 0, total = 0;
+    for (const g of a.gradients.values()) for (const x of g) total += x * x;
+    for (const [name, g] of a.gradients) {
+      const h = b.gradients.get(name)!;
+      let num = 0, den = 0;
+      for (let i = 0; i < g.length; i++) { num += (g[i]! - h[i]!) ** 2; den += g[i]! ** 2; }
+      // a key projection's bias: its gradient is identically 0 (gradients.test.ts), both sides fp32 noise
+      if (den < 1e-18 * total) continue;
+      worst = Math.max(worst, Math.sqrt(num / den));
+    }
+    // the same sums but the lm_head's dW, accumulated chunk by chunk: fp32 rounding only
+    expect(worst).toBeLessThan(1e-5);
+    for (const bad of [0, -1, 2.5])
+      await expect(createTrainer(model, { stage: 'full', lossChunkRows: bad })).rejects.toMatchObject({ code: 'E_ARGUMENT' });
+  }, 120_000);
 });
