@@ -70,6 +70,14 @@ class DeviceParams {
     if (gen_ != t_.generation() || views_.empty()) sync_locked();
     return views_;
   }
+  // A trainable parameter's f32 device copy (null before the first sync, or when it is frozen): a
+  // device training engine updates it in place as the master value.
+  float* f32(int id) { return static_cast<float*>(dev_f32_[(size_t)id]); }
+  // The device copies are current: the host values were just brought in line with them.
+  void mark_current() {
+    std::lock_guard<std::mutex> lock(mu_);
+    gen_ = t_.generation();
+  }
   void release() {
     for (void*& p : dev_stored_)
       if (p) dev_.release(p), p = nullptr;

@@ -1,10 +1,16 @@
-// Training on a CUDA device: the same train_step (native/train/train_step.h) on CudaOps, with the
-// parameters mirrored in device memory (DeviceParams: frozen ones in their stored type, trainable ones
-// as f32 copies of the host master values, re-uploaded whenever an update moved them), the activation
-// arena and the gradients in device memory. After each step the gradients are added into the host
-// tables', so the global norm, clipping and AdamW (fp32 master weights and state) are the CPU
-// engine's (native/train/trainer.h): gradients down and trainable values up once per step, which
-// suits the projector and LoRA; a device-resident optimizer for full fine-tuning comes later.
+// Training on a CUDA device, all of it in device memory: the same train_step (native/train/train_step.h)
+// on CudaOps, then the global gradient norm (Σg² kernel), clipping and AdamW (its kernel) over the
+// trainable parameters' fp32 master values, gradients and moments, which live on the device for the
+// engine's lifetime. Frozen parameters stay in their stored type (DeviceParams); a trainable one's
+// f32 device copy is its master value, updated in place.
+//
+// Nothing crosses the bus per step but the batch and the loss. The host tables are brought up to
+// date lazily: after an update the engine marks them stale (ParamTable::mark_host_stale), and the
+// table's hook — run by whatever reads host values next: an inference forward, readParameter,
+// setTrainable, a save — downloads values, gradients and moments once. A change made through the
+// host table (writeParameter, a new trainable set) moves its generation; the engine then re-uploads
+// from the host before its next step.
+//
 // Header-only, like the runners: nvcc instantiates it over the real device (backend.cu), the test
 // addon over the emulated one. defines: DeviceTrainer.
 #pragma once
@@ -31,12 +37,21 @@ class DeviceTrainer : public Trainer {
     dev_.bind();
     st_ = dev_.new_stream();
     if (vision_) vp_ = std::make_unique<DeviceParams>(vision_->params(), dev_);
+    for (int k = 0; k < tables(); ++k) table(k).set_host_sync([this, k] { pull(k); });
   }
   ~DeviceTrainer() override {
+    // the host tables get the newest values and state before the device copies go
+    for (int k = 0; k < tables(); ++k) {
+      try {
+        table(k).sync_host();
+      } catch (...) {
+      }
+      table(k).set_host_sync({});
+    }
     dev_.bind();
     release(arena_), release(ids_);
-    for (auto& t : grads_)
-      for (auto& g : t) release(g.second.data);
+    for (auto& t : state_)
+      for (auto& s : t) release(s.second.grad), release(s.second.m), release(s.second.v);
     if (st_) dev_.free_stream(st_);
   }
   Device& device() { return dev_; }
@@ -51,8 +66,7 @@ class DeviceTrainer : public Trainer {
     const TrainPlan p = plan_batch(m, b, checkpoint);
     m.dropout_step = dropout_seed + calls++;
     const std::vector<float> cols = patches(b, p);
-    // the device's views and gradient buffers (zeroed), the arena and the ids scratch
-    const GradViews lg = device_grads(0, llm_->params()), vg = vision_ ? device_grads(1, vision_->params()) : GradViews{};
+    const GradViews lg = device_state(0), vg = vision_ ? device_state(1) : GradViews{};
     m.llm_views = &lp_.views(), m.llm_grads = &lg;
     if (vision_) m.vision_views = &vp_->views(), m.vision_grads = &vg;
     const int64_t floats = train_arena_floats(m, p);
@@ -60,48 +74,137 @@ class DeviceTrainer : public Trainer {
     if (p.B * p.T > ids_n_) release(ids_), ids_ = static_cast<int32_t*>(dev_.alloc((size_t)(p.B * p.T) * 4)), ids_n_ = p.B * p.T;
     CudaOps ops{dev_, st_, ids_, nullptr, nullptr};
     const double sum = train_step(ops, m, p, arena_, cols, grad_scale);
-    // the gradients into the host tables (+=), where the optimizer reads them
-    add_to_host(0, llm_->params(), host_lg);
-    if (vision_) add_to_host(1, vision_->params(), host_vg);
+    dev_.sync(st_);
+    state_clean_ = false;
     Loss out;
     out.tokens = p.count;
     out.loss = p.count ? sum / (double)p.count : 0.0;
     return out;
   }
 
+  void zero_grads() override {
+    dev_.bind();
+    for (int k = 0; k < tables(); ++k) {
+      std::unique_lock<std::shared_mutex> lock(table(k).mutex());
+      device_state(k);  // follows a changed table first
+      for (auto& s : state_[(size_t)k]) fill_launch(s.second.grad, 0.0f, s.second.n, st_);
+    }
+    dev_.sync(st_);
+    state_clean_ = false;
+  }
+
+  double grad_norm() override {
+    dev_.bind();
+    double ss = 0;
+    CudaOps ops{dev_, st_, ids_, nullptr, nullptr};
+    for (int k = 0; k < tables(); ++k) {
+      std::shared_lock<std::shared_mutex> lock(table(k).mutex());
+      device_state(k);
+      for (auto& s : state_[(size_t)k]) ops.sum_squares(s.second.grad, s.second.n, &ss);  // table order: a fixed sum
+    }
+    return std::sqrt(ss);
+  }
+
+  void update(const std::vector<ParamGroup>& groups, int64_t step, float lr_factor, float clip, float beta1, float beta2,
+              float eps) override {
+    dev_.bind();
+    CudaOps ops{dev_, st_, ids_, nullptr, nullptr};
+    for (int k = 0; k < tables(); ++k) {
+      const ParamTable& t = table(k);
+      std::unique_lock<std::shared_mutex> lock(t.mutex());
+      device_state(k);
+      DeviceParams& dp = params(k);
+      dp.views();  // the master copies exist and match the host's last change
+      for (const ParamGroup& g : groups) {
+        if (g.vision != (k == 1) || g.id < 0 || g.id >= t.size() || !t[g.id].trainable || t[g.id].tied_to >= 0) continue;
+        const State& s = state_[(size_t)k].at(g.id);
+        AdamWArgs a;
+        a.lr = g.lr * lr_factor, a.weight_decay = g.weight_decay, a.beta1 = beta1, a.beta2 = beta2, a.eps = eps, a.grad_scale = clip;
+        a.step = step;
+        ops.adamw(dp.f32(g.id), s.grad, s.m, s.v, s.n, a);
+      }
+      for (auto& s : state_[(size_t)k]) fill_launch(s.second.grad, 0.0f, s.second.n, st_);
+      dev_.sync(st_);
+      t.mark_host_stale();
+    }
+    state_clean_ = false;
+  }
+
+  void sync_state() override {
+    for (int k = 0; k < tables(); ++k) {
+      if (!state_clean_) table(k).mark_host_stale();  // gradients may have moved without an update
+      table(k).sync_host();
+    }
+    state_clean_ = true;
+  }
+
  private:
-  struct Buf {
-    float* data = nullptr;
+  struct State {
+    float *grad = nullptr, *m = nullptr, *v = nullptr;
     int64_t n = 0;
   };
+  int tables() const { return vision_ ? 2 : 1; }
+  const ParamTable& table(int k) const { return k ? vision_->params() : llm_->params(); }
+  ParamTable& writable(int k) { return const_cast<ParamTable&>(table(k)); }
+  DeviceParams& params(int k) { return k ? *vp_ : lp_; }
   void release(void* p) {
     if (p) dev_.release(p);
   }
-  // one zeroed device buffer per trainable parameter that owns storage; a tied one shares its owner's
-  GradViews device_grads(int table, const ParamTable& t) {
-    GradViews g((size_t)t.size(), nullptr);
-    std::map<int, Buf>& bufs = grads_[(size_t)table];
-    for (int i = 0; i < t.size(); ++i) {
-      if (!t[i].trainable || t[i].tied_to >= 0) continue;
-      Buf& b = bufs[i];
-      if (b.n != t[i].numel()) release(b.data), b.data = static_cast<float*>(dev_.alloc((size_t)t[i].numel() * 4)), b.n = t[i].numel();
-      fill_launch(b.data, 0.0f, b.n, st_);
-      g[(size_t)i] = b.data;
+  float* alloc(int64_t n) { return static_cast<float*>(dev_.alloc((size_t)n * 4)); }
+
+  // The device's gradient / moment buffers of table k, one per trainable parameter that owns storage
+  // (a tied one shares its owner's gradient), as gradient views. When the table changed through the
+  // host since the engine last saw it (a new trainable set, a written value), its state is uploaded
+  // from the host first: the host held the newest then (every change syncs it first). The caller
+  // holds the table's lock.
+  GradViews device_state(int k) {
+    const ParamTable& t = table(k);
+    std::map<int, State>& st = state_[(size_t)k];
+    if (known_[(size_t)k] != t.generation()) {
+      ParamTable& w = writable(k);
+      std::map<int, State> next;
+      for (int i = 0; i < t.size(); ++i) {
+        if (!t[i].trainable || t[i].tied_to >= 0) continue;
+        State s;
+        auto old = st.find(i);
+        if (old != st.end() && old->second.n == t[i].numel()) s = old->second, st.erase(old);
+        else s.n = t[i].numel(), s.grad = alloc(s.n), s.m = alloc(s.n), s.v = alloc(s.n);
+        dev_.upload(s.grad, w.grads(i), (size_t)s.n * 4, st_);
+        dev_.upload(s.m, w.adam_m(i), (size_t)s.n * 4, st_);
+        dev_.upload(s.v, w.adam_v(i), (size_t)s.n * 4, st_);
+        next[i] = s;
+      }
+      for (auto& s : st) release(s.second.grad), release(s.second.m), release(s.second.v);
+      st.swap(next);
+      dev_.sync(st_);
+      known_[(size_t)k] = t.generation();
     }
+    GradViews g((size_t)t.size(), nullptr);
+    for (auto& s : st) g[(size_t)s.first] = s.second.grad;
     for (int i = 0; i < t.size(); ++i)
       if (t[i].trainable && t[i].tied_to >= 0) g[(size_t)i] = g[(size_t)t[i].tied_to];
     return g;
   }
-  void add_to_host(int table, const ParamTable& t, const GradViews& host) {
-    std::vector<float> tmp;
-    for (auto& kv : grads_[(size_t)table]) {
-      const int i = kv.first;
-      if (i >= t.size() || !t[i].trainable || t[i].tied_to >= 0 || !host[(size_t)i]) continue;
-      tmp.resize((size_t)kv.second.n);
-      dev_.download(tmp.data(), kv.second.data, tmp.size() * 4, st_);
-      float* h = host[(size_t)i];
-      for (size_t k = 0; k < tmp.size(); ++k) h[k] += tmp[k];
+
+  // ParamTable's host-sync hook for table k: the master values, gradients and moments down into the
+  // table; the engine's copies then count as current (no re-upload of what just came down).
+  void pull(int k) {
+    dev_.bind();
+    ParamTable& t = writable(k);
+    std::unique_lock<std::shared_mutex> lock(t.mutex());
+    if (known_[(size_t)k] != t.generation()) return;  // the host changed since: it is the newer
+    DeviceParams& dp = params(k);
+    for (auto& e : state_[(size_t)k]) {
+      const int i = e.first;
+      const State& s = e.second;
+      if (float* d = dp.f32(i)) dev_.download(t.values(i), d, (size_t)s.n * 4, st_);
+      dev_.download(t.grads(i), s.grad, (size_t)s.n * 4, st_);
+      dev_.download(t.adam_m(i), s.m, (size_t)s.n * 4, st_);
+      dev_.download(t.adam_v(i), s.v, (size_t)s.n * 4, st_);
     }
+    t.touch();
+    known_[(size_t)k] = t.generation();
+    dp.mark_current();
   }
 
   Device dev_;
@@ -112,7 +215,9 @@ class DeviceTrainer : public Trainer {
   int64_t arena_floats_ = 0;
   int32_t* ids_ = nullptr;
   int64_t ids_n_ = 0;
-  std::vector<std::map<int, Buf>> grads_ = std::vector<std::map<int, Buf>>(2);
+  std::vector<std::map<int, State>> state_ = std::vector<std::map<int, State>>(2);
+  std::vector<uint64_t> known_ = std::vector<uint64_t>(2, ~(uint64_t)0);  // table generations the state matches
+  bool state_clean_ = false;  // the host tables hold the device's gradients and moments
 };
 
 }  // namespace cuda

@@ -101,6 +101,7 @@ int Llm::add_lora(const std::vector<std::string>& targets, int64_t r, float alph
     if (k == 7) throw Error(ErrorCode::Argument, "'" + t + "' is not a LoRA target: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj");
     on[k] = true;
   }
+  params_.sync_host();
   std::unique_lock<std::shared_mutex> lock(params_.mutex());
   for (const LlmIds::Layer& L : ids_.layers)
     for (const LlmIds::Linear* x : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
@@ -178,6 +179,7 @@ void Llm::forward(Cache& cache, const int32_t* tokens, int64_t T, bool all, floa
     if (tokens[t] >= c.vocab)
       throw Error(ErrorCode::Argument, "token id " + std::to_string(tokens[t]) + " is outside the vocabulary (" + std::to_string(c.vocab) + ")");
   check_spans(tokens, T, images);
+  params_.sync_host();  // a device trainer's newest values (params.h)
   std::shared_lock<std::shared_mutex> lock(params_.mutex());  // the table does not change under a forward
   if (device_) {
     device_->forward(cache.device.get(), cache.n_past, tokens, T, all, out, images);

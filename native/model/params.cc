@@ -168,4 +168,23 @@ float* ParamTable::adam_v(int id) {
   return flat_.data() + 3 * n_train_ + p_[(size_t)id].flat_offset;
 }
 
+void ParamTable::set_host_sync(std::function<void()> hook) const {
+  std::lock_guard<std::mutex> lock(sync_mu_);
+  sync_ = std::move(hook);
+  if (!sync_) stale_ = false;
+}
+
+void ParamTable::sync_host() const {
+  if (!stale_.load()) return;
+  std::lock_guard<std::mutex> lock(sync_mu_);
+  if (!stale_.load() || !sync_) return;
+  stale_ = false;  // before the pull: an update that lands meanwhile marks the copies stale again
+  try {
+    sync_();
+  } catch (...) {
+    stale_ = true;
+    throw;
+  }
+}
+
 }  // namespace medllava

@@ -7,7 +7,9 @@
 // [values | gradients | AdamW m | AdamW v], each a run of every trainable parameter in table order,
 // and from then on every forward — CPU or device — reads those values.
 #pragma once
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
@@ -91,8 +93,15 @@ class ParamTable {
   // The current values of `id` as f32 (decoded from the stored type when frozen): numel floats.
   void read(int id, float* out) const;
   // Bumped by every change made through the table: devices holding copies re-upload when it moves.
-  uint64_t generation() const { return gen_; }
+  uint64_t generation() const { return gen_.load(); }
   void touch() { ++gen_; }
+  // A training engine on a device keeps the newest trainable values (and their optimizer state) in
+  // device memory and marks the host copies stale; its hook brings them back (taking the exclusive
+  // lock itself). Everything that reads host values — forwards, parameter reads and writes, changes of
+  // the trainable set — calls sync_host() before it takes the lock. An empty hook: none.
+  void set_host_sync(std::function<void()> hook) const;
+  void mark_host_stale() const { stale_ = true; }
+  void sync_host() const;
   // Forwards read under the shared lock; changes through the table take it exclusively.
   std::shared_mutex& mutex() const { return mu_; }
 
@@ -103,8 +112,11 @@ class ParamTable {
   std::vector<WeightView> views_;
   std::vector<float> flat_;  // [values | grads | m | v], n_train_ floats each
   int64_t n_train_ = 0;
-  uint64_t gen_ = 0;
+  std::atomic<uint64_t> gen_{0};
   mutable std::shared_mutex mu_;
+  mutable std::function<void()> sync_;
+  mutable std::atomic<bool> stale_{false};
+  mutable std::mutex sync_mu_;  // one sync at a time; guards sync_
 };
 
 }  // namespace medllava

@@ -109,6 +109,7 @@ void Vision::im2col(const float* px, float* cols) const {
 }
 
 void Vision::encode(const float* px, float* out) const {
+  params_.sync_host();  // a device trainer's newest values (params.h)
   std::shared_lock<std::shared_mutex> lock(params_.mutex());  // the table does not change under an encode
   if (device_) return device_->encode(px, out);
   const VisionConfig& c = cfg_;

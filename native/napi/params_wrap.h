@@ -69,6 +69,7 @@ Napi::Value params_set_trainable(const Napi::CallbackInfo& info, const std::shar
   return PromiseWorker::Start(
       env,
       [keep, &t, ids, on, n] {
+        t.sync_host();  // a device trainer's newest values first: the re-layout keeps them
         std::unique_lock<std::shared_mutex> lock(t.mutex());  // waits for forwards in flight
         t.set_trainable(ids, on);
         *n = (double)t.trainable_numel();
@@ -89,6 +90,7 @@ Napi::Value params_read(const Napi::CallbackInfo& info, const std::shared_ptr<co
   return PromiseWorker::Start(
       env,
       [keep, &t, id, o] {
+        t.sync_host();
         std::shared_lock<std::shared_mutex> lock(t.mutex());
         t.read(id, o);
       },
@@ -114,6 +116,7 @@ Napi::Value params_write(const Napi::CallbackInfo& info, const std::shared_ptr<c
   return PromiseWorker::Start(
       env,
       [keep, &t, id, offset, values, name] {
+        t.sync_host();  // the other elements keep a device trainer's newest values
         std::unique_lock<std::shared_mutex> lock(t.mutex());
         float* v = t.values(id);
         if (!v) throw Error(ErrorCode::Argument, "'" + name + "' is frozen: mark it trainable (setTrainable) before writing it");

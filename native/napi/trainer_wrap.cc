@@ -158,10 +158,12 @@ Napi::Value TrainerWrap::State(const Napi::CallbackInfo& info) {
     auto out = std::make_shared<std::vector<float>>();
     auto found = std::make_shared<bool>(false);
     ParamTable* tp = &t;
+    auto engine = trainer_;
     auto keep_l = llm_;
     auto keep_v = vision_;
     return run(env,
-               [tp, id, which, out, found, keep_l, keep_v] {
+               [tp, id, which, out, found, keep_l, keep_v, engine] {
+                 engine->sync_state();  // a device engine's gradients and moments into the table
                  std::shared_lock<std::shared_mutex> lock(tp->mutex());
                  const float* g = which == "grad" ? tp->grads(id) : which == "m" ? tp->adam_m(id) : tp->adam_v(id);
                  if (!g) return;

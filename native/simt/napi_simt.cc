@@ -725,9 +725,10 @@ Napi::Value TrainGradients(const Napi::CallbackInfo& info) {
 }
 
 // trainerSteps(llmConfig, llmTensors, visionConfig | null, visionTensors | null, batch, trainable: string[],
-//   { device: 'cpu' | 'emulated', steps, lr, loraDropout?, seed?, lossRows? }) -> { losses, norms, grads: { name: Float32Array } (after
-//   the first step's backward) }: the training engine itself — the CPU Trainer, or DeviceTrainer over the emulated
-//   device (its step on the device, the gradients added into the host tables, AdamW on the host) — for `steps` steps
+//   { device: 'cpu' | 'emulated', steps, lr, loraDropout?, seed?, lossRows?, hostWrite?: { step, name, value } }) ->
+//   { losses, norms, grads: { name: Float32Array } (after the first step's backward), values, v (the final values and
+//   AdamW second moments, read from the host tables) }: the training engine itself — the CPU Trainer, or DeviceTrainer
+//   over the emulated device (step, norm and AdamW on the device; the host tables synced lazily) — for `steps` steps
 //   of accumulate, norm and update on the same batch.
 Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -750,11 +751,31 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
   std::vector<ParamGroup> groups;
   for (int id : lt_ids) groups.push_back({false, id, lr, 0.0f});
   for (int id : vt_ids) groups.push_back({true, id, lr, 0.0f});
+  // hostWrite { step, name, value }: before that step, the parameter's host values are set as
+  // writeParameter does (sync_host, exclusive lock, touch): the engine must pick them up
+  int64_t write_step = -1, write_id = -1;
+  float write_value = 0;
+  if (o.Has("hostWrite")) {
+    const Napi::Object w = o.Get("hostWrite").As<Napi::Object>();
+    write_step = arg_int(w, "step", 0, steps - 1);
+    write_id = llm->params().find(arg_string(w, "name"));
+    write_value = (float)arg_number(w, "value");
+    if (write_id < 0 || !llm->params()[(int)write_id].trainable) throw_js(env, ErrorCode::Argument, "hostWrite: a trainable LLM parameter");
+  }
   Napi::Array losses = Napi::Array::New(env), norms = Napi::Array::New(env);
   Napi::Object grads = Napi::Object::New(env);
   for (int64_t s = 0; s < steps; ++s) {
+    if (s == write_step) {
+      ParamTable& tab = llm->params();
+      tab.sync_host();
+      std::unique_lock<std::shared_mutex> lock(tab.mutex());
+      float* v = tab.values((int)write_id);
+      std::fill(v, v + tab[(int)write_id].numel(), write_value);
+      tab.touch();
+    }
     const Trainer::Loss l = t->accumulate(*batch, 1.0f);
     const double norm = t->grad_norm();
+    t->sync_state();
     if (s == 0)
       for (ParamTable* tab : {&llm->params(), vision ? &vision->params() : nullptr})
         if (tab)
@@ -764,8 +785,22 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
     losses.Set((uint32_t)s, l.loss);
     norms.Set((uint32_t)s, norm);
   }
+  // the final values (as an inference forward reads them: after the table's host sync) and moments
+  Napi::Object values = Napi::Object::New(env), moments = Napi::Object::New(env);
+  for (ParamTable* tab : {&llm->params(), vision ? &vision->params() : nullptr}) {
+    if (!tab) continue;
+    tab->sync_host();
+    for (int i = 0; i < tab->size(); ++i)
+      if ((*tab)[i].trainable && (*tab)[i].tied_to < 0) values.Set((*tab)[i].name, f32_copy(env, tab->values(i), (*tab)[i].numel()));
+  }
+  t->sync_state();
+  for (ParamTable* tab : {&llm->params(), vision ? &vision->params() : nullptr})
+    if (tab)
+      for (int i = 0; i < tab->size(); ++i)
+        if ((*tab)[i].trainable && (*tab)[i].tied_to < 0) moments.Set((*tab)[i].name, f32_copy(env, tab->adam_v(i), (*tab)[i].numel()));
+  t.reset();
   Napi::Object r = Napi::Object::New(env);
-  r.Set("losses", losses), r.Set("norms", norms), r.Set("grads", grads);
+  r.Set("losses", losses), r.Set("norms", norms), r.Set("grads", grads), r.Set("values", values), r.Set("v", moments);
   return r;
 }
 

@@ -1,8 +1,8 @@
-// The training engine over a loaded Llm (and Vision): train_step (train_step.h) over host memory —
-// or, in a device engine (native/cuda/train_device.cuh), on a CUDA device, its gradients added into
-// the tables — then, once per optimizer step, the global gradient norm, clipping and AdamW over every
-// trainable parameter of the tables (fp32 master weights and state on the host). defines: ParamGroup,
-// Trainer.
+// The training engine over a loaded Llm (and Vision): train_step (train_step.h), then, once per
+// optimizer step, the global gradient norm, clipping and AdamW over every trainable parameter. This
+// class runs it all on the CPU over the tables (fp32 master weights, gradients and state in their flat
+// buffer); the device engine (native/cuda/train_device.cuh) overrides each step to run on a CUDA
+// device with everything in device memory. defines: ParamGroup, Trainer.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -33,15 +33,19 @@ class Trainer {
   // Forward and backward over `b`: gradients accumulate (+=) into the tables, each target's loss
   // gradient scaled by grad_scale / tokens (1 / accumulation steps for gradient accumulation).
   // E_ARGUMENT / E_SHAPE / E_CONTEXT_FULL for a batch that does not fit; nothing is changed then.
-  // (A device engine, native/cuda/train_device.cuh, runs the step on its device and adds the
-  // gradients into the same tables: the rest below is shared.)
+  // (A device engine, native/cuda/train_device.cuh, runs all of it on its device, with the
+  // gradients, moments and master values in device memory.)
   virtual Loss accumulate(const TrainBatch& b, float grad_scale);
-  void zero_grads();
+  virtual void zero_grads();
   // √(Σ g²) over every trainable parameter
-  double grad_norm();
+  virtual double grad_norm();
   // AdamW over `groups` with learning rates lr · lr_factor, gradients scaled by clip (the clipping
   // coefficient, 1 when none); `step` counts from 1. Zeroes the gradients afterwards.
-  void update(const std::vector<ParamGroup>& groups, int64_t step, float lr_factor, float clip, float beta1, float beta2, float eps);
+  virtual void update(const std::vector<ParamGroup>& groups, int64_t step, float lr_factor, float clip, float beta1, float beta2,
+                      float eps);
+  // Brings the tables' host copies of the trainable values, gradients and AdamW moments up to date
+  // (a device engine keeps them in device memory; the CPU engine works in the tables: nothing to do).
+  virtual void sync_state() {}
   bool checkpoint = false;  // recompute every layer's activations in backward instead of keeping them
   // LoRA dropout on the adapters' input: p, and the seed of the first accumulate call (call k uses
   // dropout_seed + k as its step seed: llm_graph.h's LlmScratch)

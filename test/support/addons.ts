@@ -57,11 +57,14 @@ export interface SimtAddon {
       lossRows?: number }):
     { loss: number; tokens: number; grads: Record<string, Float32Array> };
   /** The training engine for `steps` AdamW steps on one batch: the CPU Trainer, or the device engine
-   * (native/cuda/train_device.cuh) over the emulated device; losses, gradient norms, the first step's gradients. */
+   * (native/cuda/train_device.cuh) over the emulated device; losses, gradient norms, the first step's gradients,
+   * the final values and AdamW second moments as the host tables hold them after their sync. */
   trainerSteps(llmConfig: NativeLlmConfig, llmTensors: NativeLlmTensors, visionConfig: NativeVisionConfig | null,
     visionTensors: NativeVisionTensors | null, batch: { seqs: NativeTrainSequence[]; pixels?: Float32Array[] }, trainable: string[],
-    options: { device: 'cpu' | 'emulated'; steps: number; lr: number; loraDropout?: number; seed?: number; lossRows?: number }):
-    { losses: number[]; norms: number[]; grads: Record<string, Float32Array> };
+    options: { device: 'cpu' | 'emulated'; steps: number; lr: number; loraDropout?: number; seed?: number; lossRows?: number;
+      hostWrite?: { step: number; name: string; value: number } }):
+    { losses: number[]; norms: number[]; grads: Record<string, Float32Array>; values: Record<string, Float32Array>;
+      v: Record<string, Float32Array> };
   setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
     poisonShared?: boolean }): void;
   stats(): { launches: number; blocks: number; threads: number; switches: number };
