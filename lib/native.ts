@@ -280,8 +280,9 @@ export interface NativeAddon {
   ggmlQuantize(type: string, values: Float32Array): Uint8Array;
   NativeLlm: { load(config: NativeLlmConfig, tensors: NativeLlmTensors): Promise<NativeLlm> };
   NativeVision: { load(config: NativeVisionConfig, tensors: NativeVisionTensors): Promise<NativeVision> };
-  /** on the CPU, or on the CUDA device `deviceIndex` when the LLM was loaded there */
-  NativeTrainer: new (llm: NativeLlm, vision?: NativeVision, options?: { deviceIndex?: number }) => NativeTrainer;
+  /** on the CPU, or on the CUDA device `deviceIndex` when the LLM was loaded there (computeType 'bf16' by default
+   * there: mixed precision; the CPU only has 'f32') */
+  NativeTrainer: new (llm: NativeLlm, vision?: NativeVision, options?: { deviceIndex?: number; computeType?: 'bf16' | 'f32' }) => NativeTrainer;
   ggmlDequantize(type: string, data: Uint8Array, n: number): Float32Array;
   /** Internal (the op test harness): one op of native/ops/op_list.h on the CPU, its arguments by name
    * (native/napi/op_harness.h); outputs start as NaN. */

@@ -52,6 +52,10 @@ export interface TrainerOptions {
   /** rows of logits made at once by the fused lm_head + cross-entropy (default: as many as fit
    * 32 MiB; only rows with a label count). Lower it to save memory with a large vocabulary. */
   lossChunkRows?: number;
+  /** 'bf16': mixed precision — the trainable matrices' GEMMs read bf16 copies of their fp32 master values
+   * (gradients, norms, biases and AdamW state stay fp32), as upstream's bf16 training does; the default for a
+   * model on CUDA. 'f32': everything in fp32; the CPU's only (bf16 there is E_UNSUPPORTED). */
+  computeType?: 'bf16' | 'f32';
 }
 
 export interface TrainingExample {
@@ -187,7 +191,7 @@ class TrainerImpl implements Trainer {
   private busy = false;
 
   constructor(private readonly model: Model, engine: NativeTrainer, params: TrainerParameter[], private readonly o: Required<Omit<TrainerOptions,
-    'trainable' | 'projectorLearningRate' | 'stage' | 'checkpointActivations' | 'lora' | 'seed' | 'lossChunkRows'>> & { projectorLearningRate: number },
+    'trainable' | 'projectorLearningRate' | 'stage' | 'checkpointActivations' | 'lora' | 'seed' | 'lossChunkRows' | 'computeType'>> & { projectorLearningRate: number },
     /** parameters that read another's storage (a tied lm_head): their gradient is the owner's */
     private readonly tied: Set<string>) {
     this.engine = engine;
@@ -371,8 +375,9 @@ export async function createTrainer(model: Model, options: TrainerOptions = {}):
     await parts.vision.setTrainable(names('vision', false), false);
     await parts.vision.setTrainable(names('vision', true), true);
   }
-  // a model loaded on a CUDA device trains there: its step on the device, AdamW on the host's fp32 master weights
-  const engine = new (native().NativeTrainer)(parts.llm, parts.vision, { deviceIndex: parts.deviceIndex });
+  // a model loaded on a CUDA device trains there: step, norm and AdamW on the device (fp32 master weights and state
+  // in device memory, bf16 compute by default)
+  const engine = new (native().NativeTrainer)(parts.llm, parts.vision, { deviceIndex: parts.deviceIndex, computeType: options.computeType });
   engine.setCheckpoint(options.checkpointActivations ?? false);
   engine.setLoraDropout(dropout, seed);
   if (options.lossChunkRows !== undefined) {

@@ -13,6 +13,7 @@
 #include "../core/error.h"
 #include "../model/params.h"
 #include "compat.cuh"
+#include "elements.cuh"  // defines: to_bf16_launch
 
 namespace medllava {
 namespace cuda {
@@ -48,7 +49,8 @@ inline std::string mib(size_t bytes) { return std::to_string((bytes + (1 << 20) 
 // table's generation moves. views() is what the graphs read, indexed like the table.
 class DeviceParams {
  public:
-  DeviceParams(const ParamTable& t, DeviceMemory& dev) : t_(t), dev_(dev), dev_stored_(t.size()), dev_f32_(t.size()) {}
+  DeviceParams(const ParamTable& t, DeviceMemory& dev)
+      : t_(t), dev_(dev), dev_stored_(t.size()), dev_f32_(t.size()), dev_bf16_(t.size()), bf16_(t.size(), false) {}
   ~DeviceParams() { release(); }
   DeviceParams(const DeviceParams&) = delete;
   DeviceParams& operator=(const DeviceParams&) = delete;
@@ -73,6 +75,19 @@ class DeviceParams {
   // A trainable parameter's f32 device copy (null before the first sync, or when it is frozen): a
   // device training engine updates it in place as the master value.
   float* f32(int id) { return static_cast<float*>(dev_f32_[(size_t)id]); }
+  // Mixed precision for training: the trainable parameters marked here are read through bf16 copies
+  // of their f32 master copy (their GEMMs on tensor cores; gradients and optimizer state stay fp32).
+  // Every upload refreshes the copies; after changing a master copy in place, call refresh_bf16.
+  // Set before the first views().
+  void set_bf16(const std::vector<bool>& on) {
+    std::lock_guard<std::mutex> lock(mu_);
+    bf16_ = on;
+    bf16_.resize((size_t)t_.size(), false);
+    views_.clear();
+  }
+  void refresh_bf16(int id, medllava_stream_t st) {
+    if (dev_bf16_[(size_t)id] && dev_f32_[(size_t)id]) to_bf16_launch(f32(id), dev_bf16_[(size_t)id], t_[id].numel(), st);
+  }
   // The device copies are current: the host values were just brought in line with them.
   void mark_current() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -82,6 +97,8 @@ class DeviceParams {
     for (void*& p : dev_stored_)
       if (p) dev_.release(p), p = nullptr;
     for (void*& p : dev_f32_)
+      if (p) dev_.release(p), p = nullptr;
+    for (void*& p : dev_bf16_)
       if (p) dev_.release(p), p = nullptr;
   }
 
@@ -104,9 +121,17 @@ class DeviceParams {
       if (p.trainable) {
         if (!dev_f32_[(size_t)i]) dev_f32_[(size_t)i] = dev_.alloc((size_t)p.numel() * 4);
         dev_.upload(dev_f32_[(size_t)i], t_.view(i).data, (size_t)p.numel() * 4, st);
+        if (bf16_[(size_t)i]) {
+          if (!dev_bf16_[(size_t)i]) dev_bf16_[(size_t)i] = dev_.alloc((size_t)p.numel() * 2);
+          refresh_bf16(i, st);
+        }
       } else if (dev_f32_[(size_t)i]) {
         dev_.release(dev_f32_[(size_t)i]);
         dev_f32_[(size_t)i] = nullptr;
+      }
+      if ((!p.trainable || !bf16_[(size_t)i]) && dev_bf16_[(size_t)i]) {
+        dev_.release(dev_bf16_[(size_t)i]);
+        dev_bf16_[(size_t)i] = nullptr;
       }
     }
     for (int i = 0; i < t_.size(); ++i) {
@@ -116,7 +141,9 @@ class DeviceParams {
       WeightView& v = views_[(size_t)i];
       v.rows = r.rows();
       v.cols = r.cols();
-      if (r.trainable) {
+      if (r.trainable && dev_bf16_[(size_t)root]) {
+        v.data = dev_bf16_[(size_t)root], v.type = DType::BF16;
+      } else if (r.trainable) {
         v.data = dev_f32_[(size_t)root], v.type = DType::F32;
       } else if (!dev_stored_[(size_t)root]) {
         // a parameter made frozen again after it was trainable at load: its stored bytes go up now
@@ -134,7 +161,8 @@ class DeviceParams {
 
   const ParamTable& t_;
   DeviceMemory& dev_;
-  std::vector<void*> dev_stored_, dev_f32_;
+  std::vector<void*> dev_stored_, dev_f32_, dev_bf16_;
+  std::vector<bool> bf16_;  // trainable parameters read through a bf16 copy
   std::vector<WeightView> views_;
   uint64_t gen_ = ~(uint64_t)0;
   std::mutex mu_;

@@ -1,7 +1,7 @@
 // The element-wise and gather ops on CUDA (CPU twins: native/cpu/elements.cc): the residual add
 // (LayerScale, scale), the embedding gather of any stored type, the f16 KV-cache append, and the
 // backwards of the residual add, a bias and the gather (column sums in a fixed order, no atomics).
-// defines: residual_kernel, dropout_kernel, fill_kernel, embed_kernel, kv_append_kernel, residual_backward_kernel,
+// defines: residual_kernel, dropout_kernel, fill_kernel, to_bf16_kernel, embed_kernel, kv_append_kernel, residual_backward_kernel,
 // residual_backward_dgamma_kernel, bias_backward_kernel, embed_backward_kernel and their launchers.
 #pragma once
 #include <cstdint>
@@ -31,6 +31,12 @@ __global__ void dropout_kernel(const float* x, float* out, int64_t n, float p, u
 // x(n) = value
 __global__ void fill_kernel(float* __restrict__ x, float value, int64_t n) {
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) x[i] = value;
+}
+
+// out(n) = x rounded to bf16 (to nearest, ties to even): a trainable matrix's compute copy of its fp32 master
+__global__ void to_bf16_kernel(const float* __restrict__ x, __nv_bfloat16* __restrict__ out, int64_t n) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = __float2bfloat16(x[i]);
 }
 
 // out(T, D) = rows ids[t] of table (vocab, D) stored as `type`
@@ -92,6 +98,9 @@ inline void dropout_launch(const float* x, float* out, int64_t n, float p, uint6
 }
 inline void fill_launch(float* x, float value, int64_t n, medllava_stream_t s) {
   if (n > 0) MEDLLAVA_LAUNCH(fill_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, x, value, n);
+}
+inline void to_bf16_launch(const float* x, void* out, int64_t n, medllava_stream_t s) {
+  if (n > 0) MEDLLAVA_LAUNCH(to_bf16_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, x, static_cast<__nv_bfloat16*>(out), n);
 }
 inline void embed_launch(const void* table, DType type, const int32_t* ids, float* out, int T, int D, medllava_stream_t s) {
   if (T > 0)

@@ -2,7 +2,9 @@
 // on CudaOps, then the global gradient norm (Σg² kernel), clipping and AdamW (its kernel) over the
 // trainable parameters' fp32 master values, gradients and moments, which live on the device for the
 // engine's lifetime. Frozen parameters stay in their stored type (DeviceParams); a trainable one's
-// f32 device copy is its master value, updated in place.
+// f32 device copy is its master value, updated in place. With bf16 compute (set_compute_bf16: the
+// default for a model on CUDA) the trainable matrices are read through bf16 copies refreshed after
+// each update, as mixed-precision training does.
 //
 // Nothing crosses the bus per step but the batch and the loss. The host tables are brought up to
 // date lazily: after an update the engine marks them stale (ParamTable::mark_host_stale), and the
@@ -55,6 +57,13 @@ class DeviceTrainer : public Trainer {
     if (st_) dev_.free_stream(st_);
   }
   Device& device() { return dev_; }
+
+  void set_compute_bf16(bool on) override {
+    if (calls) throw Error(ErrorCode::Argument, "the compute type is set before the first step");
+    bf16_ = on;
+    lp_.set_bf16(on ? llm_matrices(llm_->ids(), llm_->params().size()) : std::vector<bool>{});
+    if (vision_) vp_->set_bf16(on ? vision_matrices(vision_->ids(), vision_->params().size()) : std::vector<bool>{});
+  }
 
   Loss accumulate(const TrainBatch& b, float grad_scale) override {
     dev_.bind();
@@ -122,6 +131,7 @@ class DeviceTrainer : public Trainer {
         a.lr = g.lr * lr_factor, a.weight_decay = g.weight_decay, a.beta1 = beta1, a.beta2 = beta2, a.eps = eps, a.grad_scale = clip;
         a.step = step;
         ops.adamw(dp.f32(g.id), s.grad, s.m, s.v, s.n, a);
+        dp.refresh_bf16(g.id, st_);  // the compute copy follows its master
       }
       for (auto& s : state_[(size_t)k]) fill_launch(s.second.grad, 0.0f, s.second.n, st_);
       dev_.sync(st_);
@@ -218,6 +228,7 @@ class DeviceTrainer : public Trainer {
   std::vector<std::map<int, State>> state_ = std::vector<std::map<int, State>>(2);
   std::vector<uint64_t> known_ = std::vector<uint64_t>(2, ~(uint64_t)0);  // table generations the state matches
   bool state_clean_ = false;  // the host tables hold the device's gradients and moments
+  bool bf16_ = false;         // mixed precision (set_compute_bf16)
 };
 
 }  // namespace cuda

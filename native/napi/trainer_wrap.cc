@@ -41,7 +41,7 @@ TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trai
   Napi::Env env = info.Env();
   guard(env, [&] {
     if (info.Length() < 1 || !info[0].IsObject())
-      throw_js(env, ErrorCode::Argument, "new NativeTrainer(llm: NativeLlm, vision?: NativeVision, { deviceIndex? })");
+      throw_js(env, ErrorCode::Argument, "new NativeTrainer(llm: NativeLlm, vision?: NativeVision, { deviceIndex?, computeType? })");
     LlmWrap* l = Napi::ObjectWrap<LlmWrap>::Unwrap(info[0].As<Napi::Object>());
     if (!l || !l->llm()) throw_js(env, ErrorCode::Argument, "the language model has been disposed");
     llm_ = l->llm();
@@ -58,6 +58,13 @@ TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trai
     } else {
       trainer_ = std::make_shared<Trainer>(llm_, vision_);
     }
+    // computeType: 'bf16' (mixed precision, the default on a device) or 'f32' (the CPU's only one)
+    const Napi::Object o = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
+    const std::string ct = o.Has("computeType") && !o.Get("computeType").IsUndefined() ? arg_string(o, "computeType")
+                           : llm_->on_device()                                            ? "bf16"
+                                                                                          : "f32";
+    if (ct != "bf16" && ct != "f32") throw_js(env, ErrorCode::Argument, "computeType must be 'bf16' or 'f32', got '" + ct + "'");
+    trainer_->set_compute_bf16(ct == "bf16");
     return env.Undefined();
   });
 }

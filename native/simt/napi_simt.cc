@@ -725,7 +725,7 @@ Napi::Value TrainGradients(const Napi::CallbackInfo& info) {
 }
 
 // trainerSteps(llmConfig, llmTensors, visionConfig | null, visionTensors | null, batch, trainable: string[],
-//   { device: 'cpu' | 'emulated', steps, lr, loraDropout?, seed?, lossRows?, hostWrite?: { step, name, value } }) ->
+//   { device: 'cpu' | 'emulated', steps, lr, loraDropout?, seed?, lossRows?, bf16?, hostWrite?: { step, name, value } }) ->
 //   { losses, norms, grads: { name: Float32Array } (after the first step's backward), values, v (the final values and
 //   AdamW second moments, read from the host tables) }: the training engine itself — the CPU Trainer, or DeviceTrainer
 //   over the emulated device (step, norm and AdamW on the device; the host tables synced lazily) — for `steps` steps
@@ -748,6 +748,7 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
   if (o.Has("loraDropout")) t->lora_dropout = (float)arg_number(o, "loraDropout");
   if (o.Has("seed")) t->dropout_seed = (uint64_t)arg_int(o, "seed", 0, 1LL << 53);
   if (o.Has("lossRows")) t->loss_rows = arg_int(o, "lossRows", 1, 1LL << 30);
+  if (o.Has("bf16")) t->set_compute_bf16(o.Get("bf16").ToBoolean());
   std::vector<ParamGroup> groups;
   for (int id : lt_ids) groups.push_back({false, id, lr, 0.0f});
   for (int id : vt_ids) groups.push_back({true, id, lr, 0.0f});

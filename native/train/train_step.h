@@ -4,7 +4,7 @@
 // place of each chunk of logits, llm_graph.h: llm_loss_head), the LLM's backward, then the projector's and, when it trains, the tower's.
 // The host side of it — checking the batch, padding it to (B, T), shifting the labels into targets,
 // deciding which backward parts run — is plan_batch. defines: TrainSequence, TrainBatch, TrainPlan,
-// plan_batch, TrainModel, train_arena_floats, train_step.
+// plan_batch, TrainModel, llm_matrices, vision_matrices, train_arena_floats, train_step.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -163,6 +163,30 @@ inline TrainPlan plan_batch(const TrainModel& m, const TrainBatch& b, bool check
     if (any) p.lowest = l;
   }
   return p;
+}
+
+// The parameters that are matrices read only through GEMMs and gathers (mixed precision reads them
+// as bf16 copies), by id: the LLM's linear weights and LoRA pairs, embed_tokens and the lm_head; the
+// tower's linear weights, its patch embedding and the projector's weights. Norms, biases, LayerScale,
+// the class token and the position table stay fp32.
+inline std::vector<bool> llm_matrices(const LlmIds& ids, int n) {
+  std::vector<bool> on((size_t)n, false);
+  auto mark = [&on](int id) {
+    if (id >= 0) on[(size_t)id] = true;
+  };
+  mark(ids.embed), mark(ids.lm_head.w);
+  for (const LlmIds::Layer& L : ids.layers)
+    for (const LlmIds::Linear* x : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) mark(x->w), mark(x->lora_a), mark(x->lora_b);
+  return on;
+}
+inline std::vector<bool> vision_matrices(const VisionIds& ids, int n) {
+  std::vector<bool> on((size_t)n, false);
+  for (int id : {ids.patch, ids.proj0_w, ids.proj2_w})
+    if (id >= 0) on[(size_t)id] = true;
+  for (const VisionIds::Layer& L : ids.layers)
+    for (int id : {L.q_w, L.k_w, L.v_w, L.qkv_w, L.o_w, L.fc1_w, L.fc2_w})
+      if (id >= 0) on[(size_t)id] = true;
+  return on;
 }
 
 namespace train_detail {

@@ -71,6 +71,10 @@ Trainer::Loss Trainer::accumulate(const TrainBatch& b, float grad_scale) {
   return out;
 }
 
+void Trainer::set_compute_bf16(bool on) {
+  if (on) throw Error(ErrorCode::Unsupported, "bf16 compute is for training on a CUDA device; the CPU trains in fp32");
+}
+
 void Trainer::zero_grads() {
   for (const ParamTable* t : {&llm_->params(), vision_ ? &vision_->params() : nullptr}) {
     if (!t) continue;

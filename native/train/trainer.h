@@ -46,6 +46,10 @@ class Trainer {
   // Brings the tables' host copies of the trainable values, gradients and AdamW moments up to date
   // (a device engine keeps them in device memory; the CPU engine works in the tables: nothing to do).
   virtual void sync_state() {}
+  // Mixed precision: the trainable matrices' GEMMs read bf16 copies of their fp32 master values
+  // (gradients, norms, biases and optimizer state stay fp32). Device engines only (E_UNSUPPORTED on
+  // the CPU); before the first step.
+  virtual void set_compute_bf16(bool on);
   bool checkpoint = false;  // recompute every layer's activations in backward instead of keeping them
   // LoRA dropout on the adapters' input: p, and the seed of the first accumulate call (call k uses
   // dropout_seed + k as its step seed: llm_graph.h's LlmScratch)

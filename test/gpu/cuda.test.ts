@@ -157,9 +157,9 @@ describe.runIf(cuda.available)("training on device 'cuda' (native/cuda/train_dev
     const { createTrainer } = await import('../../lib/index.js');
     const { batchFor, testImage } = await import('../support/train-batch.js');
     const image = await testImage(2);
-    const run = async (device: 'cpu' | 'cuda') => {
+    const run = async (device: 'cpu' | 'cuda', computeType: 'f32' | 'bf16' = 'f32') => {
       const model = await loadModel(hf.dir, { device });
-      const trainer = await createTrainer(model, { stage: 'full', learningRate: 1e-3 });
+      const trainer = await createTrainer(model, { stage: 'full', learningRate: 1e-3, computeType });
       const batch = batchFor(model.spec.llm.vocab, image, { long: true });
       const first = await trainer.lossAndGradients(batch);
       const steps = [];
@@ -168,7 +168,7 @@ describe.runIf(cuda.available)("training on device 'cuda' (native/cuda/train_dev
       await model.dispose();
       return { first, steps };
     };
-    const cpu = await run('cpu'), gpu = await run('cuda');
+    const cpu = await run('cpu'), gpu = await run('cuda'), mixed = await run('cuda', 'bf16');
     const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
     console.log(`GPU training: losses ${gpu.steps.map((s) => s.loss.toFixed(5)).join(' ')} vs CPU ${cpu.steps.map((s) => s.loss.toFixed(5)).join(' ')}`);
     // bf16 LLM weights are trainable (f32 on both sides): fp32 on both, summation order only
@@ -182,5 +182,9 @@ describe.runIf(cuda.available)("training on device 'cuda' (native/cuda/train_dev
       g.forEach((x, i) => { num += (x - h[i]!) ** 2; den += x * x; });
       expect(Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-6), name).toBeLessThan(1e-3);
     }
+    // mixed precision (the device default): the bf16 bound of gradients-emulated.test.ts, and the loss falls
+    console.log(`GPU training, bf16 compute: losses ${mixed.steps.map((s) => s.loss.toFixed(5)).join(' ')}`);
+    expect(rel(mixed.steps[0]!.loss, cpu.steps[0]!.loss)).toBeLessThan(1e-2);
+    expect(mixed.steps[2]!.loss).toBeLessThan(mixed.steps[0]!.loss);
   }, 600_000);
 });

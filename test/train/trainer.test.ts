@@ -247,3 +247,12 @@ describe('the fused loss head (lm_head + cross-entropy, chunked)', () => {
       await expect(createTrainer(model, { stage: 'full', lossChunkRows: bad })).rejects.toMatchObject({ code: 'E_ARGUMENT' });
   }, 120_000);
 });
+
+describe('compute type', () => {
+  it('bf16 compute is for a CUDA device: on the CPU it is refused with E_UNSUPPORTED, a bad name with E_ARGUMENT', async () => {
+    await expect(createTrainer(model, { stage: 'align', computeType: 'bf16' })).rejects.toMatchObject({ code: 'E_UNSUPPORTED' });
+    await expect(createTrainer(model, { stage: 'align', computeType: 'fp8' as never })).rejects.toMatchObject({ code: 'E_ARGUMENT' });
+    const t = await createTrainer(model, { stage: 'align', computeType: 'f32' });
+    await t.dispose();
+  });
+});
