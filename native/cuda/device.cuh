@@ -50,7 +50,7 @@ inline std::string mib(size_t bytes) { return std::to_string((bytes + (1 << 20) 
 class DeviceParams {
  public:
   DeviceParams(const ParamTable& t, DeviceMemory& dev)
-      : t_(t), dev_(dev), dev_stored_(t.size()), dev_f32_(t.size()), dev_bf16_(t.size()), bf16_(t.size(), false) {}
+      : t_(t), dev_(dev), dev_stored_(t.size()), dev_f32_(t.size()), dev_bf16_(t.size()), bf16_(t.size(), false), borrowed_(t.size(), false) {}
   ~DeviceParams() { release(); }
   DeviceParams(const DeviceParams&) = delete;
   DeviceParams& operator=(const DeviceParams&) = delete;
@@ -88,14 +88,40 @@ class DeviceParams {
   void refresh_bf16(int id, medllava_stream_t st) {
     if (dev_bf16_[(size_t)id] && dev_f32_[(size_t)id]) to_bf16_launch(f32(id), dev_bf16_[(size_t)id], t_[id].numel(), st);
   }
+  // Frozen parameters are read from `src` (the inference runner's copy of the same table on the same
+  // device) where it holds them, instead of being uploaded again; `src` must outlive this.
+  void borrow_frozen(DeviceParams* src) {
+    std::lock_guard<std::mutex> lock(mu_);
+    src_ = src;
+  }
+  int device_index() const { return dev_.index(); }
+  // The device copy of frozen parameter `id` in its stored type, null when there is none yet.
+  const void* stored_copy(int id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return (size_t)id < dev_stored_.size() ? dev_stored_[(size_t)id] : nullptr;
+  }
+  // bytes of device memory this mirror allocated itself (borrowed copies not counted)
+  size_t own_bytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t b = 0;
+    for (int i = 0; i < (int)dev_stored_.size() && i < t_.size(); ++i) {
+      if (dev_stored_[(size_t)i] && !borrowed_[(size_t)i]) b += bytes_of(t_[i]);
+      if (dev_f32_[(size_t)i]) b += (size_t)t_[i].numel() * 4;
+      if (dev_bf16_[(size_t)i]) b += (size_t)t_[i].numel() * 2;
+    }
+    return b;
+  }
   // The device copies are current: the host values were just brought in line with them.
   void mark_current() {
     std::lock_guard<std::mutex> lock(mu_);
     gen_ = t_.generation();
   }
   void release() {
-    for (void*& p : dev_stored_)
-      if (p) dev_.release(p), p = nullptr;
+    for (size_t i = 0; i < dev_stored_.size(); ++i)
+      if (dev_stored_[i]) {
+        if (!borrowed_[i]) dev_.release(dev_stored_[i]);
+        dev_stored_[i] = nullptr, borrowed_[i] = false;
+      }
     for (void*& p : dev_f32_)
       if (p) dev_.release(p), p = nullptr;
     for (void*& p : dev_bf16_)
@@ -103,21 +129,34 @@ class DeviceParams {
   }
 
  private:
+  // frozen parameter i's stored bytes on the device: borrowed from src_ when it has them, else uploaded
+  void* frozen_copy(int i, medllava_stream_t st) {
+    const Param& p = t_[i];
+    if (const void* b = src_ ? src_->stored_copy(i) : nullptr) {
+      dev_stored_[(size_t)i] = const_cast<void*>(b), borrowed_[(size_t)i] = true;
+      return dev_stored_[(size_t)i];
+    }
+    void* d = dev_.alloc(bytes_of(p));
+    dev_stored_[(size_t)i] = d;
+    dev_.upload(d, p.mapped ? static_cast<const void*>(p.mapped) : p.widened.data(), bytes_of(p), st);
+    return d;
+  }
   static size_t bytes_of(const Param& p) {
     if (p.tied_to >= 0) return 0;
     return p.mapped ? dtype_bytes(p.stored, p.numel()) : (size_t)p.numel() * 4;
   }
   void sync_locked() {
     const medllava_stream_t st = dev_.stream();
+    if (dev_stored_.size() < (size_t)t_.size()) {  // parameters were added (new LoRA adapters)
+      const size_t n = (size_t)t_.size();
+      dev_stored_.resize(n, nullptr), dev_f32_.resize(n, nullptr), dev_bf16_.resize(n, nullptr), bf16_.resize(n, false);
+      borrowed_.resize(n, false);
+    }
     views_.assign((size_t)t_.size(), WeightView{});
     for (int i = 0; i < t_.size(); ++i) {
       const Param& p = t_[i];
       if (p.tied_to >= 0) continue;
-      if (!dev_stored_[(size_t)i] && !p.trainable) {
-        void* d = dev_.alloc(bytes_of(p));
-        dev_stored_[(size_t)i] = d;
-        dev_.upload(d, p.mapped ? static_cast<const void*>(p.mapped) : p.widened.data(), bytes_of(p), st);
-      }
+      if (!dev_stored_[(size_t)i] && !p.trainable) frozen_copy(i, st);
       if (p.trainable) {
         if (!dev_f32_[(size_t)i]) dev_f32_[(size_t)i] = dev_.alloc((size_t)p.numel() * 4);
         dev_.upload(dev_f32_[(size_t)i], t_.view(i).data, (size_t)p.numel() * 4, st);
@@ -147,10 +186,7 @@ class DeviceParams {
         v.data = dev_f32_[(size_t)root], v.type = DType::F32;
       } else if (!dev_stored_[(size_t)root]) {
         // a parameter made frozen again after it was trainable at load: its stored bytes go up now
-        void* d = dev_.alloc(bytes_of(r));
-        dev_stored_[(size_t)root] = d;
-        dev_.upload(d, r.mapped ? static_cast<const void*>(r.mapped) : r.widened.data(), bytes_of(r), st);
-        v.data = d, v.type = r.mapped ? r.stored : DType::F32;
+        v.data = frozen_copy(root, st), v.type = r.mapped ? r.stored : DType::F32;
       } else {
         v.data = dev_stored_[(size_t)root], v.type = r.mapped ? r.stored : DType::F32;
       }
@@ -162,7 +198,9 @@ class DeviceParams {
   const ParamTable& t_;
   DeviceMemory& dev_;
   std::vector<void*> dev_stored_, dev_f32_, dev_bf16_;
-  std::vector<bool> bf16_;  // trainable parameters read through a bf16 copy
+  std::vector<bool> bf16_;      // trainable parameters read through a bf16 copy
+  std::vector<bool> borrowed_;  // dev_stored_ entries that are src_'s (not released here)
+  DeviceParams* src_ = nullptr;
   std::vector<WeightView> views_;
   uint64_t gen_ = ~(uint64_t)0;
   std::mutex mu_;

@@ -33,6 +33,7 @@ class LlmDevice {
     int64_t n_past = 0;
     medllava_stream_t stream = nullptr;
     float* arena = nullptr;
+    size_t arena_n = 0;  // floats the arena was carved for (LoRA adapters added since need more)
     LlmScratch s;  // (max_batch, ·) activations
     float *logits = nullptr, *partial = nullptr, *ml = nullptr, *pick_val = nullptr;
     int32_t *ids = nullptr, *pick = nullptr;
@@ -75,12 +76,19 @@ class LlmDevice {
     try {
       s.k = static_cast<uint16_t*>(dev_.alloc(kv_bytes(capacity) / 2));
       s.v = static_cast<uint16_t*>(dev_.alloc(kv_bytes(capacity) / 2));
-      s.arena = static_cast<float*>(dev_.alloc(arena_floats() * 4));
       s.stream = dev_.new_stream();
+      carve(s);
     } catch (...) {
       free_sequence(s);
       throw;
     }
+    return s;
+  }
+  // (Re)allocates the sequence's activation arena for the model's current shape and carves it.
+  void carve(Sequence& s) {
+    if (s.arena) dev_.release(s.arena), s.arena = nullptr;
+    s.arena_n = arena_floats();
+    s.arena = static_cast<float*>(dev_.alloc(s.arena_n * 4));
     const LlmConfig& c = cfg_;
     float* p = s.arena;
     auto take = [&](int64_t n) { float* r = p; p += n; return r; };
@@ -90,7 +98,6 @@ class LlmDevice {
     s.ids = reinterpret_cast<int32_t*>(take(tmax_));
     s.pick = reinterpret_cast<int32_t*>(take(1));
     s.pick_val = take(1);
-    return s;
   }
   void free_sequence(Sequence& s) {
     if (s.k) dev_.release(s.k);
@@ -111,6 +118,7 @@ class LlmDevice {
                                               std::to_string(s.n_past) + " are used and " + std::to_string(T) + " more were given");
     dev_.bind();
     const std::vector<WeightView>& W = params_.views();
+    if (s.arena_n != arena_floats()) carve(s);  // adapters were added (Llm::add_lora): more LoRA scratch
     CudaOps ops{dev_, s.stream, s.ids, s.partial, s.ml};
     for (int64_t t0 = 0; t0 < T; t0 += tmax_) {
       const int64_t n = T - t0 < tmax_ ? T - t0 : tmax_;
@@ -125,6 +133,8 @@ class LlmDevice {
     }
     dev_.check("forward");
   }
+
+  DeviceParams& params() { return params_; }  // a device trainer borrows its frozen weights
 
   // The most likely next token after the sequence's last forward (argmax of its last row, on the device).
   int32_t greedy(Sequence& s, int64_t last_rows) {
@@ -179,6 +189,7 @@ class LlmRunnerOn : public LlmDeviceRunner {
     st_->model->forward(*s, tokens, T, all, out, images);
   }
   Device& device() { return st_->dev; }
+  LlmDevice& model() { return *st_->model; }
 
  private:
   struct State {

@@ -2,7 +2,8 @@
 // on CudaOps, then the global gradient norm (Σg² kernel), clipping and AdamW (its kernel) over the
 // trainable parameters' fp32 master values, gradients and moments, which live on the device for the
 // engine's lifetime. Frozen parameters stay in their stored type (DeviceParams); a trainable one's
-// f32 device copy is its master value, updated in place. With bf16 compute (set_compute_bf16: the
+// f32 device copy is its master value, updated in place. The frozen weights are borrowed from the
+// model's inference runners on the same device (not held twice). With bf16 compute (set_compute_bf16: the
 // default for a model on CUDA) the trainable matrices are read through bf16 copies refreshed after
 // each update, as mixed-precision training does.
 //
@@ -24,8 +25,10 @@
 #include <vector>
 
 #include "../train/trainer.h"
-#include "device.cuh"    // defines: DeviceMemory, DeviceParams
-#include "ops_cuda.cuh"  // defines: CudaOps
+#include "device.cuh"         // defines: DeviceMemory, DeviceParams
+#include "llm_device.cuh"     // defines: LlmRunnerOn
+#include "ops_cuda.cuh"       // defines: CudaOps
+#include "vision_device.cuh"  // defines: VisionRunnerOn
 
 namespace medllava {
 namespace cuda {
@@ -39,6 +42,12 @@ class DeviceTrainer : public Trainer {
     dev_.bind();
     st_ = dev_.new_stream();
     if (vision_) vp_ = std::make_unique<DeviceParams>(vision_->params(), dev_);
+    // the frozen weights the model's inference runners already hold on this device are borrowed, not uploaded again
+    if (auto* r = dynamic_cast<LlmRunnerOn<Device>*>(llm_->device_runner()))
+      if (r->model().params().device_index() == dev_.index()) lp_.borrow_frozen(&r->model().params());
+    if (vision_)
+      if (auto* r = dynamic_cast<VisionRunnerOn<Device>*>(vision_->device_runner()))
+        if (r->tower().params().device_index() == dev_.index()) vp_->borrow_frozen(&r->tower().params());
     for (int k = 0; k < tables(); ++k) table(k).set_host_sync([this, k] { pull(k); });
   }
   ~DeviceTrainer() override {
@@ -57,6 +66,8 @@ class DeviceTrainer : public Trainer {
     if (st_) dev_.free_stream(st_);
   }
   Device& device() { return dev_; }
+  // device memory the engine's parameter mirrors allocated themselves (borrowed frozen weights not counted)
+  size_t own_param_bytes() { return lp_.own_bytes() + (vp_ ? vp_->own_bytes() : 0); }
 
   void set_compute_bf16(bool on) override {
     if (calls) throw Error(ErrorCode::Argument, "the compute type is set before the first step");

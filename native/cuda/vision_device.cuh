@@ -31,6 +31,7 @@ class VisionDevice {
     params_.upload_all();
     arena_ = static_cast<float*>(dev.alloc(arena_floats() * 4));
   }
+  DeviceParams& params() { return params_; }  // a device trainer borrows its frozen weights
   ~VisionDevice() { dev_.release(arena_); }
   VisionDevice(const VisionDevice&) = delete;
   VisionDevice& operator=(const VisionDevice&) = delete;
@@ -75,6 +76,7 @@ class VisionRunnerOn : public VisionDeviceRunner {
   explicit VisionRunnerOn(const Vision& v, DeviceArgs... args) : dev_(args...), tower_(v, dev_) {}
   ~VisionRunnerOn() override { dev_.bind(); }
   Device& device() { return dev_; }
+  VisionDevice& tower() { return tower_; }
   void encode(const float* pixels, float* out) override {
     std::lock_guard<std::mutex> lock(mu_);
     tower_.encode(pixels, out);

@@ -90,7 +90,6 @@ Llm::Llm(const LlmConfig& c, const LlmTensorNames& n) : cfg_(c) {
 }
 
 int Llm::add_lora(const std::vector<std::string>& targets, int64_t r, float alpha, uint64_t seed) {
-  if (device_) throw Error(ErrorCode::Unsupported, "LoRA adapters are added to a model on the CPU (load it with device 'cpu')");
   if (r < 1) throw Error(ErrorCode::Argument, "the LoRA rank must be ≥ 1");
   if (!(alpha > 0)) throw Error(ErrorCode::Argument, "the LoRA alpha must be > 0");
   static const char* kModules[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};

@@ -52,6 +52,7 @@ class Llm {
   // From now on forward() runs on `runner` (its caches are the device's); set once, before any cache.
   void attach_device(std::shared_ptr<LlmDeviceRunner> runner) { device_ = std::move(runner); }
   bool on_device() const { return device_ != nullptr; }
+  LlmDeviceRunner* device_runner() const { return device_.get(); }
 
   struct Cache {
     std::vector<uint16_t> k, v;  // (layers, capacity, kv_heads, head_dim) f16 — on the CPU
@@ -81,8 +82,9 @@ class Llm {
   // New PEFT LoRA adapters on the `targets` linears (q_proj, k_proj, v_proj, o_proj, gate_proj,
   // up_proj, down_proj) of every layer: A (r, in) drawn uniform in ±1/√in (PEFT's default,
   // kaiming_uniform with a = √5) from `seed`, B (out, r) zero — so the model computes what it did —
-  // scale alpha / r, under PEFT's names. E_ARGUMENT when the model has adapters already, E_UNSUPPORTED
-  // on a device. Takes the table's exclusive lock. Returns the number of pairs.
+  // scale alpha / r, under PEFT's names. E_ARGUMENT when the model has adapters already. On a device
+  // the runner uploads them with its next forward (and widens its chats' LoRA scratch). Takes the
+  // table's exclusive lock. Returns the number of pairs.
   int add_lora(const std::vector<std::string>& targets, int64_t r, float alpha, uint64_t seed);
 
  private:

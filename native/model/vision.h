@@ -44,6 +44,7 @@ class Vision {
   Vision(const VisionConfig& cfg, const VisionTensorNames& names);
   void attach_device(std::shared_ptr<VisionDeviceRunner> runner) { device_ = std::move(runner); }
   bool on_device() const { return device_ != nullptr; }
+  VisionDeviceRunner* device_runner() const { return device_.get(); }
   // patches (np, 3·p·p) of normalised pixels (3, S, S), in the patch conv weight's (c, y, x) order
   void im2col(const float* pixels, float* cols) const;
   const VisionConfig& config() const { return cfg_; }

@@ -382,25 +382,41 @@ Napi::Value EmulatedVisionEdited(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// emulatedLlm(config, tensors, steps: [{ tokens: Int32Array, truncate?: number, embeddings? }]) ->
-//   Float32Array[] (each step's last logits): a Llm with the emulated device attached, driven through
-//   Llm::new_cache / Llm::forward exactly as NativeLlmContext drives the CUDA one (truncation included).
+// emulatedLlm(config, tensors, steps: [{ tokens: Int32Array, truncate?: number, embeddings?, addLora?: { r, alpha,
+//   seed, b } }], { cpu?: boolean }) -> Float32Array[] (each step's last logits): a Llm with the emulated device
+//   attached (cpu: none, the CPU path), driven through Llm::new_cache / Llm::forward exactly as NativeLlmContext
+//   drives the CUDA one (truncation included). addLora: before that step's forward, Llm::add_lora on all seven
+//   targets, then every B set to `b` (trainable, written through the table as writeParameter does).
 Napi::Value EmulatedLlm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsObject() || !info[2].IsArray())
-    throw_js(env, ErrorCode::Argument, "emulatedLlm(config, tensors, steps)");
+    throw_js(env, ErrorCode::Argument, "emulatedLlm(config, tensors, steps, options?)");
   LlmConfig cfg;
   LlmTensorNames names;
   parse_llm_args(env, info[0].As<Napi::Object>(), info[1].As<Napi::Object>(), cfg, names);
+  const bool on_cpu = info.Length() > 3 && info[3].IsObject() && info[3].As<Napi::Object>().Get("cpu").ToBoolean();
   Llm llm(cfg, names);
-  auto runner = std::make_shared<cuda::LlmRunnerOn<EmuDevice>>(llm, (size_t)1 << 40);
-  llm.attach_device(runner);
+  std::shared_ptr<cuda::LlmRunnerOn<EmuDevice>> runner;
+  if (!on_cpu) runner = std::make_shared<cuda::LlmRunnerOn<EmuDevice>>(llm, (size_t)1 << 40), llm.attach_device(runner);
   Napi::Array steps = info[2].As<Napi::Array>(), outs = Napi::Array::New(env, steps.Length());
   {
     Llm::Cache cache = llm.new_cache();
-    if (!cache.device || !cache.k.empty()) throw Error(ErrorCode::Cuda, "the cache is not the device's");
+    if (!on_cpu && (!cache.device || !cache.k.empty())) throw Error(ErrorCode::Cuda, "the cache is not the device's");
     for (uint32_t i = 0; i < steps.Length(); ++i) {
       const Napi::Object st = steps.Get(i).As<Napi::Object>();
+      if (st.Has("addLora")) {
+        const Napi::Object a = st.Get("addLora").As<Napi::Object>();
+        llm.add_lora({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, arg_int(a, "r", 1, 1 << 16),
+                     (float)arg_number(a, "alpha"), (uint64_t)arg_int(a, "seed", 0, 1LL << 53));
+        ParamTable& t = llm.params();
+        std::vector<int> bs;
+        for (int k = 0; k < t.size(); ++k)
+          if (t[k].name.find("lora_B") != std::string::npos) bs.push_back(k);
+        t.set_trainable(bs, true);
+        const float b = (float)arg_number(a, "b");
+        for (int k : bs) std::fill(t.values(k), t.values(k) + t[k].numel(), b);
+        t.touch();
+      }
       if (st.Has("truncate")) {
         const int64_t n = arg_int(st, "truncate", 0, 1 << 30);
         if (n < cache.n_past) cache.n_past = n;  // as NativeLlmContext.truncate
@@ -413,7 +429,7 @@ Napi::Value EmulatedLlm(const Napi::CallbackInfo& info) {
       outs.Set(i, out);
     }
   }  // the cache (its device sequence) goes first
-  if (runner->device().open_streams() != 0) throw Error(ErrorCode::Cuda, "emulated device: a stream was not freed");
+  if (runner && runner->device().open_streams() != 0) throw Error(ErrorCode::Cuda, "emulated device: a stream was not freed");
   return outs;
 }
 
@@ -725,7 +741,8 @@ Napi::Value TrainGradients(const Napi::CallbackInfo& info) {
 }
 
 // trainerSteps(llmConfig, llmTensors, visionConfig | null, visionTensors | null, batch, trainable: string[],
-//   { device: 'cpu' | 'emulated', steps, lr, loraDropout?, seed?, lossRows?, bf16?, hostWrite?: { step, name, value } }) ->
+//   { device: 'cpu' | 'emulated', steps, lr, loraDropout?, seed?, lossRows?, bf16?, shareRunner?, hostWrite?: { step, name,
+//   value } }) -> (also paramBytes: the device engine's own parameter memory)
 //   { losses, norms, grads: { name: Float32Array } (after the first step's backward), values, v (the final values and
 //   AdamW second moments, read from the host tables) }: the training engine itself — the CPU Trainer, or DeviceTrainer
 //   over the emulated device (step, norm and AdamW on the device; the host tables synced lazily) — for `steps` steps
@@ -742,9 +759,21 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
   const int64_t steps = arg_int(o, "steps", 1, 1000);
   const float lr = (float)arg_number(o, "lr");
   std::unique_ptr<Trainer> t;
-  if (device == "cpu") t = std::make_unique<Trainer>(llm, vision);
-  else if (device == "emulated") t = std::make_unique<cuda::DeviceTrainer<EmuDevice>>(llm, vision, (size_t)1 << 40);
-  else throw_js(env, ErrorCode::Argument, "device must be 'cpu' or 'emulated'");
+  double param_bytes = 0;
+  if (device == "cpu") {
+    t = std::make_unique<Trainer>(llm, vision);
+  } else if (device == "emulated") {
+    // shareRunner: the model is "on the device" (inference runners attached), as a model loaded with device
+    // 'cuda': the engine borrows their frozen weights
+    if (o.Get("shareRunner").ToBoolean()) {
+      llm->attach_device(std::make_shared<cuda::LlmRunnerOn<EmuDevice>>(*llm, (size_t)1 << 40));
+      if (vision) vision->attach_device(std::make_shared<cuda::VisionRunnerOn<EmuDevice>>(*vision, (size_t)1 << 40));
+    }
+    auto d = std::make_unique<cuda::DeviceTrainer<EmuDevice>>(llm, vision, (size_t)1 << 40);
+    t = std::move(d);
+  } else {
+    throw_js(env, ErrorCode::Argument, "device must be 'cpu' or 'emulated'");
+  }
   if (o.Has("loraDropout")) t->lora_dropout = (float)arg_number(o, "loraDropout");
   if (o.Has("seed")) t->dropout_seed = (uint64_t)arg_int(o, "seed", 0, 1LL << 53);
   if (o.Has("lossRows")) t->loss_rows = arg_int(o, "lossRows", 1, 1LL << 30);
@@ -775,6 +804,7 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
       tab.touch();
     }
     const Trainer::Loss l = t->accumulate(*batch, 1.0f);
+    if (auto* d = dynamic_cast<cuda::DeviceTrainer<EmuDevice>*>(t.get())) param_bytes = (double)d->own_param_bytes();
     const double norm = t->grad_norm();
     t->sync_state();
     if (s == 0)
@@ -802,6 +832,7 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
   t.reset();
   Napi::Object r = Napi::Object::New(env);
   r.Set("losses", losses), r.Set("norms", norms), r.Set("grads", grads), r.Set("values", values), r.Set("v", moments);
+  r.Set("paramBytes", param_bytes);
   return r;
 }
 

@@ -119,6 +119,23 @@ describe('the LLM on the emulated CUDA backend vs the CPU engine', () => {
     llm.dispose();
   }, 120_000);
 
+  it('LoRA adapters added to a model on the device mid-chat (Llm::add_lora): uploaded and used by the next forward, as on the CPU', () => {
+    const spec = specs['F32']!;
+    const steps = [
+      { tokens: Int32Array.from([1, 11, 12, 13, 14, 15]) },
+      // every B = 0.05: the adapters now change the output; the chat's arena grows for their scratch
+      { tokens: Int32Array.from([16, 17]), addLora: { r: 4, alpha: 8, seed: 3, b: 0.05 } },
+      { tokens: Int32Array.of(18) },
+    ];
+    const { config, tensors } = llmLoadArgs(spec, { contextLength: 256 });
+    const dev = simt().emulatedLlm(config, tensors, steps);
+    const cpu = simt().emulatedLlm(config, tensors, steps, { cpu: true });
+    const plain = simt().emulatedLlm(config, tensors, steps.map(({ tokens }) => ({ tokens })), { cpu: true });
+    for (let i = 0; i < steps.length; i++) expect(relativeError(dev[i]!, cpu[i]!), `step ${i}`).toBeLessThan(1e-4);
+    expect(relativeError(cpu[1]!, plain[1]!)).toBeGreaterThan(1e-2);
+    expect(relativeError(cpu[0]!, plain[0]!)).toBe(0);
+  }, 120_000);
+
   it('E_OOM before allocating when the model does not fit, saying how much it needs', () => {
     const spec = specs['F32']!;
     const { config, tensors } = llmLoadArgs(spec, { contextLength: 256 });

@@ -23,9 +23,11 @@ export interface SimtAddon {
     options?: { maxBatch?: number; budgetBytes?: number; embeddings?: Float32Array; secondPrompt?: Int32Array }):
     { tokens: Int32Array; secondTokens: Int32Array; logits: Float32Array; deviceBytes: number };
   /** A NativeLlm-equivalent Llm with the emulated CUDA device attached, driven through Llm::forward like a context:
-   * each step's last-row logits; `truncate` forgets cached positions first, as NativeLlmContext.truncate. */
+   * each step's last-row logits; `truncate` forgets cached positions first, as NativeLlmContext.truncate; `addLora`
+   * adds PEFT adapters (Llm::add_lora, every B set to b) before that step. cpu: the same without the device. */
   emulatedLlm(config: NativeLlmConfig, tensors: NativeLlmTensors,
-    steps: { tokens: Int32Array; truncate?: number; embeddings?: Float32Array }[]): Float32Array[];
+    steps: { tokens: Int32Array; truncate?: number; embeddings?: Float32Array; addLora?: { r: number; alpha: number; seed: number; b: number } }[],
+    options?: { cpu?: boolean }): Float32Array[];
   /** The vision tower + projector on the CUDA kernels under the emulator (native/cuda/vision_device.cuh). */
   emulatedVision(config: NativeVisionConfig, tensors: NativeVisionTensors, pixels: Float32Array): Float32Array;
   /** emulatedVision, then the edits written through the parameter table (each parameter marked trainable
@@ -61,10 +63,10 @@ export interface SimtAddon {
    * the final values and AdamW second moments as the host tables hold them after their sync. */
   trainerSteps(llmConfig: NativeLlmConfig, llmTensors: NativeLlmTensors, visionConfig: NativeVisionConfig | null,
     visionTensors: NativeVisionTensors | null, batch: { seqs: NativeTrainSequence[]; pixels?: Float32Array[] }, trainable: string[],
-    options: { device: 'cpu' | 'emulated'; steps: number; lr: number; loraDropout?: number; seed?: number; lossRows?: number; bf16?: boolean;
+    options: { device: 'cpu' | 'emulated'; steps: number; lr: number; loraDropout?: number; seed?: number; lossRows?: number; bf16?: boolean; shareRunner?: boolean;
       hostWrite?: { step: number; name: string; value: number } }):
     { losses: number[]; norms: number[]; grads: Record<string, Float32Array>; values: Record<string, Float32Array>;
-      v: Record<string, Float32Array> };
+      v: Record<string, Float32Array>; paramBytes: number };
   setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
     poisonShared?: boolean }): void;
   stats(): { launches: number; blocks: number; threads: number; switches: number };

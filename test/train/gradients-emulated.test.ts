@@ -230,3 +230,30 @@ describe('mixed precision on the device engine (bf16 compute copies of the train
     }
   }, 600_000);
 });
+
+describe('the device engine borrows the inference runners\' frozen weights', () => {
+  it('LoRA over the bf16 base (LLaVA-Rad): the same losses, without a second copy of the frozen weights', async () => {
+    const f = (await generateFixture({ layout: 'llava-rad', out: join(root, 'engine-share') })) as { dir: string };
+    const model = await loadModel(f.dir, { device: 'cpu' });
+    try {
+      const trainer = await createTrainer(model, { trainable: ['*lora_*', '*mm_projector*'] });
+      const names = trainer.parameters.filter((p) => p.trainable && !p.tiedTo).map((p) => p.name);
+      await trainer.dispose();
+      const nb = await nativeBatch(model, batchFor(model.spec.llm.vocab, await testImage(29), { long: true }));
+      const spec = modelInternals(model).spec;
+      const l = llmLoadArgs(spec), v = visionLoadArgs(spec);
+      const o = { device: 'emulated' as const, steps: 2, lr: 1e-3 };
+      const own = simt().trainerSteps(l.config, l.tensors, v.config, v.tensors, nb, names, o);
+      const shared = simt().trainerSteps(l.config, l.tensors, v.config, v.tensors, nb, names, { ...o, shareRunner: true });
+      console.log(`device engine parameter memory: ${(own.paramBytes / 1024).toFixed(0)} KiB alone, ` +
+        `${(shared.paramBytes / 1024).toFixed(0)} KiB beside the inference runners (frozen weights borrowed)`);
+      expect(shared.losses).toEqual(own.losses);
+      // what is left is the trainable f32 master copies: LoRA pairs and the projector
+      const trainableBytes = names.reduce((n, name) => n + own.values[name]!.length * 4, 0);
+      expect(shared.paramBytes).toBe(trainableBytes);
+      expect(own.paramBytes).toBeGreaterThan(2 * trainableBytes);
+    } finally {
+      await model.dispose();
+    }
+  }, 600_000);
+});
