@@ -236,6 +236,8 @@ export interface NativeTrainer {
   /** LoRA dropout p on the adapters' input; accumulate call k (from now) uses step seed `seed + k` */
   setLoraDropout(p: number, seed: number): void;
   setLossRows(rows: number): void;
+  /** a running accumulate stops at its next layer with E_ABORTED (its gradients partial: zero them) */
+  cancel(): void;
   dispose(): void;
 }
 

@@ -228,6 +228,7 @@ class TrainerImpl implements Trainer {
     return this.exclusive(async (engine) => {
       await engine.zeroGrads();
       this.micro = 0;
+      const stop = abortInto(engine, options.signal);
       try {
         if (options.signal?.aborted) throw medllavaError('E_ABORTED', 'aborted');
         const r = await engine.accumulate(b, 1);
@@ -239,6 +240,7 @@ class TrainerImpl implements Trainer {
         }
         return { loss: r.loss, tokens: r.tokens, gradients };
       } finally {
+        stop();
         await engine.zeroGrads();
       }
     });
@@ -250,6 +252,7 @@ class TrainerImpl implements Trainer {
       if (options.signal?.aborted) throw medllavaError('E_ABORTED', 'aborted');
       const accum = this.o.gradientAccumulation;
       let r: { loss: number; tokens: number };
+      const stop = abortInto(engine, options.signal);
       try {
         r = await engine.accumulate(b, 1 / accum);
       } catch (e) {
@@ -261,6 +264,8 @@ class TrainerImpl implements Trainer {
           this.micro = 0;
         }
         throw e;
+      } finally {
+        stop();
       }
       this.micro++;
       const lrFactor = scheduleFactor(this.o.schedule, this.optimizerStep);
@@ -317,6 +322,14 @@ class TrainerImpl implements Trainer {
 }
 
 /** A trainer over `model` (loaded by loadModel): marks the chosen parameters trainable; trains where the model runs. */
+/** While a native accumulate runs, an abort of `signal` cancels it at its next layer (E_ABORTED). Returns the unhook. */
+function abortInto(engine: NativeTrainer, signal: AbortSignal | undefined): () => void {
+  if (!signal) return () => {};
+  const onAbort = () => engine.cancel();
+  signal.addEventListener('abort', onAbort, { once: true });
+  return () => signal.removeEventListener('abort', onAbort);
+}
+
 export async function createTrainer(model: Model, options: TrainerOptions = {}): Promise<Trainer> {
   const parts = modelInternals(model).trainingParts();
   const stage = options.stage ?? 'instruct';

@@ -10,6 +10,7 @@
 // WeightViews the caller resolved for its backend: host pointers for the CPU, device copies for CUDA.
 #pragma once
 #include <algorithm>
+#include "../core/cancel.h"  // defines: CancelToken, check_cancel
 #include <cstdint>
 #include <vector>
 
@@ -225,6 +226,7 @@ struct LlmActivations {
   std::vector<Layer> layers;
   float *x_final = nullptr, *rstd_final = nullptr, *h_final = nullptr;  // (N, hidden), (N), (N, hidden)
   LlmScratch s;             // LoRA scratch (its other buffers unused)
+  const CancelToken* cancel = nullptr;  // checked before each layer, forward and backward (null: none)
 
   // floats of the table for this shape; recompute[l] marks the checkpointed layers (empty: none)
   static int64_t floats(const LlmConfig& c, const LlmIds& ids, int64_t B, int64_t T, const std::vector<bool>& recompute) {
@@ -313,6 +315,7 @@ void llm_forward_train(Ops& ops, const LlmConfig& c, const LlmIds& ids, const st
   const int64_t B = A.B, T = A.T, N = B * T, D = c.hidden;
   llm_embed(ops, c, ids, W, tokens, images, N, const_cast<float*>(A.layers[0].io.x_in));
   for (int64_t l = 0; l < c.layers; ++l) {
+    check_cancel(A.cancel);
     LlmActivations::Layer& y = A.layers[(size_t)l];
     llm_layer(ops, c, ids, W, ids.layers[(size_t)l], N, y.io, A.s, llm_train_attend(ops, c, B, T, y.lse));
   }
@@ -487,6 +490,7 @@ double llm_loss_head(Ops& ops, const LlmConfig& c, const LlmIds& ids, const std:
   size_t ri = 0;
   int64_t off = 0;  // rows of runs[ri] already done
   while (ri < runs.size() && ls.rows > 0) {
+    check_cancel(A.cancel);
     std::vector<Run> chunk;
     int64_t n = 0;
     while (ri < runs.size() && n < ls.rows) {
@@ -530,6 +534,7 @@ void llm_backward_train(Ops& ops, const LlmConfig& c, const LlmIds& ids, const s
   ops.fill(gs.dx, 0.0f, N * D);
   ops.rmsnorm_backward(gs.dh, A.x_final, W[(size_t)ids.norm], A.rstd_final, gs.dx, G[(size_t)ids.norm], N, D);
   for (int64_t l = c.layers - 1; l >= lowest && l >= 0; --l) {
+    check_cancel(A.cancel);
     LlmActivations::Layer& y = A.layers[(size_t)l];
     if (y.recompute) {  // refill the shared buffers: the same forward, writing the same next input
       llm_layer(ops, c, ids, W, ids.layers[(size_t)l], N, y.io, A.s, llm_train_attend(ops, c, B, T, y.lse));

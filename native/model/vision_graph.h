@@ -166,6 +166,7 @@ struct VisionActivations {
   float* x_final = nullptr;               // (B·T, hidden) the last block's output
   float *mid_pre = nullptr, *mid = nullptr;  // (B·tokens, out_dim) the projector's hidden layer (mlp2x_gelu)
   float* out = nullptr;                   // (B·tokens, out_dim) the projected image rows
+  const CancelToken* cancel = nullptr;    // checked before each block, forward and backward (null: none)
 
   // floats of the table for B images through `layers_run` blocks (the ids' count); recompute[l] marks
   // the checkpointed blocks
@@ -230,7 +231,10 @@ void vision_forward_train(Ops& ops, const VisionConfig& c, const VisionIds& ids,
   float* x0 = const_cast<float*>(A.layers.empty() ? A.x_final : A.layers[0].io.x_in);
   vision_embed(ops, c, ids, W, A.cols, B, ids.pre_w >= 0 ? A.x_emb : x0);
   if (ids.pre_w >= 0) ops.layernorm(A.x_emb, at(ids.pre_w), at(ids.pre_b), x0, N, D, c.eps, A.pre_mean, A.pre_rstd);
-  for (size_t l = 0; l < A.layers.size(); ++l) vision_layer(ops, c, ids.layers[l], W, B, T, A.layers[l].io);
+  for (size_t l = 0; l < A.layers.size(); ++l) {
+    check_cancel(A.cancel);
+    vision_layer(ops, c, ids.layers[l], W, B, T, A.layers[l].io);
+  }
   const int64_t first = c.keep_cls ? 0 : 1, n = T - first;
   for (int64_t i = 0; i < B; ++i) {  // the projector over each image's rows
     const float* xi = A.x_final + (i * T + first) * D;
@@ -341,6 +345,7 @@ void vision_backward_train(Ops& ops, const VisionConfig& c, const VisionIds& ids
   }
   if (!tower) return;
   for (size_t l = A.layers.size(); l-- > 0;) {
+    check_cancel(A.cancel);
     VisionActivations::Layer& y = A.layers[l];
     if (y.recompute) vision_layer(ops, c, ids.layers[l], W, B, T, y.io);  // refill the shared buffers
     vision_layer_backward(ops, c, ids.layers[l], W, G, B, T, y.io, gs);

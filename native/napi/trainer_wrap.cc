@@ -6,7 +6,8 @@
 //   update({ groups: [{ vision: boolean, name, lr, weightDecay }], step, lrFactor, clip, beta1, beta2, eps }) -> Promise<void>
 //   state(vision: boolean, name, which: 'grad' | 'm' | 'v') -> Promise<Float32Array | null> (null: the parameter is frozen)
 //   setCheckpoint(on); setLoraDropout(p, seed) (accumulate call k then uses step seed seed + k);
-//   setLossRows(n) (rows per loss-head chunk, 0: automatic); dispose()
+//   setLossRows(n) (rows per loss-head chunk, 0: automatic); cancel() (a running accumulate stops at its next
+//   layer with E_ABORTED, its gradients partial); dispose()
 // The batch is copied on the JS thread (train_args.h).
 #include "trainer_wrap.h"
 
@@ -34,6 +35,7 @@ Napi::Function TrainerWrap::Define(Napi::Env env) {
                       InstanceMethod<&TrainerWrap::State>("state"), InstanceMethod<&TrainerWrap::SetCheckpoint>("setCheckpoint"),
                       InstanceMethod<&TrainerWrap::SetLoraDropout>("setLoraDropout"),
                       InstanceMethod<&TrainerWrap::SetLossRows>("setLossRows"),
+                      InstanceMethod<&TrainerWrap::Cancel>("cancel"),
                       InstanceMethod<&TrainerWrap::Dispose>("dispose")});
 }
 
@@ -92,6 +94,7 @@ Napi::Value TrainerWrap::Accumulate(const Napi::CallbackInfo& info) {
     if (!std::isfinite(scale)) throw_js(env, ErrorCode::Argument, "gradScale must be finite");
     auto batch = parse_train_batch(env, info[0]);
     auto res = std::make_shared<Trainer::Loss>();
+    t.cancel.reset();  // here, on the JS thread: a cancel() after this call stops this step
     Trainer* tp = &t;
     auto keep = trainer_;
     return run(env, [tp, keep, batch, scale, res] { *res = tp->accumulate(*batch, (float)scale); },
@@ -203,6 +206,14 @@ Napi::Value TrainerWrap::SetLoraDropout(const Napi::CallbackInfo& info) {
     t.lora_dropout = (float)p;
     t.dropout_seed = (uint64_t)get_int(env, info.Length() > 1 ? info[1] : Napi::Number::New(env, 0), "seed", 0, 1LL << 53);
     t.calls = 0;
+    return env.Undefined();
+  });
+}
+
+Napi::Value TrainerWrap::Cancel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    if (trainer_) trainer_->cancel.request();  // callable while busy: that is its point
     return env.Undefined();
   });
 }

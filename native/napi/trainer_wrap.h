@@ -25,6 +25,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   Napi::Value SetCheckpoint(const Napi::CallbackInfo& info);
   Napi::Value SetLoraDropout(const Napi::CallbackInfo& info);
   Napi::Value SetLossRows(const Napi::CallbackInfo& info);
+  Napi::Value Cancel(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Trainer& trainer(Napi::Env env);  // E_ARGUMENT when disposed or busy
   template <class Work, class Result>

@@ -742,7 +742,7 @@ Napi::Value TrainGradients(const Napi::CallbackInfo& info) {
 
 // trainerSteps(llmConfig, llmTensors, visionConfig | null, visionTensors | null, batch, trainable: string[],
 //   { device: 'cpu' | 'emulated', steps, lr, loraDropout?, seed?, lossRows?, bf16?, shareRunner?, hostWrite?: { step, name,
-//   value } }) -> (also paramBytes: the device engine's own parameter memory)
+//   value }, abortAt?: { step, check } }) -> (also paramBytes: the device engine's own parameter memory)
 //   { losses, norms, grads: { name: Float32Array } (after the first step's backward), values, v (the final values and
 //   AdamW second moments, read from the host tables) }: the training engine itself — the CPU Trainer, or DeviceTrainer
 //   over the emulated device (step, norm and AdamW on the device; the host tables synced lazily) — for `steps` steps
@@ -792,6 +792,12 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
     write_value = (float)arg_number(w, "value");
     if (write_id < 0 || !llm->params()[(int)write_id].trainable) throw_js(env, ErrorCode::Argument, "hostWrite: a trainable LLM parameter");
   }
+  // abortAt { step, check }: before that step, an accumulate cancelled at its check-th check (E_ABORTED expected)
+  int64_t abort_step = -1, abort_check = 0;
+  if (o.Has("abortAt")) {
+    const Napi::Object a = o.Get("abortAt").As<Napi::Object>();
+    abort_step = arg_int(a, "step", 0, steps - 1), abort_check = arg_int(a, "check", 0, 1 << 20);
+  }
   Napi::Array losses = Napi::Array::New(env), norms = Napi::Array::New(env);
   Napi::Object grads = Napi::Object::New(env);
   for (int64_t s = 0; s < steps; ++s) {
@@ -802,6 +808,19 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
       float* v = tab.values((int)write_id);
       std::fill(v, v + tab[(int)write_id].numel(), write_value);
       tab.touch();
+    }
+    if (s == abort_step) {  // stopped at its abort_check-th cancellation check, then the trainer goes on
+      t->cancel.reset(abort_check);
+      bool aborted = false;
+      try {
+        t->accumulate(*batch, 1.0f);
+      } catch (const Error& e) {
+        aborted = e.code() == ErrorCode::Aborted;
+        if (!aborted) throw;
+      }
+      if (!aborted) throw Error(ErrorCode::Internal, "abortAt: the step ran to its end");
+      t->zero_grads();
+      t->cancel.reset();
     }
     const Trainer::Loss l = t->accumulate(*batch, 1.0f);
     if (auto* d = dynamic_cast<cuda::DeviceTrainer<EmuDevice>*>(t.get())) param_bytes = (double)d->own_param_bytes();

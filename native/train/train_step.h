@@ -52,6 +52,7 @@ struct TrainModel {
   int64_t vision_rows = 0;  // image rows handed to the LLM per image
   float lora_dropout = 0;   // on the LoRA branches' input (0: off)
   int64_t loss_rows = 0;    // rows per loss-head chunk (0: as many as keep its logits within 32 MiB)
+  const CancelToken* cancel = nullptr;  // checked between layers (E_ABORTED); null: none
   uint64_t dropout_step = 0;  // this step's dropout seed (llm_graph.h: LlmScratch)
 };
 
@@ -221,6 +222,7 @@ double train_step(Ops& ops, const TrainModel& m, const TrainPlan& p, float* aren
   LlmActivations LA;
   arena = LA.carve(arena, c, *m.llm_ids, B, T, all(p.checkpoint, c.layers));
   LA.s.lora_dropout = m.lora_dropout, LA.s.dropout_step = m.dropout_step;
+  LA.cancel = m.cancel;
   LlmGradScratch gs;
   arena = gs.carve(arena, c, *m.llm_ids, N);
   LossHeadScratch ls;
@@ -230,6 +232,7 @@ double train_step(Ops& ops, const TrainModel& m, const TrainPlan& p, float* aren
   float* d_rows = nullptr;
   if (p.images) {
     arena = VA.carve(arena, *m.vision, vl, p.images, all(p.checkpoint, vl));
+    VA.cancel = m.cancel;
     if (p.images_need_grad) arena = vgs.carve(arena, *m.vision, p.images), d_rows = take(p.images * rows * D);
   }
 

@@ -39,6 +39,7 @@ TrainModel Trainer::host_model(GradViews& lg, GradViews& vg) const {
   }
   m.lora_dropout = lora_dropout;
   m.loss_rows = loss_rows;
+  m.cancel = &cancel;
   return m;
 }
 

@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "../core/cancel.h"  // defines: CancelToken
 #include "../model/llm.h"
 #include "../model/vision.h"
 #include "train_step.h"  // defines: TrainSequence, TrainBatch, train_step
@@ -57,6 +58,9 @@ class Trainer {
   uint64_t dropout_seed = 0;
   uint64_t calls = 0;  // accumulate calls that ran
   int64_t loss_rows = 0;  // rows per loss-head chunk (0: as many as keep its logits within 32 MiB)
+  // Requested from any thread, a running accumulate stops at its next layer with E_ABORTED: the
+  // gradients are then partial (zero them); parameters and optimizer state are untouched.
+  CancelToken cancel;
 
  protected:
   // the step's model over the tables' host views and gradients (the caller holds their shared locks)

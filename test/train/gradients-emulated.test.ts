@@ -257,3 +257,28 @@ describe('the device engine borrows the inference runners\' frozen weights', () 
     }
   }, 600_000);
 });
+
+describe('cancelling a running step (Trainer::cancel: E_ABORTED at the next layer)', () => {
+  it.each(['cpu', 'emulated'] as const)('%s: a step stopped mid-forward or mid-backward leaves the weights as they were', async (device) => {
+    const f = (await generateFixture({ layout: 'llava-med-v1.5', out: join(root, `cancel-${device}`) })) as { dir: string };
+    const model = await loadModel(f.dir, { device: 'cpu' });
+    try {
+      const trainer = await createTrainer(model, { stage: 'full' });
+      const names = trainer.parameters.filter((p) => p.trainable && !p.tiedTo).map((p) => p.name);
+      await trainer.dispose();
+      const nb = await nativeBatch(model, batchFor(model.spec.llm.vocab, await testImage(31), { long: true }));
+      const spec = modelInternals(model).spec;
+      const l = llmLoadArgs(spec), v = visionLoadArgs(spec);
+      const o = { device, steps: 2, lr: 1e-3 };
+      const plain = simt().trainerSteps(l.config, l.tensors, v.config, v.tensors, nb, names, o);
+      // checks run before each tower block and LLM layer, each loss-head chunk, then backward's layers and blocks:
+      // check 1 is in the tower's forward, check 6 in the LLM's backward (gradients already accumulating)
+      for (const check of [1, 6]) {
+        const cut = simt().trainerSteps(l.config, l.tensors, v.config, v.tensors, nb, names, { ...o, abortAt: { step: 1, check } });
+        expect(cut.losses, `check ${check}`).toEqual(plain.losses);
+      }
+    } finally {
+      await model.dispose();
+    }
+  }, 600_000);
+});
