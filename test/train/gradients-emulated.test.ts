@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { generateFixture } from '../../lib/fixtures/generate.js';
-import { createTrainer, loadModel, type Model } from '../../lib/index.js';
+import { createTrainer, loadModel, type Model, type TrainerOptions } from '../../lib/index.js';
 import { llmLoadArgs } from '../../lib/model/llm.js';
 import { modelInternals } from '../../lib/model/model.js';
 import { visionLoadArgs } from '../../lib/model/vision.js';
@@ -31,6 +31,21 @@ import { torchReference } from '../support/torch-train.js';
 import { batchFor, testImage } from '../support/train-batch.js';
 
 const root = mkdtempSync(join(tmpdir(), 'medllava-grad-emu-'));
+
+/** A fixture loaded on the CPU, the parameters `options` make trainable, a long batch around test image `seed`
+ * (also as the test addon takes it) and the addon's load arguments. The caller disposes `model`. */
+async function engineCase(layout: 'llava-med-v1.5' | 'llava-med-v1' | 'llava-rad', dir: string, options: TrainerOptions, seed: number) {
+  const f = (await generateFixture({ layout, out: join(root, dir) })) as { dir: string };
+  const model = await loadModel(f.dir, { device: 'cpu' });
+  const trainer = await createTrainer(model, options);
+  const names = trainer.parameters.filter((p) => p.trainable && !p.tiedTo).map((p) => p.name);
+  await trainer.dispose();
+  const image = await testImage(seed);
+  const batch = batchFor(model.spec.llm.vocab, image, { long: true });
+  const nb = await nativeBatch(model, batch);
+  const spec = modelInternals(model).spec;
+  return { model, names, image, batch, nb, l: llmLoadArgs(spec), v: visionLoadArgs(spec) };
+}
 
 function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let num = 0, den = 0;
@@ -102,16 +117,8 @@ describe.each(layouts)('training on the emulated CUDA device: $layout', ({ layou
 
 describe('the device training engine (native/cuda/train_device.cuh) under the emulator', () => {
   it.each(layouts)('$layout: three AdamW steps on the device engine track the CPU engine', async ({ layout, stage, trainable, tol }) => {
-    const f = (await generateFixture({ layout, out: join(root, `engine-${layout}`) })) as { dir: string };
-    const model = await loadModel(f.dir, { device: 'cpu' });
+    const { model, names, image, nb, l, v } = await engineCase(layout, `engine-${layout}`, stage ? { stage } : { trainable }, 17);
     try {
-      const trainer = await createTrainer(model, stage ? { stage } : { trainable });
-      const names = trainer.parameters.filter((p) => p.trainable && !p.tiedTo).map((p) => p.name);
-      await trainer.dispose();
-      const image = await testImage(17);
-      const nb = await nativeBatch(model, batchFor(model.spec.llm.vocab, image, { long: true }));
-      const spec = modelInternals(model).spec;
-      const l = llmLoadArgs(spec), v = visionLoadArgs(spec);
       const o = { steps: 3, lr: 1e-3, loraDropout: 0.1, seed: 4 };
       const cpu = simt().trainerSteps(l.config, l.tensors, v.config, v.tensors, nb, names, { device: 'cpu', ...o });
       const emu = simt().trainerSteps(l.config, l.tensors, v.config, v.tensors, nb, names, { device: 'emulated', ...o });
@@ -159,15 +166,8 @@ describe('the device training engine (native/cuda/train_device.cuh) under the em
 
 describe('the device engine and the host tables', () => {
   it('a value written through the host table between steps reaches the device engine (as writeParameter does)', async () => {
-    const f = (await generateFixture({ layout: 'llava-med-v1', out: join(root, 'engine-write') })) as { dir: string };
-    const model = await loadModel(f.dir, { device: 'cpu' });
+    const { model, names, nb, l, v } = await engineCase('llava-med-v1', 'engine-write', { stage: 'instruct' }, 19);
     try {
-      const trainer = await createTrainer(model, { stage: 'instruct' });
-      const names = trainer.parameters.filter((p) => p.trainable && !p.tiedTo).map((p) => p.name);
-      await trainer.dispose();
-      const nb = await nativeBatch(model, batchFor(model.spec.llm.vocab, await testImage(19), { long: true }));
-      const spec = modelInternals(model).spec;
-      const l = llmLoadArgs(spec), v = visionLoadArgs(spec);
       const o = { steps: 3, lr: 1e-3, hostWrite: { step: 2, name: 'model.norm.weight', value: 0.5 } };
       const cpu = simt().trainerSteps(l.config, l.tensors, v.config, v.tensors, nb, names, { device: 'cpu', ...o });
       const emu = simt().trainerSteps(l.config, l.tensors, v.config, v.tensors, nb, names, { device: 'emulated', ...o });
@@ -185,17 +185,8 @@ describe('the device engine and the host tables', () => {
 
 describe('mixed precision on the device engine (bf16 compute copies of the trainable matrices)', () => {
   it('first-step gradients stay within the bf16 bound of torch\'s float64 ones; the loss falls', async () => {
-    const f = (await generateFixture({ layout: 'llava-med-v1.5', out: join(root, 'engine-bf16') })) as { dir: string };
-    const model = await loadModel(f.dir, { device: 'cpu' });
+    const { model, names, image, batch, nb, l, v } = await engineCase('llava-med-v1.5', 'engine-bf16', { stage: 'full' }, 23);
     try {
-      const trainer = await createTrainer(model, { stage: 'full' });
-      const names = trainer.parameters.filter((p) => p.trainable && !p.tiedTo).map((p) => p.name);
-      await trainer.dispose();
-      const image = await testImage(23);
-      const batch = batchFor(model.spec.llm.vocab, image, { long: true });
-      const nb = await nativeBatch(model, batch);
-      const spec = modelInternals(model).spec;
-      const l = llmLoadArgs(spec), v = visionLoadArgs(spec);
       const o = { device: 'emulated' as const, steps: 3, lr: 1e-3 };
       const bf = simt().trainerSteps(l.config, l.tensors, v.config, v.tensors, nb, names, { ...o, bf16: true });
       const f32 = simt().trainerSteps(l.config, l.tensors, v.config, v.tensors, nb, names, o);
@@ -233,15 +224,8 @@ describe('mixed precision on the device engine (bf16 compute copies of the train
 
 describe('the device engine borrows the inference runners\' frozen weights', () => {
   it('LoRA over the bf16 base (LLaVA-Rad): the same losses, without a second copy of the frozen weights', async () => {
-    const f = (await generateFixture({ layout: 'llava-rad', out: join(root, 'engine-share') })) as { dir: string };
-    const model = await loadModel(f.dir, { device: 'cpu' });
+    const { model, names, nb, l, v } = await engineCase('llava-rad', 'engine-share', { trainable: ['*lora_*', '*mm_projector*'] }, 29);
     try {
-      const trainer = await createTrainer(model, { trainable: ['*lora_*', '*mm_projector*'] });
-      const names = trainer.parameters.filter((p) => p.trainable && !p.tiedTo).map((p) => p.name);
-      await trainer.dispose();
-      const nb = await nativeBatch(model, batchFor(model.spec.llm.vocab, await testImage(29), { long: true }));
-      const spec = modelInternals(model).spec;
-      const l = llmLoadArgs(spec), v = visionLoadArgs(spec);
       const o = { device: 'emulated' as const, steps: 2, lr: 1e-3 };
       const own = simt().trainerSteps(l.config, l.tensors, v.config, v.tensors, nb, names, o);
       const shared = simt().trainerSteps(l.config, l.tensors, v.config, v.tensors, nb, names, { ...o, shareRunner: true });
@@ -260,15 +244,8 @@ describe('the device engine borrows the inference runners\' frozen weights', () 
 
 describe('cancelling a running step (Trainer::cancel: E_ABORTED at the next layer)', () => {
   it.each(['cpu', 'emulated'] as const)('%s: a step stopped mid-forward or mid-backward leaves the weights as they were', async (device) => {
-    const f = (await generateFixture({ layout: 'llava-med-v1.5', out: join(root, `cancel-${device}`) })) as { dir: string };
-    const model = await loadModel(f.dir, { device: 'cpu' });
+    const { model, names, nb, l, v } = await engineCase('llava-med-v1.5', `cancel-${device}`, { stage: 'full' }, 31);
     try {
-      const trainer = await createTrainer(model, { stage: 'full' });
-      const names = trainer.parameters.filter((p) => p.trainable && !p.tiedTo).map((p) => p.name);
-      await trainer.dispose();
-      const nb = await nativeBatch(model, batchFor(model.spec.llm.vocab, await testImage(31), { long: true }));
-      const spec = modelInternals(model).spec;
-      const l = llmLoadArgs(spec), v = visionLoadArgs(spec);
       const o = { device, steps: 2, lr: 1e-3 };
       const plain = simt().trainerSteps(l.config, l.tensors, v.config, v.tensors, nb, names, o);
       // checks run before each tower block and LLM layer, each loss-head chunk, then backward's layers and blocks:
