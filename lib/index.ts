@@ -18,4 +18,7 @@ export { loadModel } from './model/model.js';
 export type { Chat, ChatMessage, ImageInput, LoadModelOptions, Model, ModelParameter } from './model/model.js';
 export type { GenerateOptions, Reply } from './generate.js';
 export { createTrainer, scheduleFactor } from './train/trainer.js';
+export { SeededRandom } from './sampling.js';
+export { groupByModalityLength, loadConversations, modalityLength, sampleExample, sampleMessages } from './train/data.js';
+export type { ConversationSample, ConversationTurn, DataProblem, LoadDataOptions, LoadedData } from './train/data.js';
 export type { LearningRateSchedule, StepResult, Trainer, TrainerOptions, TrainerParameter, TrainingExample, TrainingStage } from './train/trainer.js';

@@ -124,9 +124,11 @@ export function renderPrompt(template: string | TemplateDefinition, messages: Me
 /**
  * Token ids and training labels for a whole conversation, as LLaVA's train.py builds them:
  * every position except the assistant's answers (and their closing separator) is IGNORE_INDEX.
+ * When the rounds' token counts do not add up to the whole (upstream's "tokenization mismatch"),
+ * every label is masked, as upstream does, and `mismatch: true` is set.
  */
 export function trainingExample(tokenizer: Tokenizer, template: string | TemplateDefinition, messages: Message[],
-  options: { systemPrompt?: string } = {}): { inputIds: number[]; labels: number[] } {
+  options: { systemPrompt?: string } = {}): { inputIds: number[]; labels: number[]; mismatch?: true } {
   const t = typeof template === 'string' ? getTemplate(template) : template;
   const len = (s: string) => tokenizer.encodePrompt(s).length;
   if (t.style === 'plain') {
@@ -164,8 +166,10 @@ export function trainingExample(tokenizer: Tokenizer, template: string | Templat
   }
   for (let i = cur; i < labels.length; i++) labels[i] = IGNORE_INDEX;
   if (cur !== inputIds.length) {
-    // upstream prints "tokenization mismatch" and ignores the whole example; we do the same
+    // upstream prints "tokenization mismatch" and ignores the whole example; the labels are masked the
+    // same way, and `mismatch` says so (the data loader reports such samples by id)
     labels.fill(IGNORE_INDEX);
+    return { inputIds, labels, mismatch: true };
   }
   return { inputIds, labels };
 }
