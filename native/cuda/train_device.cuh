@@ -12,7 +12,8 @@
 // table's hook — run by whatever reads host values next: an inference forward, readParameter,
 // setTrainable, a save — downloads values, gradients and moments once. A change made through the
 // host table (writeParameter, a new trainable set) moves its generation; the engine then re-uploads
-// from the host before its next step.
+// from the host before its next step. One engine per model syncs the host at a time: a newer engine
+// on the same model takes the hook over (after bringing the older one's values in).
 //
 // Header-only, like the runners: nvcc instantiates it over the real device (backend.cu), the test
 // addon over the emulated one. defines: DeviceTrainer.
@@ -48,7 +49,7 @@ class DeviceTrainer : public Trainer {
     if (vision_)
       if (auto* r = dynamic_cast<VisionRunnerOn<Device>*>(vision_->device_runner()))
         if (r->tower().params().device_index() == dev_.index()) vp_->borrow_frozen(&r->tower().params());
-    for (int k = 0; k < tables(); ++k) table(k).set_host_sync([this, k] { pull(k); });
+    for (int k = 0; k < tables(); ++k) table(k).set_host_sync(this, [this, k] { pull(k); });
   }
   ~DeviceTrainer() override {
     // the host tables get the newest values and state before the device copies go
@@ -57,7 +58,7 @@ class DeviceTrainer : public Trainer {
         table(k).sync_host();
       } catch (...) {
       }
-      table(k).set_host_sync({});
+      table(k).set_host_sync(this, {});
     }
     dev_.bind();
     release(arena_), release(ids_);

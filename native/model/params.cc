@@ -168,10 +168,17 @@ float* ParamTable::adam_v(int id) {
   return flat_.data() + 3 * n_train_ + p_[(size_t)id].flat_offset;
 }
 
-void ParamTable::set_host_sync(std::function<void()> hook) const {
+void ParamTable::set_host_sync(const void* owner, std::function<void()> hook) const {
   std::lock_guard<std::mutex> lock(sync_mu_);
-  sync_ = std::move(hook);
-  if (!sync_) stale_ = false;
+  if (!hook) {  // an engine going away: only its own hook
+    if (sync_owner_ == owner) sync_ = nullptr, sync_owner_ = nullptr, stale_ = false;
+    return;
+  }
+  if (sync_ && sync_owner_ != owner && stale_.load()) {  // the previous engine's newest values first
+    stale_ = false;
+    sync_();
+  }
+  sync_ = std::move(hook), sync_owner_ = owner;
 }
 
 void ParamTable::sync_host() const {

@@ -99,7 +99,9 @@ class ParamTable {
   // device memory and marks the host copies stale; its hook brings them back (taking the exclusive
   // lock itself). Everything that reads host values — forwards, parameter reads and writes, changes of
   // the trainable set — calls sync_host() before it takes the lock. An empty hook: none.
-  void set_host_sync(std::function<void()> hook) const;
+  // `owner` identifies the engine: a new owner's hook first brings the previous owner's values in;
+  // clearing (an empty hook) only clears the caller's own.
+  void set_host_sync(const void* owner, std::function<void()> hook) const;
   void mark_host_stale() const { stale_ = true; }
   void sync_host() const;
   // Forwards read under the shared lock; changes through the table take it exclusively.
@@ -115,6 +117,7 @@ class ParamTable {
   std::atomic<uint64_t> gen_{0};
   mutable std::shared_mutex mu_;
   mutable std::function<void()> sync_;
+  mutable const void* sync_owner_ = nullptr;
   mutable std::atomic<bool> stale_{false};
   mutable std::mutex sync_mu_;  // one sync at a time; guards sync_
 };
