@@ -1,17 +1,22 @@
 /**
  * One side of `npm run bench:train`, in a fresh process (so its peak memory is its own):
- *   node dist/bench/train-worker.js <model dir> <threads> <warmup> <steps>  ->  one line of JSON: { stepMs, maxRssKiB, … }
+ *   node dist/bench/train-worker.js <model dir> <threads> <warmup> <steps> [cpu | cuda] [instruct | lora]
+ *     ->  one line of JSON: { stepMs, maxRssKiB, … }
  * The bench-small stage-2 step (bench/train.ts): createTrainer(stage 'instruct': projector + LLM), AdamW, clipping at
- * 1.0, fp32, on 2 sequences of 196 image rows + 188 tokens — what bench/train_torch.py does in PyTorch.
+ * 1.0, fp32 on the CPU (bf16 compute on CUDA), on 2 sequences of 196 image rows + 188 tokens — what
+ * bench/train_torch.py does in PyTorch. 'lora': LLaVA-Rad's recipe instead (new r 64 adapters + projector, lr 1e-4).
  */
 import sharp from 'sharp';
 
 import { createTrainer, loadModel } from '../lib/index.js';
 
-const [dir, threadsArg, warmupArg, stepsArg] = process.argv.slice(2);
+const [dir, threadsArg, warmupArg, stepsArg, deviceArg, stageArg] = process.argv.slice(2);
 const threads = Number(threadsArg), warmup = Number(warmupArg), steps = Number(stepsArg);
-const model = await loadModel(dir!, { device: 'cpu', threads });
-const trainer = await createTrainer(model, { stage: 'instruct', learningRate: 2e-5, maxGradNorm: 1.0 });
+const device = deviceArg === 'cuda' ? 'cuda' : 'cpu';
+const model = await loadModel(dir!, { device, threads });
+const trainer = await createTrainer(model, stageArg === 'lora'
+  ? { stage: 'lora', learningRate: 1e-4, maxGradNorm: 1.0 }
+  : { stage: 'instruct', learningRate: 2e-5, maxGradNorm: 1.0 });
 const V = model.spec.llm.vocab, S = 224;
 let s = 1;
 const rand = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s; };

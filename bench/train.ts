@@ -92,3 +92,41 @@ const a = row('medllava', ours);
 const b = row(`PyTorch ${theirs.torch ?? ''} (${theirs.blas ?? '?'})`, theirs);
 console.log(`ratio medllava / PyTorch tokens/s: ${(b / a).toFixed(2)}× (goal ≥ 1.5×); peak RSS ratio ${(ours.maxRssKiB / theirs.maxRssKiB).toFixed(2)}`);
 console.log(`FLOPs per step: ${Object.entries(flops.parts).map(([k, v]) => `${k} ${(v / 1e9).toFixed(1)}`).join(', ')} GFLOP`);
+
+// ---- on a GPU, when one is present: the same step on CUDA (bf16 compute), and a LoRA step at 7B widths ----
+// MFU = the step's FLOPs / time / the device's bf16 tensor-core peak measured here (cudaBenchKernels).
+// The 7B-shaped model has LLaMA-7B's layer widths (4096 wide, 11008 FFN, 32 heads, vocab 32000) but
+// BENCH_7B_LAYERS layers (default 4) so that its random fixture stays a few GB; per-layer cost is what scales.
+if (getBackendInfo().cuda.available) {
+  const gpuPeak = (await native().cudaBenchKernels(0)).peaks.tensorTFlops * 1e12;
+  const gpuRow = (name: string, r: { stepMs: number[] }, stepFlops: number, tokensPerStep: number) => {
+    const ms = median(r.stepMs);
+    console.log(`${name.padEnd(28)} ${(ms / 1000).toFixed(3)} s/step  ${(tokensPerStep / (ms / 1000)).toFixed(0).padStart(6)} tok/s  ` +
+      `MFU ${((stepFlops / (ms / 1000) / gpuPeak) * 100).toFixed(1)} % of ${(gpuPeak / 1e12).toFixed(0)} TFLOP/s bf16  ` +
+      `[${r.stepMs.map((x) => (x / 1000).toFixed(3)).join(', ')}]`);
+  };
+  const small = run(process.execPath, [join(here, 'train-worker.js'), model, String(THREADS), String(WARMUP), String(STEPS), 'cuda', 'instruct']);
+  gpuRow('medllava CUDA bench-small', small, flops.total, tokens);
+
+  const layers = int('BENCH_7B_LAYERS', 4, 1);
+  const SHAPE7: FixtureShape = {
+    llm: { hidden: 4096, layers, heads: 32, kvHeads: 32, ffn: 11008, vocab: 32000, ropeTheta: 10000, rmsEps: 1e-5, context: 1024 },
+    vision: SHAPE.vision, projector: 'mlp2x_gelu',
+  };
+  const dir7 = join(root, '.bench-cache', `lora-7b-shaped-${layers}`);
+  if (!existsSync(join(dir7, 'llava-med-v1.5-mistral-7b', 'config.json'))) {
+    console.log(`writing the 7B-shaped fixture (${layers} layers) …`);
+    await generateFixture({ layout: 'llava-med-v1.5', out: dir7, shape: SHAPE7 });
+  }
+  // LoRA step FLOPs: the frozen LLM forward + its dX (no dW), attention forward + backward, the head over the
+  // labelled rows (forward + dX), the projector (trained), the frozen tower forward; the r-64 adapters are < 2 %
+  const l7 = SHAPE7.llm, T = 196 + 188, B = 2;
+  const perLayer = 4 * l7.hidden ** 2 + 3 * l7.hidden * l7.ffn;
+  const lora7 = flops.parts['visionFwd']! + flops.parts['projector']! + l7.layers * (4 * B * T * perLayer + 3 * B * 2 * T * T * l7.hidden) +
+    4 * B * 187 * l7.hidden * l7.vocab;
+  const big = run(process.execPath, [join(here, 'train-worker.js'), join(dir7, 'llava-med-v1.5-mistral-7b'), String(THREADS), String(WARMUP),
+    String(STEPS), 'cuda', 'lora']);
+  gpuRow(`medllava CUDA LoRA 7B-shaped (${layers}/32 layers)`, big, lora7, tokens);
+} else {
+  console.log(`no CUDA device (${getBackendInfo().cuda.reason ?? 'none found'}): the GPU rows (bench-small on CUDA, a 7B-shaped LoRA step, MFU) are skipped`);
+}
