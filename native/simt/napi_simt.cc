@@ -902,6 +902,25 @@ Napi::Value ThrowFrom(const Napi::CallbackInfo& info) {
   return PromiseWorker::Start(env, [kind] { throw_kind(kind); }, [](Napi::Env e) { return e.Undefined(); });
 }
 
+// emulatedToBf16(x: Float32Array) -> Uint16Array: the to_bf16 kernel (mixed-precision compute copies) under the
+//   emulator, its output's bf16 bits
+Napi::Value EmulatedToBf16(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw_js(env, ErrorCode::Argument, "emulatedToBf16(x: Float32Array)");
+  Napi::Float32Array x = info[0].As<Napi::Float32Array>();
+  const int64_t n = (int64_t)x.ElementLength();
+  EmuDevice dev((size_t)1 << 30);
+  float* d = static_cast<float*>(dev.alloc((size_t)n * 4 + 4));
+  void* o = dev.alloc((size_t)n * 2 + 2);
+  dev.upload(d, x.Data(), (size_t)n * 4, nullptr);
+  cuda::to_bf16_launch(d, o, n, nullptr);
+  Napi::Uint16Array out = Napi::Uint16Array::New(env, (size_t)n);
+  dev.download(out.Data(), o, (size_t)n * 2, nullptr);
+  dev.release(d), dev.release(o);
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("throwFrom", Napi::Function::New<guarded<ThrowFrom>>(env, "throwFrom"));
   exports.Set("run", Napi::Function::New<guarded<Run>>(env, "run"));
@@ -915,6 +934,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("emulatedLlm", Napi::Function::New<guarded<EmulatedLlm>>(env, "emulatedLlm"));
   exports.Set("trainGradients", Napi::Function::New<guarded<TrainGradients>>(env, "trainGradients"));
   exports.Set("trainerSteps", Napi::Function::New<guarded<TrainerSteps>>(env, "trainerSteps"));
+  exports.Set("emulatedToBf16", Napi::Function::New<guarded<EmulatedToBf16>>(env, "emulatedToBf16"));
   exports.Set("setOptions", Napi::Function::New<guarded<SetOptions>>(env, "setOptions"));
   exports.Set("stats", Napi::Function::New<guarded<Stats>>(env, "stats"));
   return exports;

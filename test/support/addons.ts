@@ -68,6 +68,8 @@ export interface SimtAddon {
       hostWrite?: { step: number; name: string; value: number } }):
     { losses: number[]; norms: number[]; grads: Record<string, Float32Array>; values: Record<string, Float32Array>;
       v: Record<string, Float32Array>; paramBytes: number };
+  /** The to_bf16 kernel (mixed-precision compute copies) under the emulator: the bf16 bits of x. */
+  emulatedToBf16(x: Float32Array): Uint16Array;
   setOptions(o: { blockOrder?: 'forward' | 'reverse' | 'shuffle'; seed?: number; reverseThreads?: boolean;
     poisonShared?: boolean }): void;
   stats(): { launches: number; blocks: number; threads: number; switches: number };

@@ -259,3 +259,22 @@ describe('cancelling a running step (Trainer::cancel: E_ABORTED at the next laye
     }
   }, 600_000);
 });
+
+describe('the to_bf16 kernel (mixed-precision compute copies)', () => {
+  it('rounds to nearest, ties to even, on random values with ragged length, ties, extremes, ±0, ±inf and NaN, as ggml\'s BF16 conversion', async () => {
+    const { native } = await import('../../lib/native.js');
+    const n = 1000 + 37;
+    const x = new Float32Array(n);
+    for (let i = 0; i < n; i++) x[i] = (Math.sin(i * 12.9898) * 43758.5453 % 1) * 10 ** ((i % 13) - 6);
+    const bits = new Uint32Array(x.buffer);
+    bits[0] = 0x3f808000;  // a tie, even below: rounds down
+    bits[1] = 0x3f818000;  // a tie, odd below: rounds up
+    bits[2] = 0x7f7fffff;  // the largest float: rounds to inf
+    x[3] = -0, x[4] = Infinity, x[5] = -Infinity, x[6] = 1e-40;  // a subnormal
+    const got = simt().emulatedToBf16(x);
+    const want = new Uint16Array(native().ggmlQuantize('BF16', x).buffer);
+    expect(Array.from(got)).toEqual(Array.from(want));
+    x[7] = NaN;
+    expect((simt().emulatedToBf16(x)[7]! & 0x7fff) > 0x7f80).toBe(true);  // still a NaN
+  });
+});
