@@ -1,7 +1,8 @@
 /**
  * medllava — LLaVA-Med and LLaVA-Rad for Node.js. The public API (docs/API.md); nothing else is
  * public. Today: backend info, checkpoint discovery, tokenizers and templates, model loading, chat
- * and generation; the low-level training API (createTrainer); evaluation is not implemented yet.
+ * and generation; training (the curriculum trainer `train` / `curriculum` and the low-level createTrainer);
+ * evaluation is not implemented yet.
  */
 export { getBackendInfo } from './backend.js';
 export type { BackendInfo, CudaDeviceInfo } from './backend.js';
@@ -22,3 +23,5 @@ export { SeededRandom } from './sampling.js';
 export { groupByModalityLength, loadConversations, modalityLength, sampleExample, sampleMessages } from './train/data.js';
 export type { ConversationSample, ConversationTurn, DataProblem, LoadDataOptions, LoadedData } from './train/data.js';
 export type { LearningRateSchedule, StepResult, Trainer, TrainerOptions, TrainerParameter, TrainingExample, TrainingStage } from './train/trainer.js';
+export { curriculum, latestCheckpoint, recipeDefaults, train, TrainingRun } from './train/run.js';
+export type { CurriculumOptions, CurriculumStage, Recipe, TrainEvent, TrainMetrics, TrainOptions, TrainResult } from './train/run.js';

@@ -231,6 +231,10 @@ export interface NativeTrainer {
     beta1: number; beta2: number; eps: number }): Promise<void>;
   /** a trainable parameter's gradient or AdamW moment (null: frozen) */
   state(vision: boolean, name: string, which: 'grad' | 'm' | 'v'): Promise<Float32Array | null>;
+  /** a resume's restore of a trainable parameter's master value or AdamW moment (a device engine re-uploads) */
+  setState(vision: boolean, name: string, which: 'value' | 'm' | 'v', values: Float32Array): Promise<void>;
+  /** the step seed the next accumulate's LoRA dropout uses (setLoraDropout(p, it) continues the stream) */
+  dropoutStep(): number;
   /** recompute activations in backward (activation checkpointing) */
   setCheckpoint(on: boolean): void;
   /** LoRA dropout p on the adapters' input; accumulate call k (from now) uses step seed `seed + k` */

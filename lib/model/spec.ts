@@ -384,6 +384,91 @@ async function timmVision(ptPath: string) {
   };
 }
 
+const PROJECTOR_FILES = ['mm_projector.safetensors', 'mm_projector.bin'];
+const hasModelWeights = (d: string) => ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin',
+  'pytorch_model.bin.index.json'].some((f) => existsSync(join(d, f)));
+const isLlavaDir = (d: string) => statSync(d).isDirectory() && existsSync(join(d, 'config.json'))
+  && (hasModelWeights(d) || PROJECTOR_FILES.some((f) => existsSync(join(d, f))));
+
+/** The projector as a tensor map [canonical name → stored name] of a projector file (names with or without
+ * PEFT's `base_model.model.` prefix), checked against the spec's projector shape. */
+async function projectorTensors(file: string, spec: ModelSpec): Promise<Record<string, string>> {
+  const list = file.endsWith('.safetensors') ? (await native().readSafetensorsHeader(file)).tensors
+    : (await native().readTorchCheckpoint(file)).tensors;
+  const shapes: Shapes = new Map(), stored: Record<string, string> = {};
+  for (const t of list) {
+    const canonical = t.name.replace(/^base_model\.(model\.)?/, '');
+    shapes.set(canonical, { shape: t.shape, file });
+    stored[canonical] = t.name;
+  }
+  const { inDim, outDim, type } = spec.projector;
+  if (type === 'linear') expectShape(shapes, 'model.mm_projector.weight', [outDim, inDim], file);
+  else {
+    expectShape(shapes, 'model.mm_projector.0.weight', [outDim, inDim], file);
+    expectShape(shapes, 'model.mm_projector.2.weight', [outDim, outDim], file);
+  }
+  return Object.fromEntries(Object.entries(stored).filter(([c]) => c.startsWith('model.mm_projector.')));
+}
+
+/** A stage-1 (align) output: config.json + mm_projector.safetensors / .bin and no LLM weights, over the LLaVA
+ * checkpoint named by config `_name_or_path` (or `baseModel`), whose projector it replaces. */
+async function projectorSpec(dir: string, file: string, options: { visionTower?: string; baseModel?: string }): Promise<ModelSpec> {
+  const cfgPath = join(dir, 'config.json');
+  const cfg = await readJson(cfgPath);
+  const baseName = (cfg['_name_or_path'] as string | undefined) ?? '';
+  const base = findLocal(baseName, options.baseModel, dir, 'base LLaVA checkpoint', 'baseModel', isLlavaDir);
+  const spec = await loadModelSpec(base, { visionTower: options.visionTower });
+  if (spec.format !== 'hf') throw medllavaError('E_UNSUPPORTED', `${dir}: the projector's base ${base} is not an HF LLaVA checkpoint`);
+  const proj = await projectorTensors(file, spec);
+  const weights = { ...spec.files.weights }, storedNames = { ...(spec.files.storedNames ?? {}) };
+  for (const [canonical, stored] of Object.entries(proj)) {
+    weights[canonical] = file;
+    if (stored !== canonical) storedNames[canonical] = stored;
+    else delete storedNames[canonical];
+  }
+  return { ...spec, files: { ...spec.files, weights, storedNames } };
+}
+
+/** A PEFT LoRA adapter (+ non_lora_trainables.bin) over a LLaVA checkpoint (what `train({ stage: 'lora' })` writes
+ * for LLaVA-Med / LLaVA-1.5 models): the base's spec, its projector from non_lora_trainables, the adapter attached. */
+async function llavaLoraSpec(dir: string, base: string, adapter: Record<string, unknown>, adapterPath: string,
+  options: { visionTower?: string }): Promise<ModelSpec> {
+  const spec = await loadModelSpec(base, { visionTower: options.visionTower });
+  if (spec.format !== 'hf' || spec.lora) throw medllavaError('E_UNSUPPORTED', `${adapterPath}: the base ${base} is not a plain HF LLaVA checkpoint`);
+  const r = num(adapter, 'r', adapterPath), alpha = num(adapter, 'lora_alpha', adapterPath);
+  const targets = adapter['target_modules'] as string[];
+  const adapterFile = ['adapter_model.safetensors', 'adapter_model.bin'].map((f) => join(dir, f)).find(existsSync);
+  if (!adapterFile) throw medllavaError('E_IO', `${dir} has no adapter_model.safetensors or adapter_model.bin`);
+  const list = adapterFile.endsWith('.bin') ? (await native().readTorchCheckpoint(adapterFile)).tensors
+    : (await native().readSafetensorsHeader(adapterFile)).tensors;
+  const loraShapes: Shapes = new Map(list.map((t) => [t.name, { shape: t.shape, file: adapterFile }]));
+  const { hidden, heads, kvHeads, ffn } = spec.llm;
+  const hd = hidden / heads;
+  const dims: Record<string, [number, number]> = {
+    q_proj: [heads * hd, hidden], k_proj: [kvHeads * hd, hidden], v_proj: [kvHeads * hd, hidden], o_proj: [hidden, heads * hd],
+    gate_proj: [ffn, hidden], up_proj: [ffn, hidden], down_proj: [hidden, ffn],
+  };
+  for (let l = 0; l < spec.llm.layers; l++) {
+    for (const m of targets) {
+      const d = dims[m];
+      if (!d) throw medllavaError('E_FORMAT', `${adapterPath}: target module '${m}' is not a linear layer of the base model`);
+      const key = `base_model.model.model.layers.${l}.${['q_proj', 'k_proj', 'v_proj', 'o_proj'].includes(m) ? 'self_attn' : 'mlp'}.${m}`;
+      expectShape(loraShapes, `${key}.lora_A.weight`, [r, d[1]], adapterFile);
+      expectShape(loraShapes, `${key}.lora_B.weight`, [d[0], r], adapterFile);
+    }
+  }
+  const projFile = ['non_lora_trainables.safetensors', 'non_lora_trainables.bin'].map((f) => join(dir, f)).find(existsSync);
+  const weights = { ...spec.files.weights }, storedNames = { ...(spec.files.storedNames ?? {}) };
+  if (projFile) {
+    for (const [canonical, stored] of Object.entries(await projectorTensors(projFile, spec))) {
+      weights[canonical] = projFile;
+      if (stored !== canonical) storedNames[canonical] = stored;
+      else delete storedNames[canonical];
+    }
+  }
+  return { ...spec, lora: { r, alpha, targetModules: targets, file: adapterFile, baseModel: base }, files: { ...spec.files, weights, storedNames } };
+}
+
 /** LLaVA-Rad: LoRA adapter + non_lora_trainables.bin over a base LLM, BiomedCLIP-CXR tower. */
 async function radSpec(dir: string, options: { visionTower?: string; baseModel?: string }): Promise<ModelSpec> {
   const cfgPath = join(dir, 'config.json');
@@ -398,6 +483,9 @@ async function radSpec(dir: string, options: { visionTower?: string; baseModel?:
   const baseName = (adapter['base_model_name_or_path'] as string | undefined) ?? '';
   const base = findLocal(baseName, options.baseModel, dir, 'base model', 'baseModel',
     (d) => statSync(d).isDirectory() && existsSync(join(d, 'config.json')));
+  // an adapter over a whole LLaVA checkpoint (its own tower and projector) rather than over a plain LLM
+  const baseType = (await readJson(join(base, 'config.json')))['model_type'];
+  if (typeof baseType === 'string' && baseType.startsWith('llava')) return llavaLoraSpec(dir, base, adapter, adapterPath, options);
   const baseShapes = await weightShapes(base);
   const llm = llmFromConfig(cfg, cfgPath, baseShapes, base, 'llama');
   // the adapter: lora_A (r, in) and lora_B (out, r) for every target module of every layer
@@ -534,6 +622,8 @@ export async function loadModelSpec(source: string,
   if (!existsSync(source)) throw medllavaError('E_IO', `${source} does not exist`);
   if (statSync(source).isDirectory()) {
     if (existsSync(join(source, 'adapter_config.json'))) return radSpec(source, options);
+    const projector = PROJECTOR_FILES.map((f) => join(source, f)).find(existsSync);
+    if (projector && existsSync(join(source, 'config.json')) && !hasModelWeights(source)) return projectorSpec(source, projector, options);
     if (existsSync(join(source, 'config.json'))) return hfSpec(source, options);
     const ggufs = readdirSync(source).filter((f) => f.endsWith('.gguf') && !/^mmproj/i.test(f));
     if (ggufs.length === 1) return ggufSpec(join(source, ggufs[0]!), options.mmproj);

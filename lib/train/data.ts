@@ -160,8 +160,8 @@ export function modalityLength(sample: ConversationSample): number {
   return sample.image !== undefined ? len : -len;
 }
 
-/** A uniform random permutation of 0 … n−1 (Fisher–Yates on `rng`). */
-function permutation(n: number, rng: SeededRandom): number[] {
+/** A uniform random permutation of 0 … n−1 (Fisher–Yates on `rng`): an epoch's order without length grouping. */
+export function shuffledOrder(n: number, rng: SeededRandom): number[] {
   const p = Array.from({ length: n }, (_, i) => i);
   for (let i = n - 1; i > 0; i--) {
     const j = Math.floor(rng.next() * (i + 1));
@@ -188,7 +188,7 @@ function balancedSplit(indices: number[], lengths: number[], parts: number): num
 
 /** One modality: shuffled, cut into megabatches of `mega`, each sorted longest first and balanced over `world`. */
 function lengthGrouped(lengths: number[], batch: number, world: number, rng: SeededRandom): number[] {
-  const order = permutation(lengths.length, rng);
+  const order = shuffledOrder(lengths.length, rng);
   const mega = world * batch, out: number[] = [];
   for (let s = 0; s < order.length; s += mega) {
     const mb = order.slice(s, s + mega).sort((a, b) => lengths[b]! - lengths[a]!);
@@ -217,7 +217,7 @@ export function groupByModalityLength(lengths: number[], batch: number, world: n
   const a = cut(mmOrder), b = cut(textOrder);
   const leftover = [...a.pop()!, ...b.pop()!].sort((x, y) => x - y);
   const full = [...a, ...b];
-  const order = permutation(full.length, rng).map((k) => full[k]!);
+  const order = shuffledOrder(full.length, rng).map((k) => full[k]!);
   if (leftover.length) order.push(leftover);
   return order.flat();
 }

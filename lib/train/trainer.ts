@@ -6,7 +6,7 @@
  * learning-rate schedules of HF's get_scheduler. A batch is what trainingExample() returns, with
  * its images.
  */
-import { mkdirSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { medllavaError } from '../errors.js';
@@ -99,6 +99,11 @@ export interface Trainer {
   step(batch: TrainingExample[], options?: { signal?: AbortSignal }): Promise<StepResult>;
   /** the trainable parameters (safetensors, HF / PEFT names), the AdamW state and the trainer state */
   save(dir: string): Promise<void>;
+  /** restores what save() wrote — the trainable values, AdamW's moments, the optimizer step (schedule and bias
+   * correction go on from it) and the LoRA dropout stream — into a trainer made with the same options over the
+   * same model: the next step is the one the saved trainer would have taken. Micro-batches a save found
+   * accumulated and not yet applied are not saved (a resume starts at the optimizer step boundary). */
+  load(dir: string): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -182,19 +187,22 @@ export async function nativeBatch(model: Model, batch: TrainingExample[], signal
 }
 
 
-class TrainerImpl implements Trainer {
+export class TrainerImpl implements Trainer {
   readonly parameters: TrainerParameter[];
   private engine: NativeTrainer | undefined;
   private micro = 0;
   private optimizerStep = 0;
   private readonly groups: { vision: boolean; name: string; lr: number; weightDecay: number }[];
   private busy = false;
+  /** the dropout stream's position at the last optimizer step's boundary (what a save keeps) */
+  private boundaryDropout: number;
 
   constructor(private readonly model: Model, engine: NativeTrainer, params: TrainerParameter[], private readonly o: Required<Omit<TrainerOptions,
     'trainable' | 'projectorLearningRate' | 'stage' | 'checkpointActivations' | 'lora' | 'seed' | 'lossChunkRows' | 'computeType'>> & { projectorLearningRate: number },
     /** parameters that read another's storage (a tied lm_head): their gradient is the owner's */
-    private readonly tied: Set<string>) {
+    private readonly tied: Set<string>, private readonly dropout: number) {
     this.engine = engine;
+    this.boundaryDropout = engine.dropoutStep();
     this.parameters = params;
     this.groups = params.filter((p) => p.trainable && !this.tied.has(p.name)).map((p) => ({
       vision: p.component === 'vision', name: p.name,
@@ -247,14 +255,29 @@ class TrainerImpl implements Trainer {
   }
 
   async step(batch: TrainingExample[], options: { signal?: AbortSignal } = {}): Promise<StepResult> {
-    const b = await this.toBatch(batch, options.signal);
+    return this.stepNative(await this.toBatch(batch, options.signal), options);
+  }
+
+  /** step() over a batch nativeBatch() already made */
+  async stepNative(b: { seqs: NativeTrainSequence[]; pixels: Float32Array[] }, options: { signal?: AbortSignal } = {}): Promise<StepResult> {
+    const r = await this.accumulateNative(b, options.signal);
+    if (this.micro < this.o.gradientAccumulation) {
+      return { loss: r.loss, tokens: r.tokens, gradNorm: NaN, lr: this.o.learningRate * scheduleFactor(this.o.schedule, this.optimizerStep),
+        updated: false, step: this.optimizerStep };
+    }
+    const u = await this.applyUpdate();
+    return { loss: r.loss, tokens: r.tokens, ...u, updated: true };
+  }
+
+  /** One micro-batch's forward and backward (its gradient scaled by 1 / gradientAccumulation); no update. */
+  async accumulateNative(b: { seqs: NativeTrainSequence[]; pixels: Float32Array[] }, signal?: AbortSignal): Promise<{ loss: number; tokens: number }> {
     return this.exclusive(async (engine) => {
-      if (options.signal?.aborted) throw medllavaError('E_ABORTED', 'aborted');
-      const accum = this.o.gradientAccumulation;
-      let r: { loss: number; tokens: number };
-      const stop = abortInto(engine, options.signal);
+      if (signal?.aborted) throw medllavaError('E_ABORTED', 'aborted');
+      const stop = abortInto(engine, signal);
       try {
-        r = await engine.accumulate(b, 1 / accum);
+        const r = await engine.accumulate(b, 1 / this.o.gradientAccumulation);
+        this.micro++;
+        return r;
       } catch (e) {
         // a refused batch changed nothing; anything else may have left a partial gradient: start the
         // accumulation again rather than apply it
@@ -267,11 +290,15 @@ class TrainerImpl implements Trainer {
       } finally {
         stop();
       }
-      this.micro++;
+    });
+  }
+
+  /** Clipping and AdamW over the gradients accumulated so far (however many micro-batches: an epoch's last
+   * step may have fewer); the optimizer step's boundary. */
+  async applyUpdate(): Promise<{ gradNorm: number; lr: number; step: number }> {
+    return this.exclusive(async (engine) => {
+      if (this.micro === 0) throw medllavaError('E_ARGUMENT', 'no micro-batch has been accumulated since the last update');
       const lrFactor = scheduleFactor(this.o.schedule, this.optimizerStep);
-      if (this.micro < accum) {
-        return { loss: r.loss, tokens: r.tokens, gradNorm: NaN, lr: this.o.learningRate * lrFactor, updated: false, step: this.optimizerStep };
-      }
       this.micro = 0;
       const gradNorm = await engine.gradNorm();
       const max = this.o.maxGradNorm;
@@ -281,7 +308,17 @@ class TrainerImpl implements Trainer {
       await engine.update({
         groups: this.groups, step: this.optimizerStep, lrFactor, clip, beta1: this.o.betas[0], beta2: this.o.betas[1], eps: this.o.eps,
       });
-      return { loss: r.loss, tokens: r.tokens, gradNorm, lr: this.o.learningRate * lrFactor, updated: true, step: this.optimizerStep };
+      this.boundaryDropout = engine.dropoutStep();
+      return { gradNorm, lr: this.o.learningRate * lrFactor, step: this.optimizerStep };
+    });
+  }
+
+  /** Drops micro-batches accumulated since the last update and rewinds the dropout stream to that boundary. */
+  async discardPending(): Promise<void> {
+    await this.exclusive(async (engine) => {
+      await engine.zeroGrads();
+      this.micro = 0;
+      engine.setLoraDropout(this.dropout, this.boundaryDropout);
     });
   }
 
@@ -303,7 +340,8 @@ class TrainerImpl implements Trainer {
       await native().writeSafetensors(join(dir, 'trainable.safetensors'), values, { format: 'pt' });
       await native().writeSafetensors(join(dir, 'optimizer.safetensors'), state, { format: 'pt' });
       const json = JSON.stringify({
-        step: this.optimizerStep, pendingMicroBatches: this.micro, options: this.o, groups: this.groups,
+        step: this.optimizerStep, pendingMicroBatches: this.micro, dropoutStep: this.boundaryDropout, options: this.o, groups: this.groups,
+        trainable: values.map((v) => ({ name: v.name, shape: v.shape })),
       }, null, 2);
       const tmp = join(dir, `.trainer_state.json.${process.pid}.tmp`);
       writeFileSync(tmp, json);
@@ -311,6 +349,44 @@ class TrainerImpl implements Trainer {
       fsyncSync(fd);
       closeSync(fd);
       renameSync(tmp, join(dir, 'trainer_state.json'));
+    });
+  }
+
+  async load(dir: string): Promise<void> {
+    let state: { step?: unknown; dropoutStep?: unknown; trainable?: { name: string; shape: number[] }[] };
+    try {
+      state = JSON.parse(readFileSync(join(dir, 'trainer_state.json'), 'utf8')) as typeof state;
+    } catch (e) {
+      throw medllavaError('E_IO', `cannot read ${join(dir, 'trainer_state.json')}: ${(e as Error).message}`);
+    }
+    const mine = this.parameters.filter((p) => p.trainable && !this.tied.has(p.name));
+    const saved = state.trainable ?? [];
+    const key = (l: { name: string; shape: number[] }[]) => l.map((p) => `${p.name}:${p.shape.join('x')}`).sort().join('\n');
+    if (key(saved) !== key(mine)) {
+      const missing = mine.filter((p) => !saved.some((q) => q.name === p.name)).map((p) => p.name);
+      throw medllavaError('E_ARGUMENT', `${dir} was saved by a trainer with other trainable parameters than this one` +
+        (missing.length ? ` (it lacks ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''})` : ' (their shapes differ)'));
+    }
+    if (!Number.isInteger(state.step) || (state.step as number) < 0 || !Number.isSafeInteger(state.dropoutStep)) {
+      throw medllavaError('E_FORMAT', `${join(dir, 'trainer_state.json')}: step / dropoutStep missing`);
+    }
+    const read = async (file: string, name: string, n: number) => {
+      const bytes = await native().readSafetensorsTensor(join(dir, file), name);
+      if (bytes.byteLength !== n * 4) throw medllavaError('E_FORMAT', `${join(dir, file)}: ${name} is not ${n} f32 values`);
+      return new Float32Array(bytes.slice().buffer);
+    };
+    await this.exclusive(async (engine) => {
+      for (const p of mine) {
+        const n = p.shape.reduce((a, b) => a * b, 1), vision = p.component === 'vision';
+        await engine.setState(vision, p.name, 'value', await read('trainable.safetensors', p.name, n));
+        await engine.setState(vision, p.name, 'm', await read('optimizer.safetensors', `${p.name}.exp_avg`, n));
+        await engine.setState(vision, p.name, 'v', await read('optimizer.safetensors', `${p.name}.exp_avg_sq`, n));
+      }
+      await engine.zeroGrads();
+      engine.setLoraDropout(this.dropout, state.dropoutStep as number);
+      this.boundaryDropout = state.dropoutStep as number;
+      this.optimizerStep = state.step as number;
+      this.micro = 0;
     });
   }
 
@@ -407,6 +483,6 @@ export async function createTrainer(model: Model, options: TrainerOptions = {}):
     learningRate, projectorLearningRate: positiveNumber(options.projectorLearningRate, 'projectorLearningRate', learningRate),
     weightDecay: positiveNumber(options.weightDecay, 'weightDecay', 0), betas: [betas[0], betas[1]],
     eps: positiveNumber(options.eps, 'eps', 1e-8), maxGradNorm, gradientAccumulation: accum, schedule,
-  }, new Set(listed.filter((p) => p.tiedTo).map((p) => p.name)));
+  }, new Set(listed.filter((p) => p.tiedTo).map((p) => p.name)), dropout);
   return t;
 }

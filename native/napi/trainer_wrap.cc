@@ -5,6 +5,9 @@
 //   zeroGrads() -> Promise<void>; gradNorm() -> Promise<number>
 //   update({ groups: [{ vision: boolean, name, lr, weightDecay }], step, lrFactor, clip, beta1, beta2, eps }) -> Promise<void>
 //   state(vision: boolean, name, which: 'grad' | 'm' | 'v') -> Promise<Float32Array | null> (null: the parameter is frozen)
+//   setState(vision: boolean, name, which: 'value' | 'm' | 'v', values: Float32Array) -> Promise<void> (a resume's
+//   restore: the master value or an AdamW moment; a device engine re-uploads before its next step)
+//   dropoutStep() -> number (the step seed the next accumulate's LoRA dropout uses: setLoraDropout(p, it) resumes it)
 //   setCheckpoint(on); setLoraDropout(p, seed) (accumulate call k then uses step seed seed + k);
 //   setLossRows(n) (rows per loss-head chunk, 0: automatic); cancel() (a running accumulate stops at its next
 //   layer with E_ABORTED, its gradients partial); dispose()
@@ -32,7 +35,8 @@ Napi::Function TrainerWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeTrainer",
                      {InstanceMethod<&TrainerWrap::Accumulate>("accumulate"), InstanceMethod<&TrainerWrap::ZeroGrads>("zeroGrads"),
                       InstanceMethod<&TrainerWrap::GradNorm>("gradNorm"), InstanceMethod<&TrainerWrap::Update>("update"),
-                      InstanceMethod<&TrainerWrap::State>("state"), InstanceMethod<&TrainerWrap::SetCheckpoint>("setCheckpoint"),
+                      InstanceMethod<&TrainerWrap::State>("state"), InstanceMethod<&TrainerWrap::SetState>("setState"),
+                      InstanceMethod<&TrainerWrap::DropoutStep>("dropoutStep"), InstanceMethod<&TrainerWrap::SetCheckpoint>("setCheckpoint"),
                       InstanceMethod<&TrainerWrap::SetLoraDropout>("setLoraDropout"),
                       InstanceMethod<&TrainerWrap::SetLossRows>("setLossRows"),
                       InstanceMethod<&TrainerWrap::Cancel>("cancel"),
@@ -186,6 +190,42 @@ Napi::Value TrainerWrap::State(const Napi::CallbackInfo& info) {
                  if (!out->empty()) std::memcpy(a.Data(), out->data(), out->size() * 4);
                  return a;
                });
+  });
+}
+
+Napi::Value TrainerWrap::SetState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    trainer(env);
+    const bool vis = info.Length() > 0 && info[0].ToBoolean();
+    if (vis && !vision_) throw_js(env, ErrorCode::Argument, "setState: the trainer has no vision tower");
+    ParamTable& t = vis ? mutable_params(vision_) : mutable_params(llm_);
+    const int id = param_id(env, t, info.Length() > 1 ? info[1] : env.Undefined());
+    const std::string which = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+    if (which != "value" && which != "m" && which != "v") throw_js(env, ErrorCode::Argument, "setState: which must be 'value', 'm' or 'v'");
+    if (info.Length() < 4 || !info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw_js(env, ErrorCode::Argument, "setState: the values are a Float32Array");
+    Napi::Float32Array a = info[3].As<Napi::Float32Array>();
+    auto data = std::make_shared<std::vector<float>>(a.Data(), a.Data() + a.ElementLength());  // copied on the JS thread
+    ParamTable* tp = &t;
+    const char w = which == "value" ? 'w' : which[0];
+    auto keep_l = llm_;
+    auto keep_v = vision_;
+    auto engine = trainer_;
+    return run(env,
+               [tp, id, w, data, keep_l, keep_v, engine] {
+                 engine->sync_state();  // a device engine's newest state into the table first, then overwritten
+                 restore_param_state(*tp, id, w, data->data(), (int64_t)data->size());
+               },
+               [](Napi::Env e) { return e.Undefined(); });
+  });
+}
+
+Napi::Value TrainerWrap::DropoutStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    Trainer& t = trainer(env);
+    return Napi::Number::New(env, (double)(t.dropout_seed + t.calls));
   });
 }
 

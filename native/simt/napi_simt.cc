@@ -742,7 +742,7 @@ Napi::Value TrainGradients(const Napi::CallbackInfo& info) {
 
 // trainerSteps(llmConfig, llmTensors, visionConfig | null, visionTensors | null, batch, trainable: string[],
 //   { device: 'cpu' | 'emulated', steps, lr, loraDropout?, seed?, lossRows?, bf16?, shareRunner?, hostWrite?: { step, name,
-//   value }, abortAt?: { step, check } }) -> (also paramBytes: the device engine's own parameter memory)
+//   value }, abortAt?: { step, check }, resumeAt?: step }) -> (also paramBytes: the device engine's own parameter memory)
 //   { losses, norms, grads: { name: Float32Array } (after the first step's backward), values, v (the final values and
 //   AdamW second moments, read from the host tables) }: the training engine itself — the CPU Trainer, or DeviceTrainer
 //   over the emulated device (step, norm and AdamW on the device; the host tables synced lazily) — for `steps` steps
@@ -760,24 +760,27 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
   const float lr = (float)arg_number(o, "lr");
   std::unique_ptr<Trainer> t;
   double param_bytes = 0;
-  if (device == "cpu") {
-    t = std::make_unique<Trainer>(llm, vision);
-  } else if (device == "emulated") {
-    // shareRunner: the model is "on the device" (inference runners attached), as a model loaded with device
-    // 'cuda': the engine borrows their frozen weights
-    if (o.Get("shareRunner").ToBoolean()) {
-      llm->attach_device(std::make_shared<cuda::LlmRunnerOn<EmuDevice>>(*llm, (size_t)1 << 40));
-      if (vision) vision->attach_device(std::make_shared<cuda::VisionRunnerOn<EmuDevice>>(*vision, (size_t)1 << 40));
-    }
-    auto d = std::make_unique<cuda::DeviceTrainer<EmuDevice>>(llm, vision, (size_t)1 << 40);
-    t = std::move(d);
-  } else {
-    throw_js(env, ErrorCode::Argument, "device must be 'cpu' or 'emulated'");
+  if (device != "cpu" && device != "emulated") throw_js(env, ErrorCode::Argument, "device must be 'cpu' or 'emulated'");
+  // shareRunner: the model is "on the device" (inference runners attached), as a model loaded with device
+  // 'cuda': the engine borrows their frozen weights
+  if (device == "emulated" && o.Get("shareRunner").ToBoolean()) {
+    llm->attach_device(std::make_shared<cuda::LlmRunnerOn<EmuDevice>>(*llm, (size_t)1 << 40));
+    if (vision) vision->attach_device(std::make_shared<cuda::VisionRunnerOn<EmuDevice>>(*vision, (size_t)1 << 40));
   }
-  if (o.Has("loraDropout")) t->lora_dropout = (float)arg_number(o, "loraDropout");
-  if (o.Has("seed")) t->dropout_seed = (uint64_t)arg_int(o, "seed", 0, 1LL << 53);
-  if (o.Has("lossRows")) t->loss_rows = arg_int(o, "lossRows", 1, 1LL << 30);
-  if (o.Has("bf16")) t->set_compute_bf16(o.Get("bf16").ToBoolean());
+  auto make_engine = [&](uint64_t dropout_seed) {
+    if (device == "cpu") t = std::make_unique<Trainer>(llm, vision);
+    else t = std::make_unique<cuda::DeviceTrainer<EmuDevice>>(llm, vision, (size_t)1 << 40);
+    if (o.Has("loraDropout")) t->lora_dropout = (float)arg_number(o, "loraDropout");
+    t->dropout_seed = dropout_seed;
+    if (o.Has("lossRows")) t->loss_rows = arg_int(o, "lossRows", 1, 1LL << 30);
+    if (o.Has("bf16")) t->set_compute_bf16(o.Get("bf16").ToBoolean());
+  };
+  make_engine(o.Has("seed") ? (uint64_t)arg_int(o, "seed", 0, 1LL << 53) : 0);
+  // resumeAt: before that step, the engine is dropped as a process that stops would lose it: the trainable values and
+  // AdamW moments are read from the host tables, the parameters made frozen and trainable again (values decoded from
+  // the stored weights, state zero), a new engine made and the saved state restored as a resume does
+  // (restore_param_state), the dropout stream continued from the old engine's next step seed
+  const int64_t resume_at = o.Has("resumeAt") ? arg_int(o, "resumeAt", 1, steps - 1) : -1;
   std::vector<ParamGroup> groups;
   for (int id : lt_ids) groups.push_back({false, id, lr, 0.0f});
   for (int id : vt_ids) groups.push_back({true, id, lr, 0.0f});
@@ -801,6 +804,32 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
   Napi::Array losses = Napi::Array::New(env), norms = Napi::Array::New(env);
   Napi::Object grads = Napi::Object::New(env);
   for (int64_t s = 0; s < steps; ++s) {
+    if (s == resume_at) {
+      t->sync_state();
+      const uint64_t next_seed = t->dropout_seed + t->calls;
+      struct Saved { ParamTable* tab; int id; std::vector<float> w, m, v; };
+      std::vector<Saved> saved;
+      for (ParamTable* tab : {&llm->params(), vision ? &vision->params() : nullptr}) {
+        if (!tab) continue;
+        tab->sync_host();
+        for (int i = 0; i < tab->size(); ++i) {
+          const Param& prm = (*tab)[i];
+          if (!prm.trainable || prm.tied_to >= 0) continue;
+          const size_t n = (size_t)prm.numel();
+          saved.push_back({tab, i, std::vector<float>(tab->values(i), tab->values(i) + n),
+                           std::vector<float>(tab->adam_m(i), tab->adam_m(i) + n), std::vector<float>(tab->adam_v(i), tab->adam_v(i) + n)});
+        }
+      }
+      t.reset();
+      llm->params().set_trainable(lt_ids, false), llm->params().set_trainable(lt_ids, true);
+      if (vision) vision->params().set_trainable(vt_ids, false), vision->params().set_trainable(vt_ids, true);
+      make_engine(next_seed);
+      for (const Saved& sv : saved) {
+        restore_param_state(*sv.tab, sv.id, 'w', sv.w.data(), (int64_t)sv.w.size());
+        restore_param_state(*sv.tab, sv.id, 'm', sv.m.data(), (int64_t)sv.m.size());
+        restore_param_state(*sv.tab, sv.id, 'v', sv.v.data(), (int64_t)sv.v.size());
+      }
+    }
     if (s == write_step) {
       ParamTable& tab = llm->params();
       tab.sync_host();

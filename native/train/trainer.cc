@@ -115,4 +115,17 @@ void Trainer::update(const std::vector<ParamGroup>& groups, int64_t step, float 
   }
 }
 
+void restore_param_state(ParamTable& t, int id, char which, const float* data, int64_t n) {
+  t.sync_host();
+  std::unique_lock<std::shared_mutex> lock(t.mutex());
+  if (id < 0 || id >= t.size()) throw Error(ErrorCode::Argument, "no such parameter");
+  const Param& p = t[id];
+  if (!p.trainable || p.tied_to >= 0) throw Error(ErrorCode::Argument, p.name + " is not a trainable parameter with its own storage");
+  if (n != p.numel()) throw Error(ErrorCode::Argument, p.name + ": " + std::to_string(n) + " values for " + std::to_string(p.numel()));
+  float* dst = which == 'w' ? t.values(id) : which == 'm' ? t.adam_m(id) : which == 'v' ? t.adam_v(id) : nullptr;
+  if (!dst) throw Error(ErrorCode::Argument, "restore: which must be value, m or v");
+  std::copy(data, data + n, dst);
+  t.touch();
+}
+
 }  // namespace medllava

@@ -22,6 +22,12 @@ struct ParamGroup {
   float lr = 0, weight_decay = 0;  // the base learning rate (the schedule scales it) and decay
 };
 
+// Restores one trainable parameter's saved state into its table — 'value' (the fp32 master), 'm' or 'v'
+// (AdamW's moments) — as a resume does: the host copies are brought up to date first, the write takes
+// the table's exclusive lock and moves its generation, so a device engine re-uploads before its next
+// step. E_ARGUMENT for a frozen parameter or a wrong length.
+void restore_param_state(ParamTable& t, int id, char which, const float* data, int64_t n);
+
 class Trainer {
  public:
   Trainer(std::shared_ptr<const Llm> llm, std::shared_ptr<const Vision> vision);

@@ -65,6 +65,8 @@ export interface SimtAddon {
     visionTensors: NativeVisionTensors | null, batch: { seqs: NativeTrainSequence[]; pixels?: Float32Array[] }, trainable: string[],
     options: { device: 'cpu' | 'emulated'; steps: number; lr: number; loraDropout?: number; seed?: number; lossRows?: number; bf16?: boolean; shareRunner?: boolean;
       abortAt?: { step: number; check: number };
+      /** before this step the engine is dropped and a new one resumes from the saved values and moments */
+      resumeAt?: number;
       hostWrite?: { step: number; name: string; value: number } }):
     { losses: number[]; norms: number[]; grads: Record<string, Float32Array>; values: Record<string, Float32Array>;
       v: Record<string, Float32Array>; paramBytes: number };

@@ -1,0 +1,195 @@
+/**
+ * The curriculum trainer (lib/train/run.ts) end to end on the tiny fixtures, from LLaVA-format JSON with PNG images:
+ *   - align → instruct → finetune as a curriculum, and the LoRA stage: each stage's output is in the layout the
+ *     ecosystem reads (mm_projector.safetensors + config; an HF LLaVA directory; a PEFT adapter with
+ *     non_lora_trainables.bin, which torch.load reads), loads with loadModel and chats; the loss falls;
+ *     metrics.jsonl / metrics.csv / loss.png are written;
+ *   - resume is bit-identical: a run stopped by its signal after step k (the step in flight abandoned, a checkpoint of
+ *     step k written) and resumed gives exactly the losses of an uninterrupted run for k+1 … n (align, instruct with
+ *     length grouping and accumulation, lora with dropout);
+ *   - save_total_limit keeps the newest checkpoints only;
+ *   - bad data is reported by id (a missing image, an unreadable one), never swapped; 'stop' stops with E_FORMAT.
+ */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { beforeAll, describe, expect, it } from 'vitest';
+
+import { generateFixture } from '../../lib/fixtures/generate.js';
+import { curriculum, loadModel, train, type TrainEvent, type TrainMetrics, type TrainOptions } from '../../lib/index.js';
+import { python, pythonHas } from '../support/python.js';
+import { tinyDataset, type TinyDataset } from '../support/train-data.js';
+
+const root = mkdtempSync(join(tmpdir(), 'medllava-run-'));
+let v15: string;
+let data: TinyDataset;
+
+beforeAll(async () => {
+  v15 = ((await generateFixture({ layout: 'llava-med-v1.5', out: join(root, 'v15') })) as { dir: string }).dir;
+  data = await tinyDataset(join(root, 'data'), 12);
+}, 300_000);
+
+async function losses(run: AsyncIterable<TrainEvent>): Promise<Map<number, number>> {
+  const out = new Map<number, number>();
+  for await (const e of run) if (e.type === 'step') out.set(e.step, e.loss);
+  return out;
+}
+
+async function chatOnce(dir: string): Promise<string> {
+  const model = await loadModel(dir, { device: 'cpu' });
+  try {
+    const chat = model.createChat();
+    const r = await chat.send({ text: 'What is seen?', image: join(data.images, 'img0.png') }, { maxTokens: 4, temperature: 0 });
+    return r.text;
+  } finally {
+    await model.dispose();
+  }
+}
+
+describe('stages and their outputs', () => {
+  it('align → instruct → finetune: each output in its layout, loadable, chatting; the loss falls', async () => {
+    const out = join(root, 'curriculum');
+    const common = { images: data.images, batchSize: 4, microBatchSize: 2, saveSteps: 0, learningRate: 3e-3, warmupRatio: 0 };
+    const run = curriculum({
+      model: v15, output: out, stages: [
+        { stage: 'align', data: data.captions, epochs: 2, ...common },
+        { stage: 'instruct', data: data.conversations, epochs: 2, ...common },
+        { stage: 'finetune', data: data.conversations, epochs: 1, ...common, learningRate: 1e-3 },
+      ],
+    });
+    const steps: TrainMetrics[] = [];
+    for await (const e of run) if (e.type === 'step') steps.push(e);
+    const result = await run;
+    expect(result.stopped).toBe(false);
+    // align: 12 samples / 4 = 3 steps per epoch, 2 epochs
+    expect(steps.length).toBe(6 + 6 + 3);
+    const align = join(out, '1-align');
+    expect(existsSync(join(align, 'mm_projector.safetensors'))).toBe(true);
+    expect(existsSync(join(align, 'model.safetensors'))).toBe(false);
+    const cfg = JSON.parse(readFileSync(join(align, 'config.json'), 'utf8')) as Record<string, unknown>;
+    expect(cfg['_name_or_path']).toBe(v15);
+    for (const s of ['2-instruct', '3-finetune']) {
+      expect(existsSync(join(out, s, 'model.safetensors'))).toBe(true);
+      expect(existsSync(join(out, s, 'tokenizer.model'))).toBe(true);
+      expect(readdirSync(join(out, s)).filter((f) => f.startsWith('checkpoint-'))).toHaveLength(1);
+      expect(readFileSync(join(out, s, 'loss.png')).subarray(1, 4).toString()).toBe('PNG');
+      expect(readFileSync(join(out, s, 'metrics.csv'), 'utf8').split('\n')[0]).toBe('step,epoch,loss,gradNorm,lr,tokensPerSecond,samplesPerSecond,elapsed');
+    }
+    // the instruct stage learns its conversations (lr 3e-3, 6 steps)
+    const instruct = steps.slice(6, 12);
+    expect(instruct[5]!.loss).toBeLessThan(instruct[0]!.loss * 0.8);
+    for (const m of steps) {
+      expect(Number.isFinite(m.gradNorm)).toBe(true);
+      expect(m.tokensPerSecond).toBeGreaterThan(0);
+    }
+    // every stage's output loads and chats; the projector-only align output reads its base's LLM
+    for (const s of ['1-align', '2-instruct', '3-finetune']) expect(typeof (await chatOnce(join(out, s)))).toBe('string');
+    // the finetuned model differs from the starting one
+    const a = await loadModel(v15, { device: 'cpu' }), b = await loadModel(join(out, '3-finetune'), { device: 'cpu' });
+    try {
+      const name = 'model.layers.0.self_attn.q_proj.weight';
+      const wa = a.parameters().find((p) => p.name === name)!, wb = b.parameters().find((p) => p.name === name)!;
+      expect(wa.shape).toEqual(wb.shape);
+    } finally {
+      await a.dispose();
+      await b.dispose();
+    }
+  }, 600_000);
+
+  it('lora: a PEFT adapter + non_lora_trainables.bin over the LLaVA checkpoint; loads, chats, torch reads it', async () => {
+    const out = join(root, 'lora');
+    const r = await train({
+      stage: 'lora', model: v15, data: data.conversations, images: data.images, output: out, batchSize: 4, microBatchSize: 2,
+      epochs: 1, lora: { r: 4, alpha: 8 }, learningRate: 1e-3, saveSteps: 0,
+    });
+    expect(r.steps).toBe(3);
+    const adapter = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    expect(adapter).toMatchObject({ peft_type: 'LORA', r: 4, lora_alpha: 8, base_model_name_or_path: v15 });
+    expect((adapter['target_modules'] as string[]).sort()).toEqual(['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']);
+    expect(existsSync(join(out, 'adapter_model.safetensors'))).toBe(true);
+    expect(typeof (await chatOnce(out))).toBe('string');
+    const model = await loadModel(out, { device: 'cpu' });
+    try {
+      expect(model.spec.lora?.r).toBe(4);
+      expect(model.parameters().some((p) => p.name.endsWith('.lora_B.weight'))).toBe(true);
+    } finally {
+      await model.dispose();
+    }
+    if (pythonHas('torch')) {
+      const keys = python('import sys, torch; sd = torch.load(sys.argv[1], map_location="cpu"); ' +
+        'print(",".join(sorted(k + ":" + str(tuple(v.shape)) for k, v in sd.items())))', [join(out, 'non_lora_trainables.bin')]).trim();
+      expect(keys).toBe('base_model.model.model.mm_projector.0.bias:(64,),base_model.model.model.mm_projector.0.weight:(64, 32),' +
+        'base_model.model.model.mm_projector.2.bias:(64,),base_model.model.model.mm_projector.2.weight:(64, 64)');
+    }
+  }, 600_000);
+});
+
+describe('resume is bit-identical', () => {
+  const cases: { name: string; o: Partial<TrainOptions> & Pick<TrainOptions, 'stage' | 'data'> }[] = [];
+  beforeAll(() => {
+    cases.push(
+      { name: 'align', o: { stage: 'align', data: data.captions, epochs: 2 } },
+      { name: 'instruct (grouped by modality, accumulation 2)', o: { stage: 'instruct', data: data.conversations, epochs: 2 } },
+      { name: 'lora (dropout)', o: { stage: 'lora', data: data.conversations, epochs: 2, lora: { r: 4, alpha: 8, dropout: 0.3 } } },
+    );
+  });
+  for (const k of [0, 1, 2]) {
+    it(`case ${k}: stop after step 3 by signal, resume: steps 4… equal an uninterrupted run's`, async () => {
+      const c = cases[k]!;
+      const base: TrainOptions = {
+        model: v15, images: data.images, output: '', batchSize: 4, microBatchSize: 2, learningRate: 2e-3, saveSteps: 2, saveTotalLimit: 2,
+        ...c.o,
+      };
+      const full = await losses(train({ ...base, output: join(root, `resume-${k}-full`) }));
+      expect(full.size).toBe(6);
+      const out = join(root, `resume-${k}`);
+      const stop = new AbortController();
+      const first = train({ ...base, output: out, signal: stop.signal });
+      const seen = new Map<number, number>();
+      for await (const e of first) {
+        if (e.type === 'step') {
+          seen.set(e.step, e.loss);
+          if (e.step === 3) stop.abort();  // step 4 is in flight or about to be: abandoned, checkpoint-3 written
+        }
+      }
+      const r1 = await first;
+      expect(r1.stopped).toBe(true);
+      expect(r1.steps).toBe(3);
+      expect(existsSync(join(out, 'checkpoint-3', 'run_state.json'))).toBe(true);
+      const second = train({ ...base, output: out, resume: true });
+      const rest = await losses(second);
+      expect((await second).resumedFrom).toBe(join(out, 'checkpoint-3'));
+      expect([...rest.keys()]).toEqual([4, 5, 6]);
+      for (const s of [1, 2, 3]) expect(seen.get(s)).toBe(full.get(s));
+      for (const s of [4, 5, 6]) expect(rest.get(s)).toBe(full.get(s));  // exactly
+      // saveTotalLimit 2: the two newest remain
+      expect(readdirSync(out).filter((f) => f.startsWith('checkpoint-')).sort()).toEqual(['checkpoint-4', 'checkpoint-6']);
+      // metrics.jsonl holds each step once, the resumed steps replacing nothing twice
+      const jsonl = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as TrainMetrics).step);
+      expect(jsonl).toEqual([1, 2, 3, 4, 5, 6]);
+    }, 600_000);
+  }
+});
+
+describe('bad data', () => {
+  it('a missing image and an unreadable one are reported by id, never swapped; stop → E_FORMAT', async () => {
+    const recs = JSON.parse(readFileSync(data.conversations, 'utf8')) as { id: string; image?: string }[];
+    recs[1]!.image = 'nope.png';
+    writeFileSync(join(data.images, 'broken.png'), 'not a png');
+    recs[4]!.image = 'broken.png';
+    const file = join(root, 'bad.json');
+    writeFileSync(file, JSON.stringify(recs));
+    const out = join(root, 'bad');
+    const problems: string[] = [];
+    const run = train({ stage: 'instruct', model: v15, data: file, images: data.images, output: out, batchSize: 4, microBatchSize: 2, epochs: 1, saveSteps: 0 });
+    for await (const e of run) if (e.type === 'problem') problems.push(e.id);
+    const r = await run;
+    expect(problems.sort()).toEqual(['conv-1', 'conv-4']);
+    expect(r.problems.map((p) => p.id).sort()).toEqual(['conv-1', 'conv-4']);
+    const logged = readFileSync(join(out, 'problems.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { id: string }).id);
+    expect(logged.sort()).toEqual(['conv-1', 'conv-4']);
+    await expect(train({ stage: 'instruct', model: v15, data: file, images: data.images, output: join(root, 'bad-stop'), batchSize: 4,
+      microBatchSize: 2, epochs: 1, onProblem: 'stop' }).result).rejects.toMatchObject({ code: 'E_FORMAT' });
+  }, 600_000);
+});
