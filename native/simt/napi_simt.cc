@@ -742,7 +742,7 @@ Napi::Value TrainGradients(const Napi::CallbackInfo& info) {
 
 // trainerSteps(llmConfig, llmTensors, visionConfig | null, visionTensors | null, batch, trainable: string[],
 //   { device: 'cpu' | 'emulated', steps, lr, loraDropout?, seed?, lossRows?, bf16?, shareRunner?, hostWrite?: { step, name,
-//   value }, abortAt?: { step, check }, resumeAt?: step }) -> (also paramBytes: the device engine's own parameter memory)
+//   value }, abortAt?: { step, check }, resumeAt?: step, resumeSkip?: 'value' | 'm' | 'v' | 'dropout' }) -> (also paramBytes: the device engine's own parameter memory)
 //   { losses, norms, grads: { name: Float32Array } (after the first step's backward), values, v (the final values and
 //   AdamW second moments, read from the host tables) }: the training engine itself — the CPU Trainer, or DeviceTrainer
 //   over the emulated device (step, norm and AdamW on the device; the host tables synced lazily) — for `steps` steps
@@ -781,6 +781,8 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
   // the stored weights, state zero), a new engine made and the saved state restored as a resume does
   // (restore_param_state), the dropout stream continued from the old engine's next step seed
   const int64_t resume_at = o.Has("resumeAt") ? arg_int(o, "resumeAt", 1, steps - 1) : -1;
+  // resumeSkip: 'value' | 'm' | 'v' | 'dropout' — that piece is not restored (the test shows each one matters)
+  const std::string resume_skip = o.Has("resumeSkip") ? arg_string(o, "resumeSkip") : "";
   std::vector<ParamGroup> groups;
   for (int id : lt_ids) groups.push_back({false, id, lr, 0.0f});
   for (int id : vt_ids) groups.push_back({true, id, lr, 0.0f});
@@ -823,11 +825,11 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
       t.reset();
       llm->params().set_trainable(lt_ids, false), llm->params().set_trainable(lt_ids, true);
       if (vision) vision->params().set_trainable(vt_ids, false), vision->params().set_trainable(vt_ids, true);
-      make_engine(next_seed);
+      make_engine(resume_skip == "dropout" ? (o.Has("seed") ? (uint64_t)arg_int(o, "seed", 0, 1LL << 53) : 0) : next_seed);
       for (const Saved& sv : saved) {
-        restore_param_state(*sv.tab, sv.id, 'w', sv.w.data(), (int64_t)sv.w.size());
-        restore_param_state(*sv.tab, sv.id, 'm', sv.m.data(), (int64_t)sv.m.size());
-        restore_param_state(*sv.tab, sv.id, 'v', sv.v.data(), (int64_t)sv.v.size());
+        if (resume_skip != "value") restore_param_state(*sv.tab, sv.id, 'w', sv.w.data(), (int64_t)sv.w.size());
+        if (resume_skip != "m") restore_param_state(*sv.tab, sv.id, 'm', sv.m.data(), (int64_t)sv.m.size());
+        if (resume_skip != "v") restore_param_state(*sv.tab, sv.id, 'v', sv.v.data(), (int64_t)sv.v.size());
       }
     }
     if (s == write_step) {

@@ -67,6 +67,8 @@ export interface SimtAddon {
       abortAt?: { step: number; check: number };
       /** before this step the engine is dropped and a new one resumes from the saved values and moments */
       resumeAt?: number;
+      /** that piece of the state is not restored at resumeAt */
+      resumeSkip?: 'value' | 'm' | 'v' | 'dropout';
       hostWrite?: { step: number; name: string; value: number } }):
     { losses: number[]; norms: number[]; grads: Record<string, Float32Array>; values: Record<string, Float32Array>;
       v: Record<string, Float32Array>; paramBytes: number };
