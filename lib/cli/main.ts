@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The `medllava` command: info, build, chat, convert, fixture (train and eval join with their issues). */
+/** The `medllava` command: info, build, chat, convert, fixture, train (eval joins with its issue). */
 import { Command } from 'commander';
 
 import { getBackendInfo } from '../backend.js';
@@ -13,6 +13,8 @@ import cliProgress from 'cli-progress';
 import { convertModel } from '../convert/convert.js';
 import { loadModel } from '../model/model.js';
 import { packageRoot } from '../native.js';
+import { train, type TrainOptions } from '../train/run.js';
+import type { TrainingStage } from '../train/trainer.js';
 import { FIXTURE_LAYOUTS, FIXTURE_SIZES, generateFixture, type FixtureLayout, type FixtureSize } from '../fixtures/generate.js';
 
 function formatBytes(n: number): string {
@@ -188,6 +190,120 @@ program
     }).finally(progress.stop);
     for (const [k, v] of Object.entries(paths)) process.stdout.write(`${k}: ${v}\n`);
     process.stderr.write(`done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+  });
+
+const intArg = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new Error(`not an integer: ${v}`);
+  return n;
+};
+const numArg = (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`not a number: ${v}`);
+  return n;
+};
+
+function seconds(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = Math.floor(s % 60);
+  return h ? `${h}h${String(m).padStart(2, '0')}m` : m ? `${m}m${String(r).padStart(2, '0')}s` : `${r}s`;
+}
+
+program
+  .command('train')
+  .description('train a stage (align, instruct, finetune, lora, full) on LLaVA conversation data; checkpoints resume bit for bit')
+  .requiredOption('--stage <stage>', 'align | instruct | finetune | lora | full')
+  .requiredOption('--model <dir>', 'HF LLaVA checkpoint (or a previous stage\'s output)')
+  .requiredOption('--data <file>', 'LLaVA conversation JSON / JSON lines (LLaVA-Med VQA train.json included)')
+  .option('--images <dir>', 'the folder image paths are relative to (default: the data file\'s folder)')
+  .requiredOption('--output <dir>', 'checkpoints, the final model, metrics.jsonl / .csv, loss.png')
+  .option('--resume', 'continue from the newest complete checkpoint in --output')
+  .option('--recipe <name>', "defaults from 'llava-med', 'llava-1.5' or 'llava-rad' (default: by the model's family)")
+  .option('--epochs <n>', 'epochs', numArg)
+  .option('--batch-size <n>', 'samples per optimizer step (global)', intArg)
+  .option('--micro-batch-size <n>', 'samples per forward/backward (gradient accumulation = batch / micro)', intArg)
+  .option('--lr <x>', 'learning rate', numArg)
+  .option('--projector-lr <x>', "the projector's learning rate (LLaVA's mm_projector_lr)", numArg)
+  .option('--weight-decay <x>', 'AdamW weight decay', numArg)
+  .option('--warmup-ratio <x>', 'warmup share of the steps', numArg)
+  .option('--schedule <kind>', 'cosine | linear | constant')
+  .option('--max-grad-norm <x>', "global-norm clipping (default 1.0; 'off' turns it off)")
+  .option('--max-length <n>', 'tokens per sample, images expanded', intArg)
+  .option('--lora-r <n>', 'LoRA rank (lora stage; default 64)', intArg)
+  .option('--lora-alpha <x>', 'LoRA alpha (default 128)', numArg)
+  .option('--lora-dropout <p>', 'LoRA dropout (default 0.05)', numArg)
+  .option('--seed <n>', 'data order, new adapters, dropout (default 42)', intArg)
+  .option('--no-group-by-modality', "don't group batches by modality and length")
+  .option('--save-steps <n>', 'a checkpoint every n optimizer steps (default 500; 0: at the end only)', intArg)
+  .option('--save-total-limit <n>', 'checkpoints kept (default 1)', intArg)
+  .option('--max-steps <n>', 'stop after n optimizer steps', intArg)
+  .option('--on-problem <what>', "a sample that cannot be used: 'skip' (reported by id) or 'stop'", 'skip')
+  .option('--device <device>', 'cpu | cuda | auto', 'cpu')
+  .option('--threads <n>', 'CPU threads', intArg)
+  .option('--vision-tower <path>', 'the vision tower, when it is not beside the checkpoint')
+  .option('--base-model <dir>', 'the base checkpoint of an adapter or projector output, when not where its config says')
+  .option('--json', 'JSON lines on stdout (the default when stdout is not a terminal)')
+  .action(async (opts: Record<string, unknown>) => {
+    const stop = new AbortController();
+    let signals = 0;
+    const onSignal = () => {
+      signals++;
+      if (signals > 1) process.exit(130);  // a second ^C: leave now (the last complete checkpoint stays)
+      process.stderr.write('\nstopping: saving a checkpoint of the last complete step (^C again to quit at once)\n');
+      stop.abort();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const mgn = opts['maxGradNorm'] as string | undefined;
+    const lora = { r: opts['loraR'], alpha: opts['loraAlpha'], dropout: opts['loraDropout'] } as TrainOptions['lora'];
+    const o: TrainOptions = {
+      stage: opts['stage'] as TrainingStage, model: opts['model'] as string, data: opts['data'] as string, images: opts['images'] as string | undefined,
+      output: opts['output'] as string, resume: opts['resume'] === true, recipe: opts['recipe'] as TrainOptions['recipe'],
+      epochs: opts['epochs'] as number | undefined, batchSize: opts['batchSize'] as number | undefined,
+      microBatchSize: opts['microBatchSize'] as number | undefined, learningRate: opts['lr'] as number | undefined,
+      projectorLearningRate: opts['projectorLr'] as number | undefined, weightDecay: opts['weightDecay'] as number | undefined,
+      warmupRatio: opts['warmupRatio'] as number | undefined, schedule: opts['schedule'] as TrainOptions['schedule'],
+      maxGradNorm: mgn === undefined ? undefined : mgn === 'off' ? null : numArg(mgn), maxLength: opts['maxLength'] as number | undefined,
+      lora: Object.values(lora ?? {}).some((v) => v !== undefined) ? lora : undefined, seed: opts['seed'] as number | undefined,
+      groupByModalityLength: opts['groupByModality'] === false ? false : undefined, saveSteps: opts['saveSteps'] as number | undefined,
+      saveTotalLimit: opts['saveTotalLimit'] as number | undefined, maxSteps: opts['maxSteps'] as number | undefined,
+      onProblem: opts['onProblem'] as 'skip' | 'stop', device: opts['device'] as TrainOptions['device'], threads: opts['threads'] as number | undefined,
+      visionTower: opts['visionTower'] as string | undefined, baseModel: opts['baseModel'] as string | undefined, signal: stop.signal,
+    };
+    const json = opts['json'] === true || !process.stdout.isTTY;
+    const bar = json ? undefined : new cliProgress.SingleBar({
+      format: '{bar} {value}/{total} | loss {loss} | {tps} tok/s | ETA {eta_h}', stream: process.stdout, hideCursor: true,
+    }, cliProgress.Presets.shades_classic);
+    let started = false;
+    const run = train(o);
+    try {
+      for await (const e of run) {
+        if (json) {
+          process.stdout.write(`${JSON.stringify(e)}\n`);
+          continue;
+        }
+        if (e.type === 'step') {
+          const payload = { loss: e.loss.toFixed(4), tps: Math.round(e.tokensPerSecond), eta_h: seconds(e.eta) };
+          if (!started) bar!.start(e.totalSteps, e.step, payload), started = true;
+          else bar!.update(e.step, payload);
+        } else if (e.type === 'log' || e.type === 'checkpoint' || e.type === 'problem') {
+          const line = e.type === 'log' ? e.message : e.type === 'checkpoint' ? `checkpoint ${e.path}` : `skipped sample ${e.id} (record ${e.index}): ${e.reason}`;
+          if (started) bar!.stop(), started = false;
+          process.stdout.write(`${line}\n`);
+        }
+      }
+      const r = await run;
+      if (started) bar!.stop();
+      const summary = `${r.stopped ? 'stopped' : 'done'} after ${r.steps} steps, loss ${r.finalLoss.toFixed(4)}; ` +
+        `${r.problems.length} sample(s) skipped${r.problems.length ? ` (see ${join(r.output, 'problems.jsonl')})` : ''}; model in ${r.output}`;
+      if (json) process.stdout.write(`${JSON.stringify({ type: 'done', ...r, problems: r.problems.length })}\n`);
+      else process.stdout.write(`${summary}\n`);
+      if (r.stopped) process.exitCode = 130;
+    } finally {
+      if (started) bar!.stop();
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
   });
 
 program.parseAsync(process.argv).catch((e: unknown) => {
