@@ -5,7 +5,8 @@
  *   - 'instruct' / 'finetune' / 'full' → an HF LLaVA directory: model.safetensors (trained tensors f32, the
  *                 others in their stored type), config.json, the tokenizer files;
  *   - 'lora'    → a PEFT adapter (adapter_config.json + adapter_model.safetensors) and non_lora_trainables.bin
- *                 (the projector, PyTorch pickle as LLaVA-Rad ships it) beside config.json.
+ *                 (the projector, PyTorch pickle as LLaVA-Rad ships it) beside config.json; also 'align' on a
+ *                 model that is an adapter over a plain LLM (LLaVA-Rad), its adapter unchanged.
  * Every file is written atomically (temp file, fsync, rename); a checkpoint directory is built under a temporary
  * name and renamed into place only when complete (writeCheckpointDir).
  */
@@ -137,10 +138,14 @@ export async function writeStageOutput(model: Model, stage: TrainingStage, dir: 
     ?? spec.files.weights['model.embed_tokens.weight']!));
   const cfgDir = existsSync(join(configSource, 'config.json')) ? configSource : llmDir;
   const cfg = outputConfig(model, cfgDir);
-  const projector = params.filter((p) => p.name.startsWith('model.mm_projector.'));
-  const f32 = async (p: (typeof params)[number]) => ({ name: p.name, dtype: 'F32', shape: p.shape, data: await p.table.readParameter(p.name) });
+  // the projector under its canonical names (a LLaVA-Rad table names it as its file did: base_model.model.model.mm_projector.*)
+  const canonical = (name: string) => name.replace(/^base_model\.(model\.)?(?=model\.mm_projector\.)/, '');
+  const projector = params.filter((p) => canonical(p.name).startsWith('model.mm_projector.'));
+  const f32 = async (p: (typeof params)[number]) => ({ name: canonical(p.name), dtype: 'F32', shape: p.shape, data: await p.table.readParameter(p.name) });
+  // a model that is an adapter over a plain LLM (LLaVA-Rad) keeps that layout whatever trained: its projector
+  // goes to non_lora_trainables.bin beside the (possibly unchanged) adapter
+  if (stage === 'align' && spec.lora) stage = 'lora';
   if (stage === 'align') {
-    if (spec.lora) throw medllavaError('E_UNSUPPORTED', "an 'align' output names a LLaVA base checkpoint; this model is a LoRA adapter");
     cfg['_name_or_path'] = llmDir;  // the LLaVA checkpoint whose projector this one replaces
     cfg['medllava'] = { stage, ...meta };
     await native().writeSafetensors(join(dir, 'mm_projector.safetensors'), await Promise.all(projector.map(f32)), { format: 'pt' });
@@ -186,7 +191,7 @@ export async function writeStageOutput(model: Model, stage: TrainingStage, dir: 
   for (const name of names) {
     const file = spec.files.weights[name]!;
     const stored = spec.files.storedNames?.[name] ?? name;
-    const p = byName.get(name);
+    const p = byName.get(stored) ?? byName.get(name);
     if (p && (p.trainable || name.startsWith('model.mm_projector.'))) {
       tensors.push(await f32(p));
       continue;

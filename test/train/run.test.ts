@@ -17,6 +17,8 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { generateFixture } from '../../lib/fixtures/generate.js';
+import { convertModel } from '../../lib/convert/convert.js';
+import { modelInternals } from '../../lib/model/model.js';
 import { curriculum, loadModel, train, type TrainEvent, type TrainMetrics, type TrainOptions } from '../../lib/index.js';
 import { python, pythonHas } from '../support/python.js';
 import { tinyDataset, type TinyDataset } from '../support/train-data.js';
@@ -85,16 +87,25 @@ describe('stages and their outputs', () => {
     }
     // every stage's output loads and chats; the projector-only align output reads its base's LLM
     for (const s of ['1-align', '2-instruct', '3-finetune']) expect(typeof (await chatOnce(join(out, s)))).toBe('string');
-    // the finetuned model differs from the starting one
-    const a = await loadModel(v15, { device: 'cpu' }), b = await loadModel(join(out, '3-finetune'), { device: 'cpu' });
-    try {
-      const name = 'model.layers.0.self_attn.q_proj.weight';
-      const wa = a.parameters().find((p) => p.name === name)!, wb = b.parameters().find((p) => p.name === name)!;
-      expect(wa.shape).toEqual(wb.shape);
-    } finally {
-      await a.dispose();
-      await b.dispose();
-    }
+    // what trained is in the outputs: align changed the projector only, instruct the LLM too
+    const read = async (dir: string, vision: boolean, name: string) => {
+      const m = await loadModel(dir, { device: 'cpu' });
+      try {
+        const parts = modelInternals(m).trainingParts();
+        return await (vision ? parts.vision! : parts.llm).readParameter(name);
+      } finally {
+        await m.dispose();
+      }
+    };
+    const proj = 'model.mm_projector.0.weight', q = 'model.layers.0.self_attn.q_proj.weight';
+    expect(await read(join(out, '1-align'), true, proj)).not.toEqual(await read(v15, true, proj));
+    expect(await read(join(out, '1-align'), false, q)).toEqual(await read(v15, false, q));
+    expect(await read(join(out, '2-instruct'), false, q)).not.toEqual(await read(v15, false, q));
+    expect(await read(join(out, '3-finetune'), false, q)).not.toEqual(await read(join(out, '2-instruct'), false, q));
+    // medllava convert reads the full output too (to a llama.cpp GGUF pair)
+    const gguf = await convertModel({ model: join(out, '3-finetune'), to: 'gguf', out: join(root, 'finetune-gguf') });
+    expect(existsSync(gguf['llm']!) && existsSync(gguf['mmproj']!)).toBe(true);
+    expect(typeof (await chatOnce(join(root, 'finetune-gguf')))).toBe('string');
   }, 600_000);
 
   it('lora: a PEFT adapter + non_lora_trainables.bin over the LLaVA checkpoint; loads, chats, torch reads it', async () => {
@@ -112,7 +123,9 @@ describe('stages and their outputs', () => {
     const model = await loadModel(out, { device: 'cpu' });
     try {
       expect(model.spec.lora?.r).toBe(4);
-      expect(model.parameters().some((p) => p.name.endsWith('.lora_B.weight'))).toBe(true);
+      // B starts at zero: trained, it is not
+      const b = await modelInternals(model).trainingParts().llm.readParameter('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight');
+      expect(b.some((x) => x !== 0)).toBe(true);
     } finally {
       await model.dispose();
     }
@@ -121,6 +134,28 @@ describe('stages and their outputs', () => {
         'print(",".join(sorted(k + ":" + str(tuple(v.shape)) for k, v in sd.items())))', [join(out, 'non_lora_trainables.bin')]).trim();
       expect(keys).toBe('base_model.model.model.mm_projector.0.bias:(64,),base_model.model.model.mm_projector.0.weight:(64, 32),' +
         'base_model.model.model.mm_projector.2.bias:(64,),base_model.model.model.mm_projector.2.weight:(64, 64)');
+    }
+  }, 600_000);
+});
+
+describe('LLaVA-Rad (an adapter over a plain LLM, a timm tower)', () => {
+  it('align and lora write the adapter layout over the base LLM; both load and chat', async () => {
+    const rad = (await generateFixture({ layout: 'llava-rad', out: join(root, 'rad') })) as { dir: string; base: string; tower: string };
+    for (const stage of ['align', 'lora'] as const) {
+      const out = join(root, `rad-${stage}`);
+      const r = await train({ stage, model: rad.dir, data: data.captions, images: data.images, output: out, batchSize: 4, microBatchSize: 2,
+        epochs: 1, saveSteps: 0, learningRate: 1e-3 });
+      expect(r.steps).toBe(3);
+      const adapter = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+      expect(adapter['base_model_name_or_path']).toBe(rad.base);
+      expect(existsSync(join(out, 'non_lora_trainables.bin'))).toBe(true);
+      const model = await loadModel(out, { device: 'cpu' });
+      try {
+        expect(model.spec.family).toBe('llava-rad');
+      } finally {
+        await model.dispose();
+      }
+      expect(typeof (await chatOnce(out))).toBe('string');
     }
   }, 600_000);
 });
