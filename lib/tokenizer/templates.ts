@@ -1,8 +1,9 @@
 /**
  * Conversation templates, rendered exactly as LLaVA's conversation.py renders them (LLaVA-Med
  * v1.5 and LLaVA-Rad build on that file), and the training label mask computed the way LLaVA's
- * train.py does it (preprocess_v1 / preprocess_llama_2 / preprocess_plain), so that only the
- * assistant's answers are trained on.
+ * train.py does it (preprocess_v1 / preprocess_llama_2 / preprocess_plain, and LLaVA-Med v1.0's
+ * legacy `### Human:` preprocess with its _mask_targets rule), so that only the assistant's answers
+ * are trained on.
  */
 import { medllavaError } from '../errors.js';
 import type { Tokenizer } from './tokenizer.js';
@@ -141,14 +142,12 @@ export function trainingExample(tokenizer: Tokenizer, template: string | Templat
     return { inputIds, labels };
   }
   if (messages.length % 2 !== 0) throw medllavaError('E_ARGUMENT', 'a training conversation ends with an assistant answer');
+  if (t.style === 'single') return legacyExample(tokenizer, t, messages, len, options);
   const prompt = renderPrompt(t, messages, { ...options, addGenerationPrompt: false });
   const inputIds = tokenizer.encodePrompt(prompt);
   const labels = [...inputIds];
-  if (t.style === 'single') {
-    throw medllavaError('E_UNSUPPORTED', `training labels for the '${t.name}' template (LLaVA v0 style) are not supported`);
-  }
   // split into rounds at sep2 and mask each round's instruction part (preprocess_v1 / _llama_2)
-  const sep = t.style === 'llama_2' ? '[/INST]' : t.sep + t.roles[1] + ': ';
+  const sep = t.style === 'llama_2' ? '[/INST] ' : t.sep + t.roles[1] + ': ';  // preprocess_llama_2 splits on "[/INST] "
   const rounds = prompt.split(t.sep2!);
   let cur = 1; // BOS
   labels[0] = IGNORE_INDEX;
@@ -171,5 +170,38 @@ export function trainingExample(tokenizer: Tokenizer, template: string | Templat
     labels.fill(IGNORE_INDEX);
     return { inputIds, labels, mismatch: true };
   }
+  return { inputIds, labels };
+}
+
+/** The system sentence LLaVA-Med v1.0's trainer puts in the header (its default conversation's, early FastChat's). */
+export const LEGACY_TRAIN_SYSTEM = "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the human's questions.";
+
+/**
+ * LLaVA-Med v1.0's training example (its legacy `preprocess`): the header (system sentence + a blank line), each
+ * turn as `### Human: …\n` / `### Assistant: …\n`, then a closing `### `. The lengths come from the header and each
+ * turn tokenized on their own, each with its BOS, and `_mask_targets` masks the header and every human turn but
+ * its first two tokens, moving by each piece's length — the per-piece BOS makes the later ranges drift by one per
+ * turn, as upstream's do. The assistant turns (with their `### Assistant:` prefix) and the closing `### ` are
+ * trained. `<image>` stays where the turn has it (v1.0 replaces it in place); a turn that carries the image
+ * without the tag gets `<image>\n` first. No tokenization-mismatch check exists on this path upstream.
+ */
+function legacyExample(tokenizer: Tokenizer, t: TemplateDefinition, messages: Message[], len: (s: string) => number,
+  options: { systemPrompt?: string }): { inputIds: number[]; labels: number[] } {
+  const header = `${options.systemPrompt ?? LEGACY_TRAIN_SYSTEM}\n\n`;
+  const pieces = messages.map((m, i) => {
+    const expected = i % 2 === 0 ? 'user' : 'assistant';
+    if (m.role !== expected) throw medllavaError('E_ARGUMENT', `message ${i} must be from the ${expected}, got ${m.role}`);
+    const text = m.image && !m.text.includes('<image>') ? `<image>\n${m.text}` : m.text;
+    return `### ${t.roles[i % 2]}: ${text}\n`;
+  });
+  const inputIds = tokenizer.encodePrompt(`${header}${pieces.join('')}### `);
+  const labels = [...inputIds];
+  let cur = len(header);
+  for (let i = 0; i < Math.min(cur, labels.length); i++) labels[i] = IGNORE_INDEX;
+  pieces.forEach((p, i) => {
+    const n = len(p);
+    if (i % 2 === 0) for (let k = cur + 2; k < Math.min(cur + n, labels.length); k++) labels[k] = IGNORE_INDEX;
+    cur += n;
+  });
   return { inputIds, labels };
 }

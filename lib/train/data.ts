@@ -19,7 +19,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { medllavaError } from '../errors.js';
 import { SeededRandom } from '../sampling.js';
 import { IMAGE_TOKEN_INDEX, type Tokenizer } from '../tokenizer/tokenizer.js';
-import { trainingExample, type Message, type TemplateDefinition } from '../tokenizer/templates.js';
+import { getTemplate, trainingExample, type Message, type TemplateDefinition } from '../tokenizer/templates.js';
 
 export interface ConversationTurn {
   from: 'human' | 'gpt';
@@ -142,12 +142,14 @@ function check(rec: Record<string, unknown> | undefined, folder: string): string
  * The sample as chat messages for trainingExample(): the turn that holds `<image>` carries the image
  * (its tag removed and the text trimmed — trainingExample puts `<image>\n` first, as preprocess_multimodal
  * does); a sample with an image but no tag gets it on its first question, as LLaVA-Med's data has it.
+ * `imageInPlace`: the tag stays where it is (LLaVA-Med v1.0's trainer replaces it in place).
  */
-export function sampleMessages(sample: ConversationSample): Message[] {
+export function sampleMessages(sample: ConversationSample, options: { imageInPlace?: boolean } = {}): Message[] {
   const tagged = sample.conversations.findIndex((t) => t.value.includes('<image>'));
   const at = sample.image === undefined ? -1 : tagged >= 0 ? tagged : 0;
   return sample.conversations.map((t, i) => {
-    const m: Message = { role: t.from === 'human' ? 'user' : 'assistant', text: i === at ? t.value.replaceAll('<image>', '').trim() : t.value };
+    const text = i !== at ? t.value : options.imageInPlace ? t.value : t.value.replaceAll('<image>', '').trim();
+    const m: Message = { role: t.from === 'human' ? 'user' : 'assistant', text };
     if (i === at) m.image = true;
     return m;
   });
@@ -231,7 +233,8 @@ export function groupByModalityLength(lengths: number[], batch: number, world: n
  */
 export function sampleExample(tokenizer: Tokenizer, template: string | TemplateDefinition, sample: ConversationSample,
   options: { maxLength?: number; imageRows?: number } = {}): { inputIds: number[]; labels: number[] } | { problem: string } {
-  const ex = trainingExample(tokenizer, template, sampleMessages(sample));
+  const t = typeof template === 'string' ? getTemplate(template) : template;
+  const ex = trainingExample(tokenizer, t, sampleMessages(sample, { imageInPlace: t.style === 'single' }));
   if (ex.mismatch) return { problem: 'tokenization mismatch: the rounds\' tokens do not add up to the conversation\'s' };
   let { inputIds, labels } = ex;
   const max = options.maxLength;

@@ -261,10 +261,6 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
     const grouped = o.groupByModalityLength ?? o.stage !== 'align';
     const templateName = o.stage === 'align' ? 'plain' : model.spec.template;
     const template = getTemplate(templateName);
-    if (template.style === 'single') {
-      throw medllavaError('E_UNSUPPORTED', `training labels for the '${template.name}' template (LLaVA-Med v1.0's ### Human: style) ` +
-        'are not supported yet');
-    }
 
     // the data: every unusable record reported by id
     const problems: DataProblem[] = [];

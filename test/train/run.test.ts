@@ -160,6 +160,20 @@ describe('LLaVA-Rad (an adapter over a plain LLM, a timm tower)', () => {
   }, 600_000);
 });
 
+describe('LLaVA-Med v1.0 (legacy ### Human: labels, <im_start>/<im_end> framing, a linear projector)', () => {
+  it('instruct trains and writes an HF directory that loads and chats', async () => {
+    const v1 = ((await generateFixture({ layout: 'llava-med-v1', out: join(root, 'v1') })) as { dir: string }).dir;
+    const out = join(root, 'v1-instruct');
+    const steps: number[] = [];
+    const run = train({ stage: 'instruct', model: v1, data: data.conversations, images: data.images, output: out, batchSize: 4,
+      microBatchSize: 2, epochs: 2, saveSteps: 0, learningRate: 3e-3, warmupRatio: 0 });
+    for await (const e of run) if (e.type === 'step') steps.push(e.loss);
+    expect((await run).problems).toEqual([]);
+    expect(steps[steps.length - 1]!).toBeLessThan(steps[0]! * 0.8);
+    expect(typeof (await chatOnce(out))).toBe('string');
+  }, 600_000);
+});
+
 describe('resume is bit-identical', () => {
   const cases: { name: string; o: Partial<TrainOptions> & Pick<TrainOptions, 'stage' | 'data'> }[] = [];
   beforeAll(() => {
