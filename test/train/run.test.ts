@@ -42,7 +42,7 @@ async function chatOnce(dir: string): Promise<string> {
   const model = await loadModel(dir, { device: 'cpu' });
   try {
     const chat = model.createChat();
-    const r = await chat.send({ text: 'What is seen?', image: join(data.images, 'img0.png') }, { maxTokens: 4, temperature: 0 });
+    const r = await chat.send({ text: 'What is seen?', image: join(data.images, 'images', 'img0.png') }, { maxTokens: 4, temperature: 0 });
     return r.text;
   } finally {
     await model.dispose();
@@ -224,9 +224,9 @@ describe('resume is bit-identical', () => {
 describe('bad data', () => {
   it('a missing image and an unreadable one are reported by id, never swapped; stop → E_FORMAT', async () => {
     const recs = JSON.parse(readFileSync(data.conversations, 'utf8')) as { id: string; image?: string }[];
-    recs[1]!.image = 'nope.png';
-    writeFileSync(join(data.images, 'broken.png'), 'not a png');
-    recs[4]!.image = 'broken.png';
+    recs[1]!.image = 'images/nope.png';
+    writeFileSync(join(data.images, 'images', 'broken.png'), 'not a png');
+    recs[4]!.image = 'images/broken.png';
     const file = join(root, 'bad.json');
     writeFileSync(file, JSON.stringify(recs));
     const out = join(root, 'bad');
