@@ -5,14 +5,56 @@
  * The bench-small stage-2 step (bench/train.ts): createTrainer(stage 'instruct': projector + LLM), AdamW, clipping at
  * 1.0, fp32 on the CPU (bf16 compute on CUDA), on 2 sequences of 196 image rows + 188 tokens — what
  * bench/train_torch.py does in PyTorch. 'lora': LLaVA-Rad's recipe instead (new r 64 adapters + projector, lr 1e-4).
+ * 'e2e': the same stage through train() from a LLaVA JSON file with 512 × 512 JPEGs on disk (decoded, resized and
+ * normalised by the input pipeline while the previous step runs), answers sized so that each sequence has the
+ * step-only bench's 188 text tokens: { stepMs (between consecutive steps), tokens }.
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 import sharp from 'sharp';
 
-import { createTrainer, loadModel } from '../lib/index.js';
+import { createTrainer, loadModel, loadModelSpec, loadTokenizer, renderPrompt, train } from '../lib/index.js';
 
 const [dir, threadsArg, warmupArg, stepsArg, deviceArg, stageArg] = process.argv.slice(2);
 const threads = Number(threadsArg), warmup = Number(warmupArg), steps = Number(stepsArg);
 const device = deviceArg === 'cuda' ? 'cuda' : 'cpu';
+if (stageArg === 'e2e') {
+  // 2 samples per step (as the step-only bench), each a 512 × 512 JPEG and a ~188-token answer
+  const data = join(tmpdir(), `medllava-bench-e2e-${process.pid}`);
+  mkdirSync(join(data, 'images'), { recursive: true });
+  let s = 7;
+  const rand = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s; };
+  const words = ['lung', 'left', 'right', 'opacity', 'nodule', 'mass', 'clear', 'heart', 'small', 'effusion', 'lobe', 'upper'];
+  const n = 2 * (warmup + steps);
+  const records = [];
+  const tokenizer = await loadTokenizer(dir!);
+  const template = (await loadModelSpec(dir!)).template;
+  for (let i = 0; i < n; i++) {
+    const px = Uint8Array.from({ length: 512 * 512 * 3 }, () => rand() >>> 24);
+    writeFileSync(join(data, 'images', `${i}.jpg`), await sharp(px, { raw: { width: 512, height: 512, channels: 3 } }).jpeg().toBuffer());
+    // as many words as make the sequence's text the step-only bench's 188 tokens (so both do the same work)
+    const ws: string[] = [];
+    while (tokenizer.encodePrompt(renderPrompt(template, [{ role: 'user', text: 'Describe the image.', image: true },
+      { role: 'assistant', text: ws.join(' ') }], { addGenerationPrompt: false })).length < 189) ws.push(words[rand() % words.length]!);
+    const answer = ws.join(' ');
+    records.push({ id: String(i), image: `images/${i}.jpg`, conversations: [{ from: 'human', value: '<image>\nDescribe the image.' }, { from: 'gpt', value: answer }] });
+  }
+  writeFileSync(join(data, 'train.json'), JSON.stringify(records));
+  const times: number[] = [], tokens: number[] = [];
+  let last = 0;
+  for await (const e of train({ stage: 'instruct', model: dir!, data: join(data, 'train.json'), output: join(data, 'out'), batchSize: 2,
+    microBatchSize: 2, epochs: 1, learningRate: 2e-5, saveSteps: 0, groupByModalityLength: false, device, threads, maxLength: 512 })) {
+    if (e.type !== 'step') continue;
+    const now = performance.now();
+    // the time between consecutive steps: the step and whatever of the input pipeline it waited for
+    if (e.step > warmup) times.push(now - last), tokens.push(e.tokens);
+    last = now;
+  }
+  console.log(JSON.stringify({ stepMs: times, tokens, maxRssKiB: process.resourceUsage().maxRSS, trainable: 0 }));
+  process.exit(0);
+}
 const model = await loadModel(dir!, { device, threads });
 const trainer = await createTrainer(model, stageArg === 'lora'
   ? { stage: 'lora', learningRate: 1e-4, maxGradNorm: 1.0 }

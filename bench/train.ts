@@ -91,6 +91,18 @@ const row = (name: string, r: typeof ours) => {
 const a = row('medllava', ours);
 const b = row(`PyTorch ${theirs.torch ?? ''} (${theirs.blas ?? '?'})`, theirs);
 console.log(`ratio medllava / PyTorch tokens/s: ${(b / a).toFixed(2)}× (goal ≥ 1.5×); peak RSS ratio ${(ours.maxRssKiB / theirs.maxRssKiB).toFixed(2)}`);
+// ---- end to end: the same stage through train() from LLaVA JSON and 512 × 512 JPEGs on disk ----
+{
+  // twice the timed steps and one more warm-up: the pipeline fills during the first steps
+  const e2e = run(process.execPath, [join(here, 'train-worker.js'), model, String(THREADS), String(WARMUP + 1), String(2 * STEPS), 'cpu', 'e2e']) as
+    unknown as { stepMs: number[]; tokens: number[]; maxRssKiB: number };
+  const secs = e2e.stepMs.reduce((x, y) => x + y, 0) / 1000, toks = e2e.tokens.reduce((x, y) => x + y, 0);
+  const e2eTps = toks / secs, stepTps = tokens / (a / 1000);
+  console.log(`${'medllava train() end to end'.padEnd(28)} ${(secs / e2e.stepMs.length).toFixed(2)} s/step  ${e2eTps.toFixed(0).padStart(5)} tok/s  ` +
+    `${((2 * e2e.stepMs.length) / secs).toFixed(2)} samples/s  (${(toks / e2e.stepMs.length).toFixed(0)} tokens/step; data loading, tokenizing and ` +
+    `image preprocessing included)  [${e2e.stepMs.map((x) => (x / 1000).toFixed(2)).join(', ')}]`);
+  console.log(`end-to-end / step-only tokens/s: ${(e2eTps / stepTps).toFixed(3)} (input pipeline cost ${((1 - e2eTps / stepTps) * 100).toFixed(1)} %; goal ≤ 5 %)`);
+}
 console.log(`FLOPs per step: ${Object.entries(flops.parts).map(([k, v]) => `${k} ${(v / 1e9).toFixed(1)}`).join(', ')} GFLOP`);
 
 // ---- on a GPU, when one is present: the same step on CUDA (bf16 compute), and a LoRA step at 7B widths ----

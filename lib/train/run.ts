@@ -90,7 +90,10 @@ export interface TrainMetrics {
   loss: number;
   gradNorm: number;
   lr: number;
-  /** sequence tokens (images expanded) and samples per second over this step */
+  /** sequence tokens (images expanded) and samples this step trained on */
+  tokens: number;
+  samples: number;
+  /** the same per second of this step (its wait for the input pipeline included) */
   tokensPerSecond: number;
   samplesPerSecond: number;
   /** seconds left at the mean step time so far */
@@ -437,7 +440,7 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
           lastLoss = lossSum / ran;
           const m: TrainMetrics = {
             step, totalSteps, epoch: epoch + cursor / microPerEpoch, loss: lastLoss, gradNorm: u.gradNorm, lr: u.lr,
-            tokensPerSecond: tokensN / Math.max(dt, 1e-6), samplesPerSecond: samplesN / Math.max(dt, 1e-6),
+            tokens: tokensN, samples: samplesN, tokensPerSecond: tokensN / Math.max(dt, 1e-6), samplesPerSecond: samplesN / Math.max(dt, 1e-6),
             eta: (totalSteps - step) * (stepTimes / timedSteps), elapsed: (Date.now() - started) / 1000,
           };
           curves.push(m);
