@@ -14,6 +14,7 @@ export const ERROR_CODES = [
   'E_ABORTED',
   'E_OOM',
   'E_CUDA',
+  'E_TIMEOUT',
   'E_INTERNAL',
 ] as const;
 

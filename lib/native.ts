@@ -235,6 +235,8 @@ export interface NativeTrainer {
   setState(vision: boolean, name: string, which: 'value' | 'm' | 'v', values: Float32Array): Promise<void>;
   /** the step seed the next accumulate's LoRA dropout uses (setLoraDropout(p, it) continues the stream) */
   dropoutStep(): number;
+  /** data parallel: the accumulated gradients summed over every MPI rank, in place (the CPU engine) */
+  allreduceGrads(timeoutMs?: number): Promise<void>;
   /** recompute activations in backward (activation checkpointing) */
   setCheckpoint(on: boolean): void;
   /** LoRA dropout p on the adapters' input; accumulate call k (from now) uses step seed `seed + k` */
@@ -243,6 +245,18 @@ export interface NativeTrainer {
   /** a running accumulate stops at its next layer with E_ABORTED (its gradients partial: zero them) */
   cancel(): void;
   dispose(): void;
+}
+
+export interface NativeMpiInfo { compiled: boolean; initialized: boolean; rank: number; size: number; library: string; reason?: string }
+export interface NativeMpi {
+  info(): NativeMpiInfo;
+  /** opens libmpi (RTLD_GLOBAL) and MPI_Init_thread once; E_UNSUPPORTED with the reason without MPI */
+  init(): NativeMpiInfo;
+  /** in place over every rank; E_TIMEOUT when the others do not join within timeoutMs (default 10 min) */
+  allreduce(values: Float32Array | Float64Array, op: 'sum' | 'max', timeoutMs?: number): Promise<void>;
+  bcast(bytes: Uint8Array, root: number, timeoutMs?: number): Promise<void>;
+  barrier(timeoutMs?: number): Promise<void>;
+  finalize(): void;
 }
 
 export interface NativeOpInfo {
@@ -289,6 +303,8 @@ export interface NativeAddon {
   /** on the CPU, or on the CUDA device `deviceIndex` when the LLM was loaded there (computeType 'bf16' by default
    * there: mixed precision; the CPU only has 'f32') */
   NativeTrainer: new (llm: NativeLlm, vision?: NativeVision, options?: { deviceIndex?: number; computeType?: 'bf16' | 'f32' }) => NativeTrainer;
+  /** MPI collectives for data-parallel training (native/dist/mpi.h) */
+  mpi: NativeMpi;
   ggmlDequantize(type: string, data: Uint8Array, n: number): Float32Array;
   /** Internal (the op test harness): one op of native/ops/op_list.h on the CPU, its arguments by name
    * (native/napi/op_harness.h); outputs start as NaN. */

@@ -22,6 +22,7 @@ import { checkWritable, writeCheckpointDir, writeFileAtomic, writeStageOutput } 
 import {
   groupByModalityLength, loadConversations, modalityLength, sampleExample, shuffledOrder, type ConversationSample, type DataProblem,
 } from './data.js';
+import { distributedWorld } from './distributed.js';
 import { writeCurves } from './plot.js';
 import { createTrainer, nativeBatch, TrainerImpl, type TrainerOptions, type TrainingStage } from './trainer.js';
 
@@ -77,6 +78,11 @@ export interface TrainOptions {
   threads?: number;
   computeType?: 'bf16' | 'f32';
   checkpointActivations?: boolean;
+  /** data parallel: 'auto' (default) trains over MPI when started by mpirun with more than one rank; 'mpi' requires
+   * it; 'none' trains alone. Each rank prepares its share of every step; gradients are summed; rank 0 writes. */
+  distributed?: 'auto' | 'mpi' | 'none';
+  /** how long a rank waits for the others in a collective before failing with E_TIMEOUT (default 10 min) */
+  collectiveTimeoutMs?: number;
   /** loadModel options for finding the base / tower */
   visionTower?: string;
   baseModel?: string;
@@ -117,6 +123,9 @@ export interface TrainResult {
   problems: DataProblem[];
   /** the checkpoint the run resumed from, if any */
   resumedFrom?: string;
+  /** this process's rank and the number of ranks (1 without MPI) */
+  rank?: number;
+  worldSize?: number;
 }
 
 interface Recipeish {
@@ -164,6 +173,8 @@ interface RunState {
   samples: number;
   /** sample ids, hashed: a resume over other data is refused */
   dataHash: string;
+  /** ranks that trained it (a resume needs as many) */
+  worldSize: number;
   settings: Record<string, unknown>;
 }
 
@@ -237,6 +248,12 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
     if (typeof o[k] !== 'string' || !o[k]) throw medllavaError('E_ARGUMENT', `${k} must be a path`);
   }
   const output = resolve(o.output);
+  const world = distributedWorld(o.distributed ?? 'auto', o.collectiveTimeoutMs ?? 10 * 60_000);
+  if (world.rank !== 0) {
+    // the other ranks report their own problems and logs; steps and checkpoints come from rank 0
+    const inner = emit;
+    emit = (e) => { if (e.type === 'problem' || e.type === 'log') inner(e); };
+  }
   const resumeFrom = o.resume ? latestCheckpoint(output) : undefined;
   const saved: RunState | undefined = resumeFrom ? JSON.parse(readFileSync(join(resumeFrom, 'run_state.json'), 'utf8')) as RunState : undefined;
   if (saved && saved.stage !== o.stage) {
@@ -255,6 +272,9 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
     const batchSize = int(o.batchSize ?? d.batchSize, 'batchSize', 1);
     const micro = int(o.microBatchSize ?? Math.min(4, batchSize), 'microBatchSize', 1);
     if (batchSize % micro) throw medllavaError('E_ARGUMENT', `batchSize ${batchSize} is not a multiple of microBatchSize ${micro}`);
+    if ((batchSize / micro) % world.size) {
+      throw medllavaError('E_ARGUMENT', `batchSize ${batchSize} is not a multiple of microBatchSize ${micro} × ${world.size} ranks`);
+    }
     const accum = batchSize / micro;
     const seed = int(o.seed ?? 42, 'seed', 0);
     const maxLength = int(o.maxLength ?? Math.min(2048, model.spec.llm.contextLength), 'maxLength', 2);
@@ -269,7 +289,8 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
     const problems: DataProblem[] = [];
     mkdirSync(output, { recursive: true });
     const problemsFile = join(output, 'problems.jsonl');
-    if (!saved) rmSync(problemsFile, { force: true });
+    if (!saved && world.rank === 0) rmSync(problemsFile, { force: true });
+    await world.barrier();  // cleared before any rank appends to it
     const reported = new Set<string>();
     const report = (p: DataProblem) => {
       if (reported.has(p.id)) return;  // a sample fails the same way in every epoch: reported once
@@ -280,10 +301,13 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
       if (o.onProblem === 'stop') throw medllavaError('E_FORMAT', `sample ${p.id} (record ${p.index}): ${p.reason}`);
     };
     const loaded = loadConversations(o.data, { imageFolder: o.images, onProblem: o.onProblem ?? 'skip' });
-    if (!saved) loaded.problems.forEach(report);
+    if (!saved && world.rank === 0) loaded.problems.forEach(report);  // every rank loads the file; one reports it
     const samples = loaded.samples;
     if (samples.length === 0) throw medllavaError('E_FORMAT', `${o.data}: no usable sample`);
     const dataHash = hashIds(samples);
+    if (saved && (saved.worldSize ?? 1) !== world.size) {
+      throw medllavaError('E_ARGUMENT', `${resumeFrom} was trained by ${saved.worldSize ?? 1} rank(s); resume it with as many (this run has ${world.size})`);
+    }
     if (saved && (saved.dataHash !== dataHash || saved.seed !== seed)) {
       throw medllavaError('E_ARGUMENT', `${resumeFrom} was trained on other data or another seed (${saved.samples} samples, seed ${saved.seed}); ` +
         'resume with the same data and options, or start a new output folder');
@@ -360,7 +384,9 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
 
       const curves: TrainMetrics[] = [];
       const metricsFile = join(output, 'metrics.jsonl');
-      if (saved) {
+      if (world.rank !== 0) {
+        // rank 0 keeps the files
+      } else if (saved) {
         // the metrics of steps after the checkpoint are redone: keep only those up to it
         const old = existsSync(metricsFile) ? readFileSync(metricsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as TrainMetrics) : [];
         curves.push(...old.filter((m) => m.step <= step));
@@ -369,70 +395,110 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
         rmSync(metricsFile, { force: true });
       }
 
+      const lead = world.rank === 0;  // rank 0 writes checkpoints, curves and the final model
       const save = async () => {
         const path = join(output, `checkpoint-${step}`);
-        const state: RunState = {
-          version: 1, stage: o.stage, model: resolve(o.model), data: resolve(o.data), step, totalSteps, epoch, cursor, order, seed,
-          samples: samples.length, dataHash, settings,
-        };
-        await writeCheckpointDir(path, async (tmp) => {
-          await writeStageOutput(model, o.stage, tmp, { step, loraAlpha: o.lora?.alpha, loraDropout: o.lora?.dropout });
-          await trainer.save(join(tmp, 'trainer'));
-          writeFileAtomic(join(tmp, 'run_state.json'), `${JSON.stringify(state)}\n`);  // last: marks it complete
-        });
-        // only now, with the new one complete, the oldest beyond the limit go
-        const all = readdirSync(output).map((f) => /^checkpoint-(\d+)$/.exec(f)).filter((m): m is RegExpExecArray => !!m)
-          .map((m) => Number(m[1])).sort((a, b) => b - a);
-        for (const s of all.slice(saveTotalLimit)) if (s !== step) rmSync(join(output, `checkpoint-${s}`), { recursive: true, force: true });
-        await writeCurves(output, curves);
+        if (lead) {
+          const state: RunState = {
+            version: 1, stage: o.stage, model: resolve(o.model), data: resolve(o.data), step, totalSteps, epoch, cursor, order, seed,
+            samples: samples.length, dataHash, worldSize: world.size, settings,
+          };
+          await writeCheckpointDir(path, async (tmp) => {
+            await writeStageOutput(model, o.stage, tmp, { step, loraAlpha: o.lora?.alpha, loraDropout: o.lora?.dropout });
+            await trainer.save(join(tmp, 'trainer'));
+            writeFileAtomic(join(tmp, 'run_state.json'), `${JSON.stringify(state)}\n`);  // last: marks it complete
+          });
+          // only now, with the new one complete, the oldest beyond the limit go
+          const all = readdirSync(output).map((f) => /^checkpoint-(\d+)$/.exec(f)).filter((m): m is RegExpExecArray => !!m)
+            .map((m) => Number(m[1])).sort((a, b) => b - a);
+          for (const s of all.slice(saveTotalLimit)) if (s !== step) rmSync(join(output, `checkpoint-${s}`), { recursive: true, force: true });
+          await writeCurves(output, curves);
+        }
+        await world.barrier();  // every rank goes on (or returns) with the checkpoint complete
         emit({ type: 'checkpoint', step, path });
       };
 
-      // the pipeline: micro-batches in (epoch, index) order, `prefetch` of them being prepared ahead
+      // The steps from (epoch, cursor): each takes `accum` micro-batches, an epoch's last one its remainder. With
+      // several ranks, micro-batch `start + j` of a step is rank j mod size's: every rank accumulates its share with
+      // the global 1/accum scale and the gradients are summed, which is the one-process step over the same samples.
+      const stepsFrom = function* (e0: number, c0: number): Generator<{ e: number; start: number; count: number }> {
+        for (let e = e0, c = c0; ;) {
+          const count = Math.min(accum, microPerEpoch - c);
+          yield { e, start: c, count };
+          c += count;
+          if (c >= microPerEpoch) e++, c = 0;
+        }
+      };
+      const mine = (st: { start: number; count: number }) =>
+        Array.from({ length: st.count }, (_, j) => st.start + j).filter((k) => (k - st.start) % world.size === world.rank);
+      // the pipeline: this rank's micro-batches, `prefetch` of them being prepared ahead, none past the run's end
       const pending: { e: number; k: number; p: Promise<Prepared> }[] = [];
-      let ahead = { e: epoch, k: cursor, ord: order };
-      // the micro-batches the run consumes (each epoch's last step takes its remainder); prefetch stops there, so
-      // nothing past the run's end is prepared (a step whose samples were all unusable consumes more: then on demand)
-      const needed = Math.floor(totalSteps / stepsPerEpoch) * microPerEpoch + Math.min((totalSteps % stepsPerEpoch) * accum, microPerEpoch);
+      const plan = stepsFrom(epoch, cursor);
+      const queued: { e: number; k: number }[] = [];
+      const planned: { e: number; start: number; count: number }[] = [];
+      const firstStep = step;
+      let plannedTotal = 0;  // steps planned since this run started (its last one is totalSteps)
+      const planStep = () => {
+        const st = plan.next().value as { e: number; start: number; count: number };
+        planned.push(st);
+        plannedTotal++;
+        for (const k of mine(st)) queued.push({ e: st.e, k });
+      };
       const fill = () => {
-        while (pending.length < prefetch + 1 && (pending.length === 0 || ahead.e * microPerEpoch + ahead.k < needed)) {
-          if (ahead.k >= microPerEpoch) ahead = { e: ahead.e + 1, k: 0, ord: epochOrder(ahead.e + 1) };
-          const { e, k, ord } = ahead;
-          const p = prepare(e, ord, k);
+        while (pending.length < prefetch + 1) {
+          if (queued.length === 0) {
+            // nothing is prepared past the run's last step (a step of unusable samples makes the loop plan one more)
+            if (firstStep + plannedTotal >= totalSteps) return;
+            planStep();
+            continue;
+          }
+          const { e, k } = queued.shift()!;
+          const p = prepare(e, epochOrder(e), k);
           p.catch(() => {});
           pending.push({ e, k, p });
-          ahead = { ...ahead, k: k + 1 };
         }
       };
 
       const started = Date.now();
       let boundary = { epoch, cursor };  // where the data stood after the last optimizer step
       let stepTimes = 0, timedSteps = 0, lastLoss = NaN, stopped = false;
+      const distributed = world.size > 1;
       try {
         while (step < totalSteps) {
-          if (o.signal?.aborted) { stopped = true; break; }
+          if (!distributed && o.signal?.aborted) { stopped = true; break; }
           const t0 = Date.now();
+          while (planned.length === 0) planStep();
+          const st = planned.shift()!;
           let lossSum = 0, ran = 0, samplesN = 0, tokensN = 0;
-          // an optimizer step: accum micro-batches, or the epoch's remainder
-          const stepEpoch = epoch;
-          for (let a = 0; a < accum && epoch === stepEpoch; a++) {
+          for (const k of mine(st)) {
             fill();
             const next = pending.shift()!;
+            if (next.e !== st.e || next.k !== k) throw medllavaError('E_INTERNAL', 'the input pipeline is out of order');
             const prep = await next.p;
-            cursor = next.k + 1;
             if (prep.samples > 0) {
-              const r = await trainer.accumulateNative(prep.batch, o.signal);
+              // the dropout masks follow the micro-batch's place in the run, whichever rank trains it
+              const r = await trainer.accumulateNative(prep.batch, distributed ? undefined : o.signal, seed + st.e * microPerEpoch + k);
               lossSum += r.loss, ran++, samplesN += prep.samples, tokensN += prep.tokens;
             }
-            if (cursor >= microPerEpoch) {
-              epoch++, cursor = 0, order = epochOrder(epoch);
-            }
+          }
+          epoch = st.e, cursor = st.start + st.count;
+          if (cursor >= microPerEpoch) epoch++, cursor = 0;
+          order = epochOrder(epoch);
+          let stopNow = false;
+          if (distributed) {
+            // the step's numbers over every rank, and whether any rank was asked to stop (all stop after this step)
+            const stats = Float64Array.of(lossSum, ran, samplesN, tokensN, o.signal?.aborted ? 1 : 0);
+            await world.sum(stats);
+            [lossSum, ran, samplesN, tokensN] = [stats[0]!, stats[1]!, stats[2]!, stats[3]!];
+            stopNow = stats[4]! > 0;
+            if (ran > 0) await trainer.allreduceGrads(world.timeoutMs);
           }
           if (ran === 0) {  // every sample of these micro-batches was unusable (reported): no step
             boundary = { epoch, cursor };
+            if (stopNow) { stopped = true; break; }
             continue;
           }
-          const u = await trainer.applyUpdate();
+          const u = await trainer.applyUpdate({ allowEmpty: distributed });
           step = u.step;
           boundary = { epoch, cursor };
           const dt = (Date.now() - t0) / 1000;
@@ -444,12 +510,13 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
             eta: (totalSteps - step) * (stepTimes / timedSteps), elapsed: (Date.now() - started) / 1000,
           };
           curves.push(m);
-          appendFileSync(metricsFile, `${JSON.stringify(m)}\n`);
+          if (lead) appendFileSync(metricsFile, `${JSON.stringify(m)}\n`);
           emit({ type: 'step', ...m });
+          if (stopNow) { stopped = true; break; }
           if (saveSteps > 0 && step % saveSteps === 0 && step < totalSteps) await save();
         }
       } catch (e) {
-        if ((e as { code?: string }).code !== 'E_ABORTED') throw e;
+        if ((e as { code?: string }).code !== 'E_ABORTED' || distributed) throw e;
         stopped = true;
         // the step in flight is abandoned: its micro-batches are redone on resume, from the last step's boundary
         await trainer.discardPending();
@@ -460,13 +527,16 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
       if (stopped && step < totalSteps) {
         await save();
         emit({ type: 'log', message: `stopped at step ${step}; resume with the same options and resume: true` });
-        return { output, steps: step, stopped: true, finalLoss: lastLoss, problems, resumedFrom: resumeFrom };
+        return { output, steps: step, stopped: true, finalLoss: lastLoss, problems, resumedFrom: resumeFrom, rank: world.rank, worldSize: world.size };
       }
       await save();
       // the stage's model in the output folder itself (what the next stage or loadModel takes)
-      await writeStageOutput(model, o.stage, output, { step, loraAlpha: o.lora?.alpha, loraDropout: o.lora?.dropout });
-      await writeCurves(output, curves);
-      return { output, steps: step, stopped: false, finalLoss: lastLoss, problems, resumedFrom: resumeFrom };
+      if (lead) {
+        await writeStageOutput(model, o.stage, output, { step, loraAlpha: o.lora?.alpha, loraDropout: o.lora?.dropout });
+        await writeCurves(output, curves);
+      }
+      await world.barrier();
+      return { output, steps: step, stopped: false, finalLoss: lastLoss, problems, resumedFrom: resumeFrom, rank: world.rank, worldSize: world.size };
     } finally {
       await trainer.dispose();
     }

@@ -270,9 +270,13 @@ export class TrainerImpl implements Trainer {
   }
 
   /** One micro-batch's forward and backward (its gradient scaled by 1 / gradientAccumulation); no update. */
-  async accumulateNative(b: { seqs: NativeTrainSequence[]; pixels: Float32Array[] }, signal?: AbortSignal): Promise<{ loss: number; tokens: number }> {
+  async accumulateNative(b: { seqs: NativeTrainSequence[]; pixels: Float32Array[] }, signal?: AbortSignal,
+    dropoutStep?: number): Promise<{ loss: number; tokens: number }> {
     return this.exclusive(async (engine) => {
       if (signal?.aborted) throw medllavaError('E_ABORTED', 'aborted');
+      // the curriculum trainer names each micro-batch's dropout step (its place in the run), so that it does not
+      // depend on which rank trains it or on what ran before
+      if (dropoutStep !== undefined) engine.setLoraDropout(this.dropout, dropoutStep);
       const stop = abortInto(engine, signal);
       try {
         const r = await engine.accumulate(b, 1 / this.o.gradientAccumulation);
@@ -295,9 +299,10 @@ export class TrainerImpl implements Trainer {
 
   /** Clipping and AdamW over the gradients accumulated so far (however many micro-batches: an epoch's last
    * step may have fewer); the optimizer step's boundary. */
-  async applyUpdate(): Promise<{ gradNorm: number; lr: number; step: number }> {
+  async applyUpdate(o: { allowEmpty?: boolean } = {}): Promise<{ gradNorm: number; lr: number; step: number }> {
     return this.exclusive(async (engine) => {
-      if (this.micro === 0) throw medllavaError('E_ARGUMENT', 'no micro-batch has been accumulated since the last update');
+      // allowEmpty: a rank that trained none of this step's micro-batches still updates with the summed gradients
+      if (this.micro === 0 && !o.allowEmpty) throw medllavaError('E_ARGUMENT', 'no micro-batch has been accumulated since the last update');
       const lrFactor = scheduleFactor(this.o.schedule, this.optimizerStep);
       this.micro = 0;
       const gradNorm = await engine.gradNorm();
@@ -311,6 +316,11 @@ export class TrainerImpl implements Trainer {
       this.boundaryDropout = engine.dropoutStep();
       return { gradNorm, lr: this.o.learningRate * lrFactor, step: this.optimizerStep };
     });
+  }
+
+  /** Data parallel: every rank's accumulated gradients summed in place over MPI (before applyUpdate). */
+  async allreduceGrads(timeoutMs: number): Promise<void> {
+    await this.exclusive((engine) => engine.allreduceGrads(timeoutMs));
   }
 
   /** Drops micro-batches accumulated since the last update and rewinds the dropout stream to that boundary. */

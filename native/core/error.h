@@ -17,6 +17,7 @@ enum class ErrorCode {
   Aborted,      // E_ABORTED
   OOM,          // E_OOM
   Cuda,         // E_CUDA
+  Timeout,      // E_TIMEOUT: a wait on other processes (an MPI collective) ran past its limit
   Internal,     // E_INTERNAL: medllava's own failure (a bug, or the system refused something), not the caller's
 };
 
@@ -32,6 +33,7 @@ inline const char* error_code_name(ErrorCode c) {
     case ErrorCode::Aborted: return "E_ABORTED";
     case ErrorCode::OOM: return "E_OOM";
     case ErrorCode::Cuda: return "E_CUDA";
+    case ErrorCode::Timeout: return "E_TIMEOUT";
     case ErrorCode::Internal: return "E_INTERNAL";
   }
   return "E_INTERNAL";

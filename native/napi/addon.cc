@@ -18,6 +18,7 @@
 #include "llm_wrap.h"
 #include "image_wrap.h"
 #include "trainer_wrap.h"
+#include "mpi_wrap.h"
 #include "vision_wrap.h"
 
 namespace medllava {
@@ -152,6 +153,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeLlmContext", LlmContextWrap::Define(env));
   exports.Set("NativeVision", VisionWrap::Define(env));
   exports.Set("NativeTrainer", TrainerWrap::Define(env));
+  exports.Set("mpi", MpiObject(env));
   exports.Set("NativeImage", ImageWrap::Define(env));
   register_ops(env, exports);
   return exports;

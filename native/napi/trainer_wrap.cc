@@ -8,6 +8,8 @@
 //   setState(vision: boolean, name, which: 'value' | 'm' | 'v', values: Float32Array) -> Promise<void> (a resume's
 //   restore: the master value or an AdamW moment; a device engine re-uploads before its next step)
 //   dropoutStep() -> number (the step seed the next accumulate's LoRA dropout uses: setLoraDropout(p, it) resumes it)
+//   allreduceGrads(timeoutMs) -> Promise<void> (data parallel: every rank's accumulated gradients summed over MPI, in
+//   place, on every rank; the CPU engine only)
 //   setCheckpoint(on); setLoraDropout(p, seed) (accumulate call k then uses step seed seed + k);
 //   setLossRows(n) (rows per loss-head chunk, 0: automatic); cancel() (a running accumulate stops at its next
 //   layer with E_ABORTED, its gradients partial); dispose()
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "../cuda/backend.h"
+#include "../dist/mpi.h"
 #include "js_error.h"
 #include "llm_wrap.h"
 #include "ops_args.h"
@@ -36,7 +39,8 @@ Napi::Function TrainerWrap::Define(Napi::Env env) {
                      {InstanceMethod<&TrainerWrap::Accumulate>("accumulate"), InstanceMethod<&TrainerWrap::ZeroGrads>("zeroGrads"),
                       InstanceMethod<&TrainerWrap::GradNorm>("gradNorm"), InstanceMethod<&TrainerWrap::Update>("update"),
                       InstanceMethod<&TrainerWrap::State>("state"), InstanceMethod<&TrainerWrap::SetState>("setState"),
-                      InstanceMethod<&TrainerWrap::DropoutStep>("dropoutStep"), InstanceMethod<&TrainerWrap::SetCheckpoint>("setCheckpoint"),
+                      InstanceMethod<&TrainerWrap::DropoutStep>("dropoutStep"),
+                      InstanceMethod<&TrainerWrap::AllreduceGrads>("allreduceGrads"), InstanceMethod<&TrainerWrap::SetCheckpoint>("setCheckpoint"),
                       InstanceMethod<&TrainerWrap::SetLoraDropout>("setLoraDropout"),
                       InstanceMethod<&TrainerWrap::SetLossRows>("setLossRows"),
                       InstanceMethod<&TrainerWrap::Cancel>("cancel"),
@@ -216,6 +220,30 @@ Napi::Value TrainerWrap::SetState(const Napi::CallbackInfo& info) {
                [tp, id, w, data, keep_l, keep_v, engine] {
                  engine->sync_state();  // a device engine's newest state into the table first, then overwritten
                  restore_param_state(*tp, id, w, data->data(), (int64_t)data->size());
+               },
+               [](Napi::Env e) { return e.Undefined(); });
+  });
+}
+
+Napi::Value TrainerWrap::AllreduceGrads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    trainer(env);
+    const int64_t timeout = get_int(env, info.Length() > 0 ? info[0] : Napi::Number::New(env, 600000), "timeoutMs", 1, (int64_t)1 << 40);
+    if (llm_->on_device())
+      throw_js(env, ErrorCode::Unsupported, "data-parallel training of a model on a CUDA device needs NCCL, which this build does not use yet; "
+                                            "train on the CPU (device: 'cpu') across MPI ranks");
+    ParamTable* tables[2] = {&mutable_params(llm_), vision_ ? &mutable_params(vision_) : nullptr};
+    auto keep_l = llm_;
+    auto keep_v = vision_;
+    auto engine = trainer_;
+    return run(env,
+               [tables, timeout, keep_l, keep_v, engine] {
+                 for (ParamTable* t : tables) {
+                   if (!t) continue;
+                   std::unique_lock<std::shared_mutex> lock(t->mutex());
+                   if (float* g = t->all_grads()) mpi::allreduce(g, t->trainable_numel(), mpi::Type::F32, mpi::Op::Sum, timeout);
+                 }
                },
                [](Napi::Env e) { return e.Undefined(); });
   });

@@ -24,6 +24,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   Napi::Value State(const Napi::CallbackInfo& info);
   Napi::Value SetState(const Napi::CallbackInfo& info);
   Napi::Value DropoutStep(const Napi::CallbackInfo& info);
+  Napi::Value AllreduceGrads(const Napi::CallbackInfo& info);
   Napi::Value SetCheckpoint(const Napi::CallbackInfo& info);
   Napi::Value SetLoraDropout(const Napi::CallbackInfo& info);
   Napi::Value SetLossRows(const Napi::CallbackInfo& info);
