@@ -15,14 +15,15 @@ import { join } from 'node:path';
 
 import sharp from 'sharp';
 
-import { createTrainer, loadModel, loadModelSpec, loadTokenizer, renderPrompt, train } from '../lib/index.js';
+import { createTrainer, loadConversations, loadModel, loadModelSpec, loadTokenizer, renderPrompt, sampleExample, train } from '../lib/index.js';
+import { nativeBatch } from '../lib/train/trainer.js';
 
 const [dir, threadsArg, warmupArg, stepsArg, deviceArg, stageArg] = process.argv.slice(2);
 const threads = Number(threadsArg), warmup = Number(warmupArg), steps = Number(stepsArg);
 const device = deviceArg === 'cuda' ? 'cuda' : 'cpu';
 if (stageArg === 'e2e') {
   // 2 samples per step (as the step-only bench), each a 512 × 512 JPEG and a ~188-token answer
-  const data = join(tmpdir(), `medllava-bench-e2e-${process.pid}`);
+  const data = join(tmpdir(), `medllava-bench-e2e-${process.env['OMPI_COMM_WORLD_RANK'] ?? 'x'}-${process.ppid}`);
   mkdirSync(join(data, 'images'), { recursive: true });
   let s = 7;
   const rand = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s; };
@@ -42,17 +43,35 @@ if (stageArg === 'e2e') {
     records.push({ id: String(i), image: `images/${i}.jpg`, conversations: [{ from: 'human', value: '<image>\nDescribe the image.' }, { from: 'gpt', value: answer }] });
   }
   writeFileSync(join(data, 'train.json'), JSON.stringify(records));
+  // the input pipeline's own cost, alone: every sample prepared as train() prepares it (tokenized, image decoded,
+  // resized, normalised), sequentially on this thread
+  let prepMs = 0;
+  {
+    const m = await loadModel(dir!, { device, threads });
+    const { samples } = loadConversations(join(data, 'train.json'));
+    const t0 = performance.now();
+    for (const smp of samples) {
+      const ex = sampleExample(m.tokenizer, template, smp, { maxLength: 512, imageRows: 196 });
+      if ('problem' in ex) throw new Error(ex.problem);
+      await nativeBatch(m, [{ ...ex, images: [smp.imagePath!] }]);
+    }
+    prepMs = (performance.now() - t0) / samples.length * 2;  // per step of 2 samples
+    await m.dispose();
+  }
   const times: number[] = [], tokens: number[] = [];
   let last = 0;
+  // BENCH_MICRO: samples per micro-batch (2; under mpirun -np 2 with 1, each rank trains one sample of each step)
+  const micro = Number(process.env['BENCH_MICRO'] ?? 2);
+  const rank = Number(process.env['OMPI_COMM_WORLD_RANK'] ?? 0);
   for await (const e of train({ stage: 'instruct', model: dir!, data: join(data, 'train.json'), output: join(data, 'out'), batchSize: 2,
-    microBatchSize: 2, epochs: 1, learningRate: 2e-5, saveSteps: 0, groupByModalityLength: false, device, threads, maxLength: 512 })) {
+    microBatchSize: micro, epochs: 1, learningRate: 2e-5, saveSteps: 0, groupByModalityLength: false, device, threads, maxLength: 512 })) {
     if (e.type !== 'step') continue;
     const now = performance.now();
     // the time between consecutive steps: the step and whatever of the input pipeline it waited for
     if (e.step > warmup) times.push(now - last), tokens.push(e.tokens);
     last = now;
   }
-  console.log(JSON.stringify({ stepMs: times, tokens, maxRssKiB: process.resourceUsage().maxRSS, trainable: 0 }));
+  if (rank === 0) console.log(JSON.stringify({ stepMs: times, tokens, prepMs, maxRssKiB: process.resourceUsage().maxRSS, trainable: 0 }));
   process.exit(0);
 }
 const model = await loadModel(dir!, { device, threads });

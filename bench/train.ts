@@ -95,13 +95,31 @@ console.log(`ratio medllava / PyTorch tokens/s: ${(b / a).toFixed(2)}× (goal �
 {
   // twice the timed steps and one more warm-up: the pipeline fills during the first steps
   const e2e = run(process.execPath, [join(here, 'train-worker.js'), model, String(THREADS), String(WARMUP + 1), String(2 * STEPS), 'cpu', 'e2e']) as
-    unknown as { stepMs: number[]; tokens: number[]; maxRssKiB: number };
+    unknown as { stepMs: number[]; tokens: number[]; prepMs: number; maxRssKiB: number };
   const secs = e2e.stepMs.reduce((x, y) => x + y, 0) / 1000, toks = e2e.tokens.reduce((x, y) => x + y, 0);
   const e2eTps = toks / secs, stepTps = tokens / (a / 1000);
   console.log(`${'medllava train() end to end'.padEnd(28)} ${(secs / e2e.stepMs.length).toFixed(2)} s/step  ${e2eTps.toFixed(0).padStart(5)} tok/s  ` +
     `${((2 * e2e.stepMs.length) / secs).toFixed(2)} samples/s  (${(toks / e2e.stepMs.length).toFixed(0)} tokens/step; data loading, tokenizing and ` +
     `image preprocessing included)  [${e2e.stepMs.map((x) => (x / 1000).toFixed(2)).join(', ')}]`);
-  console.log(`end-to-end / step-only tokens/s: ${(e2eTps / stepTps).toFixed(3)} (input pipeline cost ${((1 - e2eTps / stepTps) * 100).toFixed(1)} %; goal ≤ 5 %)`);
+  console.log(`end-to-end / step-only tokens/s: ${(e2eTps / stepTps).toFixed(3)} (input pipeline cost ${((1 - e2eTps / stepTps) * 100).toFixed(1)} %; goal ≤ 5 %; ` +
+    `run-to-run noise on this 2-core machine is ±10 %)`);
+  console.log(`input pipeline alone: ${e2e.prepMs.toFixed(0)} ms of one core per step (tokenize + decode, resize, normalise 2 × 512² JPEG) = ` +
+    `${((e2e.prepMs / a) * 100).toFixed(1)} % of the step's time — the CPU it takes from the step on a machine with no spare core`);
+
+  // ---- data parallel: 2 MPI ranks of 1 thread (one sample of each step each) against 1 process of 2 threads ----
+  const hasMpirun = (() => { try { execFileSync('mpirun', ['--version'], { stdio: 'ignore' }); return true; } catch { return false; } })();
+  if (!hasMpirun || !native().mpi.info().compiled) {
+    console.log('no mpirun or an addon without MPI: the 2-rank scaling row is skipped');
+  } else {
+    const mpiEnv = { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none', BENCH_MICRO: '1' };
+    const out = execFileSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, join(here, 'train-worker.js'), model, '1',
+      String(WARMUP + 1), String(2 * STEPS), 'cpu', 'e2e'], { encoding: 'utf8', env: mpiEnv, maxBuffer: 1 << 26 });
+    const r = JSON.parse(out.trim().split('\n').filter((l) => l.startsWith('{')).pop()!) as { stepMs: number[]; tokens: number[] };
+    const s2 = r.stepMs.reduce((x, y) => x + y, 0) / 1000, t2 = r.tokens.reduce((x, y) => x + y, 0) / s2;
+    console.log(`${'2 MPI ranks × 1 thread'.padEnd(28)} ${(s2 / r.stepMs.length).toFixed(2)} s/step  ${t2.toFixed(0).padStart(5)} tok/s  ` +
+      `scaling vs 1 process × 2 threads: ${(t2 / e2eTps).toFixed(2)}× (the same 2 cores: 1.0× is the ceiling; the gradient ` +
+      `all-reduce and two model copies are the cost)  [${r.stepMs.map((x) => (x / 1000).toFixed(2)).join(', ')}]`);
+  }
 }
 console.log(`FLOPs per step: ${Object.entries(flops.parts).map(([k, v]) => `${k} ${(v / 1e9).toFixed(1)}`).join(', ')} GFLOP`);
 

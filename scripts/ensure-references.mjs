@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs before `npm test`: the suite judges medllava against independent references that come from
-// Debian (python3-torch, python3-numpy, python3-pil, python3-sentencepiece and spm_train) and needs
-// cmake + a C++17 compiler to build the test addon. A missing one is installed with apt-get when we
+// Debian (python3-torch, python3-numpy, python3-pil, python3-sentencepiece and spm_train), needs
+// cmake + a C++17 compiler to build the test addon, and Open MPI (mpirun, mpi.h) for data parallelism. A missing one is installed with apt-get when we
 // are root on a Debian-like machine (our machines are); otherwise the run stops before any test and
 // prints the one command that installs them. Nothing is skipped quietly.
 //   MEDLLAVA_NO_APT=1   never install: only report what is missing (exit 1)
@@ -27,6 +27,9 @@ const needs = [
   ['cmake (native build)', () => onPath('cmake'), 'cmake'],
   ['ninja (native build)', () => onPath('ninja'), 'ninja-build'],
   ['a C++17 compiler', () => onPath('c++') || onPath('g++'), 'g++'],
+  ['mpirun (the 2-rank data-parallel tests)', () => onPath('mpirun'), 'openmpi-bin'],
+  ['mpi.h (MPI in the native build)', () => ['/usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h', '/usr/lib/aarch64-linux-gnu/openmpi/include/mpi.h',
+    '/usr/include/openmpi/mpi.h'].some(existsSync), 'libopenmpi-dev'],
 ];
 
 const missing = () => needs.filter(([, ok]) => !ok());

@@ -254,6 +254,8 @@ program
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    // under mpirun, which kills the job on SIGINT / SIGTERM but forwards SIGUSR1 to every rank: `kill -USR1 <mpirun>`
+    process.on('SIGUSR1', onSignal);
     const mgn = opts['maxGradNorm'] as string | undefined;
     const lora = { r: opts['loraR'], alpha: opts['loraAlpha'], dropout: opts['loraDropout'] } as TrainOptions['lora'];
     const o: TrainOptions = {
@@ -303,6 +305,7 @@ program
       if (started) bar!.stop();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      process.off('SIGUSR1', onSignal);
     }
   });
 

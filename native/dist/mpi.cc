@@ -61,6 +61,7 @@ std::mutex mu;
 Api api;
 Info state;
 bool finalized = false;
+bool broken = false;  // a collective timed out: MPI_Finalize would wait for the rank that is gone
 
 template <class F>
 void sym(F& f, const char* name) {
@@ -115,6 +116,7 @@ void check(int rc, const char* what) {
 void require() {
   if (!state.initialized) throw Error(ErrorCode::Argument, "MPI is not initialised: call init() first (under mpirun)");
   if (finalized) throw Error(ErrorCode::Argument, "MPI has been finalised");
+  if (broken) throw Error(ErrorCode::Timeout, "an earlier collective timed out: the communicator is unusable, exit this process");
 }
 
 // polls a non-blocking collective against its deadline
@@ -124,10 +126,12 @@ void wait(MPI_Request& req, int64_t timeout_ms, const char* what) {
     int done = 0;
     check(api.Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test");
     if (done) return;
-    if (std::chrono::steady_clock::now() > deadline)
+    if (std::chrono::steady_clock::now() > deadline) {
+      broken = true;
       throw Error(ErrorCode::Timeout, std::string(what) + " on rank " + std::to_string(state.rank) + " of " + std::to_string(state.size) +
                                           " did not complete within " + std::to_string(timeout_ms) +
                                           " ms: another rank has died or stopped; the communicator is unusable, exit this process");
+    }
     if (spin > 64) std::this_thread::sleep_for(std::chrono::microseconds(50));  // leave the cores to the compute threads
   }
 }
@@ -195,10 +199,13 @@ void barrier(int64_t timeout_ms) {
 void finalize() {
   std::lock_guard<std::mutex> lock(mu);
   if (!state.initialized || finalized) return;
+  finalized = true;
+  // after a timeout the collective is still pending and MPI_Finalize would block on the missing rank: exit without
+  // it (mpirun then ends the job, reporting this rank)
+  if (broken) return;
   int done = 0;
   api.Finalized(&done);
   if (!done) api.Finalize();
-  finalized = true;
 }
 
 #endif
