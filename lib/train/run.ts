@@ -260,8 +260,11 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
     throw medllavaError('E_ARGUMENT', `${resumeFrom} is a '${saved.stage}' checkpoint; this run's stage is '${o.stage}'`);
   }
 
+  // ranks on one machine train on their own GPUs (NCCL cannot put two ranks on one device): local rank k on device k
+  const localRank = Number(process.env['OMPI_COMM_WORLD_LOCAL_RANK'] ?? 0);
+  const cudaDevice = o.cudaDevice ?? (world.size > 1 && o.device === 'cuda' ? localRank : undefined);
   const model = await loadModel(o.model, {
-    device: o.device ?? 'cpu', cudaDevice: o.cudaDevice, threads: o.threads, visionTower: o.visionTower, baseModel: o.baseModel,
+    device: o.device ?? 'cpu', cudaDevice, threads: o.threads, visionTower: o.visionTower, baseModel: o.baseModel,
   });
   try {
     checkWritable(model, o.stage);

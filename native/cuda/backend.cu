@@ -9,6 +9,14 @@
 
 #include "../core/error.h"
 #include "backend.h"
+
+#include <dlfcn.h>
+
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "../dist/mpi.h"
 #include "bench.cuh"       // defines: peak_fma_kernel, peak_wmma_kernel
 #include "device.cuh"      // defines: DeviceMemory
 #include "llm_device.cuh"  // defines: LlmDevice (and through it every kernel)
@@ -368,6 +376,101 @@ std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m, int device) {
 std::unique_ptr<Trainer> make_trainer(std::shared_ptr<const Llm> llm, std::shared_ptr<const Vision> vision, int device) {
   check_device(device);
   return std::make_unique<cuda::DeviceTrainer<CudaDevice>>(std::move(llm), std::move(vision), device);
+}
+
+// ---- NCCL, opened at run time (it is not in Debian; nothing links against it) ----
+// The few declarations used, as NCCL's nccl.h (v2) defines them.
+namespace {
+typedef struct ncclComm* ncclComm_t;
+struct ncclUniqueId { char internal[128]; };
+enum { ncclSuccess = 0, ncclInProgress = 7 };
+enum { ncclFloat32 = 7 };
+enum { ncclSum = 0 };
+
+struct Nccl {
+  void* lib = nullptr;
+  int (*GetUniqueId)(ncclUniqueId*) = nullptr;
+  int (*CommInitRank)(ncclComm_t*, int, ncclUniqueId, int) = nullptr;
+  int (*AllReduce)(const void*, void*, size_t, int, int, ncclComm_t, cudaStream_t) = nullptr;
+  int (*GroupStart)() = nullptr;
+  int (*GroupEnd)() = nullptr;
+  int (*CommAbort)(ncclComm_t) = nullptr;
+  int (*CommGetAsyncError)(ncclComm_t, int*) = nullptr;
+  const char* (*GetErrorString)(int) = nullptr;
+};
+
+class NcclReducer : public GradReducer {
+ public:
+  NcclReducer(int device, int64_t timeout_ms) : device_(device), timeout_ms_(timeout_ms) {
+    n_.lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_GLOBAL);
+    if (!n_.lib) n_.lib = dlopen("libnccl.so", RTLD_NOW | RTLD_GLOBAL);
+    if (!n_.lib)
+      throw Error(ErrorCode::Unsupported, std::string("data-parallel training on CUDA needs NCCL, and libnccl.so.2 cannot be opened (") +
+                                              dlerror() + "): install NVIDIA's libnccl2, or train on the CPU across MPI ranks");
+    sym(n_.GetUniqueId, "ncclGetUniqueId"), sym(n_.CommInitRank, "ncclCommInitRank"), sym(n_.AllReduce, "ncclAllReduce");
+    sym(n_.GroupStart, "ncclGroupStart"), sym(n_.GroupEnd, "ncclGroupEnd"), sym(n_.CommAbort, "ncclCommAbort");
+    sym(n_.CommGetAsyncError, "ncclCommGetAsyncError"), sym(n_.GetErrorString, "ncclGetErrorString");
+    const mpi::Info w = mpi::info();
+    if (!w.initialized) throw Error(ErrorCode::Argument, "NCCL is bootstrapped over MPI: initialise MPI first (run under mpirun)");
+    // llm.c's way: rank 0 makes the unique id, MPI carries it to the others
+    ncclUniqueId id{};
+    if (w.rank == 0) check(n_.GetUniqueId(&id), "ncclGetUniqueId");
+    mpi::bcast(&id, sizeof id, 0, timeout_ms);
+    cuda_check(cudaSetDevice(device_), "cudaSetDevice");
+    const int rc = n_.CommInitRank(&comm_, w.size, id, w.rank);
+    if (rc != ncclSuccess)
+      throw Error(ErrorCode::Cuda, std::string("ncclCommInitRank: ") + n_.GetErrorString(rc) +
+                                       " (two NCCL ranks cannot share one GPU: give each rank its own cudaDevice)");
+  }
+  void allreduce(float* data, int64_t n, void* stream) override {
+    check(n_.AllReduce(data, data, (size_t)n, ncclFloat32, ncclSum, comm_, (cudaStream_t)stream), "ncclAllReduce");
+  }
+  void finish(void* stream) override {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms_);
+    for (;;) {
+      const cudaError_t q = cudaStreamQuery((cudaStream_t)stream);
+      if (q == cudaSuccess) return;
+      if (q != cudaErrorNotReady) cuda_check(q, "cudaStreamQuery");
+      int async = ncclSuccess;
+      n_.CommGetAsyncError(comm_, &async);
+      if (async != ncclSuccess && async != ncclInProgress) {
+        n_.CommAbort(comm_);
+        throw Error(ErrorCode::Cuda, std::string("NCCL: ") + n_.GetErrorString(async));
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        n_.CommAbort(comm_);  // unblocks the stream
+        throw Error(ErrorCode::Timeout, "an NCCL all-reduce did not complete within " + std::to_string(timeout_ms_) +
+                                            " ms: another rank has died or stopped; exit this process");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+
+ private:
+  template <class F>
+  void sym(F& f, const char* name) {
+    f = reinterpret_cast<F>(dlsym(n_.lib, name));
+    if (!f) throw Error(ErrorCode::Unsupported, std::string("libnccl has no ") + name + " (NCCL ≥ 2.4 is needed)");
+  }
+  void check(int rc, const char* what) {
+    if (rc != ncclSuccess) throw Error(ErrorCode::Cuda, std::string(what) + ": " + n_.GetErrorString(rc));
+  }
+  static void cuda_check(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) throw Error(ErrorCode::Cuda, std::string(what) + ": " + cudaGetErrorString(e));
+  }
+  Nccl n_;
+  ncclComm_t comm_ = nullptr;
+  int device_;
+  int64_t timeout_ms_;
+};
+}  // namespace
+
+GradReducer& nccl_reducer(int device, int64_t timeout_ms) {
+  static std::mutex mu;
+  static std::unique_ptr<NcclReducer> r;  // one communicator per process, kept for its lifetime
+  std::lock_guard<std::mutex> lock(mu);
+  if (!r) r = std::make_unique<NcclReducer>(device, timeout_ms);
+  return *r;
 }
 
 }  // namespace cuda_backend

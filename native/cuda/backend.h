@@ -48,6 +48,11 @@ std::shared_ptr<LlmDeviceRunner> load_llm(const Llm& m, int device);
 std::shared_ptr<VisionDeviceRunner> load_vision(const Vision& v, int device);
 // A training engine whose steps run on CUDA device `device` (native/cuda/train_device.cuh); errors as load_llm.
 std::unique_ptr<Trainer> make_trainer(std::shared_ptr<const Llm> llm, std::shared_ptr<const Vision> vision, int device);
+// The NCCL gradient reducer of this data-parallel rank (MPI initialised) for CUDA device `device`: libnccl opened at
+// run time; the communicator bootstrapped with an MPI broadcast of rank 0's unique id, made once per process. Its
+// finish() polls the stream against `timeout_ms` (E_TIMEOUT, the communicator aborted). E_UNSUPPORTED without
+// libnccl (or in a build without CUDA).
+GradReducer& nccl_reducer(int device, int64_t timeout_ms);
 
 // GPU microbenchmarks (native/cuda/bench.cuh): each kernel at the real shapes of
 // bench/kernels/README.md on CUDA device `device`, and the device's peaks measured in the same run.

@@ -21,6 +21,7 @@ std::shared_ptr<VisionDeviceRunner> load_vision(const Vision&, int) { throw Erro
 std::unique_ptr<Trainer> make_trainer(std::shared_ptr<const Llm>, std::shared_ptr<const Vision>, int) {
   throw Error(ErrorCode::Unsupported, info().reason);
 }
+GradReducer& nccl_reducer(int, int64_t) { throw Error(ErrorCode::Unsupported, info().reason); }
 std::vector<KernelBench> bench_kernels(DevicePeaks&, int) { throw Error(ErrorCode::Unsupported, info().reason); }
 
 }  // namespace cuda_backend

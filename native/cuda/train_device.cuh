@@ -152,6 +152,19 @@ class DeviceTrainer : public Trainer {
     state_clean_ = false;
   }
 
+  // each device gradient buffer summed over the ranks on this engine's stream (NCCL), then waited for
+  void allreduce_grads(GradReducer& r) override {
+    dev_.bind();
+    for (int k = 0; k < tables(); ++k) {
+      std::unique_lock<std::shared_mutex> lock(table(k).mutex());
+      device_state(k);
+      for (auto& s : state_[(size_t)k]) r.allreduce(s.second.grad, s.second.n, (void*)st_);  // table order, on every rank
+    }
+    r.finish((void*)st_);
+    dev_.sync(st_);
+    state_clean_ = false;
+  }
+
   void sync_state() override {
     for (int k = 0; k < tables(); ++k) {
       if (!state_clean_) table(k).mark_host_stale();  // gradients may have moved without an update

@@ -8,8 +8,8 @@
 //   setState(vision: boolean, name, which: 'value' | 'm' | 'v', values: Float32Array) -> Promise<void> (a resume's
 //   restore: the master value or an AdamW moment; a device engine re-uploads before its next step)
 //   dropoutStep() -> number (the step seed the next accumulate's LoRA dropout uses: setLoraDropout(p, it) resumes it)
-//   allreduceGrads(timeoutMs) -> Promise<void> (data parallel: every rank's accumulated gradients summed over MPI, in
-//   place, on every rank; the CPU engine only)
+//   allreduceGrads(timeoutMs) -> Promise<void> (data parallel: every rank's accumulated gradients summed in place on
+//   every rank: over MPI for the CPU engine, over NCCL (bootstrapped by MPI) for a device engine)
 //   setCheckpoint(on); setLoraDropout(p, seed) (accumulate call k then uses step seed seed + k);
 //   setLossRows(n) (rows per loss-head chunk, 0: automatic); cancel() (a running accumulate stops at its next
 //   layer with E_ABORTED, its gradients partial); dispose()
@@ -65,6 +65,7 @@ TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trai
       const Napi::Object o = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
       const int device = o.Has("deviceIndex") ? (int)arg_int(o, "deviceIndex", 0, 1 << 16) : 0;
       trainer_ = cuda_backend::make_trainer(llm_, vision_, device);
+      device_index_ = device;
     } else {
       trainer_ = std::make_shared<Trainer>(llm_, vision_);
     }
@@ -225,24 +226,32 @@ Napi::Value TrainerWrap::SetState(const Napi::CallbackInfo& info) {
   });
 }
 
+namespace {
+// MPI over the CPU engine's host gradient buffer
+struct MpiReducer : GradReducer {
+  int64_t timeout_ms;
+  explicit MpiReducer(int64_t t) : timeout_ms(t) {}
+  void allreduce(float* data, int64_t n, void*) override { mpi::allreduce(data, n, mpi::Type::F32, mpi::Op::Sum, timeout_ms); }
+};
+}  // namespace
+
 Napi::Value TrainerWrap::AllreduceGrads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guard(env, [&]() -> Napi::Value {
     trainer(env);
     const int64_t timeout = get_int(env, info.Length() > 0 ? info[0] : Napi::Number::New(env, 600000), "timeoutMs", 1, (int64_t)1 << 40);
-    if (llm_->on_device())
-      throw_js(env, ErrorCode::Unsupported, "data-parallel training of a model on a CUDA device needs NCCL, which this build does not use yet; "
-                                            "train on the CPU (device: 'cpu') across MPI ranks");
-    ParamTable* tables[2] = {&mutable_params(llm_), vision_ ? &mutable_params(vision_) : nullptr};
+    auto engine = trainer_;
     auto keep_l = llm_;
     auto keep_v = vision_;
-    auto engine = trainer_;
+    const bool on_device = llm_->on_device();
+    const int device = device_index_;
     return run(env,
-               [tables, timeout, keep_l, keep_v, engine] {
-                 for (ParamTable* t : tables) {
-                   if (!t) continue;
-                   std::unique_lock<std::shared_mutex> lock(t->mutex());
-                   if (float* g = t->all_grads()) mpi::allreduce(g, t->trainable_numel(), mpi::Type::F32, mpi::Op::Sum, timeout);
+               [engine, keep_l, keep_v, timeout, on_device, device] {
+                 if (on_device) {
+                   engine->allreduce_grads(cuda_backend::nccl_reducer(device, timeout));  // device buffers over NCCL
+                 } else {
+                   MpiReducer r(timeout);
+                   engine->allreduce_grads(r);
                  }
                },
                [](Napi::Env e) { return e.Undefined(); });

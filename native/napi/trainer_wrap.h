@@ -37,6 +37,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   std::shared_ptr<const Llm> llm_;
   std::shared_ptr<const Vision> vision_;
   bool busy_ = false;
+  int device_index_ = 0;  // the CUDA device of a device engine
 };
 
 }  // namespace napi

@@ -742,7 +742,7 @@ Napi::Value TrainGradients(const Napi::CallbackInfo& info) {
 
 // trainerSteps(llmConfig, llmTensors, visionConfig | null, visionTensors | null, batch, trainable: string[],
 //   { device: 'cpu' | 'emulated', steps, lr, loraDropout?, seed?, lossRows?, bf16?, shareRunner?, hostWrite?: { step, name,
-//   value }, abortAt?: { step, check }, resumeAt?: step, resumeSkip?: 'value' | 'm' | 'v' | 'dropout' }) -> (also paramBytes: the device engine's own parameter memory)
+//   value }, abortAt?: { step, check }, resumeAt?: step, resumeSkip?: 'value' | 'm' | 'v' | 'dropout', reduceTimes?: k }) -> (also paramBytes: the device engine's own parameter memory)
 //   { losses, norms, grads: { name: Float32Array } (after the first step's backward), values, v (the final values and
 //   AdamW second moments, read from the host tables) }: the training engine itself — the CPU Trainer, or DeviceTrainer
 //   over the emulated device (step, norm and AdamW on the device; the host tables synced lazily) — for `steps` steps
@@ -783,6 +783,25 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
   const int64_t resume_at = o.Has("resumeAt") ? arg_int(o, "resumeAt", 1, steps - 1) : -1;
   // resumeSkip: 'value' | 'm' | 'v' | 'dropout' — that piece is not restored (the test shows each one matters)
   const std::string resume_skip = o.Has("resumeSkip") ? arg_string(o, "resumeSkip") : "";
+  // reduceTimes k: after each accumulate the engine's allreduce_grads runs with a reducer that multiplies every
+  // gradient buffer by k — what summing over k ranks that trained the same batch gives — on the host for the CPU
+  // engine, on the (emulated) device buffers for the device engine
+  const double reduce_times = o.Has("reduceTimes") ? arg_number(o, "reduceTimes") : 0;
+  struct TimesReducer : GradReducer {
+    float k = 1;
+    EmuDevice* dev = nullptr;  // null: host memory
+    void allreduce(float* data, int64_t n, void* stream) override {
+      if (!dev) {
+        for (int64_t i = 0; i < n; ++i) data[i] *= k;
+        return;
+      }
+      std::vector<float> h((size_t)n);
+      dev->download(h.data(), data, (size_t)n * 4, (medllava_stream_t)stream);
+      dev->sync((medllava_stream_t)stream);
+      for (float& x : h) x *= k;
+      dev->upload(data, h.data(), (size_t)n * 4, (medllava_stream_t)stream);
+    }
+  };
   std::vector<ParamGroup> groups;
   for (int id : lt_ids) groups.push_back({false, id, lr, 0.0f});
   for (int id : vt_ids) groups.push_back({true, id, lr, 0.0f});
@@ -854,6 +873,12 @@ Napi::Value TrainerSteps(const Napi::CallbackInfo& info) {
       t->cancel.reset();
     }
     const Trainer::Loss l = t->accumulate(*batch, 1.0f);
+    if (reduce_times > 0) {
+      TimesReducer r;
+      r.k = (float)reduce_times;
+      if (auto* d = dynamic_cast<cuda::DeviceTrainer<EmuDevice>*>(t.get())) r.dev = &d->device();
+      t->allreduce_grads(r);
+    }
     if (auto* d = dynamic_cast<cuda::DeviceTrainer<EmuDevice>*>(t.get())) param_bytes = (double)d->own_param_bytes();
     const double norm = t->grad_norm();
     t->sync_state();

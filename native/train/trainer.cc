@@ -115,6 +115,15 @@ void Trainer::update(const std::vector<ParamGroup>& groups, int64_t step, float 
   }
 }
 
+void Trainer::allreduce_grads(GradReducer& r) {
+  for (const ParamTable* ct : {&llm_->params(), vision_ ? &vision_->params() : nullptr}) {
+    if (!ct) continue;
+    ParamTable& t = const_cast<ParamTable&>(*ct);
+    std::unique_lock<std::shared_mutex> lock(t.mutex());
+    if (float* g = t.all_grads()) r.allreduce(g, t.trainable_numel(), nullptr);  // one flat run: one collective
+  }
+}
+
 void restore_param_state(ParamTable& t, int id, char which, const float* data, int64_t n) {
   t.sync_host();
   std::unique_lock<std::shared_mutex> lock(t.mutex());

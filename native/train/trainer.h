@@ -28,6 +28,15 @@ struct ParamGroup {
 // step. E_ARGUMENT for a frozen parameter or a wrong length.
 void restore_param_state(ParamTable& t, int id, char which, const float* data, int64_t n);
 
+// Sums gradient buffers over the data-parallel ranks, in place: MPI over host memory (the CPU engine), NCCL over
+// device memory on the engine's stream (a device engine). finish() waits for what was queued on the stream
+// (E_TIMEOUT past the reducer's deadline).
+struct GradReducer {
+  virtual ~GradReducer() = default;
+  virtual void allreduce(float* data, int64_t n, void* stream) = 0;
+  virtual void finish(void* stream) {}
+};
+
 class Trainer {
  public:
   Trainer(std::shared_ptr<const Llm> llm, std::shared_ptr<const Vision> vision);
@@ -50,6 +59,8 @@ class Trainer {
   // coefficient, 1 when none); `step` counts from 1. Zeroes the gradients afterwards.
   virtual void update(const std::vector<ParamGroup>& groups, int64_t step, float lr_factor, float clip, float beta1, float beta2,
                       float eps);
+  // Data parallel: every trainable gradient (as accumulated so far) summed over the ranks by `r`.
+  virtual void allreduce_grads(GradReducer& r);
   // Brings the tables' host copies of the trainable values, gradients and AdamW moments up to date
   // (a device engine keeps them in device memory; the CPU engine works in the tables: nothing to do).
   virtual void sync_state() {}

@@ -5,6 +5,7 @@
  * makes a missing GPU a failure instead of a skip. Without a GPU the suite is skipped — and the
  * summary line counts it.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -186,5 +187,34 @@ describe.runIf(cuda.available)("training on device 'cuda' (native/cuda/train_dev
     console.log(`GPU training, bf16 compute: losses ${mixed.steps.map((s) => s.loss.toFixed(5)).join(' ')}`);
     expect(rel(mixed.steps[0]!.loss, cpu.steps[0]!.loss)).toBeLessThan(1e-2);
     expect(mixed.steps[2]!.loss).toBeLessThan(mixed.steps[0]!.loss);
+  }, 600_000);
+});
+
+// Data parallel on GPUs: 2 MPI ranks, each on its own GPU, gradients summed by NCCL, against one process on one GPU
+// with the same global batch (the NCCL path is compiled everywhere and runs only here). Needs 2 GPUs, mpirun and
+// libnccl.so.2; otherwise skipped, saying which is missing.
+describe.runIf(cuda.available)('NCCL data parallel (2 GPUs)', () => {
+  const missing = cuda.devices.length < 2 ? `${cuda.devices.length} GPU(s)`
+    : spawnSync('mpirun', ['--version']).status !== 0 ? 'no mpirun'
+      : spawnSync('sh', ['-c', 'ldconfig -p | grep -q libnccl.so.2']).status !== 0 ? 'no libnccl.so.2' : '';
+  it.skipIf(missing !== '')(`2 ranks × 1 GPU = 1 process × 1 GPU${missing ? ` (skipped: ${missing})` : ''}`, async () => {
+    const { tinyDataset } = await import('../support/train-data.js');
+    const { packageRoot } = await import('../../lib/native.js');
+    const root = mkdtempSync(join(tmpdir(), 'medllava-nccl-'));
+    const dir = ((await generateFixture({ layout: 'llava-med-v1.5', out: join(root, 'v15') })) as { dir: string }).dir;
+    const data = await tinyDataset(join(root, 'data'), 12);
+    const driver = join(packageRoot(), 'test', 'support', 'mpi-train.mjs');
+    const o = { stage: 'instruct', model: dir, data: data.conversations, images: data.images, batchSize: 4, microBatchSize: 2, epochs: 1,
+      learningRate: 2e-3, saveSteps: 0, device: 'cuda', computeType: 'f32' };
+    const env = { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none' };
+    const two = spawnSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, driver,
+      JSON.stringify({ ...o, output: join(root, 'two') })], { encoding: 'utf8', env, timeout: 300_000 });
+    expect(two.status, two.stderr).toBe(0);
+    const one = spawnSync(process.execPath, [driver, JSON.stringify({ ...o, output: join(root, 'one') })], { encoding: 'utf8', timeout: 300_000 });
+    expect(one.status, one.stderr).toBe(0);
+    const losses = (out: string) => out.split('\n').filter((l) => l.includes('"type":"step"')).map((l) => (JSON.parse(l) as { loss: number }).loss);
+    const a = losses(one.stdout), b = losses(two.stdout);
+    expect(b.length).toBe(a.length);
+    for (let i = 0; i < a.length; i++) expect(Math.abs(a[i]! - b[i]!) / a[i]!, `step ${i + 1}`).toBeLessThan(1e-4);
   }, 600_000);
 });

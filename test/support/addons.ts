@@ -69,6 +69,8 @@ export interface SimtAddon {
       resumeAt?: number;
       /** that piece of the state is not restored at resumeAt */
       resumeSkip?: 'value' | 'm' | 'v' | 'dropout';
+      /** after each accumulate, allreduce_grads with a reducer that multiplies every gradient buffer by this */
+      reduceTimes?: number;
       hostWrite?: { step: number; name: string; value: number } }):
     { losses: number[]; norms: number[]; grads: Record<string, Float32Array>; values: Record<string, Float32Array>;
       v: Record<string, Float32Array>; paramBytes: number };
