@@ -20,10 +20,8 @@ import { modelInternals, type Model } from '../model/model.js';
 import { native } from '../native.js';
 import type { TrainingStage } from './trainer.js';
 
-/** Writes `text` to `path` atomically: a temporary file beside it, fsync, rename. */
-export function writeFileAtomic(path: string, text: string | Uint8Array): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
-  writeFileSync(tmp, text);
+/** `tmp` fsynced, then renamed to `path` (the rename is atomic: readers see the old file or the whole new one). */
+function commit(tmp: string, path: string): void {
   const fd = openSync(tmp, 'r');
   try {
     fsyncSync(fd);
@@ -33,16 +31,19 @@ export function writeFileAtomic(path: string, text: string | Uint8Array): void {
   renameSync(tmp, path);
 }
 
+const tmpBeside = (path: string) => join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+
+/** Writes `text` to `path` atomically: a temporary file beside it, fsync, rename. */
+export function writeFileAtomic(path: string, text: string | Uint8Array): void {
+  const tmp = tmpBeside(path);
+  writeFileSync(tmp, text);
+  commit(tmp, path);
+}
+
 function copyAtomic(from: string, to: string): void {
-  const tmp = join(dirname(to), `.${basename(to)}.${process.pid}.tmp`);
+  const tmp = tmpBeside(to);
   copyFileSync(from, tmp);
-  const fd = openSync(tmp, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, to);
+  commit(tmp, to);
 }
 
 function fsyncDir(dir: string): void {

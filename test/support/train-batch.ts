@@ -1,18 +1,8 @@
 /** Small training batches for the trainer tests: a deterministic noisy image and two sequences. */
-import sharp from 'sharp';
-
 import type { TrainingExample } from '../../lib/index.js';
 
 /** a deterministic noisy test image (PNG) */
-export async function testImage(seed: number, size = 48): Promise<Uint8Array> {
-  const px = new Uint8Array(size * size * 3);
-  let s = seed >>> 0;
-  for (let i = 0; i < px.length; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    px[i] = (s >>> 24) ^ ((i * 7) & 0xff);
-  }
-  return sharp(px, { raw: { width: size, height: size, channels: 3 } }).png().toBuffer();
-}
+export { noiseImage as testImage } from '../../lib/fixtures/dataset.js';
 
 /** two sequences: one with an image and masked labels (5 targets), one text-only, shorter (4 targets);
  * `long`: a third of 40 tokens (padding the batch to T = 40, where the CPU's attention takes its GEMM path) */

@@ -1,3 +1,11 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { parseSentencePieceModel } from '../../lib/tokenizer/sentencepiece.js';
+import { SentencePieceTokenizer } from '../../lib/tokenizer/tokenizer.js';
+
 /** A varied corpus for tokenizer training and parity: clinical English, numbers and units,
  * Chinese (LLaVA-Med answers Chinese questions), emoji, whitespace runs, markup-like text. */
 const clinical = [
@@ -42,3 +50,16 @@ export const PARITY_TEXT: string[] = [
   'Mixed 中文 and English 混合 text 123.',
   clinical.join(' '),
 ];
+
+/** A LLaMA-configured BPE SentencePiece model (vocabulary 900) trained here by Debian's spm_train on TRAIN_TEXT:
+ * its file and our tokenizer over it (the template and training-label tests share it). */
+export function trainedTestTokenizer(prefix: string): { file: string; tok: SentencePieceTokenizer } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  writeFileSync(join(dir, 'train.txt'), TRAIN_TEXT.join('\n'));
+  const r = spawnSync('spm_train', [`--input=${join(dir, 'train.txt')}`, `--model_prefix=${join(dir, 'm')}`, '--model_type=bpe',
+    '--vocab_size=900', '--byte_fallback=true', '--split_digits=true', '--normalization_rule_name=identity',
+    '--remove_extra_whitespaces=false', '--allow_whitespace_only_pieces=true', '--pad_id=-1']);
+  if (r.status !== 0) throw new Error('spm_train failed');
+  const file = join(dir, 'm.model');
+  return { file, tok: new SentencePieceTokenizer(parseSentencePieceModel(readFileSync(file), 'm')) };
+}

@@ -2,17 +2,13 @@
  * Conversation templates: golden renderings written from LLaVA's conversation.py definitions
  * (system prompts, role names, separators), and training labels that mask all but the answers.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { parseSentencePieceModel } from '../../lib/tokenizer/sentencepiece.js';
 import { IGNORE_INDEX, renderPrompt, trainingExample, type Message } from '../../lib/tokenizer/templates.js';
-import { IMAGE_TOKEN_INDEX, SentencePieceTokenizer } from '../../lib/tokenizer/tokenizer.js';
-import { TRAIN_TEXT } from './corpus.js';
+import { IMAGE_TOKEN_INDEX } from '../../lib/tokenizer/tokenizer.js';
+import { trainedTestTokenizer } from './corpus.js';
 
 const chat: Message[] = [
   { role: 'user', text: 'What is shown?', image: true },
@@ -56,13 +52,7 @@ describe('golden renderings', () => {
 });
 
 describe('tokenizer_image_token and training labels', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'medllava-tpl-'));
-  writeFileSync(join(dir, 'train.txt'), TRAIN_TEXT.join('\n'));
-  const r = spawnSync('spm_train', [`--input=${join(dir, 'train.txt')}`, `--model_prefix=${join(dir, 'm')}`, '--model_type=bpe',
-    '--vocab_size=900', '--byte_fallback=true', '--split_digits=true', '--normalization_rule_name=identity',
-    '--remove_extra_whitespaces=false', '--allow_whitespace_only_pieces=true', '--pad_id=-1']);
-  if (r.status !== 0) throw new Error('spm_train failed');
-  const tok = new SentencePieceTokenizer(parseSentencePieceModel(readFileSync(join(dir, 'm.model')), 'm'));
+  const { file: modelFile, tok } = trainedTestTokenizer('medllava-tpl-');
 
   it('encodePrompt: BOS once, -200 at each <image>, special-token strings as their ids', () => {
     const ids = tok.encodePrompt('USER: <image>\nWhat?</s>ASSISTANT:');

@@ -7,18 +7,13 @@
  * documented behaviour in Python, on multi-round, image and text-only conversations. Both sides share only the
  * SentencePiece model file and the rendered prompt (renderPrompt has its own goldens).
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { parseSentencePieceModel } from '../../lib/tokenizer/sentencepiece.js';
 import { renderPrompt, trainingExample, type Message } from '../../lib/tokenizer/templates.js';
-import { SentencePieceTokenizer } from '../../lib/tokenizer/tokenizer.js';
 import { python, pythonHas } from '../support/python.js';
-import { TRAIN_TEXT } from './corpus.js';
+import { trainedTestTokenizer } from './corpus.js';
 
 const REFERENCE = String.raw`
 import json, sys, sentencepiece as spm
@@ -100,13 +95,7 @@ const conversations: Message[][] = [
 ];
 
 describe('training labels token for token against the Python reference', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'medllava-golden-'));
-  writeFileSync(join(dir, 'train.txt'), TRAIN_TEXT.join('\n'));
-  const r = spawnSync('spm_train', [`--input=${join(dir, 'train.txt')}`, `--model_prefix=${join(dir, 'm')}`, '--model_type=bpe',
-    '--vocab_size=900', '--byte_fallback=true', '--split_digits=true', '--normalization_rule_name=identity',
-    '--remove_extra_whitespaces=false', '--allow_whitespace_only_pieces=true', '--pad_id=-1']);
-  if (r.status !== 0) throw new Error('spm_train failed');
-  const tok = new SentencePieceTokenizer(parseSentencePieceModel(readFileSync(join(dir, 'm.model')), 'm'));
+  const { file: modelFile, tok } = trainedTestTokenizer('medllava-golden-');
 
   it('has its reference', () => {
     expect(pythonHas('sentencepiece'), 'Debian python3-sentencepiece is needed (the CI script installs it)').toBe(true);
@@ -129,7 +118,7 @@ describe('training labels token for token against the Python reference', () => {
     ref: { kind: 'plain', caption: 'Axial CT of the abdomen, no mass.' } });
 
   it('every template and conversation: the same ids and labels', () => {
-    const want = JSON.parse(python(REFERENCE, [join(dir, 'm.model')], JSON.stringify(cases.map((c) => c.ref)))) as { ids: number[]; labels: number[] }[];
+    const want = JSON.parse(python(REFERENCE, [modelFile], JSON.stringify(cases.map((c) => c.ref)))) as { ids: number[]; labels: number[] }[];
     for (const [k, c] of cases.entries()) {
       const got = trainingExample(tok, c.template, c.messages);
       expect(got.inputIds, c.name).toEqual(want[k]!.ids);

@@ -13,9 +13,8 @@ import { join } from 'node:path';
 
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import { generateFixture } from '../../lib/fixtures/generate.js';
 import { packageRoot } from '../../lib/native.js';
-import { tinyDataset, type TinyDataset } from '../support/train-data.js';
+import { trainFixture, type TinyDataset } from '../support/train-data.js';
 
 const root = mkdtempSync(join(tmpdir(), 'medllava-cli-train-'));
 const cli = join(packageRoot(), 'dist', 'lib', 'cli', 'main.js');
@@ -23,8 +22,7 @@ let v15: string;
 let data: TinyDataset;
 
 beforeAll(async () => {
-  v15 = ((await generateFixture({ layout: 'llava-med-v1.5', out: join(root, 'v15') })) as { dir: string }).dir;
-  data = await tinyDataset(join(root, 'data'), 12);
+  ({ v15, data } = await trainFixture(root));
 }, 300_000);
 
 const args = (out: string, extra: string[] = []) => ['train', '--stage', 'instruct', '--model', v15, '--data', data.conversations,

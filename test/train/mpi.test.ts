@@ -17,12 +17,11 @@ import { join } from 'node:path';
 
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import { generateFixture } from '../../lib/fixtures/generate.js';
 import { loadModel } from '../../lib/index.js';
 import { modelInternals } from '../../lib/model/model.js';
 import { packageRoot } from '../../lib/native.js';
 import { native } from '../../lib/native.js';
-import { tinyDataset, type TinyDataset } from '../support/train-data.js';
+import { trainFixture, type TinyDataset } from '../support/train-data.js';
 
 const root = mkdtempSync(join(tmpdir(), 'medllava-mpi-'));
 const driver = join(packageRoot(), 'test', 'support', 'mpi-train.mjs');
@@ -38,8 +37,7 @@ const lines = (out: string): Line[] => out.split('\n').filter((l) => l.startsWit
 const losses = (ls: Line[]) => new Map(ls.filter((l) => l.type === 'step').map((l) => [l.step!, l.loss!]));
 
 beforeAll(async () => {
-  v15 = ((await generateFixture({ layout: 'llava-med-v1.5', out: join(root, 'v15') })) as { dir: string }).dir;
-  data = await tinyDataset(join(root, 'data'), 12);
+  ({ v15, data } = await trainFixture(root));
 }, 300_000);
 
 describe('MPI', () => {

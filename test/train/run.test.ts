@@ -21,15 +21,14 @@ import { convertModel } from '../../lib/convert/convert.js';
 import { modelInternals } from '../../lib/model/model.js';
 import { curriculum, loadModel, train, type TrainEvent, type TrainMetrics, type TrainOptions } from '../../lib/index.js';
 import { python, pythonHas } from '../support/python.js';
-import { tinyDataset, type TinyDataset } from '../support/train-data.js';
+import { trainFixture, type TinyDataset } from '../support/train-data.js';
 
 const root = mkdtempSync(join(tmpdir(), 'medllava-run-'));
 let v15: string;
 let data: TinyDataset;
 
 beforeAll(async () => {
-  v15 = ((await generateFixture({ layout: 'llava-med-v1.5', out: join(root, 'v15') })) as { dir: string }).dir;
-  data = await tinyDataset(join(root, 'data'), 12);
+  ({ v15, data } = await trainFixture(root));
 }, 300_000);
 
 async function losses(run: AsyncIterable<TrainEvent>): Promise<Map<number, number>> {
