@@ -235,8 +235,14 @@ export interface NativeTrainer {
   setState(vision: boolean, name: string, which: 'value' | 'm' | 'v', values: Float32Array): Promise<void>;
   /** the step seed the next accumulate's LoRA dropout uses (setLoraDropout(p, it) continues the stream) */
   dropoutStep(): number;
-  /** data parallel: the accumulated gradients summed over every MPI rank, in place (the CPU engine) */
+  /** data parallel: the accumulated gradients summed over every MPI rank, in place (MPI for the CPU engine, NCCL on a device) */
   allreduceGrads(timeoutMs?: number): Promise<void>;
+  /** ZeRO-1: AdamW moments are kept for these parameters only (the CPU engine) */
+  shardOptimizer(owned: { vision: boolean; name: string }[]): Promise<void>;
+  /** each parameter's values from its owner rank to every rank (MPI) */
+  broadcastParams(list: { vision: boolean; name: string; root: number }[], timeoutMs?: number): Promise<void>;
+  /** bytes of AdamW moments held by this engine's tables */
+  optimizerBytes(): number;
   /** recompute activations in backward (activation checkpointing) */
   setCheckpoint(on: boolean): void;
   /** LoRA dropout p on the adapters' input; accumulate call k (from now) uses step seed `seed + k` */

@@ -242,6 +242,7 @@ program
   .option('--threads <n>', 'CPU threads', intArg)
   .option('--vision-tower <path>', 'the vision tower, when it is not beside the checkpoint')
   .option('--base-model <dir>', 'the base checkpoint of an adapter or projector output, when not where its config says')
+  .option('--zero1', 'under mpirun: shard the AdamW state across the ranks (ZeRO-1; the CPU engine)')
   .option('--json', 'JSON lines on stdout (the default when stdout is not a terminal)')
   .action(async (opts: Record<string, unknown>) => {
     const stop = new AbortController();
@@ -271,6 +272,7 @@ program
       saveTotalLimit: opts['saveTotalLimit'] as number | undefined, maxSteps: opts['maxSteps'] as number | undefined,
       onProblem: opts['onProblem'] as 'skip' | 'stop', device: opts['device'] as TrainOptions['device'], threads: opts['threads'] as number | undefined,
       visionTower: opts['visionTower'] as string | undefined, baseModel: opts['baseModel'] as string | undefined, signal: stop.signal,
+      zero1: opts['zero1'] === true,
     };
     const json = opts['json'] === true || !process.stdout.isTTY;
     const bar = json ? undefined : new cliProgress.SingleBar({

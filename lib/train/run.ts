@@ -83,6 +83,9 @@ export interface TrainOptions {
   distributed?: 'auto' | 'mpi' | 'none';
   /** how long a rank waits for the others in a collective before failing with E_TIMEOUT (default 10 min) */
   collectiveTimeoutMs?: number;
+  /** ZeRO-1 over the MPI ranks (the CPU engine): each rank keeps AdamW's moments of its share of the parameters only,
+   * updates those, and broadcasts their new values; checkpoints gather the moments (the same files as without it) */
+  zero1?: boolean;
   /** loadModel options for finding the base / tower */
   visionTower?: string;
   baseModel?: string;
@@ -126,6 +129,8 @@ export interface TrainResult {
   /** this process's rank and the number of ranks (1 without MPI) */
   rank?: number;
   worldSize?: number;
+  /** bytes of AdamW moments this rank held (a share of them with zero1) */
+  optimizerBytes?: number;
 }
 
 interface Recipeish {
@@ -333,6 +338,11 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
     };
     const trainer = await createTrainer(model, trainerOptions) as TrainerImpl;
     try {
+      const zero = o.zero1 === true && world.size > 1;
+      if (zero) {
+        const held = await trainer.shardOptimizer(world.rank, world.size, world.timeoutMs);
+        emit({ type: 'log', message: `ZeRO-1: rank ${world.rank} holds ${(held / 2 ** 20).toFixed(1)} MiB of AdamW moments` });
+      }
       const settings = { recipe, epochs, batchSize, microBatchSize: micro, maxLength, grouped, template: templateName, ...trainerOptions };
       let step = 0, epoch = 0, cursor = 0;
       let order = epochOrder(0);
@@ -401,6 +411,8 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
       const lead = world.rank === 0;  // rank 0 writes checkpoints, curves and the final model
       const save = async () => {
         const path = join(output, `checkpoint-${step}`);
+        // ZeRO-1: the moments other ranks hold come to rank 0 for the save (every rank takes part)
+        const gathered = zero ? await trainer.gatherMoments((b, r) => world.bcast(b, r)) : undefined;
         if (lead) {
           const state: RunState = {
             version: 1, stage: o.stage, model: resolve(o.model), data: resolve(o.data), step, totalSteps, epoch, cursor, order, seed,
@@ -408,7 +420,7 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
           };
           await writeCheckpointDir(path, async (tmp) => {
             await writeStageOutput(model, o.stage, tmp, { step, loraAlpha: o.lora?.alpha, loraDropout: o.lora?.dropout });
-            await trainer.save(join(tmp, 'trainer'));
+            await trainer.save(join(tmp, 'trainer'), gathered);
             writeFileAtomic(join(tmp, 'run_state.json'), `${JSON.stringify(state)}\n`);  // last: marks it complete
           });
           // only now, with the new one complete, the oldest beyond the limit go
@@ -530,7 +542,8 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
       if (stopped && step < totalSteps) {
         await save();
         emit({ type: 'log', message: `stopped at step ${step}; resume with the same options and resume: true` });
-        return { output, steps: step, stopped: true, finalLoss: lastLoss, problems, resumedFrom: resumeFrom, rank: world.rank, worldSize: world.size };
+        return { output, steps: step, stopped: true, finalLoss: lastLoss, problems, resumedFrom: resumeFrom, rank: world.rank, worldSize: world.size,
+          optimizerBytes: trainer.optimizerBytes() };
       }
       await save();
       // the stage's model in the output folder itself (what the next stage or loadModel takes)
@@ -539,7 +552,8 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
         await writeCurves(output, curves);
       }
       await world.barrier();
-      return { output, steps: step, stopped: false, finalLoss: lastLoss, problems, resumedFrom: resumeFrom, rank: world.rank, worldSize: world.size };
+      return { output, steps: step, stopped: false, finalLoss: lastLoss, problems, resumedFrom: resumeFrom, rank: world.rank, worldSize: world.size,
+        optimizerBytes: trainer.optimizerBytes() };
     } finally {
       await trainer.dispose();
     }

@@ -196,6 +196,8 @@ export class TrainerImpl implements Trainer {
   private busy = false;
   /** the dropout stream's position at the last optimizer step's boundary (what a save keeps) */
   private boundaryDropout: number;
+  /** ZeRO-1: every trainable parameter's owner rank (its AdamW state lives there), and this rank */
+  private shard: { owner: Map<string, number>; rank: number; timeoutMs: number } | undefined;
 
   constructor(private readonly model: Model, engine: NativeTrainer, params: TrainerParameter[], private readonly o: Required<Omit<TrainerOptions,
     'trainable' | 'projectorLearningRate' | 'stage' | 'checkpointActivations' | 'lora' | 'seed' | 'lossChunkRows' | 'computeType'>> & { projectorLearningRate: number },
@@ -310,12 +312,64 @@ export class TrainerImpl implements Trainer {
       // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6) when that is below 1
       const clip = max === null ? 1 : Math.min(1, max / (gradNorm + 1e-6));
       this.optimizerStep++;
+      const shard = this.shard;
       await engine.update({
-        groups: this.groups, step: this.optimizerStep, lrFactor, clip, beta1: this.o.betas[0], beta2: this.o.betas[1], eps: this.o.eps,
+        groups: shard ? this.groups.filter((g) => shard.owner.get(g.name) === shard.rank) : this.groups,
+        step: this.optimizerStep, lrFactor, clip, beta1: this.o.betas[0], beta2: this.o.betas[1], eps: this.o.eps,
       });
+      // ZeRO-1: each rank updated the parameters it owns; their new values go from the owners to everyone
+      if (shard) await engine.broadcastParams(this.groups.map((g) => ({ vision: g.vision, name: g.name, root: shard.owner.get(g.name)! })), shard.timeoutMs);
       this.boundaryDropout = engine.dropoutStep();
       return { gradNorm, lr: this.o.learningRate * lrFactor, step: this.optimizerStep };
     });
+  }
+
+  /**
+   * ZeRO-1 over `size` ranks: the trainable parameters are dealt to the ranks (each to the one holding the fewest
+   * values so far, in table order); each rank keeps AdamW's moments for its own only, updates only those, and the
+   * new values are broadcast from their owners. Returns the moment bytes this rank holds.
+   */
+  async shardOptimizer(rank: number, size: number, timeoutMs: number): Promise<number> {
+    return this.exclusive(async (engine) => {
+      const load = new Array<number>(size).fill(0), owner = new Map<string, number>();
+      for (const p of this.parameters) {
+        if (!p.trainable || this.tied.has(p.name)) continue;
+        let r = 0;
+        for (let k = 1; k < size; k++) if (load[k]! < load[r]!) r = k;
+        owner.set(p.name, r);
+        load[r]! += p.shape.reduce((a, b) => a * b, 1);
+      }
+      await engine.shardOptimizer(this.groups.filter((g) => owner.get(g.name) === rank).map((g) => ({ vision: g.vision, name: g.name })));
+      this.shard = { owner, rank, timeoutMs };
+      return engine.optimizerBytes();
+    });
+  }
+
+  /** bytes of AdamW moments this trainer holds */
+  optimizerBytes(): number {
+    return this.native().optimizerBytes();
+  }
+
+  /** ZeRO-1: every moment this rank does not hold, from its owner (a collective: every rank calls it; rank 0 uses the result for a save). */
+  async gatherMoments(bcast: (bytes: Uint8Array, root: number) => Promise<void>): Promise<Map<string, { m: Float32Array; v: Float32Array }>> {
+    const out = new Map<string, { m: Float32Array; v: Float32Array }>();
+    const shard = this.shard;
+    if (!shard) return out;
+    for (const g of this.groups) {
+      const root = shard.owner.get(g.name)!;
+      const p = this.parameters.find((q) => q.name === g.name)!;
+      const n = p.shape.reduce((a, b) => a * b, 1);
+      const got: Float32Array[] = [];
+      for (const which of ['m', 'v'] as const) {
+        const mine = root === shard.rank ? await this.exclusive((engine) => engine.state(g.vision, g.name, which)) : null;
+        const buf = new Uint8Array(n * 4);
+        if (mine) buf.set(new Uint8Array(mine.buffer, mine.byteOffset, n * 4));
+        await bcast(buf, root);
+        got.push(new Float32Array(buf.buffer));
+      }
+      if (root !== shard.rank) out.set(g.name, { m: got[0]!, v: got[1]! });
+    }
+    return out;
   }
 
   /** Data parallel: every rank's accumulated gradients summed in place over MPI (before applyUpdate). */
@@ -332,7 +386,7 @@ export class TrainerImpl implements Trainer {
     });
   }
 
-  async save(dir: string): Promise<void> {
+  async save(dir: string, gathered?: Map<string, { m: Float32Array; v: Float32Array }>): Promise<void> {
     const parts = modelInternals(this.model).trainingParts();
     await this.exclusive(async (engine) => {
       mkdirSync(dir, { recursive: true });
@@ -343,7 +397,7 @@ export class TrainerImpl implements Trainer {
         const table = p.component === 'vision' ? parts.vision! : parts.llm;
         values.push({ name: p.name, dtype: 'F32', shape: p.shape, data: await table.readParameter(p.name) });
         for (const which of ['m', 'v'] as const) {
-          const s = await engine.state(p.component === 'vision', p.name, which);
+          const s = (await engine.state(p.component === 'vision', p.name, which)) ?? gathered?.get(p.name)?.[which] ?? null;
           if (s) state.push({ name: `${p.name}.exp_avg${which === 'm' ? '' : '_sq'}`, dtype: 'F32', shape: p.shape, data: s });
         }
       }
@@ -389,6 +443,7 @@ export class TrainerImpl implements Trainer {
       for (const p of mine) {
         const n = p.shape.reduce((a, b) => a * b, 1), vision = p.component === 'vision';
         await engine.setState(vision, p.name, 'value', await read('trainable.safetensors', p.name, n));
+        if (this.shard && this.shard.owner.get(p.name) !== this.shard.rank) continue;  // ZeRO-1: another rank's state
         await engine.setState(vision, p.name, 'm', await read('optimizer.safetensors', `${p.name}.exp_avg`, n));
         await engine.setState(vision, p.name, 'v', await read('optimizer.safetensors', `${p.name}.exp_avg_sq`, n));
       }

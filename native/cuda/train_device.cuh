@@ -202,6 +202,7 @@ class DeviceTrainer : public Trainer {
         if (!t[i].trainable || t[i].tied_to >= 0) continue;
         State s;
         auto old = st.find(i);
+        if (!w.adam_m(i)) throw Error(ErrorCode::Unsupported, "a sharded optimizer state (ZeRO-1) is for the CPU engine only");
         if (old != st.end() && old->second.n == t[i].numel()) s = old->second, st.erase(old);
         else s.n = t[i].numel(), s.grad = alloc(s.n), s.m = alloc(s.n), s.v = alloc(s.n);
         dev_.upload(s.grad, w.grads(i), (size_t)s.n * 4, st_);

@@ -115,9 +115,10 @@ void ParamTable::set_trainable(const std::vector<int>& ids, bool on) {
   int64_t n = 0;
   for (size_t i = 0; i < p_.size(); ++i)
     if (want[i] && p_[i].tied_to < 0) offset[i] = n, n += p_[i].numel();
-  std::vector<float> flat;
+  std::vector<float> flat, moments;
   try {
-    flat.assign((size_t)(4 * n), 0.0f);
+    flat.assign((size_t)(2 * n), 0.0f);
+    moments.assign((size_t)(2 * n), 0.0f);
   } catch (const std::bad_alloc&) {
     throw Error(ErrorCode::OOM, "the trainable parameters need " + std::to_string(16 * n) + " bytes (values, gradients, AdamW m and v)");
   }
@@ -132,10 +133,13 @@ void ParamTable::set_trainable(const std::vector<int>& ids, bool on) {
     }
   }
   flat_ = std::move(flat);
+  moments_ = std::move(moments);
   n_train_ = n;
+  n_moments_ = n;
   for (size_t i = 0; i < p_.size(); ++i) {
     p_[i].trainable = want[i];
     p_[i].flat_offset = want[i] ? offset[(size_t)(p_[i].tied_to >= 0 ? p_[i].tied_to : (int)i)] : -1;
+    p_[i].moment_offset = p_[i].flat_offset;
   }
   rebuild_views();
   touch();
@@ -159,13 +163,38 @@ float* ParamTable::grads(int id) {
 }
 
 float* ParamTable::adam_m(int id) {
-  if (id < 0 || id >= size() || !p_[(size_t)id].trainable) return nullptr;
-  return flat_.data() + 2 * n_train_ + p_[(size_t)id].flat_offset;
+  if (id < 0 || id >= size() || !p_[(size_t)id].trainable || p_[(size_t)id].moment_offset < 0) return nullptr;
+  return moments_.data() + p_[(size_t)id].moment_offset;
 }
 
 float* ParamTable::adam_v(int id) {
-  if (id < 0 || id >= size() || !p_[(size_t)id].trainable) return nullptr;
-  return flat_.data() + 3 * n_train_ + p_[(size_t)id].flat_offset;
+  if (id < 0 || id >= size() || !p_[(size_t)id].trainable || p_[(size_t)id].moment_offset < 0) return nullptr;
+  return moments_.data() + n_moments_ + p_[(size_t)id].moment_offset;
+}
+
+void ParamTable::set_moment_owners(const std::vector<bool>& owned) {
+  if (owned.size() != p_.size()) throw Error(ErrorCode::Argument, "set_moment_owners: one flag per parameter");
+  std::vector<int64_t> offset(p_.size(), -1);
+  int64_t n = 0;
+  for (size_t i = 0; i < p_.size(); ++i)
+    if (p_[i].trainable && p_[i].tied_to < 0 && owned[i]) offset[i] = n, n += p_[i].numel();
+  std::vector<float> moments;
+  try {
+    moments.assign((size_t)(2 * n), 0.0f);
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::OOM, "the AdamW moments need " + std::to_string(8 * n) + " bytes");
+  }
+  for (size_t i = 0; i < p_.size(); ++i) {
+    if (offset[i] < 0 || p_[i].moment_offset < 0) continue;
+    const size_t k = (size_t)p_[i].numel() * 4;
+    std::memcpy(moments.data() + offset[i], moments_.data() + p_[i].moment_offset, k);
+    std::memcpy(moments.data() + n + offset[i], moments_.data() + n_moments_ + p_[i].moment_offset, k);
+  }
+  moments_ = std::move(moments);
+  n_moments_ = n;
+  for (size_t i = 0; i < p_.size(); ++i)
+    p_[i].moment_offset = p_[i].tied_to >= 0 ? (p_[i].trainable ? offset[(size_t)p_[i].tied_to] : -1) : offset[i];
+  touch();
 }
 
 void ParamTable::set_host_sync(const void* owner, std::function<void()> hook) const {

@@ -52,6 +52,7 @@ struct Param {
   std::vector<float> widened;       // vectors, widened to f32 at load
   PackedWeights x16;                // CPU: the VNNI repack, where the CPU has it
   int64_t flat_offset = -1;         // trainable: its first float in the flat buffer
+  int64_t moment_offset = -1;       // trainable and its AdamW moments held here: its first float in each moment buffer
   int64_t numel() const;
   int64_t rows() const { return shape.empty() ? 1 : shape[0]; }
   int64_t cols() const { return shape.size() < 2 ? 1 : numel() / shape[0]; }
@@ -85,9 +86,15 @@ class ParamTable {
   // The fp32 values / gradients of trainable parameter `id` (null when it is frozen). Write lock to change.
   float* values(int id);
   float* grads(int id);
-  // AdamW's first and second moments of trainable parameter `id` (null when frozen)
+  // AdamW's first and second moments of trainable parameter `id` (null when frozen, or held by another rank)
   float* adam_m(int id);
   float* adam_v(int id);
+  // ZeRO-1: the moments are kept only for the trainable parameters `owned` marks (by id; the others' optimizer
+  // state lives on other ranks). Moments of parameters still held are kept, new ones start at zero. set_trainable
+  // holds every trainable parameter's again. Write lock.
+  void set_moment_owners(const std::vector<bool>& owned);
+  // bytes of AdamW moments this table holds
+  int64_t moment_bytes() const { return (int64_t)moments_.size() * 4; }
   // every trainable parameter's gradient, as one run of trainable_numel() floats (null when none)
   float* all_grads() { return n_train_ ? flat_.data() + n_train_ : nullptr; }
   // The current values of `id` as f32 (decoded from the stored type when frozen): numel floats.
@@ -112,7 +119,9 @@ class ParamTable {
   void rebuild_views();                // every view, after the layout changed
   std::vector<Param> p_;
   std::vector<WeightView> views_;
-  std::vector<float> flat_;  // [values | grads | m | v], n_train_ floats each
+  std::vector<float> flat_;     // [values | grads], n_train_ floats each
+  std::vector<float> moments_;  // [m | v], n_moments_ floats each (every trainable parameter's unless sharded)
+  int64_t n_moments_ = 0;
   int64_t n_train_ = 0;
   std::atomic<uint64_t> gen_{0};
   mutable std::shared_mutex mu_;

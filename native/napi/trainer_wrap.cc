@@ -10,6 +10,9 @@
 //   dropoutStep() -> number (the step seed the next accumulate's LoRA dropout uses: setLoraDropout(p, it) resumes it)
 //   allreduceGrads(timeoutMs) -> Promise<void> (data parallel: every rank's accumulated gradients summed in place on
 //   every rank: over MPI for the CPU engine, over NCCL (bootstrapped by MPI) for a device engine)
+//   shardOptimizer(owned: [{ vision, name }]) -> Promise<void> (ZeRO-1: AdamW moments kept for these only; CPU engine)
+//   broadcastParams([{ vision, name, root }], timeoutMs) -> Promise<void> (each value from its owner rank to every rank)
+//   optimizerBytes() -> number (AdamW moment bytes held, both tables)
 //   setCheckpoint(on); setLoraDropout(p, seed) (accumulate call k then uses step seed seed + k);
 //   setLossRows(n) (rows per loss-head chunk, 0: automatic); cancel() (a running accumulate stops at its next
 //   layer with E_ABORTED, its gradients partial); dispose()
@@ -40,7 +43,10 @@ Napi::Function TrainerWrap::Define(Napi::Env env) {
                       InstanceMethod<&TrainerWrap::GradNorm>("gradNorm"), InstanceMethod<&TrainerWrap::Update>("update"),
                       InstanceMethod<&TrainerWrap::State>("state"), InstanceMethod<&TrainerWrap::SetState>("setState"),
                       InstanceMethod<&TrainerWrap::DropoutStep>("dropoutStep"),
-                      InstanceMethod<&TrainerWrap::AllreduceGrads>("allreduceGrads"), InstanceMethod<&TrainerWrap::SetCheckpoint>("setCheckpoint"),
+                      InstanceMethod<&TrainerWrap::AllreduceGrads>("allreduceGrads"),
+                      InstanceMethod<&TrainerWrap::ShardOptimizer>("shardOptimizer"),
+                      InstanceMethod<&TrainerWrap::BroadcastParams>("broadcastParams"),
+                      InstanceMethod<&TrainerWrap::OptimizerBytes>("optimizerBytes"), InstanceMethod<&TrainerWrap::SetCheckpoint>("setCheckpoint"),
                       InstanceMethod<&TrainerWrap::SetLoraDropout>("setLoraDropout"),
                       InstanceMethod<&TrainerWrap::SetLossRows>("setLossRows"),
                       InstanceMethod<&TrainerWrap::Cancel>("cancel"),
@@ -255,6 +261,85 @@ Napi::Value TrainerWrap::AllreduceGrads(const Napi::CallbackInfo& info) {
                  }
                },
                [](Napi::Env e) { return e.Undefined(); });
+  });
+}
+
+namespace {
+struct NamedParam { bool vision; int id; int root; };
+std::vector<NamedParam> named_params(Napi::Env env, const Napi::Value& v, const std::shared_ptr<const Llm>& llm,
+                                     const std::shared_ptr<const Vision>& vision, bool with_root) {
+  if (!v.IsArray()) throw_js(env, ErrorCode::Argument, "a list of { vision, name } is expected");
+  std::vector<NamedParam> out;
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    const Napi::Object o = a.Get(i).As<Napi::Object>();
+    NamedParam p;
+    p.vision = o.Get("vision").ToBoolean();
+    if (p.vision && !vision) throw_js(env, ErrorCode::Argument, "a vision parameter, but the trainer has no vision tower");
+    p.id = param_id(env, p.vision ? vision->params() : llm->params(), o.Get("name"));
+    p.root = with_root ? (int)arg_int(o, "root", 0, 1 << 30) : 0;
+    out.push_back(p);
+  }
+  return out;
+}
+}  // namespace
+
+Napi::Value TrainerWrap::ShardOptimizer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    trainer(env);
+    if (llm_->on_device()) throw_js(env, ErrorCode::Unsupported, "a sharded optimizer state (ZeRO-1) is for the CPU engine only");
+    auto list = std::make_shared<std::vector<NamedParam>>(named_params(env, info.Length() ? info[0] : env.Undefined(), llm_, vision_, false));
+    ParamTable* tables[2] = {&mutable_params(llm_), vision_ ? &mutable_params(vision_) : nullptr};
+    auto keep_l = llm_;
+    auto keep_v = vision_;
+    return run(env,
+               [tables, list, keep_l, keep_v] {
+                 for (int k = 0; k < 2; ++k) {
+                   if (!tables[k]) continue;
+                   ParamTable& t = *tables[k];
+                   std::unique_lock<std::shared_mutex> lock(t.mutex());
+                   std::vector<bool> owned((size_t)t.size(), false);
+                   for (const NamedParam& p : *list)
+                     if (p.vision == (k == 1)) owned[(size_t)p.id] = true;
+                   t.set_moment_owners(owned);
+                 }
+               },
+               [](Napi::Env e) { return e.Undefined(); });
+  });
+}
+
+Napi::Value TrainerWrap::BroadcastParams(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    trainer(env);
+    auto list = std::make_shared<std::vector<NamedParam>>(named_params(env, info.Length() ? info[0] : env.Undefined(), llm_, vision_, true));
+    const int64_t timeout = get_int(env, info.Length() > 1 ? info[1] : Napi::Number::New(env, 600000), "timeoutMs", 1, (int64_t)1 << 40);
+    ParamTable* tables[2] = {&mutable_params(llm_), vision_ ? &mutable_params(vision_) : nullptr};
+    auto keep_l = llm_;
+    auto keep_v = vision_;
+    return run(env,
+               [tables, list, timeout, keep_l, keep_v] {
+                 for (const NamedParam& p : *list) {
+                   ParamTable& t = *tables[p.vision ? 1 : 0];
+                   std::unique_lock<std::shared_mutex> lock(t.mutex());
+                   float* v = t.values(p.id);
+                   if (!v) throw Error(ErrorCode::Argument, t[p.id].name + " is not trainable");
+                   mpi::bcast(v, t[p.id].numel() * 4, p.root, timeout);
+                   t.touch();
+                 }
+               },
+               [](Napi::Env e) { return e.Undefined(); });
+  });
+}
+
+Napi::Value TrainerWrap::OptimizerBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    trainer(env);
+    double b = (double)mutable_params(llm_).moment_bytes();
+    if (vision_) b += (double)mutable_params(vision_).moment_bytes();
+    return Napi::Number::New(env, b);
   });
 }
 

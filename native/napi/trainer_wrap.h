@@ -25,6 +25,9 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   Napi::Value SetState(const Napi::CallbackInfo& info);
   Napi::Value DropoutStep(const Napi::CallbackInfo& info);
   Napi::Value AllreduceGrads(const Napi::CallbackInfo& info);
+  Napi::Value ShardOptimizer(const Napi::CallbackInfo& info);
+  Napi::Value BroadcastParams(const Napi::CallbackInfo& info);
+  Napi::Value OptimizerBytes(const Napi::CallbackInfo& info);
   Napi::Value SetCheckpoint(const Napi::CallbackInfo& info);
   Napi::Value SetLoraDropout(const Napi::CallbackInfo& info);
   Napi::Value SetLossRows(const Napi::CallbackInfo& info);

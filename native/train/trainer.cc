@@ -108,6 +108,7 @@ void Trainer::update(const std::vector<ParamGroup>& groups, int64_t step, float 
       AdamWArgs a;
       a.lr = g.lr * lr_factor, a.weight_decay = g.weight_decay, a.beta1 = beta1, a.beta2 = beta2, a.eps = eps, a.grad_scale = clip;
       a.step = step;
+      if (!t.adam_m(g.id)) throw Error(ErrorCode::Argument, t[g.id].name + ": its optimizer state is another rank's (ZeRO-1)");
       ops.adamw(t.values(g.id), t.grads(g.id), t.adam_m(g.id), t.adam_v(g.id), t[g.id].numel(), a);
     }
     if (float* gr = t.all_grads()) std::fill(gr, gr + t.trainable_numel(), 0.0f);

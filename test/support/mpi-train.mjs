@@ -16,4 +16,4 @@ if (fault && rank === 1) {
 const run = train(options);
 for await (const e of run) if (e.type === 'step') process.stdout.write(`${JSON.stringify(e)}\n`);
 const r = await run;
-process.stdout.write(`${JSON.stringify({ type: 'done', rank: r.rank, worldSize: r.worldSize, steps: r.steps, finalLoss: r.finalLoss })}\n`);
+process.stdout.write(`${JSON.stringify({ type: 'done', rank: r.rank, worldSize: r.worldSize, steps: r.steps, finalLoss: r.finalLoss, optimizerBytes: r.optimizerBytes })}\n`);

@@ -8,10 +8,12 @@
  *   - rank 0 alone writes checkpoints, curves and the model; SIGUSR1 to mpirun (which forwards it; SIGINT / SIGTERM kill the job)
  *     reaches every rank's `medllava train`, which agree to stop at the next step boundary and save; `--resume` with 2 ranks continues with exactly the
  *     losses of an uninterrupted 2-rank run; resuming with another rank count is refused (E_ARGUMENT);
+ *   - ZeRO-1: the moments sharded (each rank holds its share), results byte-identical to the unsharded run's, a
+ *     sharded run resumes bit-identically;
  *   - a rank that dies makes the job fail, not hang; a rank that hangs makes the others fail with E_TIMEOUT.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -76,6 +78,32 @@ describe('MPI', () => {
       await a.dispose();
       await b.dispose();
     }
+  }, 600_000);
+
+  it('ZeRO-1: each rank holds a share of the AdamW moments; the steps, the model and the checkpoint are exactly the '
+    + 'unsharded run\'s; a sharded run resumes bit-identically', () => {
+    const o = { stage: 'instruct', model: v15, data: data.conversations, images: data.images, batchSize: 4, microBatchSize: 2, epochs: 2,
+      learningRate: 2e-3, saveSteps: 3, saveTotalLimit: 2, schedule: 'constant', warmupRatio: 0 };
+    const go = (extra: Record<string, unknown>) => {
+      const r = spawnSync('mpirun', mpirun(2, [driver, JSON.stringify({ ...o, ...extra })]), { encoding: 'utf8', env, timeout: 240_000 });
+      expect(r.status, r.stderr).toBe(0);
+      return lines(r.stdout) as (Line & { optimizerBytes?: number })[];
+    };
+    const plain = go({ output: join(root, 'z-plain') }), zero = go({ output: join(root, 'z-one'), zero1: true });
+    expect(losses(zero)).toEqual(losses(plain));
+    const bytes = (ls: typeof plain) => ls.filter((l) => l.type === 'done').map((l) => l.optimizerBytes!);
+    const full = bytes(plain)[0]!, shares = bytes(zero);
+    expect(shares).toHaveLength(2);
+    expect(shares[0]! + shares[1]!).toBe(full);
+    for (const b of shares) expect(b).toBeLessThan(full * 0.75);
+    for (const f of ['model.safetensors', 'checkpoint-6/trainer/optimizer.safetensors', 'checkpoint-3/trainer/optimizer.safetensors']) {
+      expect(readFileSync(join(root, 'z-one', f)).equals(readFileSync(join(root, 'z-plain', f))), f).toBe(true);
+    }
+    // stopped after 3 (a constant schedule: the step count does not move the learning rate), resumed to 6
+    go({ output: join(root, 'z-resume'), zero1: true, maxSteps: 3 });
+    const rest = losses(go({ output: join(root, 'z-resume'), zero1: true, maxSteps: 6, resume: true }));
+    expect([...rest.keys()]).toEqual([4, 5, 6]);
+    for (const [s, l] of rest) expect(l, `step ${s}`).toBe(losses(plain).get(s));
   }, 600_000);
 
   it('SIGUSR1 to mpirun: every rank stops at the same boundary and saves; --resume with 2 ranks is bit-identical', async () => {
