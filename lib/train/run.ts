@@ -326,7 +326,8 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
     const lengths = samples.map(modalityLength);
     const epochOrder = (epoch: number): number[] => {
       const rng = new SeededRandom((seed + Math.imul(epoch + 1, 0x9e3779b1)) >>> 0);
-      return grouped ? groupByModalityLength(lengths, micro, recipe === 'llava-rad' ? 1 : accum, rng) : shuffledOrder(samples.length, rng);
+      // LLaVA's megabatches span world × accumulation micro-batches (the global batch); LLaVA-Rad's the world only
+      return grouped ? groupByModalityLength(lengths, micro, recipe === 'llava-rad' ? world.size : accum, rng) : shuffledOrder(samples.length, rng);
     };
 
     const trainerOptions: TrainerOptions = {
