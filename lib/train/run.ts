@@ -381,7 +381,8 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
         for (const [j, ex] of examples.entries()) {
           let one: Prepared['batch'];
           try {
-            one = await nativeBatch(model, [ex], o.signal);
+            // with several ranks a stop is agreed at a step boundary: preparing is never cut short there
+            one = await nativeBatch(model, [ex], world.size > 1 ? undefined : o.signal);
           } catch (err) {
             if ((err as { code?: string }).code === 'E_ABORTED') throw err;
             const i = exampleIds[j]!;

@@ -78,6 +78,25 @@ describe('medllava train', () => {
     expect(existsSync(join(out, '.checkpoint-3.tmp'))).toBe(false);  // the leftover was cleared by the next save
   }, 600_000);
 
+  it('the curriculum from the command line: align → instruct → finetune, and lora; each output chats', () => {
+    const stage = (name: string, model: string, dataFile: string, extra: string[] = []) => {
+      const out = join(root, `cli-${name}`);
+      const r = spawnSync(process.execPath, [cli, 'train', '--stage', name, '--model', model, '--data', dataFile, '--images', data.images,
+        '--output', out, '--batch-size', '4', '--micro-batch-size', '2', '--epochs', '1', '--lr', '2e-3', ...extra], { encoding: 'utf8' });
+      expect(r.status, `${name}: ${r.stderr}`).toBe(0);
+      expect(parse(r.stdout).pop()).toMatchObject({ type: 'done', steps: 3, stopped: false });
+      const chat = spawnSync(process.execPath, [cli, 'chat', '--model', out, '--image', join(data.images, 'images', 'img0.png'), '--prompt',
+        'What is seen?', '--max-tokens', '4', '--device', 'cpu'], { encoding: 'utf8' });
+      expect(chat.status, `${name} chat: ${chat.stderr}`).toBe(0);
+      return out;
+    };
+    const align = stage('align', v15, data.captions);
+    const instruct = stage('instruct', align, data.conversations);
+    stage('finetune', instruct, data.conversations);
+    const lora = stage('lora', instruct, data.conversations, ['--lora-r', '4', '--lora-alpha', '8']);
+    expect(existsSync(join(lora, 'adapter_config.json'))).toBe(true);
+  }, 300_000);
+
   it('bad options: a clear message, exit 1, nothing written', () => {
     const out = join(root, 'bad');
     const r = spawnSync(process.execPath, [cli, ...args(out, ['--batch-size', '3'])], { encoding: 'utf8' });
