@@ -218,6 +218,7 @@ program
   .option('--images <dir>', 'the folder image paths are relative to (default: the data file\'s folder)')
   .requiredOption('--output <dir>', 'checkpoints, the final model, metrics.jsonl / .csv, loss.png')
   .option('--resume', 'continue from the newest complete checkpoint in --output')
+  .option('--overwrite', "start again in an --output that holds an earlier run's checkpoints (removing them)")
   .option('--recipe <name>', "defaults from 'llava-med', 'llava-1.5' or 'llava-rad' (default: by the model's family)")
   .option('--epochs <n>', 'epochs', numArg)
   .option('--batch-size <n>', 'samples per optimizer step (global)', intArg)
@@ -261,7 +262,7 @@ program
     const lora = { r: opts['loraR'], alpha: opts['loraAlpha'], dropout: opts['loraDropout'] } as TrainOptions['lora'];
     const o: TrainOptions = {
       stage: opts['stage'] as TrainingStage, model: opts['model'] as string, data: opts['data'] as string, images: opts['images'] as string | undefined,
-      output: opts['output'] as string, resume: opts['resume'] === true, recipe: opts['recipe'] as TrainOptions['recipe'],
+      output: opts['output'] as string, resume: opts['resume'] === true, overwrite: opts['overwrite'] === true, recipe: opts['recipe'] as TrainOptions['recipe'],
       epochs: opts['epochs'] as number | undefined, batchSize: opts['batchSize'] as number | undefined,
       microBatchSize: opts['microBatchSize'] as number | undefined, learningRate: opts['lr'] as number | undefined,
       projectorLearningRate: opts['projectorLr'] as number | undefined, weightDecay: opts['weightDecay'] as number | undefined,

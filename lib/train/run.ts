@@ -65,6 +65,9 @@ export interface TrainOptions {
   saveTotalLimit?: number;
   /** continue from the newest complete checkpoint-<step> in `output` (a fresh start when there is none) */
   resume?: boolean;
+  /** a fresh run into an output folder that holds an earlier run's checkpoints removes them (otherwise E_ARGUMENT:
+   * a later resume would pick up the other run's) */
+  overwrite?: boolean;
   /** stop after this many optimizer steps in all (default: the epochs') */
   maxSteps?: number;
   /** a sample that cannot be used: 'skip' it (reported by id) or 'stop' the run (E_FORMAT) */
@@ -258,6 +261,15 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
     // the other ranks report their own problems and logs; steps and checkpoints come from rank 0
     const inner = emit;
     emit = (e) => { if (e.type === 'problem' || e.type === 'log') inner(e); };
+  }
+  const earlier = existsSync(output) ? readdirSync(output).filter((f) => /^checkpoint-\d+$/.test(f)) : [];
+  if (!o.resume && earlier.length) {
+    if (!o.overwrite) {
+      throw medllavaError('E_ARGUMENT', `${output} holds checkpoints of an earlier run (${earlier.slice(0, 3).join(', ')}): pass resume to ` +
+        'continue it, overwrite to start again there, or choose another output folder');
+    }
+    await world.barrier();  // every rank has seen them before rank 0 removes them
+    if (world.rank === 0) for (const f of earlier) rmSync(join(output, f), { recursive: true, force: true });
   }
   const resumeFrom = o.resume ? latestCheckpoint(output) : undefined;
   const saved: RunState | undefined = resumeFrom ? JSON.parse(readFileSync(join(resumeFrom, 'run_state.json'), 'utf8')) as RunState : undefined;

@@ -97,6 +97,17 @@ describe('medllava train', () => {
     expect(existsSync(join(lora, 'adapter_config.json'))).toBe(true);
   }, 300_000);
 
+  it('a fresh run into a folder with an earlier run\'s checkpoints is refused unless --overwrite', () => {
+    const out = join(root, 'full');  // the first test's run, with checkpoint-5 and -6
+    const again = spawnSync(process.execPath, [cli, ...args(out)], { encoding: 'utf8' });
+    expect(again.status).toBe(1);
+    expect(again.stderr).toMatch(/holds checkpoints of an earlier run \(checkpoint-\d, checkpoint-\d\): pass resume .*\(E_ARGUMENT\)/);
+    expect(readdirSync(out).filter((f) => f.startsWith('checkpoint-')).sort()).toEqual(['checkpoint-5', 'checkpoint-6']);
+    const r = spawnSync(process.execPath, [cli, ...args(out, ['--overwrite', '--max-steps', '2'])], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(readdirSync(out).filter((f) => f.startsWith('checkpoint-')).sort()).toEqual(['checkpoint-1', 'checkpoint-2']);
+  }, 300_000);
+
   it('bad options: a clear message, exit 1, nothing written', () => {
     const out = join(root, 'bad');
     const r = spawnSync(process.execPath, [cli, ...args(out, ['--batch-size', '3'])], { encoding: 'utf8' });
