@@ -135,9 +135,9 @@ export async function writeStageOutput(model: Model, stage: TrainingStage, dir: 
   const tables = [{ t: parts.llm, vision: false }, ...(parts.vision ? [{ t: parts.vision, vision: true }] : [])];
   const params = tables.flatMap(({ t, vision }) => t.parameters().map((p) => ({ ...p, table: t, vision })));
   const llmDir = llmSourceDir(model);
-  const configSource = spec.lora ? dirname(resolve(spec.lora.file)) : resolve(dirname(spec.files.weights['model.layers.0.self_attn.q_proj.weight']
-    ?? spec.files.weights['model.embed_tokens.weight']!));
-  const cfgDir = existsSync(join(configSource, 'config.json')) ? configSource : llmDir;
+  // the LLaVA config: the adapter's own beside it, else the checkpoint holding the LLM (a projector-only source's base)
+  const adapterDir = spec.lora ? dirname(resolve(spec.lora.file)) : undefined;
+  const cfgDir = adapterDir && existsSync(join(adapterDir, 'config.json')) ? adapterDir : llmDir;
   const cfg = outputConfig(model, cfgDir);
   // the projector under its canonical names (a LLaVA-Rad table names it as its file did: base_model.model.model.mm_projector.*)
   const canonical = (name: string) => name.replace(/^base_model\.(model\.)?(?=model\.mm_projector\.)/, '');

@@ -336,7 +336,19 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
     const stepsPerEpoch = Math.ceil(microPerEpoch / accum);
     const totalSteps = o.maxSteps !== undefined ? int(o.maxSteps, 'maxSteps', 1) : Math.ceil(stepsPerEpoch * epochs);
     const lengths = samples.map(modalityLength);
+    // an epoch's order is a pure function of the seed and the epoch; the pipeline and the loop ask for it per
+    // micro-batch, so the last few are kept
+    const orders = new Map<number, number[]>();
     const epochOrder = (epoch: number): number[] => {
+      let o = orders.get(epoch);
+      if (!o) {
+        o = computeOrder(epoch);
+        orders.set(epoch, o);
+        for (const k of orders.keys()) if (k < epoch - 1) orders.delete(k);
+      }
+      return o;
+    };
+    const computeOrder = (epoch: number): number[] => {
       const rng = new SeededRandom((seed + Math.imul(epoch + 1, 0x9e3779b1)) >>> 0);
       // LLaVA's megabatches span world × accumulation micro-batches (the global batch); LLaVA-Rad's the world only
       return grouped ? groupByModalityLength(lengths, micro, recipe === 'llava-rad' ? world.size : accum, rng) : shuffledOrder(samples.length, rng);
@@ -374,7 +386,7 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
       const vrows = modelInternals(model).trainingParts().vision?.tokens ?? 0;
       const tokenizer = model.tokenizer;
       // micro-batch k of epoch e: its examples (bad samples reported and left out) and images, prepared ahead
-      const prepare = async (e: number, ord: number[], k: number): Promise<Prepared> => {
+      const prepare = async (ord: number[], k: number): Promise<Prepared> => {
         const ids = ord.slice(k * micro, (k + 1) * micro);
         const examples = [], exampleIds: number[] = [];
         for (const i of ids) {
@@ -482,7 +494,7 @@ async function runStage(o: TrainOptions, emit: (e: TrainEvent) => void): Promise
             continue;
           }
           const { e, k } = queued.shift()!;
-          const p = prepare(e, epochOrder(e), k);
+          const p = prepare(epochOrder(e), k);
           p.catch(() => {});
           pending.push({ e, k, p });
         }

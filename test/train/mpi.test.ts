@@ -48,6 +48,15 @@ describe('MPI', () => {
     expect(spawnSync('mpirun', ['--version']).status, 'mpirun (Debian: openmpi-bin) is needed').toBe(0);
   });
 
+  it('bad calls are refused with a code; this process (not under mpirun) never initialises MPI', async () => {
+    const mpi = native().mpi;
+    expect(() => mpi.allreduce(new Int32Array(2) as unknown as Float32Array, 'sum')).toThrow(expect.objectContaining({ code: 'E_ARGUMENT' }));
+    expect(() => mpi.allreduce(new Float32Array(2), 'min' as 'sum')).toThrow(expect.objectContaining({ code: 'E_ARGUMENT' }));
+    await expect(mpi.allreduce(new Float32Array(2), 'sum', 1000)).rejects.toMatchObject({ code: 'E_ARGUMENT', message: expect.stringMatching(/not initialised/) });
+    await expect(mpi.barrier(1000)).rejects.toMatchObject({ code: 'E_ARGUMENT' });
+    expect(mpi.info().initialized).toBe(false);
+  });
+
   it('2 ranks = 1 process with the same global batch: losses and final weights', async () => {
     const o = { stage: 'instruct', model: v15, data: data.conversations, images: data.images, batchSize: 4, microBatchSize: 2, epochs: 2,
       learningRate: 2e-3, saveSteps: 2 };

@@ -19,7 +19,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { generateFixture } from '../../lib/fixtures/generate.js';
 import { convertModel } from '../../lib/convert/convert.js';
 import { modelInternals } from '../../lib/model/model.js';
-import { curriculum, loadModel, train, type TrainEvent, type TrainMetrics, type TrainOptions } from '../../lib/index.js';
+import { createTrainer, curriculum, loadModel, train, type TrainEvent, type TrainMetrics, type TrainOptions } from '../../lib/index.js';
 import { python, pythonHas } from '../support/python.js';
 import { trainFixture, type TinyDataset } from '../support/train-data.js';
 
@@ -218,6 +218,39 @@ describe('resume is bit-identical', () => {
       expect(jsonl).toEqual([1, 2, 3, 4, 5, 6]);
     }, 600_000);
   }
+});
+
+describe('bad input around checkpoints', () => {
+  it('resume over other data, a trainer of another stage, a missing trainer state, an align output without its base: '
+    + 'clear codes, and the checkpoint stays as it was', async () => {
+    const out = join(root, 'guard');
+    const base = { stage: 'instruct' as const, model: v15, images: data.images, output: out, batchSize: 4, microBatchSize: 2, epochs: 1, saveSteps: 0 };
+    await train({ ...base, data: data.conversations }).result;
+    const ckpt = join(out, 'checkpoint-3');
+    const before = readFileSync(join(ckpt, 'trainer', 'optimizer.safetensors'));
+    await expect(train({ ...base, data: data.captions, resume: true }).result)
+      .rejects.toMatchObject({ code: 'E_ARGUMENT', message: expect.stringMatching(/other data or another seed/) });
+    await expect(train({ ...base, data: data.conversations, seed: 7, resume: true }).result).rejects.toMatchObject({ code: 'E_ARGUMENT' });
+    expect(readFileSync(join(ckpt, 'trainer', 'optimizer.safetensors')).equals(before)).toBe(true);
+    // the low-level load: another trainable set, and a folder without a trainer state
+    const model = await loadModel(v15, { device: 'cpu' });
+    try {
+      const t = await createTrainer(model, { stage: 'align' });
+      await expect(t.load(join(ckpt, 'trainer'))).rejects.toMatchObject({ code: 'E_ARGUMENT', message: expect.stringMatching(/other trainable parameters/) });
+      await expect(t.load(join(root, 'no-such-dir'))).rejects.toMatchObject({ code: 'E_IO' });
+      expect((await t.step([{ inputIds: [1, 5, 6], labels: [-100, 5, 6] }])).updated).toBe(true);  // still usable
+      await t.dispose();
+    } finally {
+      await model.dispose();
+    }
+    // an align output whose base checkpoint is not where its config says: E_IO naming what to pass
+    const align = join(root, 'guard-align');
+    await train({ ...base, stage: 'align', data: data.captions, output: align }).result;
+    const cfg = JSON.parse(readFileSync(join(align, 'config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(align, 'config.json'), JSON.stringify({ ...cfg, _name_or_path: join(root, 'gone') }));
+    await expect(loadModel(align, { device: 'cpu' })).rejects.toMatchObject({ code: 'E_IO', message: expect.stringMatching(/baseModel/) });
+    await (await loadModel(align, { device: 'cpu', baseModel: v15 })).dispose();
+  }, 600_000);
 });
 
 describe('bad data', () => {
