@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The `medllava` command: info, build, chat, convert, fixture, train (eval joins with its issue). */
+/** The `medllava` command: info, build, chat, convert, fixture, train, synth, generate-instruct, eval, train-demo. */
 import { Command } from 'commander';
 
 import { getBackendInfo } from '../backend.js';
@@ -11,6 +11,7 @@ import { createInterface } from 'node:readline';
 import cliProgress from 'cli-progress';
 
 import { convertModel } from '../convert/convert.js';
+import { registerDataCommands } from './data-commands.js';
 import { loadModel } from '../model/model.js';
 import { packageRoot } from '../native.js';
 import { train, type TrainOptions } from '../train/run.js';
@@ -311,6 +312,8 @@ program
       process.off('SIGUSR1', onSignal);
     }
   });
+
+registerDataCommands(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   process.stderr.write(`medllava: ${e instanceof Error ? e.message : String(e)}${isMedllavaError(e) ? ` (${e.code})` : ''}\n`);

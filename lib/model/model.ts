@@ -8,15 +8,16 @@
  * Lifecycles: Chat.dispose() frees its KV cache; Model.dispose() disposes every chat of the model
  * (a chat used afterwards throws E_ARGUMENT). Model.forward() sizes its cache to the prompt.
  */
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { join } from 'node:path';
 
 import type { Sharp } from 'sharp';
 
 import { medllavaError } from '../errors.js';
 import { CachedContext, generate, type GenerateOptions, type ImageSpan, type Reply } from '../generate.js';
 import { preprocessImage } from '../image/preprocess.js';
-import { cudaProbed, native, type NativeImage, type NativeLlm, type NativeVision } from '../native.js';
+import { cudaProbed, native, packageRoot, type NativeImage, type NativeLlm, type NativeVision } from '../native.js';
 import { loadTokenizer } from '../tokenizer/load.js';
 import { renderPrompt, type Message } from '../tokenizer/templates.js';
 import { IMAGE_TOKEN_INDEX, type Tokenizer } from '../tokenizer/tokenizer.js';
@@ -349,7 +350,12 @@ export function modelInternals(model: Model): ModelImpl {
 
 export async function loadModel(source?: string, options: LoadModelOptions = {}): Promise<Model> {
   if (source === undefined) {
-    throw medllavaError('E_ARGUMENT', 'there is no bundled demo model yet: pass a checkpoint (`medllava fixture` writes small ones)');
+    // the bundled demo model (trained on the synthetic world by `npm run train:demo`)
+    source = join(packageRoot(), 'models', 'medllava-demo');
+    if (!existsSync(join(source, 'config.json'))) {
+      throw medllavaError('E_IO', `the bundled demo model is missing from ${source} (this copy of the package lacks models/; ` +
+        '`npm run train:demo` rebuilds it) — or pass a checkpoint');
+    }
   }
   const requested = options.device ?? 'auto';
   if (requested !== 'auto' && requested !== 'cpu' && requested !== 'cuda') {

@@ -1,0 +1,58 @@
+/**
+ * Packs a trained demo build into the folder shipped with the package (`models/medllava-demo`): the final
+ * stage's HF LLaVA checkpoint (weights with the embedded tower, tokenizer), the tower's config beside it so the
+ * folder is self-contained, a model card, the build's record, and sample images from the held-out test split
+ * with their questions and ground truth (`npm run demo` asks them).
+ */
+import { copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { packageRoot } from '../native.js';
+import { Rand } from '../synth/canvas.js';
+import { vqaQuestions } from '../synth/text.js';
+import { MODALITIES } from '../synth/truth.js';
+import { readWorldTruth } from '../synth/world.js';
+
+/** where the bundled demo model lives */
+export function demoModelDir(): string {
+  return join(packageRoot(), 'models', 'medllava-demo');
+}
+
+export interface DemoSample { image: string; modality: string; truth: Record<string, unknown>; caption: string; questions: { question: string; answer: string; answerType: string }[] }
+
+export async function packDemo(o: { work: string; out?: string; card: string; samplesPerModality?: number }): Promise<string> {
+  const out = o.out ?? demoModelDir();
+  const tmp = `${out}.tmp`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(join(tmp, 'vision_tower'), { recursive: true });
+  mkdirSync(join(tmp, 'samples'), { recursive: true });
+  const final = join(o.work, 'finetune');
+  for (const f of ['model.safetensors', 'tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json']) copyFileSync(join(final, f), join(tmp, f));
+  const cfg = JSON.parse(readFileSync(join(final, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const towerDir = join(o.work, 'init', 'clip-vit-large-patch14-336');
+  for (const f of ['config.json', 'preprocessor_config.json']) copyFileSync(join(towerDir, f), join(tmp, 'vision_tower', f));
+  cfg['_name_or_path'] = 'medllava-demo';
+  cfg['mm_vision_tower'] = 'vision_tower'; // the tower's config, beside the weights (its weights are in model.safetensors)
+  writeFileSync(join(tmp, 'config.json'), `${JSON.stringify(cfg, null, 2)}\n`);
+  copyFileSync(join(o.work, 'build.json'), join(tmp, 'build.json'));
+  writeFileSync(join(tmp, 'README.md'), o.card);
+  // samples: the first test-split cases of each modality, a finding first
+  const world = await readWorldTruth(join(o.work, 'world'));
+  const samples: DemoSample[] = [];
+  const rng = new Rand(11);
+  for (const m of MODALITIES) {
+    const cases = [...world.values()].filter((c) => c.split === 'test' && c.truth.modality === m)
+      .sort((a, b) => Number(b.truth.finding !== 'none') - Number(a.truth.finding !== 'none'));
+    for (const c of cases.slice(0, o.samplesPerModality ?? 1)) {
+      const file = `samples/${c.truth.id}.png`;
+      copyFileSync(join(o.work, 'world', c.image), join(tmp, file));
+      const qs = vqaQuestions(c.truth, rng, 4);
+      samples.push({ image: file, modality: m, truth: { ...c.truth }, caption: c.caption,
+        questions: [{ question: 'Describe the image briefly.', answer: c.caption, answerType: 'DESCRIBE' }, ...qs] });
+    }
+  }
+  writeFileSync(join(tmp, 'samples', 'samples.json'), `${JSON.stringify(samples, null, 1)}\n`);
+  rmSync(out, { recursive: true, force: true });
+  renameSync(tmp, out);
+  return out;
+}
