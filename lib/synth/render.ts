@@ -20,6 +20,7 @@ const clamp01 = (v: number) => Math.min(1, Math.max(0, v));
 const sideX = (side: 'left' | 'right', cx: number, off: number) => side === 'right' ? cx - off : cx + off;
 
 function chestXray(t: Truth, rng: Rand, S: number): Plane[] {
+  const f = new Rand(rng.int(0, 2 ** 30)); // the finding draws from its own stream: with or without it, the rest is the same
   const p = new Plane(S, S, 0.03);
   const cx = S / 2 + rng.range(-0.02, 0.02) * S;
   const ap = t.view === 'AP';
@@ -76,11 +77,11 @@ function chestXray(t: Truth, rng: Rand, S: number): Plane[] {
     const l = lung(t.side);
     const r = (t.sizeMm! * mm) / 2;
     const y = t.location === 'upper zone' ? l.ly - l.ry * 0.4 : l.ly + l.ry * 0.3;
-    const x = l.lx + (t.side === 'right' ? -1 : 1) * l.rx * rng.range(0, 0.35);
-    p.paint(blob(x, y, r, r * rng.range(0.85, 1.1), rng, t.finding === 'mass' ? 0.12 : 0.04, Math.max(1.2, r * 0.3)), 0.24, 'add');
+    const x = l.lx + (t.side === 'right' ? -1 : 1) * l.rx * f.range(0, 0.35);
+    p.paint(blob(x, y, r, r * f.range(0.85, 1.1), f, t.finding === 'mass' ? 0.12 : 0.04, Math.max(1.2, r * 0.3)), 0.24, 'add');
   } else if (t.finding === 'pleural effusion' && t.side) {
     const l = lung(t.side);
-    const level = l.base - S * rng.range(0.1, 0.2);
+    const level = l.base - S * f.range(0.1, 0.2);
     const lateral = t.side === 'right' ? -1 : 1;
     p.paint((x, y) => {
       const meniscus = level - S * 0.06 * clamp01(((x - l.lx) * lateral) / l.rx + 0.3);
@@ -88,7 +89,7 @@ function chestXray(t: Truth, rng: Rand, S: number): Plane[] {
     }, 0.46);
   } else if (t.finding === 'pneumothorax' && t.side) {
     const l = lung(t.side);
-    const shrink = rng.range(0.6, 0.75);
+    const shrink = f.range(0.6, 0.75);
     const ox = t.side === 'right' ? l.rx * (1 - shrink) * 0.9 : -l.rx * (1 - shrink) * 0.9;
     const inner = ellipse(l.lx + ox, l.ly + l.ry * 0.05, l.rx * shrink, l.ry * (shrink + 0.15), 1.5);
     p.paint((x, y) => l.alpha(x, y) * (1 - inner(x, y)), 0.045);
@@ -101,6 +102,7 @@ function chestXray(t: Truth, rng: Rand, S: number): Plane[] {
 }
 
 function ctScan(t: Truth, rng: Rand, S: number): Plane[] {
+  const f = new Rand(rng.int(0, 2 ** 30)); // the finding draws from its own stream: with or without it, the rest is the same
   const p = new Plane(S, S, 0.0);
   const cx = S / 2, cy = S * 0.5;
   const mm = (S * 0.86) / 380;
@@ -133,23 +135,23 @@ function ctScan(t: Truth, rng: Rand, S: number): Plane[] {
     if (t.finding === 'nodule' && t.side) {
       const l = lung(t.side);
       const r = Math.max(1.2, (t.sizeMm! * mm) / 2);
-      p.paint(blob(l.x + rng.range(-0.4, 0.4) * l.rx, l.y + rng.range(-0.5, 0.3) * l.ry, r, r, rng, 0.08, 1.2), 0.5);
+      p.paint(blob(l.x + f.range(-0.4, 0.4) * l.rx, l.y + f.range(-0.5, 0.3) * l.ry, r, r, f, 0.08, 1.2), 0.5);
     } else if (t.finding === 'pleural effusion' && t.side) {
       const l = lung(t.side);
-      const level = l.y + l.ry * rng.range(0.1, 0.45);
+      const level = l.y + l.ry * f.range(0.1, 0.45);
       const e = ellipse(l.x, l.y, l.rx * 1.02, l.ry * 1.02, 2);
       p.paint(Object.assign((x: number, y: number) => e(x, y) * clamp01((y - level + Math.abs(x - l.x) * 0.15) / 2), { box: e.box }), 0.4);
     }
   } else {
-    const liver = blob(sideX('right', cx, S * 0.15), cy - S * 0.03, S * 0.19, S * 0.18, rng, 0.06, 2);
-    const tex = valueNoise(S, S, rng, S / 40, 2);
+    const liver = blob(sideX('right', cx, S * 0.15), cy - S * 0.03, S * 0.19, S * 0.18, f, 0.06, 2);
+    const tex = valueNoise(S, S, f, S / 40, 2);
     p.paint(liver, (x, y) => (contrast ? 0.6 : 0.54) + 0.015 * tex[Math.floor(y) * S + Math.floor(x)]!);
-    p.paint(blob(sideX('left', cx, S * 0.27), cy + S * 0.06, S * 0.06, S * 0.1, rng, 0.05, 2), contrast ? 0.58 : 0.52);
-    p.paint(blob(sideX('left', cx, S * 0.12), cy - S * 0.1, S * 0.09, S * 0.07, rng, 0.08, 2), 0.42);
+    p.paint(blob(sideX('left', cx, S * 0.27), cy + S * 0.06, S * 0.06, S * 0.1, f, 0.05, 2), contrast ? 0.58 : 0.52);
+    p.paint(blob(sideX('left', cx, S * 0.12), cy - S * 0.1, S * 0.09, S * 0.07, f, 0.08, 2), 0.42);
     for (let k = 0; k < 9; k++) {  // bowel loops, some with gas
-      const x = cx + rng.range(-0.12, 0.2) * S, y = cy + rng.range(-0.2, 0.05) * S, r = rng.range(0.025, 0.04) * S;
-      p.paint(ellipse(x, y, r, r * rng.range(0.7, 1), 1.5), 0.44);
-      if (rng.chance(0.5)) p.paint(ellipse(x, y - r * 0.4, r * 0.5, r * 0.35, 1), 0.02);
+      const x = cx + f.range(-0.12, 0.2) * S, y = cy + f.range(-0.2, 0.05) * S, r = f.range(0.025, 0.04) * S;
+      p.paint(ellipse(x, y, r, r * f.range(0.7, 1), 1.5), 0.44);
+      if (f.chance(0.5)) p.paint(ellipse(x, y - r * 0.4, r * 0.5, r * 0.35, 1), 0.02);
     }
     const kidneys = (['right', 'left'] as const).map((side) => ({ side, x: sideX(side, cx, S * 0.15), y: vy - S * 0.03 }));
     for (const k of kidneys) {
@@ -159,14 +161,14 @@ function ctScan(t: Truth, rng: Rand, S: number): Plane[] {
     p.paint(ellipse(cx + S * 0.02, vy - S * 0.075, S * 0.022, S * 0.022, 1.2), contrast ? 0.88 : 0.5);
     if (t.finding === 'liver lesion') {
       for (let k = 0; k < t.count!; k++) {
-        const r = Math.max(1.5, (t.sizeMm! * mm * rng.range(0.8, 1.1)) / 2);
-        const x = sideX('right', cx, S * (0.15 + rng.range(-0.08, 0.08))) , y = cy - S * 0.03 + rng.range(-0.09, 0.09) * S;
-        p.paint(blob(x, y, r, r, rng, 0.06, 1.5), contrast ? 0.34 : 0.4);
+        const r = Math.max(1.5, (t.sizeMm! * mm * f.range(0.8, 1.1)) / 2);
+        const x = sideX('right', cx, S * (0.15 + f.range(-0.08, 0.08))) , y = cy - S * 0.03 + f.range(-0.09, 0.09) * S;
+        p.paint(blob(x, y, r, r, f, 0.06, 1.5), contrast ? 0.34 : 0.4);
       }
     } else if (t.finding === 'renal mass' && t.side) {
       const k = kidneys.find((q) => q.side === t.side)!;
       const r = (t.sizeMm! * mm) / 2;
-      p.paint(blob(k.x + (t.side === 'right' ? -1 : 1) * S * 0.03, k.y + S * 0.02, r, r, rng, 0.08, 1.5), contrast ? 0.62 : 0.5);
+      p.paint(blob(k.x + (t.side === 'right' ? -1 : 1) * S * 0.03, k.y + S * 0.02, r, r, f, 0.08, 1.5), contrast ? 0.62 : 0.5);
     }
   }
   p.paint(ellipse(cx, vy, S * 0.05, S * 0.045, 1.5), 0.95);
@@ -178,6 +180,7 @@ function ctScan(t: Truth, rng: Rand, S: number): Plane[] {
 }
 
 function brainMri(t: Truth, rng: Rand, S: number): Plane[] {
+  const f = new Rand(rng.int(0, 2 ** 30)); // the finding draws from its own stream: with or without it, the rest is the same
   const T2 = t.sequence === 'T2';
   const c = T2 ? { scalp: 0.62, bone: 0.04, csf: 0.95, gm: 0.55, wm: 0.36, bg: 0.02 } : { scalp: 0.85, bone: 0.05, csf: 0.08, gm: 0.45, wm: 0.68, bg: 0.02 };
   const p = new Plane(S, S, c.bg);
@@ -207,15 +210,15 @@ function brainMri(t: Truth, rng: Rand, S: number): Plane[] {
     };
     const [dx, dy] = place[t.location]!;
     const x = sideX(t.side, cx, S * dx), y = cy + S * dy;
-    p.paint(blob(x, y, r * 1.9, r * 1.7, rng, 0.15, r * 0.5), T2 ? 0.78 : c.wm * 0.8);  // oedema
-    p.paint(blob(x, y, r, r, rng, 0.1, 1.5), T2 ? 0.7 : 0.3);
+    p.paint(blob(x, y, r * 1.9, r * 1.7, f, 0.15, r * 0.5), T2 ? 0.78 : c.wm * 0.8);  // oedema
+    p.paint(blob(x, y, r, r, f, 0.1, 1.5), T2 ? 0.7 : 0.3);
     const e = ellipse(x, y, r, r, 2);
     p.paint(Object.assign((xx: number, yy: number) => clamp01(1 - Math.abs(e(xx, yy) - 0.5) * 2.5), { box: e.box }), T2 ? 0.45 : 0.75);  // rim
   } else if (t.finding === 'white matter lesions') {
     for (let k = 0; k < t.count!; k++) {
       const d = k % 2 === 0 ? -1 : 1;
       const r = Math.max(1.6, (t.sizeMm! * mm) / 2);
-      p.paint(ellipse(cx + d * S * rng.range(0.1, 0.16), cy + rng.range(-0.15, 0.12) * S, r, r * 1.4, 1.2, rng.range(-0.5, 0.5)),
+      p.paint(ellipse(cx + d * S * f.range(0.1, 0.16), cy + f.range(-0.15, 0.12) * S, r, r * 1.4, 1.2, f.range(-0.5, 0.5)),
         T2 ? 0.92 : 0.22);
     }
   }
@@ -338,6 +341,7 @@ const ORGAN_COLOUR: Record<string, [number, number, number]> = {
 };
 
 function gross(t: Truth, rng: Rand, S: number): Plane[] {
+  const f = new Rand(rng.int(0, 2 ** 30)); // the finding draws from its own stream: with or without it, the rest is the same
   const drape = rng.chance(0.5) ? [0.12, 0.22, 0.42] : [0.06, 0.06, 0.07];
   const planes = [0, 1, 2].map((c) => new Plane(S, S, drape[c]));
   const cloth = valueNoise(S, S, rng, S / 60, 2);
@@ -382,20 +386,20 @@ function gross(t: Truth, rng: Rand, S: number): Plane[] {
       paint3(Object.assign((xx: number, yy: number) => shape(xx, yy) * e(xx, yy), { box: e.box }), [0.1, 0.08, 0.08]);
     }
   }
-  const inside = (): [number, number] => {
+  const inside = (r: Rand = rng): [number, number] => {
     for (let k = 0; k < 200; k++) {
-      const x = cx + rng.range(-0.22, 0.22) * S, y = cy + rng.range(-0.14, 0.14) * S;
+      const x = cx + r.range(-0.22, 0.22) * S, y = cy + r.range(-0.14, 0.14) * S;
       if (shape(x, y) > 0.99) return [x, y];
     }
     return [cx, cy];
   };
   if (t.finding === 'tumor' || t.finding === 'cyst') {
-    const tt = valueNoise(S, S, rng, S / 40, 2);
+    const tt = valueNoise(S, S, f, S / 40, 2);
     for (let k = 0; k < t.count!; k++) {
-      const [x, y] = inside();
-      const r = (t.sizeMm! * mm * rng.range(0.85, 1.05)) / 2;
+      const [x, y] = inside(f);
+      const r = (t.sizeMm! * mm * f.range(0.85, 1.05)) / 2;
       if (t.finding === 'tumor') {
-        paint3(blob(x, y, r, r * rng.range(0.8, 1), rng, 0.15, 2), (xx, yy) => {
+        paint3(blob(x, y, r, r * f.range(0.8, 1), f, 0.15, 2), (xx, yy) => {
           const v = tt[Math.floor(yy) * S + Math.floor(xx)]!;
           return v > 0.45 ? [0.55, 0.15, 0.12] : [0.88 + 0.06 * v, 0.82 + 0.06 * v, 0.66 + 0.06 * v];
         });
@@ -406,9 +410,9 @@ function gross(t: Truth, rng: Rand, S: number): Plane[] {
       }
     }
   } else if (t.finding === 'hemorrhage') {
-    for (let k = 0; k < rng.int(2, 4); k++) {
-      const [x, y] = inside();
-      const b = blob(x, y, S * rng.range(0.04, 0.08), S * 0.05, rng, 0.3, 3);
+    for (let k = 0; k < f.int(2, 4); k++) {
+      const [x, y] = inside(f);
+      const b = blob(x, y, S * f.range(0.04, 0.08), S * 0.05, f, 0.3, 3);
       paint3(Object.assign((xx: number, yy: number) => shape(xx, yy) * b(xx, yy), { box: b.box }), [0.25, 0.03, 0.04]);
     }
   }

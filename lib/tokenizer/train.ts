@@ -36,18 +36,43 @@ export function trainBpe(lines: Iterable<string>, options: TrainBpeOptions = {})
     throw medllavaError('E_ARGUMENT', `vocabSize ${vocabSize} is below the ${base} special and byte pieces plus the corpus's ${chars.size} characters`);
   }
   const words = [...counts].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map(([w, n]) => ({ syms: [...w], n }));
+  // what spm_train allows in one piece: ▁ only first, one Unicode script (its split_by_unicode_script: here
+  // letters vs the Common script of digits and punctuation), at most 16 characters
+  const klass = (c: string) => c === SPACE ? 'W' : /[\p{L}\p{M}]/u.test(c) ? 'L' : 'C'; // digits share punctuation's Common script
+  const pieceClass = new Map<string, string>();
+  const classOf = (p: string): string => {
+    let k = pieceClass.get(p);
+    if (k === undefined) {
+      const cs = [...p].filter((c) => c !== SPACE).map(klass);
+      k = cs.length === 0 ? 'W' : cs.every((c) => c === cs[0]) ? cs[0]! : 'X';
+      pieceClass.set(p, k);
+    }
+    return k;
+  };
+  const mergeable = (a: string, b: string) => {
+    if (b.startsWith(SPACE)) return false;
+    if ([...a].length + [...b].length > 16) return false;
+    const ka = classOf(a), kb = classOf(b);
+    return ka === 'W' || ka === kb;
+  };
   const merges: string[] = [];
   const budget = vocabSize - base - chars.size;
   while (merges.length < budget) {
     const pairs = new Map<string, number>();
     for (const { syms, n } of words) {
       for (let i = 0; i + 1 < syms.length; i++) {
+        if (!mergeable(syms[i]!, syms[i + 1]!)) continue;
         const k = `${syms[i]}\u0000${syms[i + 1]}`;
         pairs.set(k, (pairs.get(k) ?? 0) + n);
       }
     }
-    let best: string | null = null, bestN = 1;
-    for (const [k, n] of pairs) if (n > bestN || (n === bestN && best !== null && k < best)) { best = k; bestN = n; }
+    // the most frequent pair; ties: the shorter piece, then the smaller string (spm_train's order)
+    let best: string | null = null, bestN = 1, bestLen = 0, bestStr = '';
+    for (const [k, n] of pairs) {
+      if (n < bestN) continue;
+      const str = k.replace('\u0000', ''), len = [...str].length;
+      if (n > bestN || best === null || len < bestLen || (len === bestLen && str < bestStr)) { best = k; bestN = n; bestLen = len; bestStr = str; }
+    }
     if (best === null) break; // nothing left to merge (every pair occurs once)
     const [a, b] = best.split('\u0000') as [string, string];
     const merged = a + b;

@@ -8,7 +8,7 @@ import { SentencePieceTokenizer } from '../../lib/tokenizer/tokenizer.js';
 
 /** A varied corpus for tokenizer training and parity: clinical English, numbers and units,
  * Chinese (LLaVA-Med answers Chinese questions), emoji, whitespace runs, markup-like text. */
-const clinical = [
+export const CLINICAL = [
   'The chest X-ray shows a right lower lobe consolidation consistent with pneumonia.',
   'No pneumothorax or pleural effusion is identified. Heart size is within normal limits.',
   'CT of the abdomen demonstrates a 2.3 cm hypodense lesion in segment VII of the liver.',
@@ -36,19 +36,19 @@ const whitespace = ['two  spaces', 'three   spaces', '  leading', 'trailing  ', 
 export const TRAIN_TEXT: string[] = (() => {
   const out: string[] = [];
   for (let r = 0; r < 40; r++) {
-    for (const s of [...clinical, ...chinese, ...emoji]) out.push(r % 2 ? s : s.toLowerCase());
+    for (const s of [...CLINICAL, ...chinese, ...emoji]) out.push(r % 2 ? s : s.toLowerCase());
     out.push(numbers.slice(r % numbers.length).join(' '));
   }
   return out;
 })();
 
 export const PARITY_TEXT: string[] = [
-  ...clinical, ...numbers, ...chinese, ...emoji, ...whitespace,
+  ...CLINICAL, ...numbers, ...chinese, ...emoji, ...whitespace,
   '', 'a', 'A', '▁', '▁▁', 'x▁y', '<s>', '</s>', '<unk>', '[INST] hi [/INST]', 'USER: <image>\nWhat? ASSISTANT:',
   'supercalifragilisticexpialidocious', 'PNEUMONOULTRAMICROSCOPICSILICOVOLCANOCONIOSIS',
   '𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝓂𝒶𝓉𝒽', '\u0000nul', 'zero\u200bwidth', 'ﬁ ligature', '한국어 텍스트', '日本語のテキスト',
   'Mixed 中文 and English 混合 text 123.',
-  clinical.join(' '),
+  CLINICAL.join(' '),
 ];
 
 /** A LLaMA-configured BPE SentencePiece model (vocabulary 900) trained here by Debian's spm_train on TRAIN_TEXT:
