@@ -6,6 +6,9 @@ import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 
 import { buildDemo, DEMO_STAGES } from '../demo/build.js';
+import { evaluateDemo } from '../demo/evaluate.js';
+import { demoCard, packDemo } from '../demo/pack.js';
+import { chatTable, evalChat } from '../eval/chat.js';
 import { evalVqa, vqaTable } from '../eval/vqa.js';
 import { loadModel } from '../model/model.js';
 import { generateInstruct } from '../synth/instruct.js';
@@ -130,6 +133,56 @@ export function registerDataCommands(program: Command): void {
       else process.stdout.write(`${vqaTable(rows)}\n${o.strict ? '(strict: closed = exact match, open = clipped recall)\n' : ''}`);
     });
 
+  ev.command('chat')
+    .description("LLaVA-Med's visual-chat score: the model answers qa50-layout questions; a judge endpoint (or, on the synthetic world, its ground truth) scores them against the references")
+    .option('--model <dir>', 'the model (default: the bundled demo model)')
+    .requiredOption('--questions <file>', 'qa50-layout JSON lines ({question_id, image, text, gpt4_answer, fig_caption, domain, type})')
+    .option('--images <dir>', "the folder image paths are relative to (default: the questions file's parent folder)")
+    .option('--judge <url>', 'OpenAI-compatible judge endpoint (default: score against the synthetic world\'s ground truth)')
+    .option('--judge-model <name>', "the judge's model", 'gpt-4')
+    .option('--api-key <key>', 'bearer token for the judge (default: $OPENAI_API_KEY)')
+    .option('--world <dir>', "the synthetic world's folder, for ground-truth scoring (default: the questions file's parent folder)")
+    .option('--answers <file>', 'write answers and scores as JSON lines')
+    .option('--limit <n>', 'only the first n questions', intArg)
+    .option('--threads <n>', 'CPU threads', intArg)
+    .option('--json', 'print the scores as JSON')
+    .action(async (o: { model?: string; questions: string; images?: string; judge?: string; judgeModel: string; apiKey?: string; world?: string; answers?: string; limit?: number; threads?: number; json?: boolean }) => {
+      const model = await loadModel(o.model, { threads: o.threads });
+      const stop = stopOnSignal('evaluation');
+      const b = bar('chat');
+      try {
+        const r = await evalChat({ model, questions: o.questions, images: o.images, world: o.world, answers: o.answers, limit: o.limit, signal: stop.signal,
+          judge: o.judge ? { endpoint: o.judge, model: o.judgeModel, apiKey: o.apiKey ?? process.env['OPENAI_API_KEY'] } : undefined, onProgress: b.update });
+        b.stop();
+        if (o.json) process.stdout.write(`${JSON.stringify({ judge: r.judge, overall: r.overall, byType: r.byType, byDomain: r.byDomain }, null, 1)}\n`);
+        else process.stdout.write(`${chatTable([{ name: o.model ?? 'medllava-demo', result: r }])}\n(relative score = 100 × mean of model / reference scores; ${r.judge === 'endpoint' ? 'judged by the endpoint' : 'scored against the ground truth'})\n`);
+      } finally {
+        b.stop();
+        stop.done();
+        await model.dispose();
+      }
+    });
+
+  program
+    .command('eval-demo')
+    .description("the LLaVA-Med ablation on the synthetic world: each stage of a demo build on the held-out VQA and chat questions")
+    .option('--work <dir>', 'the demo build (`medllava train-demo --work`)', '.demo-build')
+    .option('--judge <url>', 'OpenAI-compatible judge for the chat score (default: the ground truth)')
+    .option('--judge-model <name>', "the judge's model", 'gpt-4')
+    .option('--limit <n>', 'only the first n VQA questions (and n/2 chat questions) per stage', intArg)
+    .option('--threads <n>', 'CPU threads', intArg)
+    .action(async (o: { work: string; judge?: string; judgeModel: string; limit?: number; threads?: number }) => {
+      const stop = stopOnSignal('evaluation');
+      try {
+        const r = await evaluateDemo({ work: o.work, limit: o.limit, threads: o.threads, signal: stop.signal,
+          judge: o.judge ? { endpoint: o.judge, model: o.judgeModel, apiKey: process.env['OPENAI_API_KEY'] } : undefined,
+          onProgress: (what, d, n) => { if (d === n) process.stderr.write(`${what}: ${n} done\n`); } });
+        process.stdout.write(`${r.markdown}\n`);
+      } finally {
+        stop.done();
+      }
+    });
+
   program
     .command('train-demo')
     .description('build the demo model from nothing: synthetic world → conversations → tokenizer → pretrain → align → instruct → VQA fine-tune')
@@ -138,7 +191,8 @@ export function registerDataCommands(program: Command): void {
     .option('--seed <n>', 'seed', intArg, 7)
     .option('--threads <n>', 'CPU threads', intArg)
     .option('--endpoint <url>', 'OpenAI-compatible endpoint for the conversations (default: the rule-based writer)')
-    .action(async (o: { work: string; cases: number; seed: number; threads?: number; endpoint?: string }) => {
+    .option('--pack', 'then evaluate every stage and pack the final model into models/medllava-demo (what the package ships)')
+    .action(async (o: { work: string; cases: number; seed: number; threads?: number; endpoint?: string; pack?: boolean }) => {
       const stop = stopOnSignal('training');
       try {
         const r = await buildDemo({
@@ -151,7 +205,14 @@ export function registerDataCommands(program: Command): void {
           },
         });
         for (const s of DEMO_STAGES) process.stdout.write(`${s}: loss ${r.firstLoss[s].toFixed(3)} → ${r.finalLoss[s].toFixed(3)} in ${r.seconds[s]!.toFixed(0)} s → ${r.outputs[s]}\n`);
-        writeFileSync(join(o.work, 'done'), '');
+        if (o.pack) {
+          process.stdout.write('evaluating every stage on the held-out split…\n');
+          const ev = await evaluateDemo({ work: o.work, threads: o.threads, signal: stop.signal });
+          writeFileSync(join(o.work, 'EVAL.md'), `${ev.markdown}\n`);
+          process.stdout.write(`${ev.markdown}\n`);
+          const out = await packDemo({ work: o.work, card: demoCard(r, ev.markdown) });
+          process.stdout.write(`packed the demo model into ${out}\n`);
+        }
       } finally {
         stop.done();
       }

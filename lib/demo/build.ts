@@ -126,10 +126,12 @@ export async function buildDemo(o: BuildDemoOptions): Promise<DemoBuild> {
   };
   const outputs = {} as Record<DemoStage, string>;
   const finalLoss = {} as Record<DemoStage, number>, firstLoss = {} as Record<DemoStage, number>;
+  const settings = {} as Record<DemoStage, StageSettings>;
   let model = initPaths['dir']!;
   let tower: string | undefined = initPaths['tower'];
   for (const s of DEMO_STAGES) {
     const st = { ...DEMO_STAGE_DEFAULTS[s], ...o.stages?.[s] };
+    settings[s] = st;
     const output = join(o.work, s);
     const run = train({
       stage: stageData[s].stage, model, data: stageData[s].data, images: worldDir, output, recipe: 'llava-med',
@@ -150,7 +152,7 @@ export async function buildDemo(o: BuildDemoOptions): Promise<DemoBuild> {
     model = r.output;
     tower = undefined; // from stage 0 on, the tower lives inside the checkpoint
   }
-  writeFileSync(join(o.work, 'build.json'), `${JSON.stringify({ seed, shape, cases: o.cases ?? 2500, seconds, firstLoss, finalLoss, outputs }, null, 1)}\n`);
+  writeFileSync(join(o.work, 'build.json'), `${JSON.stringify({ seed, shape, cases: o.cases ?? 2500, imageSize: o.imageSize ?? 224, settings, seconds, firstLoss, finalLoss, outputs }, null, 1)}\n`);
   return { world: worldDir, outputs, seconds, finalLoss, firstLoss };
 }
 

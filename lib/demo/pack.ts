@@ -8,6 +8,7 @@ import { copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSyn
 import { join } from 'node:path';
 
 import { packageRoot } from '../native.js';
+import { DEMO_STAGES, type DemoBuild } from './build.js';
 import { Rand } from '../synth/canvas.js';
 import { vqaQuestions } from '../synth/text.js';
 import { MODALITIES } from '../synth/truth.js';
@@ -55,4 +56,34 @@ export async function packDemo(o: { work: string; out?: string; card: string; sa
   rmSync(out, { recursive: true, force: true });
   renameSync(tmp, out);
   return out;
+}
+
+/** the model card shipped beside the weights */
+export function demoCard(b: DemoBuild & { shape?: unknown }, evaluation: string): string {
+  const build = JSON.parse(readFileSync(join(b.world, '..', 'build.json'), 'utf8')) as { seed: number; cases: number;
+    shape: { llm: Record<string, number>; vision: Record<string, number> }; settings: Record<string, { epochs: number; learningRate: number; batchSize: number }> };
+  const { llm, vision } = build.shape;
+  const minutes = (s: number) => `${(s / 60).toFixed(1)} min`;
+  return `# medllava demo model
+
+A small LLaVA-Med v1.5-layout model trained from scratch by medllava's own curriculum (\`npm run train:demo\`,
+seed ${build.seed}) on a **synthetic** biomedical world of ${build.cases} procedurally drawn images in five modalities
+(chest X-ray, CT, brain MRI, histopathology, gross pathology). It shows the whole pipeline working end to end; it has
+never seen a real medical image and is **not a medical tool**.
+
+- Vision tower: CLIP-style ViT, ${vision['imageSize']} px, patch ${vision['patchSize']}, width ${vision['hidden']}, ${vision['layers']} layers, ${vision['heads']} heads (trained from scratch, all layers used).
+- Projector: mlp2x_gelu. LLM: Mistral-style, width ${llm['hidden']}, ${llm['layers']} layers, ${llm['heads']} heads, FFN ${llm['ffn']}, vocabulary ${llm['vocab']}.
+- Tokenizer: SentencePiece BPE trained on the training split's text by medllava's trainer (the same vocabulary spm_train builds).
+- Conversations: the offline rule-based writer (\`medllava generate-instruct\` without an endpoint).
+
+| stage | data | epochs | lr | batch | loss first → last | time on 2 cores |
+|---|---|---:|---:|---:|---|---:|
+${DEMO_STAGES.map((s) => `| ${s} | ${({ pretrain: 'captions + citing sentences (everything trainable)', align: 'describe-the-image pairs (projector)', instruct: 'rule-written conversations (projector + LLM)', finetune: 'VQA train split, grouped per image (projector + LLM)' } as Record<string, string>)[s]} | ${build.settings[s]!.epochs} | ${build.settings[s]!.learningRate} | ${build.settings[s]!.batchSize} | ${b.firstLoss[s].toFixed(3)} → ${b.finalLoss[s].toFixed(3)} | ${minutes(b.seconds[s] ?? 0)} |`).join('\n')}
+
+World rendering ${minutes(b.seconds['world'] ?? 0)}, conversations ${minutes(b.seconds['conversations'] ?? 0)}.
+
+## Evaluation (held-out test split, never seen in training)
+
+${evaluation}
+`;
 }

@@ -186,7 +186,7 @@ export function vqaQuestions(t: Truth, rng: Rand, n = 5): Question[] {
 }
 
 /** a sentence that says what kind of image it is */
-function studySentence(t: Truth, rng: Rand): string {
+export function studySentence(t: Truth, rng: Rand): string {
   switch (t.modality) {
     case 'chest_xray': return `This is a chest X-ray taken in the ${t.view === 'PA' ? 'posteroanterior (PA)' : 'anteroposterior (AP)'} view.`;
     case 'ct_scan': return `This is an axial CT image of the ${t.organ}, acquired ${t.contrast ? 'with' : 'without'} intravenous contrast.`;
@@ -196,7 +196,7 @@ function studySentence(t: Truth, rng: Rand): string {
   }
 }
 
-function findingSentence(t: Truth, rng: Rand): string {
+export function findingSentence(t: Truth, rng: Rand): string {
   const f = findingPhrase(t, rng);
   if (!f) return `The image appears normal: ${normalPhrase(t, rng)}.`;
   return rng.pick([`The image shows ${f}.`, `There is ${f}.`, `I can see ${f}.`]);
@@ -231,4 +231,10 @@ export function ruleConversation(t: Truth, rng: Rand): Turn[] {
       t.finding === 'none' ? `Nothing abnormal is visible in this image. ${rng.pick(CAUTION)}` : `The image suggests ${findingName(t)}. ${rng.pick(CAUTION)}`]);
   }
   return rounds.slice(0, 4).flatMap(([q, a]) => [{ from: 'human' as const, value: q }, { from: 'gpt' as const, value: a }]);
+}
+
+/** a detailed description of the case (the reference answer of a description question) */
+export function describeCase(t: Truth, rng: Rand): string {
+  const where = t.finding !== 'none' && whereText(t) && t.location !== t.organ ? ` It is located in the ${whereText(t)}.` : '';
+  return `${studySentence(t, rng)} ${findingSentence(t, rng)}${where}`;
 }

@@ -10,6 +10,9 @@
  *   pretrain.json            stage-0 captioning pairs (train split; the caption and its mentions)
  *   vqa/train.json, vqa/test.json, vqa/val.json
  *                            VQA-RAD-style questions (CLOSED / OPEN, `answer_type`) per split
+ *   chat/test.jsonl          held-out visual-chat questions in LLaVA-Med's qa50 layout: per test image one detailed
+ *                            description and up to two conversation questions, with reference answers written from
+ *                            the ground truth (`gpt4_answer`, as upstream names the reference)
  *   splits.json              the ids of each split (train 80 %, val 5 %, test 15 %, drawn per case)
  *
  * Nothing of the val and test splits reaches the training files.
@@ -22,7 +25,7 @@ import sharp from 'sharp';
 import { medllavaError } from '../errors.js';
 import { Rand } from './canvas.js';
 import { renderTruth } from './render.js';
-import { BRIEF_INSTRUCTIONS, caption, DETAILED_INSTRUCTIONS, inlineMentions, vqaQuestions } from './text.js';
+import { BRIEF_INSTRUCTIONS, caption, describeCase, DETAILED_INSTRUCTIONS, inlineMentions, ruleConversation, vqaQuestions } from './text.js';
 import { MODALITIES, sampleTruth, type Modality, type Truth } from './truth.js';
 
 export type Split = 'train' | 'val' | 'test';
@@ -52,7 +55,7 @@ export interface WorldOptions {
 export interface World {
   dir: string;
   cases: WorldCase[];
-  files: { truth: string; figures: string; alignment: string; pretrain: string; vqaTrain: string; vqaVal: string; vqaTest: string; splits: string };
+  files: { truth: string; figures: string; alignment: string; pretrain: string; vqaTrain: string; vqaVal: string; vqaTest: string; splits: string; chatTest: string };
 }
 
 /** the case `i` of a world with this seed: same truth, caption and split whatever the count */
@@ -80,6 +83,7 @@ export async function writeSyntheticWorld(o: WorldOptions): Promise<World> {
   if (!Number.isInteger(size) || size < 32 || size > 2048) throw medllavaError('E_ARGUMENT', `size must be an integer in [32, 2048], got ${size}`);
   await mkdir(join(o.out, 'images'), { recursive: true });
   await mkdir(join(o.out, 'vqa'), { recursive: true });
+  await mkdir(join(o.out, 'chat'), { recursive: true });
   const cases: WorldCase[] = [];
   const pending: Promise<unknown>[] = [];
   for (let i = 0; i < count; i++) {
@@ -97,6 +101,7 @@ export async function writeSyntheticWorld(o: WorldOptions): Promise<World> {
   const figures: Record<string, unknown[]> = Object.fromEntries(MODALITIES.map((m) => [m, []]));
   const alignment: unknown[] = [], pretrain: unknown[] = [];
   const vqa: Record<Split, unknown[]> = { train: [], val: [], test: [] };
+  const chat: string[] = [];
   for (const c of cases) {
     const t = c.truth;
     figures[t.modality]!.push({
@@ -109,6 +114,16 @@ export async function writeSyntheticWorld(o: WorldOptions): Promise<World> {
       id: `${t.id}-q${k}`, image: c.image, answer_type: q.answerType, question_type: q.questionType, image_organ: t.organ, modality: t.modality,
       conversations: [{ from: 'human', value: `${q.question}\n<image>` }, { from: 'gpt', value: q.answer }],
     }));
+    if (c.split === 'test') {
+      const base = { pair_id: t.id, image: c.image, fig_caption: c.caption, fig_label: c.figLabel, in_text_mention: c.mentions.map((m) => ({ tokens: m })),
+        domain: Object.fromEntries(MODALITIES.map((m) => [m, m === t.modality])) };
+      chat.push(JSON.stringify({ question_id: chat.length, ...base, type: 'detailed_description',
+        text: `${textRng.pick(DETAILED_INSTRUCTIONS).replace(/\.$/, '')}\n<image>`, gpt4_answer: describeCase(t, textRng) }));
+      const conv = ruleConversation(t, textRng);
+      for (let k = 2; k < Math.min(conv.length, 6); k += 2) {
+        chat.push(JSON.stringify({ question_id: chat.length, ...base, type: 'conversation', text: `${conv[k]!.value}\n<image>`, gpt4_answer: conv[k + 1]!.value }));
+      }
+    }
     if (c.split !== 'train') continue;
     const words = c.caption.split(/\s+/).length;
     const instruction = textRng.pick(words < 12 ? BRIEF_INSTRUCTIONS : DETAILED_INSTRUCTIONS);
@@ -119,8 +134,9 @@ export async function writeSyntheticWorld(o: WorldOptions): Promise<World> {
   const files = {
     truth: join(o.out, 'truth.jsonl'), figures: join(o.out, 'figures.json'), alignment: join(o.out, 'alignment.json'),
     pretrain: join(o.out, 'pretrain.json'), vqaTrain: join(o.out, 'vqa', 'train.json'), vqaVal: join(o.out, 'vqa', 'val.json'),
-    vqaTest: join(o.out, 'vqa', 'test.json'), splits: join(o.out, 'splits.json'),
+    vqaTest: join(o.out, 'vqa', 'test.json'), splits: join(o.out, 'splits.json'), chatTest: join(o.out, 'chat', 'test.jsonl'),
   };
+  await writeAtomic(files.chatTest, `${chat.join('\n')}\n`);
   await writeAtomic(files.truth, `${truthLines.join('\n')}\n`);
   await writeAtomic(files.figures, json(figures));
   await writeAtomic(files.alignment, json(alignment));
