@@ -137,9 +137,9 @@ describe('the images carry the truth', () => {
       const f = new Array<number>(3 + 16).fill(0);
       const n = px.length / 3, W = 64;
       for (let i = 0; i < n; i++) {
-        for (let c = 0; c < 3; c++) f[c] += px[3 * i + c]! / 255 / n;
+        for (let c = 0; c < 3; c++) f[c] = f[c]! + px[3 * i + c]! / 255 / n;
         const cell = Math.floor((Math.floor(i / W) * 4) / W) * 4 + Math.floor(((i % W) * 4) / W);
-        f[3 + cell] += (px[3 * i]! + px[3 * i + 1]! + px[3 * i + 2]!) / 765 / (n / 16);
+        f[3 + cell] = f[3 + cell]! + (px[3 * i]! + px[3 * i + 1]! + px[3 * i + 2]!) / 765 / (n / 16);
       }
       return f;
     };
