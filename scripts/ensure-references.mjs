@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Runs before `npm test`: the suite judges medllava against independent references that come from
-// Debian (python3-torch, python3-numpy, python3-pil, python3-sentencepiece and spm_train), needs
+// Debian (python3-torch, python3-numpy, python3-pil, python3-sentencepiece, python3-nltk and spm_train), needs
 // cmake + a C++17 compiler to build the test addon, and Open MPI (mpirun, mpi.h) for data parallelism. A missing one is installed with apt-get when we
 // are root on a Debian-like machine (our machines are); otherwise the run stops before any test and
 // prints the one command that installs them. Nothing is skipped quietly.
@@ -24,6 +24,7 @@ const needs = [
   ['PIL (LLaVA image preprocessing reference)', () => pyModule('PIL'), 'python3-pil'],
   ['sentencepiece (tokenizer parity)', () => pyModule('sentencepiece'), 'python3-sentencepiece'],
   ['spm_train (trains the tokenizer test models)', () => onPath('spm_train'), 'sentencepiece'],
+  ['nltk (the BLEU reference of the report metrics)', () => pyModule('nltk.translate.bleu_score'), 'python3-nltk'],
   ['cmake (native build)', () => onPath('cmake'), 'cmake'],
   ['ninja (native build)', () => onPath('ninja'), 'ninja-build'],
   ['a C++17 compiler', () => onPath('c++') || onPath('g++'), 'g++'],

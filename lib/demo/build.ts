@@ -14,6 +14,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { generateFixture, type FixtureShape } from '../fixtures/generate.js';
+import { Rand } from '../synth/canvas.js';
 import { generateInstruct } from '../synth/instruct.js';
 import { BRIEF_INSTRUCTIONS, DETAILED_INSTRUCTIONS } from '../synth/text.js';
 import { writeSyntheticWorld } from '../synth/world.js';
@@ -55,7 +56,7 @@ export const DEMO_STAGE_DEFAULTS: Record<DemoStage, StageSettings> = {
   pretrain: { epochs: 6, learningRate: 1e-3, batchSize: 32 },
   align: { epochs: 1, learningRate: 1e-3, batchSize: 32 },
   instruct: { epochs: 2, learningRate: 3e-4, batchSize: 32 },
-  finetune: { epochs: 3, learningRate: 3e-4, batchSize: 32 },
+  finetune: { epochs: 5, learningRate: 3e-4, batchSize: 32 },
 };
 
 export interface DemoBuild {
@@ -66,17 +67,21 @@ export interface DemoBuild {
   firstLoss: Record<DemoStage, number>;
 }
 
-/** VQA train.json → one multi-turn conversation per image (the image is encoded once for its questions) */
-function groupVqaByImage(file: string, out: string): void {
+/** VQA train.json → one multi-turn conversation per image (the image is encoded once for its questions), the
+ * questions in a seeded random order: any kind of question can come first, right after the image, as at test time */
+function groupVqaByImage(file: string, out: string, seed: number): void {
   const rows = JSON.parse(readFileSync(file, 'utf8')) as { id: string; image: string; conversations: { from: string; value: string }[] }[];
-  const byImage = new Map<string, { from: string; value: string }[]>();
+  const byImage = new Map<string, { q: string; a: string }[]>();
   for (const r of rows) {
-    const turns = byImage.get(r.image) ?? [];
-    const q = r.conversations[0]!.value.replace(/\n?<image>\n?/, '');
-    turns.push({ from: 'human', value: turns.length ? q : `<image>\n${q}` }, { from: 'gpt', value: r.conversations[1]!.value });
-    byImage.set(r.image, turns);
+    const qa = byImage.get(r.image) ?? [];
+    qa.push({ q: r.conversations[0]!.value.replace(/\n?<image>\n?/, ''), a: r.conversations[1]!.value });
+    byImage.set(r.image, qa);
   }
-  writeFileSync(out, JSON.stringify([...byImage].map(([image, conversations], i) => ({ id: `vqa-${i}`, image, conversations }))));
+  const rng = new Rand(seed ^ 0x51ed);
+  writeFileSync(out, JSON.stringify([...byImage].map(([image, qa], i) => ({
+    id: `vqa-${i}`, image,
+    conversations: rng.shuffle(qa).flatMap(({ q, a }, k) => [{ from: 'human', value: k ? q : `<image>\n${q}` }, { from: 'gpt', value: a }]),
+  }))));
 }
 
 export async function buildDemo(o: BuildDemoOptions): Promise<DemoBuild> {
@@ -102,7 +107,7 @@ export async function buildDemo(o: BuildDemoOptions): Promise<DemoBuild> {
     figures: world.files.figures, out: instructFile, split: 'train', endpoint: o.endpoint, model: o.endpointModel, apiKey: o.apiKey, seed,
   }));
   const vqaGrouped = join(worldDir, 'vqa', 'train-by-image.json');
-  groupVqaByImage(world.files.vqaTrain, vqaGrouped);
+  groupVqaByImage(world.files.vqaTrain, vqaGrouped, seed);
 
   // the tokenizer: the training split's text only, plus the chat template's markers
   const corpus: string[] = ['[INST] [/INST]', ...BRIEF_INSTRUCTIONS, ...DETAILED_INSTRUCTIONS, 'Caption this figure.'];

@@ -238,3 +238,14 @@ export function describeCase(t: Truth, rng: Rand): string {
   const where = t.finding !== 'none' && whereText(t) && t.location !== t.organ ? ` It is located in the ${whereText(t)}.` : '';
   return `${studySentence(t, rng)} ${findingSentence(t, rng)}${where}`;
 }
+
+/** a chest radiograph's findings section written from the truth (the reference of `eval report` on the world) */
+export function cxrReport(t: Truth, rng: Rand): string {
+  const out: string[] = [t.finding === 'cardiomegaly' ? rng.pick(['The heart is enlarged.', 'There is cardiomegaly.']) : rng.pick(['Heart size is normal.', 'The cardiac silhouette is normal.'])];
+  if (t.finding === 'nodule' || t.finding === 'mass') out.push(`There is ${a(`${t.sizeMm} mm ${t.finding} in the ${t.side} ${t.location}`)}.`);
+  else if (t.finding === 'pleural effusion') out.push(`There is a ${t.side} pleural effusion.`);
+  else if (t.finding === 'pneumothorax') out.push(`There is a ${t.side} pneumothorax.`);
+  const absent = ['pleural effusion', 'pneumothorax'].filter((f) => f !== t.finding);
+  out.push(t.finding === 'none' || t.finding === 'cardiomegaly' ? `The lungs are clear. No ${absent.join(' or ')}.` : `No ${absent.join(' or ')}.`);
+  return out.join(' ');
+}

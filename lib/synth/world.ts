@@ -13,6 +13,7 @@
  *   chat/test.jsonl          held-out visual-chat questions in LLaVA-Med's qa50 layout: per test image one detailed
  *                            description and up to two conversation questions, with reference answers written from
  *                            the ground truth (`gpt4_answer`, as upstream names the reference)
+ *   reports/test.json        findings reports of the test split's chest x-rays (LLaVA-Rad's task; `eval report`)
  *   splits.json              the ids of each split (train 80 %, val 5 %, test 15 %, drawn per case)
  *
  * Nothing of the val and test splits reaches the training files.
@@ -25,7 +26,7 @@ import sharp from 'sharp';
 import { medllavaError } from '../errors.js';
 import { Rand } from './canvas.js';
 import { renderTruth } from './render.js';
-import { BRIEF_INSTRUCTIONS, caption, describeCase, DETAILED_INSTRUCTIONS, inlineMentions, ruleConversation, vqaQuestions } from './text.js';
+import { BRIEF_INSTRUCTIONS, caption, cxrReport, describeCase, DETAILED_INSTRUCTIONS, inlineMentions, ruleConversation, vqaQuestions } from './text.js';
 import { MODALITIES, sampleTruth, type Modality, type Truth } from './truth.js';
 
 export type Split = 'train' | 'val' | 'test';
@@ -55,7 +56,7 @@ export interface WorldOptions {
 export interface World {
   dir: string;
   cases: WorldCase[];
-  files: { truth: string; figures: string; alignment: string; pretrain: string; vqaTrain: string; vqaVal: string; vqaTest: string; splits: string; chatTest: string };
+  files: { truth: string; figures: string; alignment: string; pretrain: string; vqaTrain: string; vqaVal: string; vqaTest: string; splits: string; chatTest: string; reportTest: string };
 }
 
 /** the case `i` of a world with this seed: same truth, caption and split whatever the count */
@@ -84,6 +85,7 @@ export async function writeSyntheticWorld(o: WorldOptions): Promise<World> {
   await mkdir(join(o.out, 'images'), { recursive: true });
   await mkdir(join(o.out, 'vqa'), { recursive: true });
   await mkdir(join(o.out, 'chat'), { recursive: true });
+  await mkdir(join(o.out, 'reports'), { recursive: true });
   const cases: WorldCase[] = [];
   const pending: Promise<unknown>[] = [];
   for (let i = 0; i < count; i++) {
@@ -102,6 +104,8 @@ export async function writeSyntheticWorld(o: WorldOptions): Promise<World> {
   const alignment: unknown[] = [], pretrain: unknown[] = [];
   const vqa: Record<Split, unknown[]> = { train: [], val: [], test: [] };
   const chat: string[] = [];
+  const reports: unknown[] = [];
+  const reportRng = new Rand(seed ^ 0x4e9047);
   for (const c of cases) {
     const t = c.truth;
     figures[t.modality]!.push({
@@ -124,6 +128,10 @@ export async function writeSyntheticWorld(o: WorldOptions): Promise<World> {
         chat.push(JSON.stringify({ question_id: chat.length, ...base, type: 'conversation', text: `${conv[k]!.value}\n<image>`, gpt4_answer: conv[k + 1]!.value }));
       }
     }
+    if (c.split === 'test' && t.modality === 'chest_xray') {
+      reports.push({ id: t.id, image: c.image, conversations: [{ from: 'human', value: '<image>\nDescribe the findings of the chest x-ray.' },
+        { from: 'gpt', value: cxrReport(t, reportRng) }] });
+    }
     if (c.split !== 'train') continue;
     const words = c.caption.split(/\s+/).length;
     const instruction = textRng.pick(words < 12 ? BRIEF_INSTRUCTIONS : DETAILED_INSTRUCTIONS);
@@ -135,7 +143,9 @@ export async function writeSyntheticWorld(o: WorldOptions): Promise<World> {
     truth: join(o.out, 'truth.jsonl'), figures: join(o.out, 'figures.json'), alignment: join(o.out, 'alignment.json'),
     pretrain: join(o.out, 'pretrain.json'), vqaTrain: join(o.out, 'vqa', 'train.json'), vqaVal: join(o.out, 'vqa', 'val.json'),
     vqaTest: join(o.out, 'vqa', 'test.json'), splits: join(o.out, 'splits.json'), chatTest: join(o.out, 'chat', 'test.jsonl'),
+    reportTest: join(o.out, 'reports', 'test.json'),
   };
+  await writeAtomic(files.reportTest, json(reports));
   await writeAtomic(files.chatTest, `${chat.join('\n')}\n`);
   await writeAtomic(files.truth, `${truthLines.join('\n')}\n`);
   await writeAtomic(files.figures, json(figures));
