@@ -43,3 +43,5 @@ export { buildDemo, DEMO_SHAPE, DEMO_STAGES, DEMO_STAGE_DEFAULTS } from './demo/
 export type { BuildDemoOptions, DemoBuild, DemoStage, StageSettings } from './demo/build.js';
 export { evaluateDemo } from './demo/evaluate.js';
 export type { DemoEvaluation } from './demo/evaluate.js';
+export { corpusBleu, evalReport, findingsF1, labelReport, OBSERVATIONS, reportTable, rougeL, scoreReports, tokenize13a } from './eval/report.js';
+export type { BleuResult, EvalReportOptions, F1Scores, Label, Observation, ReportScores } from './eval/report.js';

@@ -9,6 +9,7 @@ import { buildDemo, DEMO_STAGES } from '../demo/build.js';
 import { evaluateDemo } from '../demo/evaluate.js';
 import { demoCard, packDemo } from '../demo/pack.js';
 import { chatTable, evalChat } from '../eval/chat.js';
+import { evalReport, reportTable, scoreReports } from '../eval/report.js';
 import { evalVqa, vqaTable } from '../eval/vqa.js';
 import { loadModel } from '../model/model.js';
 import { generateInstruct } from '../synth/instruct.js';
@@ -99,7 +100,7 @@ export function registerDataCommands(program: Command): void {
       }
     });
 
-  const ev = program.command('eval').description('evaluate a model: vqa (LLaVA-Med\'s open recall / closed accuracy)');
+  const ev = program.command('eval').description("evaluate a model: vqa (LLaVA-Med's open recall / closed accuracy), chat (judged relative score), report (LLaVA-Rad's report metrics)");
   ev.command('vqa')
     .description('answer a VQA test file (VQA-RAD / SLAKE / PathVQA layout) and score it as the LLaVA-Med paper does')
     .option('--model <dir>', 'the model (default: the bundled demo model)')
@@ -161,6 +162,41 @@ export function registerDataCommands(program: Command): void {
         stop.done();
         await model.dispose();
       }
+    });
+
+  ev.command('report')
+    .description('report generation (LLaVA-Rad): BLEU-1/4 (sacrebleu semantics), ROUGE-L (rouge-score), findings F1 by a CheXpert-style rule labeller')
+    .option('--model <dir>', 'the model (default: the bundled demo model)')
+    .option('--data <file>', 'LLaVA conversation JSON: image, prompt (first human turn), reference (first gpt turn)')
+    .option('--images <dir>', "the folder image paths are relative to (default: the data file's folder)")
+    .option('--predictions <file>', 'score existing predictions instead (JSON lines with reference and prediction)')
+    .option('--answers <file>', 'write {id, query, reference, prediction} JSON lines')
+    .option('--limit <n>', 'only the first n reports', intArg)
+    .option('--threads <n>', 'CPU threads', intArg)
+    .option('--json', 'print the scores as JSON')
+    .action(async (o: { model?: string; data?: string; images?: string; predictions?: string; answers?: string; limit?: number; threads?: number; json?: boolean }) => {
+      let scores;
+      if (o.predictions) {
+        const { readFileSync } = await import('node:fs');
+        const rows = readFileSync(o.predictions, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { reference: string; prediction: string });
+        scores = scoreReports(rows.map((r) => r.prediction), rows.map((r) => r.reference));
+      } else {
+        if (!o.data) throw Object.assign(new Error('pass --data (to generate and score) or --predictions (to score)'), { code: 'E_ARGUMENT' });
+        const model = await loadModel(o.model, { threads: o.threads });
+        const stop = stopOnSignal('evaluation');
+        const b = bar('reports');
+        try {
+          scores = await evalReport({ model, data: o.data, images: o.images, answers: o.answers, limit: o.limit, signal: stop.signal, onProgress: b.update });
+        } finally {
+          b.stop();
+          stop.done();
+          await model.dispose();
+        }
+      }
+      const { rows: _rows, ...numbers } = scores as typeof scores & { rows?: unknown };
+      if (o.json) process.stdout.write(`${JSON.stringify(numbers, null, 1)}\n`);
+      else process.stdout.write(`${reportTable([{ name: o.model ?? (o.predictions ? o.predictions : 'medllava-demo'), scores }])}\n` +
+        '(findings F1: uncertain counted as negative; a rule labeller in the CheXpert labeller\'s manner, not CheXbert)\n');
     });
 
   program

@@ -13,6 +13,12 @@
  *     counted as negative (LLaVA-Rad's default) or positive (`uncertainAsPositive`).
  * The phrase lists are written here.
  */
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+import { medllavaError } from '../errors.js';
+import type { GenerateOptions } from '../generate.js';
+import type { Model } from '../model/model.js';
 
 // ---- BLEU (sacrebleu semantics) -----------------------------------------------------------------------------
 
@@ -238,4 +244,63 @@ export function scoreReports(predictions: string[], references: string[]): Repor
     rougeL: predictions.reduce((a, p, i) => a + rougeL(p, references[i]!).fmeasure, 0) / Math.max(1, predictions.length),
     f1: findingsF1(pl, rl, false), f1Plus: findingsF1(pl, rl, true), count: predictions.length,
   };
+}
+
+// ---- the runner (`medllava eval report`) ------------------------------------------------------------------------
+
+export interface EvalReportOptions {
+  model: Model;
+  /** LLaVA conversation JSON / JSON lines: the first human turn is the prompt, the first gpt turn the reference */
+  data: string;
+  images?: string;
+  /** predictions as JSON lines ({id, query, reference, prediction}, LLaVA-Rad's output layout) */
+  answers?: string;
+  limit?: number;
+  generate?: GenerateOptions;
+  signal?: AbortSignal;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export async function evalReport(o: EvalReportOptions): Promise<ReportScores & { rows: { id: string; query: string; reference: string; prediction: string }[] }> {
+  let records: { id?: string; image?: string; conversations?: { from: string; value: string }[] }[];
+  try {
+    const text = readFileSync(o.data, 'utf8');
+    records = text.trimStart().startsWith('[') ? JSON.parse(text) : text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+  } catch (e) {
+    throw medllavaError((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'E_IO' : 'E_FORMAT', `${o.data}: ${(e as Error).message}`);
+  }
+  if (o.limit !== undefined) records = records.slice(0, o.limit);
+  const root = o.images ?? dirname(o.data);
+  const rows: { id: string; query: string; reference: string; prediction: string }[] = [];
+  for (const [i, r] of records.entries()) {
+    if (o.signal?.aborted) throw medllavaError('E_ABORTED', `stopped after ${i} of ${records.length} reports`);
+    const q = r.conversations?.find((t) => t.from === 'human')?.value, ref = r.conversations?.find((t) => t.from === 'gpt')?.value;
+    if (typeof q !== 'string' || typeof ref !== 'string') throw medllavaError('E_FORMAT', `${o.data}: record ${i} has no human / gpt turn`);
+    if (r.image && !existsSync(join(root, r.image))) throw medllavaError('E_IO', `${join(root, r.image)} does not exist (pass --images)`);
+    const chat = o.model.createChat();
+    try {
+      const query = q.replace(/\n?<image>\n?/g, ' ').trim();
+      const reply = await chat.send({ text: query, image: r.image ? join(root, r.image) : undefined }, { temperature: 0, maxTokens: 256, ...o.generate, signal: o.signal });
+      rows.push({ id: String(r.id ?? i), query, reference: ref, prediction: reply.text.trim() });
+    } finally {
+      chat.dispose();
+    }
+    o.onProgress?.(i + 1, records.length);
+  }
+  if (o.answers) {
+    const tmp = `${o.answers}.tmp`;
+    const fd = openSync(tmp, 'w');
+    writeSync(fd, rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : ''));
+    fsyncSync(fd);
+    closeSync(fd);
+    renameSync(tmp, o.answers);
+  }
+  return { ...scoreReports(rows.map((r) => r.prediction), rows.map((r) => r.reference)), rows };
+}
+
+/** LLaVA-Rad's table: F1-CheXpert-rules micro/macro over 14 and 5, BLEU-1, BLEU-4, ROUGE-L (all in %) */
+export function reportTable(rows: { name: string; scores: ReportScores }[]): string {
+  const f = (x: number) => x.toFixed(2);
+  return ['| model | reports | micro-F1-14 | macro-F1-14 | micro-F1-5 | macro-F1-5 | BLEU-1 | BLEU-4 | ROUGE-L |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map(({ name, scores: s }) => `| ${name} | ${s.count} | ${f(100 * s.f1.micro14)} | ${f(100 * s.f1.macro14)} | ${f(100 * s.f1.micro5)} | ${f(100 * s.f1.macro5)} | ${f(s.bleu1)} | ${f(s.bleu4)} | ${f(100 * s.rougeL)} |`)].join('\n');
 }

@@ -32,10 +32,10 @@ describe('the demo curriculum from scratch (shortened)', () => {
   it('trains every stage with a falling loss', async () => {
     const losses: Record<string, number[]> = {};
     build = await buildDemo({
-      work, cases: 600, imageSize: 56, seed: 3, shape: CI_SHAPE,
+      work, cases: 900, imageSize: 56, seed: 3, shape: CI_SHAPE,
       stages: {
-        pretrain: { epochs: 4, learningRate: 2e-3, batchSize: 16 }, align: { epochs: 1, learningRate: 2e-3, batchSize: 16 },
-        instruct: { epochs: 1, learningRate: 1e-3, batchSize: 16 }, finetune: { epochs: 6, learningRate: 1e-3, batchSize: 16 },
+        pretrain: { epochs: 5, learningRate: 2e-3, batchSize: 16 }, align: { epochs: 1, learningRate: 2e-3, batchSize: 16 },
+        instruct: { epochs: 1, learningRate: 1e-3, batchSize: 16 }, finetune: { epochs: 10, learningRate: 1e-3, batchSize: 16 },
       },
       onEvent: (s, e) => { if (e.type === 'step') (losses[s] ??= []).push(e.loss); },
     });
@@ -73,6 +73,6 @@ describe('the demo curriculum from scratch (shortened)', () => {
     } finally {
       await model.dispose();
     }
-    expect(JSON.parse(readFileSync(join(work, 'build.json'), 'utf8')).settings.finetune.epochs).toBe(6);
+    expect(JSON.parse(readFileSync(join(work, 'build.json'), 'utf8')).settings.finetune.epochs).toBe(10);
   }, 300_000);
 });

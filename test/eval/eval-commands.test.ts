@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { evalChat, parseJudgeScores, truthScore } from '../../lib/eval/chat.js';
+import { evalReport, scoreReports } from '../../lib/eval/report.js';
 import { evalVqa, readVqaFile } from '../../lib/eval/vqa.js';
 import { scoreVqa } from '../../lib/eval/vqa-metrics.js';
 import { generateFixture } from '../../lib/fixtures/generate.js';
@@ -31,7 +32,7 @@ const judged: { role: string; content: string }[][] = [];
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'medllava-eval-'));
-  world = await writeSyntheticWorld({ out: join(dir, 'world'), count: 40, seed: 2, size: 48 });
+  world = await writeSyntheticWorld({ out: join(dir, 'world'), count: 80, seed: 2, size: 48 });
   const paths = await generateFixture({ layout: 'llava-med-v1.5', out: join(dir, 'model') });
   model = await loadModel(paths['dir']!, { threads: 1 });
   server = createServer((req, res) => {
@@ -112,6 +113,23 @@ describe('evalChat', () => {
     expect(r.judge).toBe('truth');
     expect(r.rows.every((x) => x.referenceScore === 10 && x.modelScore >= 1 && x.modelScore <= 10)).toBe(true);
     expect(r.overall.hallucinationRate).toBeGreaterThanOrEqual(0);
+  });
+});
+
+describe('evalReport', () => {
+  it('generates a report per record, writes LLaVA-Rad\'s output layout and scores those rows', async () => {
+    const answers = join(dir, 'reports.jsonl');
+    const r = await evalReport({ model, data: world.files.reportTest, images: world.dir, answers, generate: { maxTokens: 24 } });
+    const rows = readFileSync(answers, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; query: string; reference: string; prediction: string });
+    const refs = JSON.parse(readFileSync(world.files.reportTest, 'utf8')) as { id: string; conversations: { value: string }[] }[];
+    expect(rows.map((x) => x.id)).toEqual(refs.map((x) => x.id));
+    expect(rows.every((x, i) => x.reference === refs[i]!.conversations[1]!.value && x.query === 'Describe the findings of the chest x-ray.')).toBe(true);
+    const again = scoreReports(rows.map((x) => x.prediction), rows.map((x) => x.reference));
+    expect(r.bleu4).toBe(again.bleu4);
+    expect(r.rougeL).toBe(again.rougeL);
+    expect(r.f1).toEqual(again.f1);
+    expect(r.count).toBe(refs.length);
+    expect(refs.length).toBeGreaterThan(0);
   });
 });
 
