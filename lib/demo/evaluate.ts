@@ -27,7 +27,10 @@ export interface DemoEvaluation {
   markdown: string;
 }
 
-export async function evaluateDemo(o: { work: string; limit?: number; judge?: EvalChatOptions['judge']; threads?: number;
+/** chat questions scored per stage by default (each answer is up to 256 generated tokens) */
+export const DEMO_CHAT_QUESTIONS = 300;
+
+export async function evaluateDemo(o: { work: string; limit?: number; chatLimit?: number; judge?: EvalChatOptions['judge']; threads?: number;
   onProgress?: (what: string, done: number, total: number) => void; signal?: AbortSignal }): Promise<DemoEvaluation> {
   const world = join(o.work, 'world');
   const vqa: DemoEvaluation['vqa'] = [], chat: DemoEvaluation['chat'] = [], report: DemoEvaluation['report'] = [];
@@ -38,7 +41,7 @@ export async function evaluateDemo(o: { work: string; limit?: number; judge?: Ev
         onProgress: (d, n) => o.onProgress?.(`${row.stage} vqa`, d, n) });
       vqa.push({ name: row.name, stage: row.stage, result: v });
       const c = await evalChat({ model, questions: join(world, 'chat', 'test.jsonl'), images: world, world, judge: o.judge,
-        limit: o.limit === undefined ? undefined : Math.ceil(o.limit / 2), signal: o.signal, onProgress: (d, n) => o.onProgress?.(`${row.stage} chat`, d, n) });
+        limit: o.chatLimit ?? (o.limit === undefined ? DEMO_CHAT_QUESTIONS : Math.ceil(o.limit / 2)), signal: o.signal, onProgress: (d, n) => o.onProgress?.(`${row.stage} chat`, d, n) });
       chat.push({ name: row.name, stage: row.stage, result: c });
       const rep = await evalReport({ model, data: join(world, 'reports', 'test.json'), images: world, limit: o.limit, signal: o.signal,
         onProgress: (d, n) => o.onProgress?.(`${row.stage} report`, d, n) });
@@ -53,7 +56,7 @@ export async function evaluateDemo(o: { work: string; limit?: number; judge?: Ev
     '',
     vqaTable(vqa.map((r) => ({ name: r.name, dataset: 'synthetic', score: r.result }))),
     '',
-    `Visual chat on held-out images (${chat[0]!.result.overall.count} questions), relative score vs the reference answers, ` +
+    `Visual chat on held-out images (the first ${chat[0]!.result.overall.count} questions), relative score vs the reference answers, ` +
       (chat[0]!.result.judge === 'endpoint' ? 'judged by the endpoint:' : 'scored against the ground truth (facts stated, hallucinations halve the score):'),
     '',
     chatTable(chat.map((r) => ({ name: r.name, result: r.result }))),
