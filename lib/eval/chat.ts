@@ -13,7 +13,7 @@
  *     scores 10 by construction, so the relative score is the same mean of ratios. A small model never judges
  *     itself.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 import { medllavaError } from '../errors.js';
@@ -21,6 +21,7 @@ import type { GenerateOptions } from '../generate.js';
 import type { Model } from '../model/model.js';
 import { FINDINGS, MODALITIES, type Truth } from '../synth/truth.js';
 import { readWorldTruth } from '../synth/world.js';
+import { writeFileAtomic } from '../util/files.js';
 
 export interface ChatQuestion {
   question_id: number | string;
@@ -232,14 +233,7 @@ export async function evalChat(o: EvalChatOptions): Promise<EvalChatResult> {
     }
     o.onProgress?.(i + 1, qs.length);
   }
-  if (o.answers) {
-    const tmp = `${o.answers}.tmp`;
-    const fd = openSync(tmp, 'w');
-    writeSync(fd, rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : ''));
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(tmp, o.answers);
-  }
+  if (o.answers) writeFileAtomic(o.answers, rows.map((r) => `${JSON.stringify(r)}\n`).join(''));
   const by = (key: 'type' | 'domain') => Object.fromEntries([...new Set(rows.map((r) => r[key]))].map((k) => [k, group(rows.filter((r) => r[key] === k))]));
   return { judge: o.judge ? 'endpoint' : 'truth', overall: group(rows), byType: by('type'), byDomain: by('domain'), rows };
 }

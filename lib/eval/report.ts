@@ -13,12 +13,13 @@
  *     counted as negative (LLaVA-Rad's default) or positive (`uncertainAsPositive`).
  * The phrase lists are written here.
  */
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 import { medllavaError } from '../errors.js';
 import type { GenerateOptions } from '../generate.js';
 import type { Model } from '../model/model.js';
+import { writeFileAtomic } from '../util/files.js';
 
 // ---- BLEU (sacrebleu semantics) -----------------------------------------------------------------------------
 
@@ -287,14 +288,7 @@ export async function evalReport(o: EvalReportOptions): Promise<ReportScores & {
     }
     o.onProgress?.(i + 1, records.length);
   }
-  if (o.answers) {
-    const tmp = `${o.answers}.tmp`;
-    const fd = openSync(tmp, 'w');
-    writeSync(fd, rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : ''));
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(tmp, o.answers);
-  }
+  if (o.answers) writeFileAtomic(o.answers, rows.map((r) => `${JSON.stringify(r)}\n`).join(''));
   return { ...scoreReports(rows.map((r) => r.prediction), rows.map((r) => r.reference)), rows };
 }
 

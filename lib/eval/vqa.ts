@@ -5,12 +5,13 @@
  * lines in upstream's answer-file layout ({question_id, prompt, text, answer_id, model_id, metadata}) and scored
  * with LLaVA-Med's metrics (vqa-metrics.ts): open recall and closed accuracy, in percent.
  */
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 
 import { medllavaError } from '../errors.js';
 import type { GenerateOptions } from '../generate.js';
 import type { Model } from '../model/model.js';
+import { writeFileAtomic } from '../util/files.js';
 import { scoreVqa, type VqaItem, type VqaScore } from './vqa-metrics.js';
 
 export interface VqaQuestion { id: string; image?: string; answerType: string; question: string; answer: string; questionType?: string; modality?: string }
@@ -96,14 +97,7 @@ export async function evalVqa(o: EvalVqaOptions): Promise<EvalVqaResult> {
     }
     o.onProgress?.(i + 1, questions.length);
   }
-  if (o.answers) {
-    const tmp = `${o.answers}.tmp`;
-    const fd = openSync(tmp, 'w');
-    writeSync(fd, lines.length ? `${lines.join('\n')}\n` : '');
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(tmp, o.answers);
-  }
+  if (o.answers) writeFileAtomic(o.answers, lines.length ? `${lines.join('\n')}\n` : '');
   const score = scoreVqa(items, { strict: o.strict });
   const byModality: Record<string, VqaScore> = {};
   for (const m of new Set(items.map((x) => x.modality).filter((x): x is string => !!x))) {

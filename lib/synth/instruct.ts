@@ -11,12 +11,13 @@
  * the ids found there. Without an endpoint, a deterministic rule-based writer builds the conversations from
  * the synthetic world's ground truth, so the pipeline runs offline.
  */
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 
 import { medllavaError } from '../errors.js';
 import { Rand } from './canvas.js';
 import { ruleConversation, type Turn } from './text.js';
 import { MODALITIES, type Truth } from './truth.js';
+import { writeFileAtomic } from '../util/files.js';
 
 export interface Figure {
   pair_id: string;
@@ -305,12 +306,7 @@ export async function generateInstruct(o: GenerateInstructOptions): Promise<Gene
   if (o.signal?.aborted) throw medllavaError('E_ABORTED', `generation stopped; ${done.size} conversations are kept in ${partial} and a rerun resumes`);
   // the final file, in the round-robin order; written whole, then renamed over the target
   const out = todo.map((x) => done.get(x.f.pair_id)).filter((r) => r !== undefined);
-  const tmp = `${o.out}.tmp`;
-  const wfd = openSync(tmp, 'w');
-  writeSync(wfd, `${JSON.stringify(out, null, 1)}\n`);
-  fsyncSync(wfd);
-  closeSync(wfd);
-  renameSync(tmp, o.out);
+  writeFileAtomic(o.out, `${JSON.stringify(out, null, 1)}\n`);
   if (!failed.length) unlinkSync(partial);
   return { out: o.out, written: out.length, failed, writer };
 }

@@ -18,12 +18,13 @@
  *
  * Nothing of the val and test splits reaches the training files.
  */
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import sharp from 'sharp';
 
 import { medllavaError } from '../errors.js';
+import { writeFileAtomic } from '../util/files.js';
 import { Rand } from './canvas.js';
 import { renderTruth } from './render.js';
 import { BRIEF_INSTRUCTIONS, caption, cxrReport, describeCase, DETAILED_INSTRUCTIONS, inlineMentions, ruleConversation, vqaQuestions } from './text.js';
@@ -73,10 +74,6 @@ export function worldCase(i: number, seed: number): WorldCase {
 
 const json = (x: unknown) => `${JSON.stringify(x, null, 1)}\n`;
 
-async function writeAtomic(path: string, text: string) {
-  await writeFile(`${path}.tmp`, text);
-  await rename(`${path}.tmp`, path);
-}
 
 export async function writeSyntheticWorld(o: WorldOptions): Promise<World> {
   const count = o.count ?? 1000, seed = o.seed ?? 1, size = o.size ?? 224, perImage = o.questionsPerImage ?? 5;
@@ -145,18 +142,18 @@ export async function writeSyntheticWorld(o: WorldOptions): Promise<World> {
     vqaTest: join(o.out, 'vqa', 'test.json'), splits: join(o.out, 'splits.json'), chatTest: join(o.out, 'chat', 'test.jsonl'),
     reportTest: join(o.out, 'reports', 'test.json'),
   };
-  await writeAtomic(files.reportTest, json(reports));
-  await writeAtomic(files.chatTest, `${chat.join('\n')}\n`);
-  await writeAtomic(files.truth, `${truthLines.join('\n')}\n`);
-  await writeAtomic(files.figures, json(figures));
-  await writeAtomic(files.alignment, json(alignment));
-  await writeAtomic(files.pretrain, json(pretrain));
-  await writeAtomic(files.vqaTrain, json(vqa.train));
-  await writeAtomic(files.vqaVal, json(vqa.val));
-  await writeAtomic(files.vqaTest, json(vqa.test));
+  writeFileAtomic(files.reportTest, json(reports));
+  writeFileAtomic(files.chatTest, `${chat.join('\n')}\n`);
+  writeFileAtomic(files.truth, `${truthLines.join('\n')}\n`);
+  writeFileAtomic(files.figures, json(figures));
+  writeFileAtomic(files.alignment, json(alignment));
+  writeFileAtomic(files.pretrain, json(pretrain));
+  writeFileAtomic(files.vqaTrain, json(vqa.train));
+  writeFileAtomic(files.vqaVal, json(vqa.val));
+  writeFileAtomic(files.vqaTest, json(vqa.test));
   const splits = { train: [] as string[], val: [] as string[], test: [] as string[] };
   for (const c of cases) splits[c.split].push(c.truth.id);
-  await writeAtomic(files.splits, json({ seed, count, size, ...splits }));
+  writeFileAtomic(files.splits, json({ seed, count, size, ...splits }));
   return { dir: o.out, cases, files };
 }
 

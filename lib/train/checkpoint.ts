@@ -16,29 +16,12 @@ import { basename, dirname, join, resolve } from 'node:path';
 
 import { medllavaError } from '../errors.js';
 import { writeTorchCheckpoint } from '../fixtures/torch-writer.js';
+import { commit, tmpBeside, writeFileAtomic } from '../util/files.js';
 import { modelInternals, type Model } from '../model/model.js';
 import { native } from '../native.js';
 import type { TrainingStage } from './trainer.js';
 
-/** `tmp` fsynced, then renamed to `path` (the rename is atomic: readers see the old file or the whole new one). */
-function commit(tmp: string, path: string): void {
-  const fd = openSync(tmp, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-}
-
-const tmpBeside = (path: string) => join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
-
-/** Writes `text` to `path` atomically: a temporary file beside it, fsync, rename. */
-export function writeFileAtomic(path: string, text: string | Uint8Array): void {
-  const tmp = tmpBeside(path);
-  writeFileSync(tmp, text);
-  commit(tmp, path);
-}
+export { writeFileAtomic };
 
 function copyAtomic(from: string, to: string): void {
   const tmp = tmpBeside(to);
