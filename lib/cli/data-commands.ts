@@ -6,6 +6,7 @@ import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 
 import { buildDemo, DEMO_STAGES } from '../demo/build.js';
+import { intArg } from './args.js';
 import { evaluateDemo } from '../demo/evaluate.js';
 import { demoCard, packDemo } from '../demo/pack.js';
 import { chatTable, evalChat } from '../eval/chat.js';
@@ -15,11 +16,6 @@ import { loadModel } from '../model/model.js';
 import { generateInstruct } from '../synth/instruct.js';
 import { writeSyntheticWorld } from '../synth/world.js';
 
-const intArg = (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n)) throw new Error(`not an integer: ${v}`);
-  return n;
-};
 
 /** a progress bar on a terminal (stderr), nothing otherwise; `update(done, total)` */
 function bar(label: string) {

@@ -11,6 +11,7 @@ import { createInterface } from 'node:readline';
 import cliProgress from 'cli-progress';
 
 import { convertModel } from '../convert/convert.js';
+import { intArg, numArg } from './args.js';
 import { registerDataCommands } from './data-commands.js';
 import { loadModel } from '../model/model.js';
 import { packageRoot } from '../native.js';
@@ -193,16 +194,6 @@ program
     process.stderr.write(`done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   });
 
-const intArg = (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n)) throw new Error(`not an integer: ${v}`);
-  return n;
-};
-const numArg = (v: string) => {
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new Error(`not a number: ${v}`);
-  return n;
-};
 
 function seconds(s: number): string {
   if (!Number.isFinite(s)) return '?';
