@@ -6,6 +6,7 @@ import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 
 import { buildDemo, DEMO_STAGES } from '../demo/build.js';
+import { medllavaError } from '../errors.js';
 import { intArg } from './args.js';
 import { evaluateDemo } from '../demo/evaluate.js';
 import { demoCard, packDemo } from '../demo/pack.js';
@@ -177,7 +178,7 @@ export function registerDataCommands(program: Command): void {
         const rows = readFileSync(o.predictions, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { reference: string; prediction: string });
         scores = scoreReports(rows.map((r) => r.prediction), rows.map((r) => r.reference));
       } else {
-        if (!o.data) throw Object.assign(new Error('pass --data (to generate and score) or --predictions (to score)'), { code: 'E_ARGUMENT' });
+        if (!o.data) throw medllavaError('E_ARGUMENT', 'pass --data (to generate and score) or --predictions (to score)');
         const model = await loadModel(o.model, { threads: o.threads });
         const stop = stopOnSignal('evaluation');
         const b = bar('reports');
