@@ -1,11 +1,11 @@
 /** `medllava synth`, `generate-instruct`, `eval vqa` and `train-demo`: the synthetic world, its data and evaluation. */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 
-import { buildDemo, DEMO_STAGES } from '../demo/build.js';
+import { buildDemo, DEMO_STAGES, type DemoBuild } from '../demo/build.js';
 import { medllavaError } from '../errors.js';
 import { intArg } from './args.js';
 import { evaluateDemo } from '../demo/evaluate.js';
@@ -42,6 +42,17 @@ function stopOnSignal(what: string): { signal: AbortSignal; done: () => void } {
   process.on('SIGINT', on);
   process.on('SIGTERM', on);
   return { signal: ctl.signal, done: () => { process.off('SIGINT', on); process.off('SIGTERM', on); } };
+}
+
+/** a finished demo build's record (work/build.json) */
+function readBuild(work: string): DemoBuild {
+  let b: DemoBuild & { outputs: DemoBuild['outputs'] };
+  try {
+    b = JSON.parse(readFileSync(join(work, 'build.json'), 'utf8')) as DemoBuild;
+  } catch (e) {
+    throw medllavaError('E_IO', `${work} holds no finished demo build (build.json: ${(e as Error).message}); run \`medllava train-demo --work ${work}\` first`);
+  }
+  return { ...b, world: join(work, 'world') };
 }
 
 export function registerDataCommands(program: Command): void {
@@ -174,7 +185,6 @@ export function registerDataCommands(program: Command): void {
     .action(async (o: { model?: string; data?: string; images?: string; predictions?: string; answers?: string; limit?: number; threads?: number; json?: boolean }) => {
       let scores;
       if (o.predictions) {
-        const { readFileSync } = await import('node:fs');
         const rows = readFileSync(o.predictions, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as { reference: string; prediction: string });
         scores = scoreReports(rows.map((r) => r.prediction), rows.map((r) => r.reference));
       } else {
@@ -225,10 +235,11 @@ export function registerDataCommands(program: Command): void {
     .option('--threads <n>', 'CPU threads', intArg)
     .option('--endpoint <url>', 'OpenAI-compatible endpoint for the conversations (default: the rule-based writer)')
     .option('--pack', 'then evaluate every stage and pack the final model into models/medllava-demo (what the package ships)')
-    .action(async (o: { work: string; cases: number; seed: number; threads?: number; endpoint?: string; pack?: boolean }) => {
+    .option('--pack-only', 'evaluate and pack the build already in --work (no training)')
+    .action(async (o: { work: string; cases: number; seed: number; threads?: number; endpoint?: string; pack?: boolean; packOnly?: boolean }) => {
       const stop = stopOnSignal('training');
       try {
-        const r = await buildDemo({
+        const r = o.packOnly ? readBuild(o.work) : await buildDemo({
           work: o.work, cases: o.cases, seed: o.seed, threads: o.threads, endpoint: o.endpoint, signal: stop.signal,
           onEvent: (s, e) => {
             if (e.type === 'log') process.stdout.write(`[${s}] ${e.message}\n`);
@@ -238,7 +249,7 @@ export function registerDataCommands(program: Command): void {
           },
         });
         for (const s of DEMO_STAGES) process.stdout.write(`${s}: loss ${r.firstLoss[s].toFixed(3)} → ${r.finalLoss[s].toFixed(3)} in ${r.seconds[s]!.toFixed(0)} s → ${r.outputs[s]}\n`);
-        if (o.pack) {
+        if (o.pack || o.packOnly) {
           process.stdout.write('evaluating every stage on the held-out split…\n');
           const ev = await evaluateDemo({ work: o.work, threads: o.threads, signal: stop.signal });
           writeFileSync(join(o.work, 'EVAL.md'), `${ev.markdown}\n`);

@@ -46,7 +46,7 @@ export interface EvalVqaOptions {
   /** a name for the answers' model_id */
   modelId?: string;
   data: string;
-  /** the folder image paths are relative to (default: the data file's folder) */
+  /** the folder image paths are relative to (default: the data file's folder, or its parent when the images are there) */
   images?: string;
   /** answers JSONL to write (default: none) */
   answers?: string;
@@ -74,7 +74,10 @@ export function datasetName(path: string): string {
 export async function evalVqa(o: EvalVqaOptions): Promise<EvalVqaResult> {
   let questions = readVqaFile(o.data);
   if (o.limit !== undefined) questions = questions.slice(0, o.limit);
-  const root = o.images ?? dirname(o.data);
+  // default: the data file's folder — or its parent, when the images are there (a world's vqa/ beside images/)
+  const first = questions.find((q) => q.image)?.image;
+  const root = o.images ?? (first && !existsSync(join(dirname(o.data), first)) && existsSync(join(dirname(dirname(o.data)), first))
+    ? dirname(dirname(o.data)) : dirname(o.data));
   for (const q of questions) {
     if (q.image && !existsSync(join(root, q.image))) {
       throw medllavaError('E_IO', `${q.id}: image ${join(root, q.image)} does not exist (pass --images, the folder the image paths are relative to)`);
