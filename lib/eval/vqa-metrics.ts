@@ -16,23 +16,31 @@ const NUMBER_WORDS: Record<string, string> = {
   none: '0', zero: '0', one: '1', two: '2', three: '3', four: '4', five: '5', six: '6', seven: '7', eight: '8', nine: '9', ten: '10',
 };
 const ARTICLES = new Set(['a', 'an', 'the']);
-/** Contractions written without their apostrophe, restored (the VQA toolkit's kind of table, written here). */
+/**
+ * Contractions restored, with the VQA evaluation toolkit's effective mapping on lower-cased text (LLaVA-Med uses
+ * that table): a form with one apostrophe is restored from its spelling without it ("dont" → "don't"); a form with
+ * several from each spelling that lacks just one of them ("couldnt've", "couldn'tve" → "couldn't've"; never the
+ * bare "couldntve"). The toolkit's table has only the forms listed here — so "im", "hell", "well", "were", "its",
+ * "shell" and "wed" stay as they are (its "I…" keys are capitalised and never match lower-cased text) — and one
+ * entry runs backwards: "somebody'd" becomes "somebodyd". Checked entry by entry against the toolkit's table.
+ */
 const CONTRACTIONS: Record<string, string> = (() => {
+  const forms = ["ain't", "aren't", "can't", "could've", "couldn't", "didn't", "doesn't", "don't", "hadn't", "hasn't", "haven't", "he'd",
+    "he's", "how'd", "how'll", "how's", "isn't", "it'd", "it'll", "ma'am", "might've", "mightn't", "must've", "mustn't", "needn't",
+    "not've", "o'clock", "oughtn't", "shan't", "should've", "shouldn't", "somebody'll", "somebody's", "someone'd", "someone'll",
+    "someone's", "something'd", "something'll", "that's", "there'd", "there're", "there's", "they'd", "they'll", "they're", "they've",
+    "'twas", "wasn't", "we've", "weren't", "what'll", "what're", "what's", "what've", "when's", "where'd", "where's", "where've", "who'd",
+    "who'll", "who's", "who've", "why'll", "why're", "why's", "won't", "would've", "wouldn't", "y'all", "you'd", "you'll", "you're",
+    "you've",
+    "couldn't've", "hadn't've", "he'd've", "it'd've", "mightn't've", "she'd've", "shouldn't've", "somebody'd've", "someone'd've",
+    "something'd've", "there'd've", "they'd've", "we'd've", "who'd've", "wouldn't've", "you'd've", "y'all'd've", "y'all'll", "'ow's'at"];
   const t: Record<string, string> = {};
-  const add = (plain: string, proper: string) => { t[plain] = proper; };
-  for (const [w, c] of [['are', "aren't"], ['ca', "can't"], ['could', "couldn't"], ['did', "didn't"], ['does', "doesn't"], ['do', "don't"],
-    ['had', "hadn't"], ['has', "hasn't"], ['have', "haven't"], ['is', "isn't"], ['might', "mightn't"], ['must', "mustn't"],
-    ['should', "shouldn't"], ['was', "wasn't"], ['were', "weren't"], ['wo', "won't"], ['would', "wouldn't"], ['need', "needn't"]] as const) {
-    add(c.replace("'", ''), c);
+  for (const f of forms) {
+    const at = [...f.matchAll(/'/g)].map((m) => m.index!);
+    if (at.length === 1) t[f.replace("'", '')] = f;
+    else for (const i of at) t[f.slice(0, i) + f.slice(i + 1)] = f;
   }
-  for (const c of ["ain't", "i'm", "i've", "i'll", "i'd", "you're", "you've", "you'll", "you'd", "he's", "he'll", "he'd", "she's", "she'll",
-    "she'd", "it's", "it'll", "it'd", "we're", "we've", "we'll", "we'd", "they're", "they've", "they'll", "they'd", "that's", "that'll",
-    "that'd", "there's", "there're", "there'll", "there'd", "what's", "what're", "what'll", "what'd", "what've", "who's", "who're",
-    "who'll", "who'd", "who've", "where's", "where'd", "where've", "when's", "why's", "why'd", "how's", "how'd", "how'll", "let's",
-    "y'all", "o'clock", "ma'am", "could've", "should've", "would've", "might've", "must've", "somebody's", "someone's", "something's",
-    "somebody'd", "someone'd", "something'd", "somebody'll", "someone'll", "here's"]) {
-    add(c.replace(/'/g, ''), c);
-  }
+  t["somebody'd"] = 'somebodyd';
   return t;
 })();
 

@@ -24,6 +24,14 @@ describe('normalizeAnswer', () => {
     ['dont know', "don't know"],
     ['isnt it', "isn't it"],
     ['  many   spaces  ', 'many spaces'],
+    // the VQA toolkit's contraction table exactly (compared entry by entry with its vqaEval.py):
+    ["couldnt've", "couldn't've"],          // several apostrophes: restored from a spelling missing one
+    ["couldn'tve", "couldn't've"],
+    ['couldntve', 'couldntve'],            // … never from the bare spelling
+    ['well defined', 'well defined'],      // no "we'll", "he'll", "we're", "it's", "I'm" entries
+    ['im sure its here', 'im sure its here'],
+    ["somebody'd", 'somebodyd'],           // the one entry that runs backwards
+    ['twas', "'twas"],
   ])('%j → %j', (input, want) => {
     expect(normalizeAnswer(input)).toBe(want);
   });
