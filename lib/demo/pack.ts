@@ -47,9 +47,10 @@ export async function packDemo(o: { work: string; out?: string; card: string; sa
     for (const c of cases.slice(0, o.samplesPerModality ?? 1)) {
       const file = `samples/${c.truth.id}.png`;
       copyFileSync(join(o.work, 'world', c.image), join(tmp, file));
+      // VQA questions: the fine-tuned model answers them (fine-tuning on short answers made it forget how to describe)
       const qs = vqaQuestions(c.truth, rng, 4);
       samples.push({ image: file, modality: m, truth: { ...c.truth }, caption: c.caption,
-        questions: [{ question: 'Describe the image briefly.', answer: c.caption, answerType: 'DESCRIBE' }, ...qs] });
+        questions: qs });
     }
   }
   writeFileSync(join(tmp, 'samples', 'samples.json'), `${JSON.stringify(samples, null, 1)}\n`);
@@ -85,5 +86,12 @@ World rendering ${minutes(b.seconds['world'] ?? 0)}, conversations ${minutes(b.s
 ## Evaluation (held-out test split, never seen in training)
 
 ${evaluation}
+## Known limits
+
+- Fine-tuning on VQA's one-word answers makes the final model answer in a word or two: it no longer describes
+  images or writes reports (its chat and report scores fall below the earlier stages'); LLaVA-Med's own VQA
+  checkpoints are task-specific in the same way. The stage outputs of \`npm run train:demo\` (in its work folder) keep
+  the describing models.
+- Everything it knows is the synthetic world's: five procedural modalities, a dozen findings, templated language.
 `;
 }

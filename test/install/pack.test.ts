@@ -92,7 +92,8 @@ describe('npm pack', () => {
     const paths = files[0]!.files.map((f) => f.path);
     for (const p of ['package.json', 'CMakeLists.txt', 'binding.gyp', 'native/sources.json', 'dist/lib/index.js',
       'dist/lib/index.d.ts', 'dist/lib/cli/main.js', 'native/cpu/matmul.cc', 'native/cuda/matmul.cuh',
-      'scripts/gyp-sources.cjs']) expect(paths).toContain(p);
+      'scripts/gyp-sources.cjs', 'models/medllava-demo/model.safetensors', 'models/medllava-demo/vision_tower/config.json',
+      'models/medllava-demo/samples/samples.json']) expect(paths).toContain(p);
     expect(paths.some((p) => p.startsWith('build/') || p.startsWith('test/') || p.startsWith('node_modules/'))).toBe(false);
   });
 });
@@ -152,9 +153,15 @@ describe('npm install of the packed tarball, install scripts off', () => {
       const m = await loadModel('fx/' + f, { device: 'cpu' });
       const logits = await m.forward({ tokens: [1, 20, 30, 40] });
       const reply = await m.createChat().send({ text: 'hello' }, { maxTokens: 4 });
-      process.stdout.write(JSON.stringify({ n: logits.length, finite: logits.every(Number.isFinite), tokens: reply.tokens.length }));
-      await m.dispose();`], dir, env);
-    expect(JSON.parse(out)).toEqual({ n: 600, finite: true, tokens: 4 });
+      await m.dispose();
+      // the bundled demo model ships in the package: loadModel() with no source
+      const demo = await loadModel(undefined, { device: 'cpu' });
+      const answer = await demo.createChat().send({ text: 'What type of image is this?', image: 'node_modules/medllava/models/medllava-demo/samples/' +
+        readdirSync('node_modules/medllava/models/medllava-demo/samples').find((n) => n.endsWith('.png')) }, { maxTokens: 8 });
+      await demo.dispose();
+      process.stdout.write(JSON.stringify({ n: logits.length, finite: logits.every(Number.isFinite), tokens: reply.tokens.length,
+        demo: demo.spec.family, answered: answer.text.trim().length > 0 }));`], dir, env);
+    expect(JSON.parse(out)).toEqual({ n: 600, finite: true, tokens: 4, demo: 'llava-med-v1.5', answered: true });
   }, 900_000);
 });
 
