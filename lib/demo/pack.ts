@@ -7,19 +7,14 @@
 import { copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { packageRoot } from '../native.js';
 import { DEMO_STAGES, type DemoBuild } from './build.js';
+import { demoModelDir, type DemoSample } from './samples.js';
 import { Rand } from '../synth/canvas.js';
 import { vqaQuestions } from '../synth/text.js';
 import { MODALITIES } from '../synth/truth.js';
 import { readWorldTruth } from '../synth/world.js';
 
-/** where the bundled demo model lives */
-export function demoModelDir(): string {
-  return join(packageRoot(), 'models', 'medllava-demo');
-}
-
-export interface DemoSample { image: string; modality: string; truth: Record<string, unknown>; caption: string; questions: { question: string; answer: string; answerType: string }[] }
+export { demoModelDir, type DemoSample } from './samples.js';
 
 export async function packDemo(o: { work: string; out?: string; card: string; samplesPerModality?: number }): Promise<string> {
   const out = o.out ?? demoModelDir();

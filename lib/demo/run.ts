@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { loadModel } from '../model/model.js';
-import { demoModelDir, type DemoSample } from './pack.js';
+import { demoModelDir, type DemoSample } from './samples.js';
 
 async function main() {
   const t0 = performance.now();
@@ -31,7 +31,7 @@ async function main() {
         const ok = q.answerType === 'CLOSED' ? r.text.trim().toLowerCase().startsWith(q.answer) : undefined;
         if (ok !== undefined) { asked++; if (ok) right++; }
         out(`  Q: ${q.question}`);
-        out(`  A: ${r.text.trim()}   [${ms.toFixed(0)} ms, ${r.timings.genTokens} tokens]${q.answerType === 'DESCRIBE' ? '' : `   expected: ${q.answer}${ok === undefined ? '' : ok ? ' ✓' : ' ✗'}`}`);
+        out(`  A: ${r.text.trim()}   [${ms.toFixed(0)} ms, ${r.timings.genTokens} tokens]   expected: ${q.answer}${ok === undefined ? '' : ok ? ' ✓' : ' ✗'}`);
       }
     } finally {
       chat.dispose();

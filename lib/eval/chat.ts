@@ -22,6 +22,8 @@ import type { Model } from '../model/model.js';
 import { FINDINGS, MODALITIES, type Truth } from '../synth/truth.js';
 import { readWorldTruth } from '../synth/world.js';
 import { writeFileAtomic } from '../util/files.js';
+import { chatCompletion } from '../util/openai.js';
+import { answerOnce } from './answer.js';
 
 export interface ChatQuestion {
   question_id: number | string;
@@ -181,13 +183,7 @@ async function askJudge(j: NonNullable<EvalChatOptions['judge']>, messages: Retu
   for (let a = 0; a < Math.max(1, j.retries ?? 3); a++) {
     if (a) await new Promise((r) => setTimeout(r, 500 * 2 ** (a - 1)));
     try {
-      const res = await fetch(`${j.endpoint.replace(/\/+$/, '')}/chat/completions`, {
-        method: 'POST', signal, headers: { 'content-type': 'application/json', ...(j.apiKey ? { authorization: `Bearer ${j.apiKey}` } : {}) },
-        body: JSON.stringify({ model: j.model ?? 'gpt-4', messages, temperature: 0 }),
-      });
-      const body = await res.text();
-      if (!res.ok) { last = `HTTP ${res.status}: ${body.slice(0, 200)}`; continue; }
-      const content = (JSON.parse(body) as { choices?: { message?: { content?: string } }[] }).choices?.[0]?.message?.content ?? '';
+      const content = await chatCompletion({ endpoint: j.endpoint, model: j.model, apiKey: j.apiKey, messages, signal });
       const s = parseJudgeScores(content);
       if (s) return s;
       last = `the judge's first line is not two scores: ${JSON.stringify(content.split('\n')[0])}`;
@@ -214,13 +210,7 @@ export async function evalChat(o: EvalChatOptions): Promise<EvalChatResult> {
   const rows: EvalChatResult['rows'] = [];
   for (const [i, q] of qs.entries()) {
     if (o.signal?.aborted) throw medllavaError('E_ABORTED', `stopped after ${i} of ${qs.length} questions`);
-    const chat = o.model.createChat();
-    let answer: string;
-    try {
-      answer = (await chat.send({ text: q.text.replace(/\n?<image>\n?/g, ' ').trim(), image: join(root, q.image) }, gen)).text.trim();
-    } finally {
-      chat.dispose();
-    }
+    const answer = await answerOnce(o.model, { text: q.text.replace(/\n?<image>\n?/g, ' ').trim(), image: join(root, q.image) }, gen);
     const domain = questionDomain(q);
     if (o.judge) {
       const [ref, mine] = await askJudge(o.judge, judgeMessages(q, answer), o.signal);

@@ -13,13 +13,14 @@
  *     counted as negative (LLaVA-Rad's default) or positive (`uncertainAsPositive`).
  * The phrase lists are written here.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 import { medllavaError } from '../errors.js';
 import type { GenerateOptions } from '../generate.js';
 import type { Model } from '../model/model.js';
 import { writeFileAtomic } from '../util/files.js';
+import { answerOnce, readRecords } from './answer.js';
 
 // ---- BLEU (sacrebleu semantics) -----------------------------------------------------------------------------
 
@@ -263,29 +264,20 @@ export interface EvalReportOptions {
 }
 
 export async function evalReport(o: EvalReportOptions): Promise<ReportScores & { rows: { id: string; query: string; reference: string; prediction: string }[] }> {
-  let records: { id?: string; image?: string; conversations?: { from: string; value: string }[] }[];
-  try {
-    const text = readFileSync(o.data, 'utf8');
-    records = text.trimStart().startsWith('[') ? JSON.parse(text) : text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
-  } catch (e) {
-    throw medllavaError((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'E_IO' : 'E_FORMAT', `${o.data}: ${(e as Error).message}`);
-  }
+  let records = readRecords(o.data, 'records') as { id?: string; image?: string; conversations?: { from: string; value: string }[] }[];
   if (o.limit !== undefined) records = records.slice(0, o.limit);
   const root = o.images ?? dirname(o.data);
+  // every image checked before anything is generated
+  for (const r of records) if (r.image && !existsSync(join(root, r.image))) throw medllavaError('E_IO', `${join(root, r.image)} does not exist (pass --images)`);
   const rows: { id: string; query: string; reference: string; prediction: string }[] = [];
   for (const [i, r] of records.entries()) {
     if (o.signal?.aborted) throw medllavaError('E_ABORTED', `stopped after ${i} of ${records.length} reports`);
     const q = r.conversations?.find((t) => t.from === 'human')?.value, ref = r.conversations?.find((t) => t.from === 'gpt')?.value;
     if (typeof q !== 'string' || typeof ref !== 'string') throw medllavaError('E_FORMAT', `${o.data}: record ${i} has no human / gpt turn`);
-    if (r.image && !existsSync(join(root, r.image))) throw medllavaError('E_IO', `${join(root, r.image)} does not exist (pass --images)`);
-    const chat = o.model.createChat();
-    try {
-      const query = q.replace(/\n?<image>\n?/g, ' ').trim();
-      const reply = await chat.send({ text: query, image: r.image ? join(root, r.image) : undefined }, { temperature: 0, maxTokens: 256, ...o.generate, signal: o.signal });
-      rows.push({ id: String(r.id ?? i), query, reference: ref, prediction: reply.text.trim() });
-    } finally {
-      chat.dispose();
-    }
+    const query = q.replace(/\n?<image>\n?/g, ' ').trim();
+    const prediction = await answerOnce(o.model, { text: query, image: r.image ? join(root, r.image) : undefined },
+      { temperature: 0, maxTokens: 256, ...o.generate, signal: o.signal });
+    rows.push({ id: String(r.id ?? i), query, reference: ref, prediction });
     o.onProgress?.(i + 1, records.length);
   }
   if (o.answers) writeFileAtomic(o.answers, rows.map((r) => `${JSON.stringify(r)}\n`).join(''));

@@ -5,28 +5,22 @@
  * lines in upstream's answer-file layout ({question_id, prompt, text, answer_id, model_id, metadata}) and scored
  * with LLaVA-Med's metrics (vqa-metrics.ts): open recall and closed accuracy, in percent.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 
 import { medllavaError } from '../errors.js';
 import type { GenerateOptions } from '../generate.js';
 import type { Model } from '../model/model.js';
 import { writeFileAtomic } from '../util/files.js';
+import { answerOnce, readRecords } from './answer.js';
 import { scoreVqa, type VqaItem, type VqaScore } from './vqa-metrics.js';
 
 export interface VqaQuestion { id: string; image?: string; answerType: string; question: string; answer: string; questionType?: string; modality?: string }
 
 /** a VQA test file → its questions (the `conversatons` misspelling read too) */
 export function readVqaFile(path: string): VqaQuestion[] {
-  let rows: unknown;
-  try {
-    const text = readFileSync(path, 'utf8');
-    rows = text.trimStart().startsWith('[') ? JSON.parse(text) : text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as unknown);
-  } catch (e) {
-    throw medllavaError((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'E_IO' : 'E_FORMAT', `${path}: ${(e as Error).message}`);
-  }
-  if (!Array.isArray(rows)) throw medllavaError('E_FORMAT', `${path}: expected a list of questions`);
-  return rows.map((r: Record<string, unknown>, i) => {
+  const rows = readRecords(path, 'questions');
+  return rows.map((r, i) => {
     const conv = (r['conversations'] ?? r['conversatons']) as { from: string; value: string }[] | undefined;
     const q = conv?.[0]?.value, a = conv?.[1]?.value;
     if (typeof q !== 'string' || typeof a !== 'string') {
@@ -88,16 +82,10 @@ export async function evalVqa(o: EvalVqaOptions): Promise<EvalVqaResult> {
   const lines: string[] = [];
   for (const [i, q] of questions.entries()) {
     if (o.signal?.aborted) throw medllavaError('E_ABORTED', `stopped after ${i} of ${questions.length} questions`);
-    const chat = o.model.createChat();
-    try {
-      const reply = await chat.send({ text: q.question, image: q.image ? join(root, q.image) : undefined }, gen);
-      const text = reply.text.trim();
-      items.push({ id: q.id, answerType: q.answerType, reference: q.answer, prediction: text, modality: q.modality });
-      lines.push(JSON.stringify({ question_id: q.id, prompt: q.question, text, answer_id: `${q.id}-a`, model_id: o.modelId ?? 'medllava',
-        metadata: { answer_type: q.answerType, gt: q.answer, ...(q.modality ? { modality: q.modality } : {}) } }));
-    } finally {
-      chat.dispose();
-    }
+    const text = await answerOnce(o.model, { text: q.question, image: q.image ? join(root, q.image) : undefined }, gen);
+    items.push({ id: q.id, answerType: q.answerType, reference: q.answer, prediction: text, modality: q.modality });
+    lines.push(JSON.stringify({ question_id: q.id, prompt: q.question, text, answer_id: `${q.id}-a`, model_id: o.modelId ?? 'medllava',
+      metadata: { answer_type: q.answerType, gt: q.answer, ...(q.modality ? { modality: q.modality } : {}) } }));
     o.onProgress?.(i + 1, questions.length);
   }
   if (o.answers) writeFileAtomic(o.answers, lines.length ? `${lines.join('\n')}\n` : '');

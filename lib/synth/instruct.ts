@@ -18,6 +18,7 @@ import { Rand } from './canvas.js';
 import { ruleConversation, type Turn } from './text.js';
 import { MODALITIES, type Truth } from './truth.js';
 import { writeFileAtomic } from '../util/files.js';
+import { chatCompletion } from '../util/openai.js';
 
 export interface Figure {
   pair_id: string;
@@ -197,29 +198,6 @@ const sleep = (ms: number, signal?: AbortSignal) => new Promise<void>((res) => {
   signal?.addEventListener('abort', () => { clearTimeout(t); res(); }, { once: true });
 });
 
-async function chat(o: GenerateInstructOptions, messages: ReturnType<typeof instructMessages>): Promise<string> {
-  const url = `${o.endpoint!.replace(/\/+$/, '')}/chat/completions`;
-  const ctl = new AbortController();
-  const timer = setTimeout(() => ctl.abort(), o.timeoutMs ?? 120_000);
-  const onAbort = () => ctl.abort();
-  o.signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    const res = await fetch(url, {
-      method: 'POST', signal: ctl.signal,
-      headers: { 'content-type': 'application/json', ...(o.apiKey ? { authorization: `Bearer ${o.apiKey}` } : {}) },
-      body: JSON.stringify({ model: o.model ?? 'gpt-4', messages, temperature: 0 }),
-    });
-    const body = await res.text();
-    if (!res.ok) throw new Error(`HTTP ${res.status}: ${body.slice(0, 200)}`);
-    const j = JSON.parse(body) as { choices?: { message?: { content?: string } }[] };
-    const content = j.choices?.[0]?.message?.content;
-    if (typeof content !== 'string') throw new Error('the response has no choices[0].message.content');
-    return content;
-  } finally {
-    clearTimeout(timer);
-    o.signal?.removeEventListener('abort', onAbort);
-  }
-}
 
 export async function generateInstruct(o: GenerateInstructOptions): Promise<GenerateInstructResult> {
   let figures: Record<string, Figure[]>;
@@ -283,7 +261,8 @@ export async function generateInstruct(o: GenerateInstructOptions): Promise<Gene
           for (let a = 0; a < attempts && !o.signal?.aborted; a++) {
             if (a > 0) await sleep(delay * 2 ** (a - 1), o.signal);
             try {
-              const text = await chat(o, instructMessages(f, o.inlineMentions ?? true));
+              const text = await chatCompletion({ endpoint: o.endpoint!, model: o.model, apiKey: o.apiKey, signal: o.signal, timeoutMs: o.timeoutMs,
+                messages: instructMessages(f, o.inlineMentions ?? true) });
               const rng = new Rand((seed * 0x9e3779b1) ^ hash(f.pair_id));
               turns = toLlavaConversation(parseConversation(text), rng.chance(0.5));
               last = turns ? '' : 'no usable turn';
