@@ -21,7 +21,7 @@ import { writeSyntheticWorld } from '../synth/world.js';
 import { trainBpe } from '../tokenizer/train.js';
 import { train, type TrainEvent, type TrainOptions } from '../train/run.js';
 
-/** the demo model's shape: about 5.9 M parameters, 64 image tokens */
+/** the demo model's shape: about 5.8 M parameters, 64 image tokens */
 export const DEMO_SHAPE: FixtureShape = {
   llm: { hidden: 256, layers: 4, heads: 4, kvHeads: 4, ffn: 704, vocab: 1024, ropeTheta: 10000, rmsEps: 1e-5, context: 512 },
   vision: { imageSize: 112, patchSize: 14, hidden: 192, layers: 4, heads: 3, ffn: 768, eps: 1e-5 },
